@@ -1,0 +1,215 @@
+"""Benchmark 1: gate throughput on the real broker, against a plain passthrough loop.
+
+N framed events (about 2% with a bad identifier, so the DLQ path runs) are published to the
+ingest topics first. Then, one after the other, each with its own consumer group:
+
+- baseline: a plain confluent-kafka consume→produce loop, same batch size, same producer
+  settings, manual synchronous commit after flush, from the same ingest topics into a scratch
+  topic;
+- the gate (``stream_apps.gate.Gate``), into ``validated.*`` and ``dlq.*``.
+
+Each runs in a thread of a forked process of its own, so both start from the same memory
+state. Its clock starts when its first batch is consumed (so the consumer-group join, ~4 s on
+Tansu, is excluded from both) and stops when the batch that completes N has been flushed and
+committed. The outputs are then counted by consuming them (not from watermarks: Tansu counts
+a produce batch as one offset).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from govbus import runtime
+from govbus_core.config import Settings
+from govbus_core.kafka import consumer_config, ensure_topics, producer_config
+from producers.publisher import Publisher
+from stream_apps.gate import INGEST_PATTERN, Gate
+
+from . import workload
+from .env import Env
+from .report import BenchError, Memory, Result, Say, isolated, table
+
+BATCH = 1000  # the gate's default batch
+TIMEOUT = 120.0
+
+
+class Loop(Protocol):
+    def process(self, msgs: list[Any]) -> None: ...
+    def run(self) -> None: ...
+    def stop(self, *_: Any) -> None: ...
+
+
+class Passthrough:
+    """The baseline: the gate's loop without the gate (no verdict, one output topic)."""
+
+    def __init__(self, settings: Settings, group: str, out_topic: str, batch: int) -> None:
+        self.out_topic, self.batch = out_topic, batch
+        self.consumer = Consumer(consumer_config(settings, group))
+        self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))  # as the gate
+        self.consumer.subscribe([INGEST_PATTERN])
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.is_set():
+                msgs = self.consumer.consume(self.batch, 0.5)
+                if msgs:
+                    self.process(msgs)
+        finally:
+            self.producer.flush(30)
+            self.consumer.close()
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def process(self, msgs: list[Any]) -> None:
+        failures: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                failures.append(str(err))
+
+        offsets: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            if msg.error():
+                continue
+            while True:
+                try:
+                    self.producer.produce(self.out_topic, key=msg.key(), value=msg.value(),
+                                          headers=msg.headers(), on_delivery=delivered)
+                    break
+                except BufferError:
+                    self.producer.poll(0.1)
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+        remaining = self.producer.flush(60)
+        if failures or remaining:
+            raise BenchError(f"passthrough: {len(failures)} failed, {remaining} unacknowledged")
+        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                             asynchronous=False)
+
+
+class Clock:
+    """Wraps a loop's ``process``: first batch consumed → the batch that completes N."""
+
+    def __init__(self, target: int) -> None:
+        self.target, self.count = target, 0
+        self.first = self.last = 0.0
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def wrap(self, process: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
+        def timed(msgs: list[Any]) -> None:
+            if not self.first:
+                self.first = time.perf_counter()
+            process(msgs)  # returns after every output is acknowledged and input committed
+            self.count += sum(1 for m in msgs if not m.error())
+            if self.count >= self.target and not self.done.is_set():
+                self.last = time.perf_counter()
+                self.done.set()
+        return timed
+
+
+def timed_loop(name: str, make: Callable[[], Loop], n: int) -> Result:
+    """Build the loop, run it in a thread until it has committed ``n`` records, stop it."""
+    mem = Memory()
+    mem.start()
+    clock = Clock(n)
+    loop = make()
+    loop.process = clock.wrap(loop.process)  # type: ignore[method-assign,assignment]
+
+    def target() -> None:
+        try:
+            loop.run()
+        except BaseException as exc:  # noqa: BLE001 - reported by the waiting thread
+            clock.error = exc
+            clock.done.set()
+
+    thread = threading.Thread(target=target, name=name, daemon=True)
+    thread.start()
+    try:
+        finished = clock.done.wait(TIMEOUT)
+        peak, growth = mem.peak()
+        if clock.error is not None:
+            raise BenchError(f"{name} crashed: {clock.error!r}") from clock.error
+        if not finished:
+            raise BenchError(f"{name}: only {clock.count} of {n} records committed after "
+                             f"{TIMEOUT:.0f} s")
+    finally:
+        loop.stop()
+        thread.join(60)
+    return Result(name, n, clock.last - clock.first, peak, growth)
+
+
+def count_outputs(settings: Settings, topics: list[str], expected: int) -> Counter[str]:
+    """Records per topic family (``validated``, ``dlq``, ...), read from the beginning."""
+    consumer = Consumer(consumer_config(settings, f"bench-count-{uuid.uuid4().hex[:8]}"))
+    try:
+        meta = consumer.list_topics(timeout=10)
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING)
+                         for t in topics for p in meta.topics[t].partitions])
+        counts: Counter[str] = Counter()
+        deadline = time.monotonic() + 60
+        idle_after_done = 0
+        while time.monotonic() < deadline and idle_after_done < 2:  # then 1 s more for extras
+            msgs = [m for m in consumer.consume(1000, 0.5) if not m.error()]
+            counts.update(str(m.topic()).split(".", 1)[0] for m in msgs)
+            if sum(counts.values()) >= expected and not msgs:
+                idle_after_done += 1
+        return counts
+    finally:
+        consumer.close()
+
+
+def publish_input(settings: Settings, env: Env, n: int) -> int:
+    """Publish the workload to the ingest topics; returns how many are bad on purpose."""
+    pub = Publisher(settings, catalogue=env.catalogue)
+    work = workload.items(n, 0.02)
+    sent = 0
+    for (agency, name, bad), changes in workload.grouped(work).items():
+        report = pub.publish(agency, name, changes, validate=not bad)
+        if report.refused or report.failed:
+            raise BenchError(f"input {agency}.{name}: {len(report.refused)} refused, "
+                             f"failures {report.failed[:3]}")
+        sent += report.published
+    pub.close()
+    if sent != n:
+        raise BenchError(f"published {sent} input events, wanted {n}")
+    return sum(item.bad for item in work)
+
+
+def run(env: Env, n: int, say: Say) -> None:
+    settings = env.broker
+    say(f"\n== 1. gate throughput: {n} framed events on {len(list(env.catalogue))} ingest "
+        f"topics x {settings.partitions} partitions, batch {BATCH}")
+    started = time.monotonic()
+    bad = publish_input(settings, env, n)
+    say(f"  input: {n} events published in {time.monotonic() - started:.1f} s "
+        f"({bad} with a bad check character)")
+    say("  clock: from the first consumed batch to the commit of the batch completing N "
+        "(group join excluded, for both)")
+    run_id = uuid.uuid4().hex[:8]
+    scratch = f"bench.passthrough.{run_id}"
+    ensure_topics(settings, [scratch])
+    base = isolated(lambda: timed_loop("baseline: consume→produce loop", lambda: Passthrough(
+        settings, f"bench-passthrough-{run_id}", scratch, BATCH), n))
+    copied = count_outputs(settings, [scratch], n)
+    gate = isolated(lambda: timed_loop("stream_apps.gate.Gate", lambda: Gate(
+        settings, group=f"bench-gate-{run_id}", batch=BATCH), n))
+    outputs = [t for t in runtime.catalogue_topics(env.catalogue)
+               if not t.startswith("ingest.")]
+    counted = count_outputs(settings, outputs, n)
+    table(say, base, [gate])
+    say(f"  counted by consuming: passthrough {copied['bench']} of {n}; gate "
+        f"{counted['validated']} validated + {counted['dlq']} dlq = "
+        f"{counted['validated'] + counted['dlq']} of {n} (expected {n - bad} + {bad})")
+    if copied["bench"] < n or counted["validated"] + counted["dlq"] < n:
+        raise BenchError("outputs missing: the figures above do not cover every event")
+    if counted["dlq"] != bad:
+        raise BenchError(f"the gate rejected {counted['dlq']}, expected {bad}")

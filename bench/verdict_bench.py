@@ -1,0 +1,62 @@
+"""Benchmark 2: what the gate's verdict costs in CPU, without a broker.
+
+``stream_apps.verdict.judge`` over M framed events in memory, against a baseline that only
+unframes, looks the schema up (cached) and Avro-decodes the same bytes: the ratio is what the
+contract rules (providers, Art. 12 identifiers, locality, envelope) add to bare decoding.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections import Counter
+
+from govbus_core.registry import SchemaRegistry
+from govbus_core.serde import unframe
+from stream_apps.verdict import judge
+
+from . import workload
+from .env import Env
+from .report import BenchError, Result, Say, table
+
+POOL = 5000  # distinct framed events; M cycles through them
+REPEATS = 3
+
+
+def _decode_only(work: list[tuple[str, bytes]], lookup: SchemaRegistry) -> None:
+    for _topic, payload in work:
+        schema_id, body = unframe(payload)
+        lookup.by_id(schema_id).codec.decode(body)
+
+
+def _judge_all(work: list[tuple[str, bytes]], lookup: SchemaRegistry) -> None:
+    for topic, payload in work:
+        judge(topic, payload, lookup.by_id)
+
+
+def run(env: Env, m: int, say: Say) -> None:
+    say(f"\n== 2. verdict CPU cost, no broker: {m} framed events in memory, "
+        f"~2% with a bad check character; best of {REPEATS}, alternating")
+    registry = SchemaRegistry(env.database_url)
+    encoder = workload.Encoder(env.catalogue, registry)
+    pool = [encoder.encode(i) for i in workload.items(min(m, POOL), 0.02)]
+    work = [(pool[i % len(pool)].topic, pool[i % len(pool)].payload) for i in range(m)]
+    verdicts = Counter(judge(t, p, registry.by_id).accepted for t, p in work[:len(pool)])
+    if not verdicts[True] or not verdicts[False]:  # also warms the schema cache
+        raise BenchError(f"the workload should hold good and bad events: {dict(verdicts)}")
+    best: dict[str, Result] = {}
+    for _ in range(REPEATS):
+        for name, fn in (("baseline: unframe + Avro decode", _decode_only),
+                         ("verdict.judge", _judge_all)):
+            gc.collect()
+            started = time.perf_counter()
+            fn(work, registry)
+            seconds = time.perf_counter() - started
+            if name not in best or seconds < best[name].seconds:
+                best[name] = Result(name, m, seconds)
+    base, gate = best.values()
+    table(say, base, [gate], memory=False)
+    say(f"  per event: decode {base.seconds / m * 1e6:.1f} µs, judge "
+        f"{gate.seconds / m * 1e6:.1f} µs; validation adds "
+        f"{(gate.seconds - base.seconds) / m * 1e6:.1f} µs "
+        f"({gate.seconds / base.seconds:.2f}x the decode time)")

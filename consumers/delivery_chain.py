@@ -1,0 +1,304 @@
+"""The delivery log's records and hash chain, as pure functions: no I/O.
+
+``row_hash = sha256(prev_hash + canonical(row))``: ``canonical`` is sorted-key, compact UTF-8
+JSON of the row's content, including its ``seq`` (so renumbering shows) and its timestamps in
+microseconds (PostgreSQL's resolution, so no representable change escapes the hash);
+``prev_hash`` is the previous row's ``row_hash``, :data:`GENESIS` for seq 1.
+:class:`ChainChecker` takes rows in seq order and names every break: an altered row (its hash no
+longer matches its content), missing seqs (deleted rows, also the newest ones, through the
+head), a link that does not chain (an inserted or replaced row), rows beyond the head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from govbus_core.errors import GovbusError
+
+CHANNELS = ("exchange", "query", "backfill")  # Art. 17: online query, data exchange; backfills
+GENESIS = "0" * 64
+MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z: what Python's datetime can read back
+FIELDS = ("event_id", "channel", "provider", "recipient", "resource", "grant_id", "fields",
+          "masked_fields", "topic", "partition", "offset", "delivered_ms")
+
+Key = tuple[str, str, str]  # (event_id, recipient, channel)
+
+
+class MalformedDelivery(GovbusError):
+    """A delivery record that is not what the router promised; never written to the log."""
+
+
+# --- records and hashes: pure -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery as the router reports it."""
+
+    event_id: str
+    channel: str
+    provider: str
+    recipient: str
+    resource: str
+    grant_id: int
+    fields: tuple[str, ...]
+    masked_fields: tuple[str, ...]
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    delivered_ms: int
+
+    @property
+    def key(self) -> Key:
+        return (self.event_id, self.recipient, self.channel)
+
+
+@dataclass(frozen=True)
+class LoggedRow:
+    """A row of ``deliveries`` as hashed; timestamps in microseconds since the epoch."""
+
+    seq: int
+    event_id: str
+    channel: str
+    provider: str
+    recipient: str
+    resource: str
+    grant_id: int
+    fields: list[str]
+    masked_fields: list[str]
+    topic: str | None
+    partition: int | None
+    offset: int | None
+    delivered_us: int | None
+    logged_us: int | None
+    prev_hash: str
+    row_hash: str
+
+    def content(self) -> dict[str, Any]:
+        """What the hash covers: everything but the hashes themselves."""
+        return {"seq": self.seq, "event_id": self.event_id, "channel": self.channel,
+                "provider": self.provider, "recipient": self.recipient,
+                "resource": self.resource, "grant_id": self.grant_id, "fields": self.fields,
+                "masked_fields": self.masked_fields, "topic": self.topic,
+                "partition": self.partition, "offset": self.offset,
+                "delivered_us": self.delivered_us, "logged_us": self.logged_us}
+
+
+@dataclass(frozen=True)
+class Head:
+    """The last row the writer appended (``seq`` 0 and :data:`GENESIS` when empty)."""
+
+    seq: int
+    row_hash: str
+    logged_us: int | None = None
+
+
+def _text(obj: dict[str, Any], name: str) -> str:
+    value = obj[name]
+    if not isinstance(value, str) or not value.strip():
+        raise MalformedDelivery(f"{name}: expected a non-empty string, got {value!r:.60}")
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise MalformedDelivery(f"{name}: contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape
+        raise MalformedDelivery(f"{name}: not valid Unicode ({exc.reason})") from exc
+    return value
+
+
+def _int(obj: dict[str, Any], name: str, low: int, high: int) -> int:
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise MalformedDelivery(f"{name}: expected an integer in [{low}, {high}], "
+                                f"got {value!r:.60}")
+    return value
+
+
+def _names(obj: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = obj[name]
+    if not isinstance(value, list):
+        raise MalformedDelivery(f"{name}: expected a list of field names, got {value!r:.60}")
+    return tuple(_text({name: v}, name) for v in value)
+
+
+def parse_delivery(value: bytes | str | None) -> Delivery:
+    """Parse and check one ``govbus.deliveries`` value; :class:`MalformedDelivery` if bad.
+
+    Every check here keeps a record from failing later inside PostgreSQL (NUL characters,
+    integers out of range), where it would stall the sink instead of being set aside.
+    Unknown keys are ignored, so the router can add some without the log losing deliveries.
+    """
+    if value is None:
+        raise MalformedDelivery("empty value (tombstone)")
+    try:
+        obj = json.loads(value)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedDelivery(f"not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise MalformedDelivery(f"expected a JSON object, got {type(obj).__name__}")
+    missing = [f for f in FIELDS if f not in obj]
+    if missing:
+        raise MalformedDelivery(f"missing key(s): {', '.join(missing)}")
+    channel = _text(obj, "channel")
+    if channel not in CHANNELS:
+        raise MalformedDelivery(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
+    kafka = {k: obj[k] for k in ("topic", "partition", "offset")}
+    return Delivery(
+        event_id=_text(obj, "event_id"), channel=channel, provider=_text(obj, "provider"),
+        recipient=_text(obj, "recipient"), resource=_text(obj, "resource"),
+        grant_id=_int(obj, "grant_id", -(2**63), 2**63 - 1),
+        fields=_names(obj, "fields"), masked_fields=_names(obj, "masked_fields"),
+        topic=None if kafka["topic"] is None else _text(kafka, "topic"),
+        partition=None if kafka["partition"] is None else _int(kafka, "partition", 0, 2**31 - 1),
+        offset=None if kafka["offset"] is None else _int(kafka, "offset", 0, 2**63 - 1),
+        delivered_ms=_int(obj, "delivered_ms", 0, MAX_MS))
+
+
+def canonical(content: Mapping[str, Any]) -> bytes:
+    """The bytes a row's hash covers: sorted-key, compact, UTF-8 JSON."""
+    return json.dumps(content, sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode("utf-8")
+
+
+def row_hash(prev_hash: str, content: Mapping[str, Any]) -> str:
+    """``sha256(prev_hash + canonical(content))`` as 64 hex digits."""
+    return hashlib.sha256(str(prev_hash).encode("utf-8") + canonical(content)).hexdigest()
+
+
+def dedupe(deliveries: Iterable[Delivery], present: set[Key]) -> list[Delivery]:
+    """The deliveries not logged yet, each key once (the first occurrence wins)."""
+    seen, fresh = set(present), []
+    for d in deliveries:
+        if d.key not in seen:
+            seen.add(d.key)
+            fresh.append(d)
+    return fresh
+
+
+def chain(deliveries: Sequence[Delivery], head: Head, logged_us: int) -> list[LoggedRow]:
+    """Rows for ``deliveries`` appended after ``head``: consecutive seqs, each hash linked."""
+    rows, prev = [], head.row_hash
+    for seq, d in enumerate(deliveries, start=head.seq + 1):
+        unhashed = LoggedRow(seq, d.event_id, d.channel, d.provider, d.recipient, d.resource,
+                             d.grant_id, list(d.fields), list(d.masked_fields), d.topic,
+                             d.partition, d.offset, d.delivered_ms * 1000, logged_us, prev, "")
+        prev = row_hash(prev, unhashed.content())
+        rows.append(replace(unhashed, row_hash=prev))
+    return rows
+
+
+# --- verification: pure ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Problem:
+    """One break in the chain: which seq, what kind, what was found."""
+
+    seq: int | None
+    kind: str  # altered | missing | broken_link | out_of_order | head_mismatch
+    message: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "kind": self.kind, "message": self.message}
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`verify` found; ``ok`` when the chain is intact up to its head."""
+
+    rows: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head_seq: int | None = None
+    head_hash: str | None = None
+    problems: list[Problem] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def ok(self) -> bool:
+        return not self.counts
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "rows": self.rows, "first_seq": self.first_seq,
+                "last_seq": self.last_seq, "head_seq": self.head_seq,
+                "head_hash": self.head_hash, "problem_counts": dict(self.counts),
+                "problems": [p.as_dict() for p in self.problems],
+                "problems_omitted": sum(self.counts.values()) - len(self.problems)}
+
+    def lines(self) -> list[str]:
+        span = f"seq {self.first_seq}..{self.last_seq}" if self.rows else "empty"
+        total = sum(self.counts.values())
+        verdict = "intact" if self.ok else f"{total} problem(s): " + ", ".join(
+            f"{n} {k}" for k, n in sorted(self.counts.items()))
+        out = [f"delivery log: {self.rows} rows ({span}), head seq {self.head_seq} "
+               f"{(self.head_hash or '-')[:16]}…: {verdict}"]
+        out += [f"  {'' if p.seq is None else f'seq {p.seq}: '}{p.kind}: {p.message}"
+                for p in self.problems]
+        if total > len(self.problems):
+            out.append(f"  … and {total - len(self.problems)} more")
+        return out
+
+
+def _span(first: int, last: int) -> str:
+    return f"seq {first}" if first == last else f"seq {first}..{last}"
+
+
+class ChainChecker:
+    """Feed rows in seq order, then :meth:`finish` with the head; keeps counts, not rows."""
+
+    def __init__(self, max_problems: int = 1000) -> None:
+        self.report = VerifyReport()
+        self.max_problems = max_problems
+        self._prev: LoggedRow | None = None
+
+    def _add(self, seq: int | None, kind: str, message: str) -> None:
+        self.report.counts[kind] += 1
+        if len(self.report.problems) < self.max_problems:
+            self.report.problems.append(Problem(seq, kind, message))
+
+    def feed(self, row: LoggedRow) -> None:
+        prev, rep = self._prev, self.report
+        expected = prev.seq + 1 if prev else 1
+        rep.rows += 1
+        rep.first_seq = row.seq if rep.first_seq is None else rep.first_seq
+        rep.last_seq = row.seq
+        if row.seq > expected:  # a gap: the link is broken because rows are gone
+            self._add(expected, "missing", f"{_span(expected, row.seq - 1)} missing before "
+                      f"seq {row.seq} (deleted rows)")
+        elif row.seq < expected:
+            self._add(row.seq, "out_of_order", f"seq {row.seq} below the first seq 1")
+        else:
+            want = prev.row_hash if prev else GENESIS
+            if row.prev_hash != want:
+                what = f"seq {prev.seq}'s row_hash" if prev else "the genesis hash"
+                self._add(row.seq, "broken_link", f"prev_hash {str(row.prev_hash)[:16]}… is not "
+                          f"{what} {want[:16]}… (inserted or replaced row, or rewritten hash)")
+        if row_hash(row.prev_hash, row.content()) != row.row_hash:
+            self._add(row.seq, "altered", "row_hash does not match the row's content "
+                      "(altered, or forged row)")
+        if prev and row.logged_us is not None and prev.logged_us is not None \
+                and row.logged_us < prev.logged_us:
+            self._add(row.seq, "out_of_order", f"logged before seq {prev.seq}, which precedes it")
+        self._prev = row
+
+    def finish(self, head: Head | None) -> VerifyReport:
+        last, rep = self._prev, self.report
+        if head is None:
+            if last is not None:
+                self._add(None, "head_mismatch", "delivery_log_head has no row (removed?)")
+            return rep
+        rep.head_seq, rep.head_hash = head.seq, head.row_hash
+        end = last.seq if last else 0
+        if end < head.seq:
+            self._add(end + 1, "missing", f"the log ends at seq {end} but its head is seq "
+                      f"{head.seq}: {_span(end + 1, head.seq)} missing (deleted newest rows)")
+        elif end > head.seq:
+            self._add(head.seq + 1, "head_mismatch", f"{_span(head.seq + 1, end)} beyond the "
+                      f"head (seq {head.seq}): not appended by the log writer")
+        elif last is not None and last.row_hash != head.row_hash:
+            self._add(end, "head_mismatch", f"row_hash {last.row_hash[:16]}… differs from the "
+                      f"head's {head.row_hash[:16]}…")
+        return rep

@@ -1,0 +1,348 @@
+"""The delivery log: every delivery is logged, once, in a tamper-evident hash chain.
+
+The router produces one JSON record per delivery to ``govbus.deliveries`` (key = event id),
+at least once. This sink writes them to ``deliveries`` in one transaction per batch and commits
+its Kafka offsets only after that transaction committed: a crash replays a batch, and the
+replay writes nothing twice, because keys (event_id, recipient, channel) already in the log
+are filtered out, and duplicates within a batch dropped, under the writer's lock.
+
+Tamper evidence: ``row_hash = sha256(prev_hash + canonical(row))``, chained from row to row
+(records, hashes and checks are pure, in :mod:`consumers.delivery_chain`). Seqs are assigned
+by the writer, not by a sequence, so a rolled-back batch leaves no gap. One writer at a time
+(``pg_advisory_xact_lock``) keeps the chain linear when several sinks run; ``delivery_log_head``
+(migration 0003) records the last row, so deleting the newest rows shows. :func:`verify` walks
+the log with a server-side cursor and names each broken seq.
+
+This is the evidence for supervision of use (Art. 24: use limited to duties, no passing on;
+Art. 31: misuse, leaks, widened use) and for the yearly sharing report (Art. 26, 28).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import signal
+import threading
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from consumers.delivery_chain import (
+    CHANNELS,
+    GENESIS,
+    ChainChecker,
+    Delivery,
+    Head,
+    Key,
+    LoggedRow,
+    MalformedDelivery,
+    Problem,
+    VerifyReport,
+    canonical,
+    chain,
+    dedupe,
+    parse_delivery,
+    row_hash,
+)
+from govbus_core import db
+from govbus_core.config import Settings
+from govbus_core.errors import BrokerError, ConfigError, DatabaseError
+from govbus_core.kafka import consumer_config, ensure_topics
+
+__all__ = ["CHANNELS", "GENESIS", "GROUP", "TOPIC", "AppendResult", "ChainChecker", "Delivery",
+           "DeliveryLogSink", "Head", "Key", "LoggedRow", "MalformedDelivery", "Problem",
+           "VerifyReport", "append", "canonical", "chain", "confirm_receipts", "dedupe",
+           "list_deliveries", "main", "parse_delivery", "row_hash", "verify"]
+
+log = logging.getLogger("govbus.delivery_log")
+
+TOPIC = "govbus.deliveries"
+GROUP = "govbus-delivery-log"
+LOCK_KEY = 0x60B0DE11  # advisory lock of the single log writer
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+# --- PostgreSQL -------------------------------------------------------------------------
+
+_US = "round(extract(epoch FROM {0}) * 1000000)::bigint"
+_FINITE_US = "CASE WHEN isfinite({0}) THEN " + _US + " END"
+_ROW_SQL = ("SELECT seq, event_id, channel, provider, recipient, resource_id, grant_id, fields, "
+            "masked_fields, topic, kafka_partition, kafka_offset, "
+            f"{_FINITE_US.format('delivered_at')}, {_FINITE_US.format('logged_at')}, "
+            "prev_hash, row_hash FROM deliveries ORDER BY seq")
+_HEAD_SQL = f"SELECT seq, row_hash, {_FINITE_US.format('logged_at')} FROM delivery_log_head"
+
+
+def _at_us(us: int) -> dt.datetime:
+    return EPOCH + dt.timedelta(microseconds=us)
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    written: int
+    duplicates: int
+    head: Head
+
+
+def append(conn: psycopg2.extensions.connection, deliveries: Sequence[Delivery]
+           ) -> AppendResult:
+    """Append ``deliveries`` not logged yet, inside the caller's transaction.
+
+    Takes the writer's advisory lock (released at commit/rollback) so that reading the head,
+    filtering logged keys and appending happen with no other writer in between.
+    """
+    with conn.cursor() as cur:
+        cur.execute("SET LOCAL lock_timeout = '30s'")
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
+        cur.execute(_HEAD_SQL + " WHERE id = 1")
+        found = cur.fetchone()
+        if found is None:
+            raise DatabaseError("delivery_log_head has no row: migration 0003 not applied, "
+                                "or the log was tampered with; run `govbus log verify`")
+        head = Head(int(found[0]), str(found[1]), found[2])
+        keys = [d.key for d in deliveries]
+        cur.execute("SELECT event_id, recipient, channel FROM deliveries "
+                    "WHERE (event_id, recipient, channel) IN (SELECT * FROM "
+                    "unnest(%s::text[], %s::text[], %s::text[]))",
+                    ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
+        fresh = dedupe(deliveries, {tuple(r) for r in cur.fetchall()})  # type: ignore[misc]
+        if not fresh:
+            return AppendResult(0, len(deliveries), head)
+        cur.execute(f"SELECT {_US.format('clock_timestamp()')}")
+        now_us = int(cur.fetchone()[0])  # type: ignore[index]
+        rows = chain(fresh, head, max(now_us, head.logged_us or 0))  # never before the head
+        psycopg2.extras.execute_values(
+            cur, "INSERT INTO deliveries (seq, event_id, channel, provider, recipient, "
+                 "resource_id, grant_id, fields, masked_fields, topic, kafka_partition, "
+                 "kafka_offset, delivered_at, logged_at, prev_hash, row_hash) VALUES %s",
+            [(r.seq, r.event_id, r.channel, r.provider, r.recipient, r.resource, r.grant_id,
+              r.fields, r.masked_fields, r.topic, r.partition, r.offset,
+              _at_us(int(r.delivered_us or 0)), _at_us(int(r.logged_us or 0)), r.prev_hash,
+              r.row_hash) for r in rows],
+            template="(%s,%s,%s,%s,%s,%s,%s,%s::text[],%s::text[],%s,%s,%s,%s,%s,%s,%s)",
+            page_size=len(rows))
+        last = rows[-1]
+        cur.execute("UPDATE delivery_log_head SET seq = %s, row_hash = %s, logged_at = %s "
+                    "WHERE id = 1", (last.seq, last.row_hash, _at_us(int(last.logged_us or 0))))
+        return AppendResult(len(rows), len(deliveries) - len(rows),
+                            Head(last.seq, last.row_hash, last.logged_us))
+
+
+def verify(dsn: str, max_problems: int = 1000) -> VerifyReport:
+    """Walk the whole log in seq order, recomputing every hash, in one consistent snapshot."""
+    checker = ChainChecker(max_problems)
+    conn = db.connect(dsn)
+    try:
+        conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ,
+                         readonly=True)
+        with conn.cursor() as cur:
+            cur.execute(_HEAD_SQL + " WHERE id = 1")
+            found = cur.fetchone()
+        head = Head(int(found[0]), str(found[1]), found[2]) if found else None
+        with conn.cursor(name="govbus_delivery_log_verify") as cur:
+            cur.itersize = 10000
+            cur.execute(_ROW_SQL)
+            for rec in cur:
+                checker.feed(LoggedRow(*rec))
+        conn.rollback()
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot read the delivery log: {exc}") from exc
+    finally:
+        conn.close()
+    return checker.finish(head)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def list_deliveries(dsn: str, recipient: str | None = None, provider: str | None = None,
+                    resource: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    """Logged deliveries, newest first, each with ``received_at`` (None until confirmed)."""
+    if limit < 1:
+        raise ValueError(f"limit must be positive, not {limit}")
+    where, params = [], []
+    for column, value in (("recipient", recipient), ("provider", provider),
+                          ("resource_id", resource)):
+        if value is not None:
+            where.append(f"d.{column} = %s")
+            params.append(value)
+    sql = ("SELECT d.seq, d.event_id, d.channel, d.provider, d.recipient, "
+           "d.resource_id AS resource, d.grant_id, d.fields, d.masked_fields, d.topic, "
+           "d.kafka_partition AS partition, d.kafka_offset AS offset, "
+           "floor(extract(epoch FROM d.delivered_at) * 1000)::bigint AS delivered_ms, "
+           "d.logged_at, d.row_hash, r.received_at FROM deliveries d "
+           "LEFT JOIN receipts r USING (event_id, recipient, channel) "
+           f"WHERE {' AND '.join(where) or 'true'} ORDER BY d.seq DESC LIMIT %s")
+    try:
+        with db.transaction(dsn) as conn, conn.cursor(
+                cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute(sql, [*params, limit])
+            rows = [dict(r) for r in cur.fetchall()]
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot list deliveries: {exc}") from exc
+    for r in rows:
+        r["logged_at"], r["received_at"] = _iso(r["logged_at"]), _iso(r["received_at"])
+    return rows
+
+
+def confirm_receipts(dsn: str, keys: Iterable[Key]) -> int:
+    """Record that recipients received deliveries; idempotent. Returns how many were new."""
+    wanted = list(dict.fromkeys((str(e), str(r), str(c)) for e, r, c in keys))
+    odd = sorted({c for _, _, c in wanted} - set(CHANNELS))
+    if odd:
+        raise ValueError(f"channel(s) {', '.join(odd)} not one of {', '.join(CHANNELS)}")
+    if not wanted:
+        return 0
+    try:
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            new = psycopg2.extras.execute_values(
+                cur, "INSERT INTO receipts (event_id, recipient, channel) VALUES %s "
+                     "ON CONFLICT DO NOTHING RETURNING 1", wanted, page_size=1000, fetch=True)
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot record receipts: {exc}") from exc
+    return len(new)
+
+
+# --- the sink -----------------------------------------------------------------------------
+
+class DeliveryLogSink:
+    """Consumes ``govbus.deliveries`` in batches into the log; several may run at once."""
+
+    def __init__(self, settings: Settings, group: str = GROUP, topic: str = TOPIC,
+                 batch: int = 1000) -> None:
+        self.settings, self.topic, self.batch = settings, topic, batch
+        self.consumer = Consumer(consumer_config(settings, group))
+        self.stats: Counter[str] = Counter()
+        self.stopping = threading.Event()
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def run(self) -> None:
+        """Process batches until :meth:`stop`; a failed batch is rewound and retried."""
+        backoff = 0.5
+        try:
+            while not self.stopping.is_set():
+                try:
+                    ensure_topics(self.settings, [self.topic])
+                    break
+                except BrokerError as exc:
+                    log.warning("cannot create %s, will retry: %s", self.topic, exc)
+                    self.stopping.wait(2.0)
+            self.consumer.subscribe([self.topic])
+            while not self.stopping.is_set():
+                msgs = self.consumer.consume(self.batch, 0.5)
+                if not msgs:
+                    continue
+                try:
+                    self.process(msgs)
+                    backoff = 0.5
+                except (DatabaseError, BrokerError) as exc:
+                    self.stats["retries"] += 1
+                    log.warning("batch not logged, will retry in %.1f s: %s", backoff, exc)
+                    self._rewind(msgs)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            self.consumer.close()
+            self._reset()
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def process(self, msgs: list[Any]) -> None:
+        """Parse, append in one transaction, then commit the offsets."""
+        good: list[Delivery] = []
+        offsets: dict[tuple[str, int], int] = {}
+        malformed = 0
+        for msg in msgs:
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", msg.error())
+                continue
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            try:
+                good.append(parse_delivery(msg.value()))
+            except MalformedDelivery as exc:  # the router's bug: say so, keep logging the rest
+                malformed += 1
+                log.error("malformed delivery record %s[%d]@%d (key %r), not logged: %s",
+                          msg.topic(), msg.partition(), msg.offset(), msg.key(), exc)
+        result = self._append(good) if good else None
+        if offsets:
+            try:
+                self.consumer.commit(offsets=[TopicPartition(t, p, o)
+                                              for (t, p), o in offsets.items()],
+                                     asynchronous=False)
+            except KafkaException as exc:  # logged already: the replay will be filtered
+                raise BrokerError(f"offset commit failed: {exc}") from exc
+        self.stats["malformed"] += malformed
+        if result:
+            self.stats["logged"] += result.written
+            self.stats["duplicates"] += result.duplicates
+
+    def _append(self, deliveries: list[Delivery]) -> AppendResult:
+        try:
+            if self._conn is None:
+                self._conn = db.connect(self.settings.database_url)
+            with self._conn:
+                return append(self._conn, deliveries)
+        except psycopg2.Error as exc:
+            self._reset()
+            raise DatabaseError(f"delivery log write failed: {exc}") from exc
+        except DatabaseError:
+            self._reset()
+            raise
+
+    def _reset(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+            self._conn = None
+
+    def _rewind(self, msgs: list[Any]) -> None:
+        """Seek back to the first record of the failed batch, per partition."""
+        first: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            if not msg.error() and msg.offset() is not None:
+                key = (msg.topic(), msg.partition())
+                first[key] = min(first.get(key, msg.offset()), msg.offset())
+        for (topic, part), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, part, offset))
+            except KafkaException as exc:  # revoked meanwhile: its new owner replays it
+                log.info("cannot rewind %s[%d]: %s", topic, part, exc)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m consumers.delivery_log``: run one sink until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m consumers.delivery_log",
+                                     description="Write govbus.deliveries to the delivery log.")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--group", default=GROUP)
+    parser.add_argument("--topic", default=TOPIC)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
+                        "%(message)s")
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from exc
+    sink = DeliveryLogSink(settings, group=args.group, topic=args.topic, batch=args.batch_size)
+    signal.signal(signal.SIGTERM, sink.stop)
+    signal.signal(signal.SIGINT, sink.stop)
+    log.info("delivery log started, consuming %s as %s", args.topic, args.group)
+    sink.run()
+    log.info("delivery log stopped: %s", dict(sink.stats))
+
+
+if __name__ == "__main__":
+    main()

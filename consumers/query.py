@@ -1,0 +1,155 @@
+"""Online query and backfill (Art. 17), under the same grants as data exchange (Art. 15, 25).
+
+- :func:`query` looks up the current record of one entity, projected and masked for the
+  asking agency's grant, and logs the access on ``govbus.deliveries`` (channel ``query``)
+  before returning it: no access goes unlogged (Art. 24, 31).
+- :func:`backfill` sends the current state of every entity of a resource (op ``r``) to
+  ``deliver.<agency>.<resource>``, logging each (channel ``backfill``) — for an agency that
+  was granted a resource after its events went by.
+
+The current state is the ``entity_state`` table the router keeps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import psycopg2
+from confluent_kafka import Producer
+
+from govbus_core import db, sharing_store
+from govbus_core.catalogue import Resource
+from govbus_core.config import Settings
+from govbus_core.envelope import now_ms
+from govbus_core.errors import DatabaseError, GovbusError
+from govbus_core.kafka import ensure_topics, producer_config
+from govbus_core.registry import SchemaRegistry
+from govbus_core.sharing import Grant, SharingError
+from stream_apps.router import load_catalogue_meta, send_deliveries, send_records
+from stream_apps.routing import (
+    DELIVERY_TOPIC,
+    Delivery,
+    deliver_topic,
+    grant_for,
+    make_delivery,
+    offers,
+    with_meta,
+    withheld_reason,
+)
+
+BACKFILL_CHUNK = 500
+
+
+class RecordNotFound(GovbusError):
+    """No current record with the key asked for."""
+
+
+def current_resource(dsn: str, resource: str | Resource) -> Resource:
+    """The registered resource (``agency.resource``) with its current catalogue metadata."""
+    resource_id = resource.id if isinstance(resource, Resource) else resource
+    if resource_id.count(".") != 1:
+        raise SharingError(f"{resource_id!r}: name a resource as agency.resource, "
+                           "e.g. tax.tax_registration")
+    registered = SchemaRegistry(dsn).latest(resource_id).resource
+    return with_meta(registered, load_catalogue_meta(dsn).get(resource_id))
+
+
+def grant_in_force(dsn: str, agency: str, resource: Resource, method: str) -> Grant:
+    """The asking agency's grant in force, or SharingError saying which rule refuses."""
+    reason = withheld_reason(resource)
+    if reason:
+        raise SharingError(f"{agency} cannot receive {resource.id}: {reason}")
+    if not offers(resource, method):
+        offered = ", ".join(resource.meta.get("provision_methods") or []) or "nothing"
+        raise SharingError(f"{resource.id} is not provided by {method} (its catalogue entry "
+                           f"offers {offered}; Art. 7, 17)")
+    if agency == resource.provider:
+        raise SharingError(f"{agency} is the provider of {resource.id}: it reads its own "
+                           "source of record, not the bus")
+    grants = sharing_store.load_grants(dsn, resource_id=resource.id, recipient=agency)
+    grant = grant_for(grants, resource, agency, dt.datetime.now(dt.UTC))
+    if grant is None:
+        raise SharingError(f"{agency} holds no grant in force for {resource.id} "
+                           f"({resource.share_class}): apply with `govbus request` and wait "
+                           "for approval (Art. 15, 18)")
+    return grant
+
+
+def _state_event(resource: Resource, row: tuple[Any, ...]) -> dict[str, Any]:
+    """An ``r`` (snapshot) event from an ``entity_state`` row."""
+    key, record, event_id, locality, updated_ms = row
+    return {"event_id": event_id, "op": "r", "key": key, "after": record, "before": None,
+            "source": {"agency": resource.provider, "locality": locality},
+            "occurred_ms": updated_ms, "ts_ms": now_ms()}
+
+
+_STATE_COLS = "entity_key, record, event_id, locality, updated_ms"
+
+
+def query(settings: Settings, agency: str, resource: str | Resource, key: str
+          ) -> dict[str, Any]:
+    """The current record of ``key`` as ``agency`` may see it (Art. 17 online query).
+
+    Returns the delivered value (``record`` is the projected record); the access is logged
+    on ``govbus.deliveries`` first. SharingError without a grant in force, RecordNotFound
+    when no record has that key."""
+    dsn = settings.database_url
+    res = current_resource(dsn, resource)
+    grant = grant_in_force(dsn, agency, res, "online_query")
+    try:
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT {_STATE_COLS} FROM entity_state "
+                        "WHERE resource_id = %s AND entity_key = %s", (res.id, key))
+            row = cur.fetchone()
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot read entity_state: {exc}") from exc
+    if row is None:
+        raise RecordNotFound(f"{res.id} has no record with key {key!r}")
+    delivery = make_delivery(res, _state_event(res, row), grant)
+    # Every query is its own log row (Art. 17, 24): the logged id carries a query id, so a
+    # second query of an unchanged record is not taken for a replay of the first.
+    query_id = uuid.uuid4().hex[:16]
+    logged = replace(delivery, value=delivery.value | {
+        "event_id": f"{delivery.value['event_id']}#query-{query_id}"})
+    producer = Producer(producer_config(settings))
+    ensure_topics(settings, [DELIVERY_TOPIC])
+    send_records(producer, [(logged, None, None, now_ms())], "query")
+    return delivery.value | {"query_id": query_id}
+
+
+def _state_rows(dsn: str, resource_id: str) -> Iterator[list[tuple[Any, ...]]]:
+    """Every current record of a resource, in chunks, from a server-side cursor."""
+    try:
+        with db.transaction(dsn) as conn, conn.cursor(name="govbus_backfill") as cur:
+            cur.itersize = BACKFILL_CHUNK
+            cur.execute(f"SELECT {_STATE_COLS} FROM entity_state WHERE resource_id = %s "
+                        "ORDER BY entity_key", (resource_id,))
+            while rows := cur.fetchmany(BACKFILL_CHUNK):
+                yield rows
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot read entity_state: {exc}") from exc
+
+
+def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
+    """Send the current state of every entity to ``agency`` (op ``r``); return the count.
+
+    Each record goes to ``deliver.<agency>.<resource>`` projected for the agency's grant,
+    followed by its delivery record (channel ``backfill``)."""
+    dsn = settings.database_url
+    res = current_resource(dsn, resource)
+    grant = grant_in_force(dsn, agency, res, "data_exchange")
+    ensure_topics(settings, [deliver_topic(agency, res), DELIVERY_TOPIC])
+    producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+    sent = 0
+    for rows in _state_rows(dsn, res.id):
+        # "channel" tells the subscriber to confirm receipt as a backfill, as it is logged
+        deliveries: list[Delivery] = [
+            replace(d, value=d.value | {"channel": "backfill"})
+            for d in (make_delivery(res, _state_event(res, r), grant) for r in rows)]
+        send_records(producer, send_deliveries(producer, deliveries), "backfill")
+        sent += len(deliveries)
+    return sent

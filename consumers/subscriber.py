@@ -1,0 +1,406 @@
+"""An agency's subscriber: the deliveries of its grants in force, printed or applied to a table.
+
+It reads only ``deliver.<agency>.<resource>`` for the agency's grants in force — literal topic
+names from :func:`govbus_core.sharing_store.load_grants`, re-read every few seconds so a new
+grant is picked up and a revoked or expired one dropped; never a pattern that could match
+another agency's topics (Art. 24: shared data goes only to the entitled agency). Messages of a
+topic whose grant has ended are not used.
+
+Each batch is printed as JSON lines, or applied to a table in the agency's own PostgreSQL
+(upsert by entity key in order; an event older than the row's is skipped, so replays are
+idempotent; ``d`` deletes). Then its receipt is confirmed in the bus's ``receipts`` table
+(channel ``exchange``), and only then are the Kafka offsets committed: a crash replays a batch,
+it never loses one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+import psycopg2
+import psycopg2.extras
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from psycopg2 import sql
+
+from consumers.delivery_log import confirm_receipts
+from govbus_core import db
+from govbus_core.config import Settings
+from govbus_core.errors import BrokerError, DatabaseError, GovbusError
+from govbus_core.kafka import consumer_config
+from govbus_core.sharing import Grant
+from govbus_core.sharing_store import load_grants, now
+
+log = logging.getLogger("govbus.subscriber")
+AGENCY = re.compile(r"^[a-z0-9_]+$")
+TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+OPS = ("c", "u", "d", "r")
+CHANNEL = "exchange"
+
+
+class SubscriberError(GovbusError):
+    """The subscriber cannot start as asked: agency name, table, resources."""
+
+
+def check_agency(agency: str) -> str:
+    """Refuse a name a topic or group could be widened with (``.``, ``*``, regex)."""
+    if not AGENCY.match(agency or ""):
+        raise SubscriberError(f"agency {agency!r} is not a plain name: only a-z, 0-9 and _ "
+                              "are allowed")
+    return agency
+
+
+def group_id(agency: str) -> str:
+    return f"govbus-subscriber-{check_agency(agency)}"
+
+
+def resource_name(resource: str) -> str:
+    """``tax.tax_registration`` or ``tax_registration`` → ``tax_registration``."""
+    return resource.split(".", 1)[-1]
+
+
+def granted_topics(grants: Iterable[Grant], agency: str, at: Any,
+                   resources: Iterable[str] | None = None) -> list[str]:
+    """The deliver topics of ``agency``'s grants in force at ``at``, optionally filtered."""
+    wanted = {resource_name(r) for r in resources} if resources else None
+    topics = {f"deliver.{agency}.{resource_name(g.resource_id)}" for g in grants
+              if g.recipient == agency and g.in_force(at)}
+    return sorted(t for t in topics if wanted is None or t.split(".", 2)[2] in wanted)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One delivery as the router wrote it, and where it was read."""
+
+    event_id: str
+    op: str
+    key: str
+    record: dict[str, Any] | None
+    occurred_ms: int
+    value: dict[str, Any]
+    topic: str
+    partition: int
+    offset: int
+
+    @classmethod
+    def from_message(cls, msg: Any) -> Delivery:
+        """Parse a message; ``ValueError`` says what is wrong with it."""
+        try:
+            value = json.loads(msg.value())
+        except (TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"not JSON: {exc}") from exc
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+        event_id, op, key, occurred = (value.get(k) for k in ("event_id", "op", "key",
+                                                                "occurred_ms"))
+        record = value.get("record")
+        if not isinstance(event_id, str) or not event_id:
+            raise ValueError("no event_id")
+        if op not in OPS:
+            raise ValueError(f"op {op!r} is not one of {', '.join(OPS)}")
+        if not isinstance(key, str) or not isinstance(occurred, int):
+            raise ValueError("key (string) and occurred_ms (integer) are required")
+        if record is not None and not isinstance(record, dict):
+            raise ValueError("record is neither an object nor null")
+        return cls(event_id, op, key, record, occurred, value, msg.topic(), msg.partition(),
+                   msg.offset())
+
+
+class _Link:
+    """One PostgreSQL connection kept across batches; dropped and reopened after a failure."""
+
+    def __init__(self, dsn: str, what: str) -> None:
+        self.dsn, self.what = dsn, what
+        self.conn: Any = None
+
+    @contextmanager
+    def cursor(self) -> Iterator[Any]:
+        try:
+            if self.conn is None:
+                self.conn = db.connect(self.dsn)
+            with self.conn, self.conn.cursor() as cur:
+                yield cur
+        except psycopg2.Error as exc:
+            self.close()
+            raise DatabaseError(f"{self.what} at {db.redact(self.dsn)}: {exc}") from exc
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            finally:
+                self.conn = None
+
+
+class TableSink:
+    """The agency's own table, one row per entity: the latest delivered record."""
+
+    def __init__(self, dsn: str, table: str) -> None:
+        if not TABLE.match(table or ""):
+            raise SubscriberError(f"table {table!r} is not a plain [schema.]name")
+        self.table = table
+        self.ident = sql.Identifier(*table.split("."))
+        self.link = _Link(dsn, f"sink table {table}")
+
+    def ensure(self) -> None:
+        with self.link.cursor() as cur:
+            cur.execute(sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
+                entity_key text PRIMARY KEY, record jsonb, event_id text NOT NULL,
+                op text NOT NULL, occurred_ms bigint NOT NULL,
+                updated_at timestamptz NOT NULL DEFAULT now())""").format(self.ident))
+
+    def apply(self, deliveries: Sequence[Delivery]) -> Counter[str]:
+        """Apply in order, in one transaction. An event older than the stored one is skipped.
+
+        A delete removes the row only if it is not older than the row: replaying a batch
+        converges on the same table.
+        """
+        upsert = sql.SQL("""INSERT INTO {} AS cur (entity_key, record, event_id, op,
+                                occurred_ms, updated_at) VALUES (%s, %s, %s, %s, %s, now())
+                            ON CONFLICT (entity_key) DO UPDATE SET record = EXCLUDED.record,
+                                event_id = EXCLUDED.event_id, op = EXCLUDED.op,
+                                occurred_ms = EXCLUDED.occurred_ms, updated_at = now()
+                            WHERE cur.occurred_ms <= EXCLUDED.occurred_ms""").format(self.ident)
+        delete = sql.SQL("DELETE FROM {} WHERE entity_key = %s AND occurred_ms <= %s"
+                         ).format(self.ident)
+        counts: Counter[str] = Counter()
+        with self.link.cursor() as cur:
+            for d in deliveries:
+                if d.op == "d":
+                    cur.execute(delete, (d.key, d.occurred_ms))
+                    counts["deleted" if cur.rowcount else "stale"] += 1
+                    continue
+                record = psycopg2.extras.Json(d.record) if d.record is not None else None
+                cur.execute(upsert, (d.key, record, d.event_id, d.op, d.occurred_ms))
+                counts["applied" if cur.rowcount else "stale"] += 1
+        return counts
+
+    def close(self) -> None:
+        self.link.close()
+
+
+class Subscriber:
+    """Reads an agency's deliveries in batches until :meth:`stop`, ``max_messages`` or idle.
+
+    ``sink`` is a :class:`TableSink`; without one each delivery is printed to ``out`` as one
+    JSON line. ``resources`` restricts the subscription to some granted resources; a table
+    holds one resource, so with a sink and no ``resources`` the agency must have exactly one
+    granted resource in force.
+    """
+
+    def __init__(self, settings: Settings, agency: str, sink: TableSink | None = None, *,
+                 out: TextIO | None = None, resources: Sequence[str] | None = None,
+                 max_messages: int | None = None, idle_exit: float | None = None,
+                 refresh_s: float = 3.0, batch: int = 500) -> None:
+        self.settings, self.agency, self.sink = settings, check_agency(agency), sink
+        self.out = out or sys.stdout
+        self.resources = [resource_name(r) for r in resources] if resources else None
+        self.max_messages, self.idle_exit = max_messages, idle_exit
+        self.refresh_s, self.batch = refresh_s, batch
+        self.prefix = f"deliver.{self.agency}."
+        self.stats: Counter[str] = Counter()
+        self.stopping = threading.Event()
+        self.topics: list[str] = []      # what the consumer is subscribed to now
+        self.assigned: set[str] = set()  # topics of the partitions assigned now
+        if sink is not None and self.resources is None:
+            self.resources = self._only_resource()
+        self.consumer = Consumer(consumer_config(settings, group_id(self.agency)))
+        self._refreshed = 0.0
+        self._last_activity = time.monotonic()
+
+    def _only_resource(self) -> list[str]:
+        topics = granted_topics(load_grants(self.settings.database_url,
+                                            recipient=self.agency), self.agency, now())
+        if len(topics) != 1:
+            have = ", ".join(t.split(".", 2)[2] for t in topics) or "none"
+            raise SubscriberError(f"a table holds one resource; {self.agency} has "
+                                  f"{len(topics)} granted resource(s) in force ({have}): "
+                                  "name one with --resource")
+        return [topics[0].split(".", 2)[2]]
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def run(self) -> Counter[str]:
+        """Process batches until stopped; then close. Returns the counts."""
+        if self.sink is not None:
+            self.sink.ensure()
+        backoff = 0.5
+        try:
+            while not self.stopping.is_set() and not self._done():
+                self.refresh()
+                msgs = self._consume()
+                if not msgs:
+                    continue
+                try:
+                    self.process(msgs)
+                    backoff = 0.5
+                except (DatabaseError, BrokerError) as exc:
+                    log.warning("batch not done, retrying in %.1f s: %s", backoff, exc)
+                    self._rewind(msgs)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            self.close()
+        return self.stats
+
+    def _done(self) -> bool:
+        if self.max_messages is not None and self.stats["messages"] >= self.max_messages:
+            return True
+        idle = time.monotonic() - self._last_activity
+        return self.idle_exit is not None and idle >= self.idle_exit
+
+    def _consume(self) -> list[Any]:
+        if not self.topics:
+            self.stopping.wait(min(0.5, self.refresh_s))
+            return []
+        n = self.batch
+        if self.max_messages is not None:
+            n = max(1, min(n, self.max_messages - self.stats["messages"]))
+        good = []
+        for msg in self.consumer.consume(n, 0.5):
+            err = msg.error()
+            if err is None:
+                good.append(msg)
+            elif err.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
+                log.warning("consumer error: %s", err)
+        return good
+
+    def refresh(self, force: bool = False) -> list[str]:
+        """Re-read the grants (every ``refresh_s``) and re-subscribe if the topics changed."""
+        if not force and time.monotonic() - self._refreshed < self.refresh_s:
+            return self.topics
+        self._refreshed = time.monotonic()
+        try:
+            grants = load_grants(self.settings.database_url, recipient=self.agency)
+        except DatabaseError as exc:
+            log.warning("grants not refreshed, keeping %s: %s", self.topics, exc)
+            return self.topics
+        topics = granted_topics(grants, self.agency, now(), self.resources)
+        if topics != self.topics:
+            log.info("%s now reads %s", self.agency, ", ".join(topics) or "nothing")
+            if topics:
+                self.consumer.subscribe(topics, on_assign=self._on_assign,
+                                        on_revoke=self._on_revoke)
+            else:
+                self.consumer.unsubscribe()
+                self.assigned = set()
+            self.topics = topics
+        return topics
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned = {p.topic for p in partitions}
+        self._last_activity = time.monotonic()
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        self.assigned -= {p.topic for p in partitions}
+
+    def process(self, msgs: list[Any]) -> None:
+        """Print or apply, confirm receipt, then commit; counts only a batch that is done."""
+        counts: Counter[str] = Counter(messages=len(msgs))
+        deliveries, offsets = [], {}
+        for msg in msgs:
+            topic = msg.topic()
+            if not topic.startswith(self.prefix) or topic not in self.topics:
+                counts["not_granted"] += 1  # its grant ended since the fetch: not used
+                continue
+            offsets[(topic, msg.partition())] = msg.offset() + 1
+            try:
+                deliveries.append(Delivery.from_message(msg))
+            except ValueError as exc:
+                counts["malformed"] += 1
+                log.warning("malformed delivery %s[%d]@%d skipped: %s", topic,
+                            msg.partition(), msg.offset(), exc)
+        if self.sink is not None:
+            counts.update(self.sink.apply(deliveries))
+        else:
+            self._print(deliveries)
+        counts["receipts"] = confirm_receipts(
+            self.settings.database_url,
+            [(d.event_id, self.agency, str(d.value.get("channel") or CHANNEL))
+             for d in deliveries])
+        counts["delivered"] = len(deliveries)
+        self.stats.update(counts)
+        self._last_activity = time.monotonic()
+        self._commit(offsets)
+
+    def _print(self, deliveries: list[Delivery]) -> None:
+        for d in deliveries:
+            self.out.write(json.dumps(d.value, ensure_ascii=False) + "\n")
+        self.out.flush()
+
+    def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o)
+                                          for (t, p), o in offsets.items()],
+                                 asynchronous=False)
+        except KafkaException as exc:
+            # Output and receipts are idempotent: a rebalance replays the batch, harmlessly.
+            log.warning("offsets not committed (the batch may be replayed): %s", exc)
+
+    def _rewind(self, msgs: list[Any]) -> None:
+        first: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            key = (msg.topic(), msg.partition())
+            first[key] = min(first.get(key, msg.offset()), msg.offset())
+        for (topic, part), offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(topic, part, offset))
+            except KafkaException as exc:  # no longer assigned: its next owner replays it
+                log.info("not rewound %s[%d]: %s", topic, part, exc)
+
+    def close(self) -> None:
+        self.consumer.close()
+        if self.sink is not None:
+            self.sink.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``govbus subscribe --agency B [--sink-dsn DSN --table T] [--max N] [--idle-exit S]``."""
+    parser = argparse.ArgumentParser(
+        prog="govbus subscribe", description="Read an agency's deliveries (its grants in "
+        "force, Art. 24): print them as JSON lines, or apply them to a table of its own.")
+    parser.add_argument("--agency", required=True, help="the receiving agency")
+    parser.add_argument("--sink-dsn", help="the agency's own PostgreSQL (with --table)")
+    parser.add_argument("--table", help="table to upsert into, created if missing")
+    parser.add_argument("--resource", action="append", help="only this granted resource "
+                        "(repeatable); needed for a table when several are granted")
+    parser.add_argument("--max", type=int, help="stop after N messages")
+    parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
+                        help="stop after SECONDS without deliveries")
+    args = parser.parse_args(argv)
+    if bool(args.sink_dsn) != bool(args.table):
+        parser.error("--sink-dsn and --table go together")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        check_agency(args.agency)
+        sink = TableSink(args.sink_dsn, args.table) if args.sink_dsn else None
+        sub = Subscriber(Settings.from_env(), args.agency, sink, resources=args.resource,
+                         max_messages=args.max, idle_exit=args.idle_exit)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, sub.stop)
+            signal.signal(signal.SIGINT, sub.stop)
+        stats = sub.run()
+    except GovbusError as exc:
+        print(f"govbus subscribe: error: {exc}", file=sys.stderr)
+        return 1
+    log.info("%s: %s", args.agency, dict(sorted(stats.items())))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""The ``govbus`` command. Every listing takes ``--json``; errors go to stderr with exit 1."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from govbus_core.errors import GovbusError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def emit(args: argparse.Namespace, data: Any, text: Callable[[], None]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        text()
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def passthrough(rest: list[str]) -> list[str]:
+    """Arguments after a delegating command, without the ``--`` that separates them."""
+    return rest[1:] if rest[:1] == ["--"] else rest
+
+
+# --- runtime ---------------------------------------------------------------------------------
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from govbus import runtime
+
+    info = runtime.up(say=say, partitions=args.partitions)
+    emit(args, info, lambda: say(f"govbus is up: broker {info['bootstrap_servers']}, "
+                                 f"database {info['database_url']}"))
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from govbus import runtime
+
+    runtime.down(say=say)
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from govbus import runtime
+
+    info = runtime.status()
+
+    def text() -> None:
+        if not info.get("state_dir") or "components" not in info:
+            say(f"govbus is down (state dir {info['state_dir']})")
+            return
+        say(f"govbus is {'up' if info['up'] else 'DEGRADED'}: broker "
+            f"{info['bootstrap_servers']}, database {info['database_url']}")
+        for name, comp in info["components"].items():
+            say(f"  {name:<10} pid {comp['pid']:<8} {'running' if comp['alive'] else 'STOPPED'}")
+
+    emit(args, info, text)
+    return 0 if info.get("up") or "components" not in info else 1
+
+
+# --- catalogue -------------------------------------------------------------------------------
+
+def _catalogue(args: argparse.Namespace, strict: bool = True) -> Any:
+    from govbus_core.catalogue import default_schemas_dir, load_catalogue
+
+    return load_catalogue(Path(args.schemas) if args.schemas else default_schemas_dir(),
+                          strict=strict)
+
+
+def _database_url() -> str | None:
+    import os
+
+    from govbus_core.config import read_runtime
+
+    return os.environ.get("DATABASE_URL") or read_runtime().get("database_url")  # type: ignore
+
+
+def cmd_catalogue_check(args: argparse.Namespace) -> int:
+    from govbus_core.catalogue_check import check_catalogue, errors_only
+    from govbus_core.registry import registered_contracts
+
+    catalogue = _catalogue(args, strict=False)
+    registered: dict[str, list[dict[str, Any]]] | None = None
+    note: str | None = "no database configured: compatibility with registered " \
+                             "versions not checked (run `govbus up` or set DATABASE_URL)"
+    url = _database_url()
+    if url and not args.offline:
+        try:
+            registered, note = registered_contracts(url), None
+        except GovbusError as exc:
+            note = f"registry unreachable, compatibility not checked: {exc}"
+    findings = check_catalogue(catalogue, registered)
+    errors = errors_only(findings)
+
+    def text() -> None:
+        for f in findings:
+            say(str(f))
+        if note:
+            say(f"note: {note}")
+        say(f"{len(catalogue.resources)} resources checked: {len(errors)} error(s), "
+            f"{len(findings) - len(errors)} warning(s)")
+
+    emit(args, {"resources": len(catalogue.resources), "errors": len(errors),
+                "findings": [f.as_dict() for f in findings], "note": note}, text)
+    return 1 if errors else 0
+
+
+def cmd_catalogue_sync(args: argparse.Namespace) -> int:
+    from govbus_core import db, registry
+
+    url = _database_url()
+    if not url:
+        raise GovbusError("DATABASE_URL not set and no embedded runtime is running: run "
+                          "`govbus up` first, or set DATABASE_URL")
+    db.migrate(url)
+    results = registry.sync(url, _catalogue(args))
+    def text() -> None:
+        for r in results:
+            say(f"{r.resource_id:<42} v{r.version:<3} schema id {r.schema_id:<4} {r.status}")
+
+    emit(args, [r.__dict__ for r in results], text)
+    return 0
+
+
+def cmd_catalogue_list(args: argparse.Namespace) -> int:
+    catalogue = _catalogue(args)
+    rows = [res.summary() for res in catalogue]
+    for row in rows:
+        row.pop("fields")
+    def text() -> None:
+        for r in rows:
+            say(f"{r['resource']:<42} {r['share_class']:<15} {r['database_class']:<13} "
+                f"every {r['update_period']:<4} {r['title']}")
+
+    emit(args, rows, text)
+    return 0
+
+
+def cmd_catalogue_show(args: argparse.Namespace) -> int:
+    catalogue = _catalogue(args)
+    agency, _, name = args.resource.partition(".")
+    info = catalogue.get(agency, name).summary()
+
+    def text() -> None:
+        for key, value in info.items():
+            if key != "fields":
+                say(f"{key:<18} {value}")
+        say("fields:")
+        for f in info["fields"]:
+            flags = [k for k in ("source_of_record", "sensitive") if f[k]]
+            extra = [f"identifier={f['identifier']}"] if f["identifier"] else []
+            extra += [f"canonical={f['canonical']}"] if f["canonical"] else []
+            say(f"  {f['name']:<26} {json.dumps(f['type'], ensure_ascii=False):<30} "
+                f"{' '.join(extra + flags)}")
+
+    emit(args, info, text)
+    return 0
+
+
+# --- publishing ------------------------------------------------------------------------------
+
+def read_jsonl(path: str) -> Iterator[tuple[int, Any, str | None]]:
+    """(line number, parsed object or None, parse error) for each non-blank line."""
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    with stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json.loads(line), None
+            except json.JSONDecodeError as exc:
+                yield number, None, f"not valid JSON: {exc}"
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from govbus_core.config import Settings
+    from producers.publisher import Change, Publisher
+
+    try:
+        lines = list(read_jsonl(args.file))
+    except OSError as exc:
+        raise GovbusError(f"cannot read {args.file}: {exc.strerror}") from exc
+    publisher = Publisher(Settings.from_env())
+    good = [(n, obj) for n, obj, err in lines if err is None]
+    changes = []
+    for _, obj in good:
+        change = Change.from_json(obj)
+        change.locality = change.locality or args.locality
+        changes.append(change)
+    report = publisher.publish(args.agency, args.resource, changes)
+    refusals: list[dict[str, Any]] = [
+        {"line": n, "violations": [{"rule": "input.json", "field": "line", "article": "Art. 11",
+                                    "message": err}]}
+        for n, _, err in lines if err is not None]
+    refusals += [{"line": good[r.index][0], "violations": [v.as_dict() for v in r.violations]}
+                 for r in report.refused]
+    refusals.sort(key=lambda r: r["line"])
+    out = report.as_dict() | {"refused": len(refusals), "refusals": refusals,
+                              "read": len(lines)}
+
+    def text() -> None:
+        for r in refusals:
+            for v in r["violations"]:
+                say(f"line {r['line']}: refused: {v['rule']} [{v['article']}] {v['field']}: "
+                    f"{v['message']}")
+        for failure in report.failed:
+            say(f"not acknowledged: {failure}")
+        say(f"{args.agency}.{args.resource}: {len(lines)} read, {report.published} published "
+            f"to ingest.{args.agency}.{args.resource}, {len(refusals)} refused, "
+            f"{len(report.failed)} failed")
+
+    emit(args, out, text)
+    return 1 if report.failed else (3 if refusals else 0)
+
+
+def cmd_gate(args: argparse.Namespace) -> int:
+    from stream_apps import gate
+
+    gate.main()
+    return 0
+
+
+def cmd_outbox(args: argparse.Namespace) -> int:
+    from producers import outbox
+
+    return outbox.main(passthrough(args.rest))
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from govbus import demo
+
+    return demo.run(args)
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="govbus", description="Government data-exchange bus (Yushui District Measures).")
+    parser.add_argument("--schemas", help="catalogue folder (default: the shipped schemas/)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help_: str, json_out: bool = True,
+            parent: Any = sub) -> argparse.ArgumentParser:
+        p = parent.add_parser(name, help=help_, description=help_)
+        if json_out:
+            p.add_argument("--json", action="store_true", help="machine-readable output")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("up", cmd_up, "start (or reuse) the embedded runtime and the stream apps")
+    p.add_argument("--partitions", type=int, default=3, help="partitions per topic (3)")
+    add("down", cmd_down, "stop exactly what `up` started", json_out=False)
+    add("status", cmd_status, "show what runs and where it listens")
+
+    cat = sub.add_parser("catalogue", help="the catalogue of data contracts (Art. 7, 13)")
+    csub = cat.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = add("check", cmd_catalogue_check, "check every contract; exit 1 on errors", parent=csub)
+    p.add_argument("--offline", action="store_true",
+                   help="do not compare with registered versions")
+    add("sync", cmd_catalogue_sync, "register contracts and new versions", parent=csub)
+    add("list", cmd_catalogue_list, "list the resources", parent=csub)
+    p = add("show", cmd_catalogue_show, "show one resource", parent=csub)
+    p.add_argument("resource", help="agency.resource, e.g. public_security.population_register")
+
+    p = add("publish", cmd_publish, "publish JSON-lines records as Avro change events "
+            "(exit 3 when some lines were refused)")
+    p.add_argument("--agency", required=True)
+    p.add_argument("--resource", required=True)
+    p.add_argument("--file", required=True, help="JSON lines; '-' reads stdin")
+    p.add_argument("--locality", default=None,
+                   help="administrative division code for lines without one (360502)")
+
+    add("gate", cmd_gate, "run the gate in the foreground", json_out=False)
+    p = add("outbox", cmd_outbox, "run the outbox adapter (see `govbus outbox -- --help`)",
+            json_out=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    from govbus import cli_sharing
+
+    cli_sharing.register(sub, add)
+    p = add("demo", cmd_demo, "start everything, publish a realistic sample, summarise, stop")
+    p.add_argument("--events", type=int, default=3000, help="events to publish (3000)")
+    p.add_argument("--seed", type=int, default=2018, help="random seed (2018)")
+    p.add_argument("--keep", action="store_true", help="leave the runtime up afterwards")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except GovbusError as exc:
+        print(f"govbus: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("govbus: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""``govbus`` commands of the sharing workflow (Art. 15, 17, 18, 24, 25) and the delivery log."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from typing import Any
+
+from govbus.cli import passthrough
+from govbus_core.errors import GovbusError
+
+
+def _dsn() -> str:
+    from govbus_core.config import Settings
+
+    return Settings.from_env().database_url
+
+
+def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+    else:
+        print("\n".join(lines))
+
+
+def _until(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    try:
+        day = dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise GovbusError(f"--valid-until {text!r} is not a date (YYYY-MM-DD)") from exc
+    return dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=dt.UTC)
+
+
+def cmd_request(args: argparse.Namespace) -> int:
+    from govbus_core import sharing_store
+    from govbus_core.catalogue import load_catalogue
+
+    agency, _, name = args.resource.partition(".")
+    resource = load_catalogue().get(agency, name)
+    fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    out = sharing_store.file_request(_dsn(), resource, args.agency, args.purpose, fields,
+                                     args.commitment, args.confidentiality,
+                                     _until(args.valid_until))
+    line = f"request {out['request_id']}: {out['status']} — {out['reason']}"
+    if out["status"] == "pending":
+        line += f"\n  the provider {resource.provider} must answer by {out['due_at'][:10]}"
+    if out.get("grant_id"):
+        line += f"\n  grant {out['grant_id']}: fields {', '.join(out['fields'])}"
+    _emit(args, out, [line])
+    return 0 if out["status"] != "refused" else 4
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    from govbus_core import sharing_store
+
+    approve = args.command == "approve"
+    out = sharing_store.decide(_dsn(), args.request_id, args.actor, approve, args.reason,
+                               _until(getattr(args, "valid_until", None)))
+    _emit(args, out, [f"request {args.request_id}: {out['status']} by {args.actor}"
+                      + (f", grant {out['grant_id']}" if out["grant_id"] else "")])
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from govbus_core import sharing_store
+
+    out = sharing_store.revoke(_dsn(), args.grant_id, args.actor, args.reason)
+    _emit(args, out, [f"grant {args.grant_id} revoked by {args.actor}: {args.reason}"])
+    return 0
+
+
+def cmd_grants(args: argparse.Namespace) -> int:
+    from govbus_core import sharing_store
+
+    rows = sharing_store.list_grants(_dsn(), args.agency, args.resource, args.active)
+    _emit(args, rows, [
+        f"grant {g['grant_id']:<5} {g['recipient']:<18} {g['resource']:<40} {g['state']:<9} "
+        f"fields {','.join(g['fields'])}"
+        + (f" masked {','.join(g['masked_fields'])}" if g["masked_fields"] else "")
+        for g in rows] or ["no grants"])
+    return 0
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    from govbus_core import sharing_store
+
+    rows = sharing_store.list_requests(_dsn(), args.agency, args.status, args.overdue)
+    _emit(args, rows, [
+        f"request {r['request_id']:<5} {r['requester']:<18} {r['resource_id']:<40} "
+        f"{r['status']:<8} due {str(r['due_at'])[:10]}" + ("  OVERDUE (Art. 31)"
+                                                         if r["overdue"] else "")
+        for r in rows] or ["no requests"])
+    return 0
+
+
+def cmd_report_filings(args: argparse.Namespace) -> int:
+    from govbus_core import sharing_store
+
+    rows = sharing_store.list_filings(_dsn(), args.year)
+    _emit(args, rows, [
+        f"{str(r['decided_at'])[:16]}  {r['decision']:<8} {r['requester']:<18} "
+        f"{r['resource_id']:<40} by {r['decided_by']}: {r['reason']}" for r in rows]
+        or ["no filings"])
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from consumers import query
+    from govbus_core.config import Settings
+
+    out = query.query(Settings.from_env(), args.agency, args.resource, args.key)
+    _emit(args, out, [json.dumps(out, ensure_ascii=False, default=str)])
+    return 0
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from consumers import query
+    from govbus_core.config import Settings
+
+    count = query.backfill(Settings.from_env(), args.agency, args.resource)
+    _emit(args, {"sent": count}, [f"backfill: {count} current records sent to {args.agency}"])
+    return 0
+
+
+def cmd_deliveries(args: argparse.Namespace) -> int:
+    from consumers import delivery_log
+
+    rows = delivery_log.list_deliveries(_dsn(), recipient=args.recipient,
+                                        provider=args.provider, resource=args.resource,
+                                        limit=args.limit)
+    _emit(args, rows, [json.dumps(r, ensure_ascii=False, default=str) for r in rows]
+          or ["no deliveries"])
+    return 0
+
+
+def cmd_log_verify(args: argparse.Namespace) -> int:
+    from consumers import delivery_log
+
+    report = delivery_log.verify(_dsn())
+    _emit(args, report.as_dict(), report.lines())
+    return 0 if report.ok else 1
+
+
+def cmd_subscribe(args: argparse.Namespace) -> int:
+    from consumers import subscriber
+
+    return subscriber.main(passthrough(args.rest))
+
+
+def cmd_acl(args: argparse.Namespace) -> int:
+    from infra import acl
+
+    return acl.main(passthrough(args.rest))
+
+
+def register(sub: Any, add: Any) -> None:
+    """Add the sharing commands to the ``govbus`` parser."""
+    p = add("request", cmd_request, "apply for a resource (Art. 18, 24, 25); "
+            "exit 4 when refused")
+    p.add_argument("--agency", required=True, help="the applying agency")
+    p.add_argument("--resource", required=True, help="agency.resource")
+    p.add_argument("--purpose", required=True)
+    p.add_argument("--fields", help="comma-separated; default: every field")
+    p.add_argument("--commitment", required=True, help="signed security commitment (Art. 24)")
+    p.add_argument("--confidentiality", help="confidentiality agreement, for sensitive fields "
+                   "(Art. 25); without it they are masked")
+    p.add_argument("--valid-until", help="YYYY-MM-DD: the grant expires after this day")
+    for name, help_ in (("approve", "approve a pending request (the provider)"),
+                        ("reject", "reject a pending request with a reason (the provider)")):
+        p = add(name, cmd_decide, help_)
+        p.add_argument("request_id", type=int)
+        p.add_argument("--as", dest="actor", required=True, help="the deciding agency")
+        p.add_argument("--reason", required=name == "reject")
+        if name == "approve":
+            p.add_argument("--valid-until", help="YYYY-MM-DD")
+    p = add("revoke", cmd_revoke, "revoke a grant (the provider or the information center)")
+    p.add_argument("grant_id", type=int)
+    p.add_argument("--as", dest="actor", required=True)
+    p.add_argument("--reason", required=True)
+    p = add("grants", cmd_grants, "list grants")
+    p.add_argument("--agency")
+    p.add_argument("--resource")
+    p.add_argument("--active", action="store_true", help="only grants in force")
+    p = add("requests", cmd_requests, "list sharing requests; overdue ones stand out (Art. 31)")
+    p.add_argument("--agency")
+    p.add_argument("--status", choices=["pending", "granted", "rejected", "refused"])
+    p.add_argument("--overdue", action="store_true")
+    rep = sub.add_parser("report", help="reports for the municipal office")
+    rsub = rep.add_subparsers(dest="report", required=True, metavar="REPORT")
+    p = add("filings", cmd_report_filings, "every response to a sharing request (Art. 18)",
+            parent=rsub)
+    p.add_argument("--year", type=int)
+    p = add("query", cmd_query, "online query of one entity's current record (Art. 17)")
+    p.add_argument("--agency", required=True)
+    p.add_argument("--resource", required=True, help="agency.resource")
+    p.add_argument("--key", required=True, help="entity key (resident id, credit code)")
+    p = add("backfill", cmd_backfill, "send a newly granted agency the current state")
+    p.add_argument("--agency", required=True)
+    p.add_argument("--resource", required=True, help="agency.resource")
+    p = add("deliveries", cmd_deliveries, "the delivery log")
+    p.add_argument("--recipient")
+    p.add_argument("--provider")
+    p.add_argument("--resource")
+    p.add_argument("--limit", type=int, default=100)
+    log = sub.add_parser("log", help="the tamper-evident delivery log")
+    lsub = log.add_subparsers(dest="log", required=True, metavar="ACTION")
+    add("verify", cmd_log_verify, "recompute the hash chain; exit 1 on any alteration",
+        parent=lsub)
+    p = add("subscribe", cmd_subscribe, "print or apply an agency's deliveries "
+            "(see `govbus subscribe -- --help`)", json_out=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p = add("acl", cmd_acl, "Kafka ACL plan from catalogue and grants "
+            "(see `govbus acl -- --help`)", json_out=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+if __name__ == "__main__":
+    sys.exit("use the govbus command")

@@ -1,0 +1,83 @@
+"""Settings: one object per process, read from the environment and checked at start-up.
+
+``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL`` name external services. When they are not
+set, the embedded runtime started by ``govbus up`` is used: it records where its broker and
+database listen in ``<state dir>/runtime.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from govbus_core.catalogue import default_schemas_dir
+from govbus_core.errors import ConfigError
+
+ENV_KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "GOVBUS_STATE_DIR", "GOVBUS_SCHEMAS_DIR",
+            "GOVBUS_KAFKA_SESSION_TIMEOUT_MS", "GOVBUS_PARTITIONS")
+
+
+def state_dir() -> Path:
+    """Where the embedded runtime keeps its data, logs and pid files."""
+    return Path(os.environ.get("GOVBUS_STATE_DIR") or Path.home() / ".govbus").expanduser()
+
+
+def runtime_file() -> Path:
+    return state_dir() / "runtime.json"
+
+
+def read_runtime() -> dict[str, Any]:
+    """What ``govbus up`` recorded, or ``{}`` when nothing runs."""
+    try:
+        return json.loads(runtime_file().read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{runtime_file()} is unreadable: {exc}; remove it and run "
+                          "`govbus up` again") from exc
+
+
+def _int_env(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} is out of range [{low}, {high}]")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where the broker, the database and the catalogue are, and client tuning."""
+
+    bootstrap_servers: str
+    database_url: str
+    schemas_dir: Path
+    session_timeout_ms: int = 6000
+    partitions: int = 3
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        """Read the environment; fall back to the running embedded runtime."""
+        runtime = read_runtime()
+        bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS") or runtime.get("bootstrap_servers")
+        database = os.environ.get("DATABASE_URL") or runtime.get("database_url")
+        missing = [n for n, v in (("KAFKA_BOOTSTRAP_SERVERS", bootstrap),
+                                  ("DATABASE_URL", database)) if not v]
+        if missing:
+            raise ConfigError(f"{' and '.join(missing)} not set and no embedded runtime is "
+                              f"running (no {runtime_file()}): run `govbus up` first, or set "
+                              "the variables to your services")
+        schemas = Path(os.environ.get("GOVBUS_SCHEMAS_DIR") or default_schemas_dir())
+        return cls(bootstrap_servers=str(bootstrap), database_url=str(database),
+                   schemas_dir=schemas,
+                   session_timeout_ms=_int_env("GOVBUS_KAFKA_SESSION_TIMEOUT_MS", 6000, 1000,
+                                               300000),
+                   partitions=_int_env("GOVBUS_PARTITIONS", 3, 1, 1024))

@@ -1,0 +1,81 @@
+"""Client configuration and topic administration, in one place.
+
+Producers are idempotent with ``acks=all`` (DESIGN: production runs replication 3, min ISR 2).
+Consumers commit manually, after their output is acknowledged, so a crash replays rather
+than loses. Short group timeouts: with librdkafka defaults a first join takes ~23 s on Tansu.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from govbus_core.config import Settings
+from govbus_core.errors import BrokerError
+
+
+def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "message.timeout.ms": 30000,
+        "socket.keepalive.enable": True,
+        "log.connection.close": False,
+    }
+    conf.update(extra)
+    return conf
+
+
+def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": group,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(100, settings.session_timeout_ms // 12),
+        "topic.metadata.refresh.interval.ms": 3000,
+        "max.poll.interval.ms": 300000,
+        "log.connection.close": False,
+    }
+    conf.update(extra)
+    return conf
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+
+
+def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | None = None,
+                  timeout: float = 15.0) -> list[str]:
+    """Create the topics that do not exist yet, with an explicit partition count.
+
+    Returns the names created. Explicit counts matter: auto-created topics get the broker's
+    default, and faust tables need source and changelog topics to agree.
+    """
+    client = admin(settings)
+    try:
+        existing = set(client.list_topics(timeout=timeout).topics)
+    except KafkaException as exc:
+        raise BrokerError(f"broker {settings.bootstrap_servers} unreachable: {exc}") from exc
+    wanted = sorted(set(names) - existing)
+    if not wanted:
+        return []
+    count = partitions or settings.partitions
+    futures = client.create_topics([NewTopic(n, count, 1) for n in wanted],
+                                   operation_timeout=timeout)
+    created = []
+    for name, fut in futures.items():
+        try:
+            fut.result()
+            created.append(name)
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+    return created
+

@@ -1,0 +1,145 @@
+"""Contract rules for change events: pure functions, shared by the publisher (refuse before
+sending) and the gate (route to the DLQ). Each rule registers itself with ``@rule``; adding a
+rule is adding a function. A rule returns the violations it finds, never raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fastavro
+import fastavro.validation
+from fastavro._validate_common import ValidationError
+
+from govbus_core.catalogue import Resource
+from govbus_core.errors import Violation
+from govbus_core.identifiers import CHECKS, check_division_code
+
+Event = dict[str, Any]
+Rule = Callable[[Resource, Event, str], Iterator[Violation]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def check_event(resource: Resource, event: Event, sender: str) -> list[Violation]:
+    """Every violation of ``event`` against ``resource``'s contract; ``sender`` is the agency
+    whose ingest topic carried it (or that calls the publish API)."""
+    return [v for fn in RULES for v in fn(resource, event, sender)]
+
+
+def image(event: Event) -> dict[str, Any] | None:
+    """The row image the event is about: ``after``, or ``before`` for a delete."""
+    return event.get("before") if event.get("op") == "d" else event.get("after")
+
+
+@rule
+def registered_provider(resource: Resource, event: Event, sender: str) -> Iterator[Violation]:
+    """Art. 7-8: only the catalogued provider publishes a resource."""
+    claimed = (event.get("source") or {}).get("agency")
+    if sender != resource.provider:
+        yield Violation("provider.not_registered", "sender", "Art. 8",
+                        f"{sender!r} is not the registered provider of {resource.id} "
+                        f"({resource.provider!r})")
+    elif claimed != sender:
+        yield Violation("provider.source_mismatch", "source.agency", "Art. 8",
+                        f"event claims {claimed!r} but was sent by {sender!r}")
+    if event.get("resource") not in (None, resource.id):
+        yield Violation("envelope.resource_mismatch", "resource", "Art. 7",
+                        f"event is for {event.get('resource')!r}, topic carries {resource.id}")
+
+
+@rule
+def locality(resource: Resource, event: Event, sender: str) -> Iterator[Violation]:
+    """Art. 12: every record states its locality as an administrative division code."""
+    reason = check_division_code((event.get("source") or {}).get("locality"))
+    if reason:
+        yield Violation("locality.invalid", "source.locality", "Art. 12", reason)
+
+
+@rule
+def row_image(resource: Resource, event: Event, sender: str) -> Iterator[Violation]:
+    """A create/update/snapshot carries ``after``; a delete carries ``before``; the key is the
+    entity's identifier (Art. 12)."""
+    op = event.get("op")
+    row = image(event)
+    if row is None:
+        part = "before" if op == "d" else "after"
+        yield Violation("envelope.image_missing", part, "Art. 7",
+                        f"op {op!r} needs the {part!r} row image")
+        return
+    key_field = resource.key_field or ""
+    if event.get("key") != row.get(key_field):
+        yield Violation("envelope.key_mismatch", "key", "Art. 12",
+                        f"key {event.get('key')!r} differs from {key_field} "
+                        f"{row.get(key_field)!r}")
+
+
+@rule
+def identifiers(resource: Resource, event: Event, sender: str) -> Iterator[Violation]:
+    """Art. 12 mandatory identifiers, present and well-formed with their check digits."""
+    row = image(event)
+    if row is None:
+        return
+    for spec in resource.fields:
+        if not spec.identifier or spec.identifier not in CHECKS:
+            continue
+        value = row.get(spec.name)
+        if value is None or value == "":
+            if not spec.nullable:
+                yield Violation("identifier.missing", spec.name, "Art. 12",
+                                f"mandatory {spec.identifier} is missing")
+            continue
+        reason = CHECKS[spec.identifier](value)
+        if reason:
+            yield Violation(f"identifier.{spec.identifier}", spec.name, "Art. 12", reason)
+
+
+def check_record_types(resource: Resource, parsed: Any, record: dict[str, Any]
+                       ) -> list[Violation]:
+    """Avro type conformance of one record, naming each offending field (Art. 7 data format).
+
+    ``parsed`` is the parsed record schema (parse it once per resource)."""
+    if not isinstance(record, dict):
+        return [Violation("contract.not_a_record", "record", "Art. 7",
+                          f"expected a JSON object, got {type(record).__name__}")]
+    known = {f.name for f in resource.fields}
+    found = [Violation("contract.unknown_field", k, "Art. 7",
+                       f"{k!r} is not a field of {resource.id}") for k in record if k not in known]
+    for spec in resource.fields:
+        value = record.get(spec.name)
+        try:
+            ok = fastavro.validation.validate(value, parsed_field(parsed, spec.name),
+                                              raise_errors=False)
+        except (ValidationError, ValueError, TypeError):
+            ok = False
+        if not ok:
+            expected = spec.avro_type if isinstance(spec.avro_type, str) else \
+                fastavro_type_name(spec.avro_type)
+            what = "missing" if spec.name not in record else f"{value!r:.60}"
+            found.append(Violation("contract.type", spec.name, "Art. 7",
+                                   f"{what} does not conform to {expected}"))
+    return found
+
+
+def parsed_field(parsed: Any, name: str) -> Any:
+    for f in parsed["fields"]:
+        if f["name"] == name:
+            return f["type"]
+    raise KeyError(name)
+
+
+def fastavro_type_name(avro_type: Any) -> str:
+    if isinstance(avro_type, list):
+        return " | ".join(fastavro_type_name(t) for t in avro_type)
+    if isinstance(avro_type, dict):
+        if avro_type.get("type") == "enum":
+            return "one of " + ", ".join(avro_type.get("symbols", []))
+        if avro_type.get("type") == "array":
+            return f"array of {fastavro_type_name(avro_type.get('items'))}"
+        return str(avro_type.get("type"))
+    return str(avro_type)

@@ -1,0 +1,1 @@
+"""Operations: Kafka ACL plans (``infra.acl``); compose files, Prometheus and Grafana config."""

@@ -1,0 +1,380 @@
+"""Kafka ACLs that follow the catalogue and the grants in force (Art. 8, 24).
+
+:func:`plan` is pure: from the catalogue, the grants and a moment it derives every ACL the
+bus needs, and nothing more —
+
+- each provider agency (``User:<agency>``) may WRITE and DESCRIBE exactly its own
+  ``ingest.<agency>.<resource>`` topics, one LITERAL binding per catalogued resource (Art. 8:
+  one datum, one source);
+- each agency may READ and DESCRIBE exactly ``deliver.<agency>.<resource>`` for each grant in
+  force, and READ its consumer group ``govbus-subscriber-<agency>`` (Art. 24: shared data is
+  used only by the agencies entitled to it); an agency without a grant in force reads nothing;
+- the bus's own service principal ``User:govbus`` gets what the stream apps need, with
+  PREFIXED bindings (read ingest, write validated/dlq/deliver, the delivery records); it is
+  never given READ on ``deliver.*``: the operator routes deliveries, it does not consume them.
+
+:func:`apply` makes a broker match a plan: it creates the missing bindings and deletes the
+ones in the bus's namespace (topics ``ingest.``, ``validated.``, ``dlq.``, ``deliver.``,
+``govbus.``, ``govbus-``, ``reconcile.``; groups ``govbus-``) that the plan no longer has — a
+revoked or expired grant loses its READ. Bindings outside that namespace are left alone.
+
+The embedded Tansu broker neither enforces ACLs nor implements the ACL admin API fully (it
+does not advertise DeleteAcls, and librdkafka aborts the process on its CreateAcls answer), so
+:func:`apply` asks the broker which APIs it speaks before it sends anything, and refuses with
+a :class:`BrokerError` that says so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import socket
+import struct
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+
+from govbus_core.catalogue import Catalogue
+from govbus_core.errors import BrokerError, GovbusError
+from govbus_core.sharing import Grant
+
+NAME = re.compile(r"^[a-z0-9_]+$")
+BUS_PRINCIPAL = "User:govbus"
+MANAGED_TOPIC_PREFIXES = ("ingest.", "validated.", "dlq.", "deliver.", "govbus.", "govbus-",
+                          "reconcile.")
+MANAGED_GROUP_PREFIXES = ("govbus-",)
+ACL_APIS = {29: "DescribeAcls", 30: "CreateAcls", 31: "DeleteAcls"}
+
+# What the stream apps need (type, prefix, operations, why); PREFIXED, for User:govbus only.
+_BUS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
+    ("TOPIC", "ingest.", ("READ", "DESCRIBE", "CREATE"),
+     "gate reads every ingest topic; `govbus up` creates them"),
+    ("TOPIC", "validated.", ("READ", "WRITE", "DESCRIBE", "CREATE"),
+     "gate writes accepted events; router and reconciler read them"),
+    ("TOPIC", "dlq.", ("WRITE", "DESCRIBE", "CREATE"), "gate rejects with reasons"),
+    ("TOPIC", "deliver.", ("WRITE", "DESCRIBE", "CREATE"),
+     "router delivers per grant; the bus never reads an agency's deliveries (Art. 24)"),
+    ("TOPIC", "govbus.", ("READ", "WRITE", "DESCRIBE", "CREATE"),
+     "delivery records (govbus.deliveries) and their log sink"),
+    ("TOPIC", "reconcile.", ("READ", "WRITE", "DESCRIBE", "CREATE"),
+     "reconciliation cases (Art. 19-20)"),
+    ("TOPIC", "govbus-", ("READ", "WRITE", "DESCRIBE", "CREATE"),
+     "changelog and repartition topics of the bus's faust apps"),
+    ("GROUP", "govbus-", ("READ",), "consumer groups of the stream apps"),
+)
+
+
+class AclError(GovbusError):
+    """A plan cannot be made: a name that would widen an ACL, a naive timestamp."""
+
+
+def subscriber_group(agency: str) -> str:
+    """The consumer group of an agency's subscriber (``consumers.subscriber``)."""
+    return f"govbus-subscriber-{agency}"
+
+
+def deliver_topic(agency: str, resource_id: str) -> str:
+    """``deliver.<agency>.<resource name>``: the router's output for one recipient."""
+    return f"deliver.{agency}.{resource_id.split('.', 1)[-1]}"
+
+
+@dataclass(frozen=True, order=True)
+class AclEntry:
+    """One ALLOW binding; ``reason`` explains it and takes no part in comparisons."""
+
+    principal: str
+    resource_type: str      # TOPIC | GROUP
+    resource_name: str
+    pattern: str            # LITERAL | PREFIXED
+    operation: str          # READ | WRITE | DESCRIBE | CREATE
+    permission: str = "ALLOW"
+    host: str = "*"
+    reason: str = field(default="", compare=False)
+
+    def as_dict(self) -> dict[str, str]:
+        return {"principal": self.principal, "resource_type": self.resource_type,
+                "resource_name": self.resource_name, "pattern": self.pattern,
+                "operation": self.operation, "permission": self.permission, "host": self.host,
+                "reason": self.reason}
+
+    def binding(self) -> AclBinding:
+        return AclBinding(ResourceType[self.resource_type], self.resource_name,
+                          ResourcePatternType[self.pattern], self.principal, self.host,
+                          AclOperation[self.operation], AclPermissionType[self.permission])
+
+    @classmethod
+    def from_binding(cls, b: AclBinding) -> AclEntry:
+        # librdkafka hands back enums; the constructor's signature also admits str/int
+        def name(value: Any) -> str:
+            return str(getattr(value, "name", value))
+
+        return cls(b.principal, name(b.restype), b.name, name(b.resource_pattern_type),
+                   name(b.operation), name(b.permission_type), b.host)
+
+    @property
+    def managed(self) -> bool:
+        """In the bus's namespace, so :func:`apply` owns it."""
+        prefixes = {"TOPIC": MANAGED_TOPIC_PREFIXES, "GROUP": MANAGED_GROUP_PREFIXES}
+        return self.resource_name.startswith(prefixes.get(self.resource_type, ()))
+
+
+def _name(kind: str, value: str | None) -> str:
+    # "User:*" or a LITERAL "*" would be Kafka's wildcard: refuse anything but plain names.
+    if not value or not NAME.match(value):
+        raise AclError(f"{kind} {value!r} is not a plain name ([a-z0-9_]+); an ACL for it "
+                       "could match more than intended (Art. 24)")
+    return value
+
+
+def plan(catalogue: Catalogue, grants: Iterable[Grant], at: dt.datetime) -> list[AclEntry]:
+    """Every ACL the bus needs at ``at``, sorted; duplicates collapsed.
+
+    Grants of resources the catalogue does not hold, or holds as not shared (Art. 15), give
+    nothing: the router never delivers them.
+    """
+    if at.tzinfo is None:
+        raise AclError("plan(at=...) needs a timezone-aware time (grants are stored in UTC)")
+    entries: dict[AclEntry, AclEntry] = {}
+
+    def add(principal: str, rtype: str, name: str, pattern: str, ops: Iterable[str],
+            reason: str) -> None:
+        for op in ops:
+            entry = AclEntry(principal, rtype, name, pattern, op, reason=reason)
+            entries.setdefault(entry, entry)
+
+    for rtype, prefix, ops, why in _BUS:
+        add(BUS_PRINCIPAL, rtype, prefix, "PREFIXED", ops, why)
+    for res in catalogue:
+        provider = _name("provider", res.provider)
+        if provider != res.agency:
+            raise AclError(f"{res.id}: provider {provider} is not the agency folder "
+                           f"{res.agency}; run `govbus catalogue check`")
+        _name("resource", res.name)
+        add(f"User:{provider}", "TOPIC", res.ingest_topic, "LITERAL", ("WRITE", "DESCRIBE"),
+            f"provider of {res.id} (Art. 8)")
+    for grant in sorted(grants, key=lambda g: g.grant_id):
+        res = catalogue.resources.get(grant.resource_id)
+        if res is None or res.share_class == "not_shared" or not grant.in_force(at):
+            continue
+        agency = _name("recipient", grant.recipient)
+        add(f"User:{agency}", "TOPIC", deliver_topic(agency, res.id), "LITERAL",
+            ("READ", "DESCRIBE"), f"grant {grant.grant_id} on {res.id} in force (Art. 24)")
+        add(f"User:{agency}", "GROUP", subscriber_group(agency), "LITERAL", ("READ",),
+            "its subscriber's consumer group")
+    return sorted(entries)
+
+
+def as_dict(entries: Iterable[AclEntry], at: dt.datetime | None = None) -> dict[str, Any]:
+    """The plan as JSON-ready data (``govbus acl plan --json``)."""
+    acls = [e.as_dict() for e in entries]
+    return {"at": at.isoformat() if at else None, "count": len(acls), "acls": acls}
+
+
+def render_table(entries: Iterable[AclEntry]) -> str:
+    """One line per principal and resource, operations together; for people."""
+    rows: dict[tuple[str, str, str, str], tuple[list[str], str]] = {}
+    for e in entries:
+        ops, _ = rows.setdefault((e.principal, e.resource_type, e.pattern, e.resource_name),
+                                 ([], e.reason))
+        ops.append(e.operation if e.permission == "ALLOW" else f"{e.permission} {e.operation}")
+    head = ("principal", "type", "pattern", "resource", "operations", "why")
+    lines = [head] + [(*k, ",".join(ops), why) for k, (ops, why) in rows.items()]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head) - 1)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=False))
+                     + "  " + line[-1] for line in lines)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """What :func:`apply` created and deleted (or would, with ``dry_run``)."""
+
+    created: list[AclEntry]
+    deleted: list[AclEntry]
+    unchanged: int
+    dry_run: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "unchanged": self.unchanged,
+                "created": [e.as_dict() for e in self.created],
+                "deleted": [e.as_dict() for e in self.deleted]}
+
+
+def apply(entries: Iterable[AclEntry], bootstrap: str, dry_run: bool = False, *,
+          admin_config: dict[str, Any] | None = None, timeout: float = 15.0) -> ApplyResult:
+    """Create what the plan has and the broker lacks; delete managed bindings it no longer has.
+
+    ``admin_config`` adds client settings (``security.protocol``, SASL) for a secured cluster.
+    Raises :class:`BrokerError` when the broker does not support ACLs.
+    """
+    conf = {"bootstrap.servers": bootstrap} | (admin_config or {})
+    if str(conf.get("security.protocol", "PLAINTEXT")).upper() == "PLAINTEXT":
+        require_acl_apis(bootstrap, timeout)
+    client = AdminClient(conf)
+    create, delete, unchanged = diff(entries, _describe(client, bootstrap, timeout))
+    if not dry_run:
+        _create(client, create, timeout)
+        _delete(client, delete, timeout)
+    return ApplyResult(create, delete, unchanged, dry_run)
+
+
+def diff(wanted: Iterable[AclEntry], existing: Iterable[AclEntry]
+         ) -> tuple[list[AclEntry], list[AclEntry], int]:
+    """(to create, to delete, unchanged): deletes only bindings in the bus's namespace."""
+    want, have = set(wanted), set(existing)
+    return (sorted(want - have), sorted(e for e in have - want if e.managed),
+            len(want & have))
+
+
+def _describe(client: AdminClient, bootstrap: str, timeout: float) -> set[AclEntry]:
+    anything: Any = None  # a filter's None matches every name, principal and host
+    every = AclBindingFilter(ResourceType.ANY, anything, ResourcePatternType.ANY, anything,
+                             anything, AclOperation.ANY, AclPermissionType.ANY)
+    try:
+        found = client.describe_acls(every, request_timeout=timeout).result()
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.SECURITY_DISABLED:
+            raise BrokerError(f"the broker at {bootstrap} does not support ACLs: no "
+                              f"authorizer is configured ({exc})") from exc
+        raise BrokerError(f"cannot describe the ACLs of {bootstrap}: {exc}") from exc
+    return {AclEntry.from_binding(b) for b in found}
+
+
+def _create(client: AdminClient, entries: list[AclEntry], timeout: float) -> None:
+    if not entries:
+        return
+    futures = client.create_acls([e.binding() for e in entries], request_timeout=timeout)
+    failed = []
+    for binding, fut in futures.items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            failed.append(f"{binding}: {exc}")
+    if failed:
+        raise BrokerError(f"{len(failed)} ACL(s) not created: {'; '.join(failed[:5])}")
+
+
+def _delete(client: AdminClient, entries: list[AclEntry], timeout: float) -> None:
+    if not entries:
+        return
+    filters = [AclBindingFilter(ResourceType[e.resource_type], e.resource_name,
+                                ResourcePatternType[e.pattern], e.principal, e.host,
+                                AclOperation[e.operation], AclPermissionType[e.permission])
+               for e in entries]
+    failed = []
+    for filt, fut in client.delete_acls(filters, request_timeout=timeout).items():
+        try:
+            fut.result()
+        except KafkaException as exc:
+            failed.append(f"{filt}: {exc}")
+    if failed:
+        raise BrokerError(f"{len(failed)} ACL(s) not deleted: {'; '.join(failed[:5])}")
+
+
+def require_acl_apis(bootstrap: str, timeout: float = 10.0) -> set[int]:
+    """Ask the broker (ApiVersions) whether it speaks Describe/Create/DeleteAcls.
+
+    librdkafka trusts a broker that advertises an API; Tansu advertises CreateAcls but answers
+    it in a form that aborts the client process, so the question is asked first, directly.
+    """
+    apis = advertised_apis(bootstrap, timeout)
+    missing = [f"{name} (API {key})" for key, name in ACL_APIS.items() if key not in apis]
+    if missing:
+        raise BrokerError(f"the broker at {bootstrap} does not support ACLs: it does not "
+                          f"offer {', '.join(missing)}. ACLs are applied to Apache Kafka "
+                          "(infra/docker-compose.yml); the embedded Tansu broker neither "
+                          "stores nor enforces them")
+    return apis
+
+
+def advertised_apis(bootstrap: str, timeout: float = 10.0) -> set[int]:
+    """The API keys the first reachable bootstrap server advertises (ApiVersions v0)."""
+    client_id = b"govbus-acl"
+    request = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
+    errors = []
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().split("://")[-1].rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
+                sock.sendall(struct.pack(">i", len(request)) + request)
+                (size,) = struct.unpack(">i", _recv(sock, 4))
+                body = _recv(sock, size)
+        except (OSError, ValueError, struct.error) as exc:
+            errors.append(f"{server}: {exc}")
+            continue
+        _corr, error, count = struct.unpack(">ihi", body[:10])
+        if error:
+            raise BrokerError(f"{server} answered ApiVersions with error code {error}")
+        return {struct.unpack(">h", body[10 + 6 * i:12 + 6 * i])[0] for i in range(count)}
+    raise BrokerError(f"broker {bootstrap} unreachable: {'; '.join(errors)}")
+
+
+def _recv(sock: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            raise OSError("connection closed by the broker")
+        data += chunk
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``govbus acl plan [--json]`` / ``govbus acl apply [--dry-run] [--json]``."""
+    parser = argparse.ArgumentParser(
+        prog="govbus acl", description="Kafka ACLs from the catalogue and the grants in force "
+        "(Art. 24). Broker and database from KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL or the "
+        "embedded runtime.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    p = sub.add_parser("plan", help="print the ACLs the bus needs now")
+    p.add_argument("--json", action="store_true")
+    p = sub.add_parser("apply", help="make the broker's ACLs match the plan")
+    p.add_argument("--dry-run", action="store_true", help="say what would change, change "
+                   "nothing")
+    p.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    from govbus_core.catalogue import load_catalogue
+    from govbus_core.config import Settings
+    from govbus_core.sharing_store import load_grants
+
+    try:
+        settings = Settings.from_env()
+        at = dt.datetime.now(dt.UTC)
+        entries = plan(load_catalogue(settings.schemas_dir), load_grants(settings.database_url),
+                       at)
+        if args.action == "plan":
+            print(json.dumps(as_dict(entries, at), ensure_ascii=False, indent=2) if args.json
+                  else render_table(entries))
+            return 0
+        result = apply(entries, settings.bootstrap_servers, dry_run=args.dry_run)
+    except GovbusError as exc:
+        print(f"govbus acl: error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result.as_dict(), ensure_ascii=False, indent=2))
+    else:
+        verb = "would be " if result.dry_run else ""
+        print(f"{len(result.created)} ACL(s) {verb}created, {len(result.deleted)} {verb}"
+              f"deleted, {result.unchanged} unchanged")
+        for tag, group in (("+", result.created), ("-", result.deleted)):
+            for e in group:
+                print(f"  {tag} {e.principal} {e.operation} {e.resource_type} "
+                      f"{e.pattern} {e.resource_name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

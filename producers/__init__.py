@@ -1,0 +1,1 @@
+"""Agency adapters: the publishing library and the transactional outbox adapter."""

@@ -1,0 +1,454 @@
+"""The transactional outbox adapter: row changes in the agency's own PostgreSQL, to the bus.
+
+``install`` puts a trigger on the agency's source-of-record table that writes every insert,
+update and delete (``to_jsonb(OLD)``/``to_jsonb(NEW)``) into ``govbus_outbox.events`` *in the
+same transaction* as the change, so a change is in the outbox exactly when it is committed and
+a broker outage cannot lose it. Nothing is installed in govbus's own database.
+
+``OutboxRelay`` publishes the outbox in batches of ``SELECT ... ORDER BY id FOR UPDATE SKIP
+LOCKED`` (two relays never hold the same row) through :class:`Publisher` (the contract checks
+of Art. 7-8, 12 apply), and marks ``published_at`` only for rows the broker acknowledged:
+
+- **At least once, never lost.** A crash between acknowledgement and mark republishes a row
+  with the *same* event id (the row's ``event_id``, also the ``event_id`` header), for
+  downstream de-duplication.
+- **Order per entity.** The source table's row locks serialise one entity's changes (its
+  contract key being the table's primary or a unique key), so its outbox ids follow commit
+  order. The relay produces in id order, keyed by entity, idempotently, and marks only the
+  acknowledged *prefix* of a batch: a retry never puts an older change after a newer one. One
+  relay per resource works at a time (advisory lock); a second is a hot standby. Rows of
+  transactions still open are taken by a later batch (no high-water mark skips them).
+- **Outages.** Broker (delivery errors, no acknowledgement within ``message.timeout.ms``):
+  nothing unacknowledged is marked; new producer, capped exponential back-off, same rows
+  again. Database: back off and reconnect.
+- **Bad rows are data, not blockers.** A row that breaks the contract gets ``rejected_at`` and
+  its reasons in ``last_error``, is logged and counted as refused; the rows after it go on
+  (Art. 12: a clear rejection, nothing dropped silently).
+
+Not captured: ``TRUNCATE`` (no row triggers). Published rows stay in the outbox: prune them by
+``published_at`` on the agency's own schedule.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import partial
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+from confluent_kafka import Producer
+from psycopg2 import sql
+
+from govbus_core import db
+from govbus_core.catalogue import Catalogue, Resource, load_catalogue
+from govbus_core.config import Settings
+from govbus_core.errors import BrokerError, DatabaseError, GovbusError
+from govbus_core.kafka import producer_config
+from producers.publisher import DEFAULT_LOCALITY, Change, Publisher
+
+log = logging.getLogger("govbus.outbox")
+_LOCK_SPACE = "govbus_outbox"
+BACKOFF = (0.5, 10.0)  # first and longest wait after an outage, seconds
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS govbus_outbox;
+CREATE TABLE IF NOT EXISTS govbus_outbox.events (
+    id           bigserial PRIMARY KEY,
+    event_id     uuid NOT NULL UNIQUE DEFAULT gen_random_uuid(),
+    table_name   text NOT NULL,
+    agency       text NOT NULL,
+    resource     text NOT NULL,
+    op           char(1) NOT NULL CHECK (op IN ('c', 'u', 'd')),
+    before       jsonb,
+    after        jsonb,
+    txid         bigint NOT NULL DEFAULT txid_current(),
+    occurred_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    published_at timestamptz,
+    rejected_at  timestamptz,               -- refused by the contract checks (Art. 12)
+    attempts     int NOT NULL DEFAULT 0,
+    last_error   text
+);
+CREATE INDEX IF NOT EXISTS events_unpublished ON govbus_outbox.events (agency, resource, id)
+    WHERE published_at IS NULL AND rejected_at IS NULL;
+CREATE OR REPLACE FUNCTION govbus_outbox.capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_row jsonb := CASE WHEN TG_OP <> 'INSERT' THEN to_jsonb(OLD) END;
+    new_row jsonb := CASE WHEN TG_OP <> 'DELETE' THEN to_jsonb(NEW) END;
+BEGIN
+    IF TG_OP = 'UPDATE' AND old_row = new_row THEN
+        RETURN NULL;  -- a no-op update is not a change
+    END IF;
+    INSERT INTO govbus_outbox.events (table_name, agency, resource, op, before, after)
+    VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[1],
+            CASE TG_OP WHEN 'INSERT' THEN 'c' WHEN 'UPDATE' THEN 'u' ELSE 'd' END,
+            old_row, new_row);
+    RETURN NULL;
+END $$;
+"""
+
+
+class OutboxError(GovbusError):
+    """The outbox cannot be installed, or is not installed where the relay looks."""
+
+
+# --- install ------------------------------------------------------------------------------
+
+def provider_resource(catalogue: Catalogue, agency: str, name: str) -> Resource:
+    """The catalogued resource ``name`` of ``agency``; refused when another agency provides it
+    (Art. 8: one datum, one source)."""
+    res = catalogue.resources.get(f"{agency}.{name}")
+    if res is None:
+        owners = sorted(r.id for r in catalogue if r.name == name)
+        if owners:
+            raise OutboxError(f"{agency!r} is not the provider of {name!r} (catalogued as "
+                              f"{', '.join(owners)}); only the provider publishes it (Art. 8)")
+        return catalogue.get(agency, name)  # raises, listing what is known
+    if res.provider != agency:
+        raise OutboxError(f"{res.id} is provided by {res.provider!r}, not {agency!r} (Art. 8)")
+    return res
+
+
+def _table_columns(cur: Any, table: str) -> tuple[str, str, set[str]]:
+    """(schema, name, columns) of ``table``; OutboxError when it does not exist."""
+    cur.execute("SELECT n.nspname, c.relname, array_agg(a.attname::text) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON "
+                "a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped "
+                "WHERE c.oid = to_regclass(%s) GROUP BY 1, 2", (table,))
+    found = cur.fetchone()
+    if found is None:
+        raise OutboxError(f"table {table!r} does not exist in the agency database")
+    return found[0], found[1], set(found[2])
+
+
+def install(agency_dsn: str, table: str, agency: str, resource: str,
+            catalogue: Catalogue) -> None:
+    """Create the outbox and its trigger on ``table`` in the agency's database; idempotent.
+
+    Checked first: ``agency`` provides ``resource`` (Art. 8), ``table`` exists, and its
+    columns cover every non-nullable field of the contract (Art. 7)."""
+    res = provider_resource(catalogue, agency, resource)
+    try:
+        with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_SPACE,))
+            schema, name, columns = _table_columns(cur, table)
+            missing = [f.name for f in res.fields if not f.nullable and f.name not in columns]
+            if missing:
+                raise OutboxError(f"table {schema}.{name} lacks columns for the non-nullable "
+                                  f"fields of {res.id}: {', '.join(missing)}")
+            absent = [f.name for f in res.fields if f.nullable and f.name not in columns]
+            if absent:
+                log.warning("%s.%s has no column for %s: published as null", schema, name,
+                            ", ".join(absent))
+            cur.execute(DDL)
+            trigger = sql.Identifier(f"govbus_outbox_{resource}")
+            target = sql.Identifier(schema, name)
+            cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, target))
+            cur.execute(sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} "
+                                "FOR EACH ROW EXECUTE FUNCTION govbus_outbox.capture({}, {})")
+                        .format(trigger, target, sql.Literal(agency), sql.Literal(resource)))
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot install the outbox on {table}: {exc}".strip()) from exc
+
+
+# --- row images to Avro records --------------------------------------------------------------
+
+def _convert(value: Any, avro_type: Any) -> Any:
+    """One column value as the Avro type wants it: numerics to int (or float), dates and
+    times to ISO strings, arrays item by item. Anything else is left for the contract check."""
+    if value is None:
+        return None
+    for branch in avro_type if isinstance(avro_type, list) else [avro_type]:
+        kind = branch.get("type") if isinstance(branch, dict) else branch
+        if kind in ("int", "long") and isinstance(value, (Decimal, float)) \
+                and value == int(value):
+            return int(value)
+        if kind in ("float", "double") and isinstance(value, (Decimal, int)) \
+                and not isinstance(value, bool):
+            return float(value)
+        if kind == "string" and hasattr(value, "isoformat"):
+            return value.isoformat()
+        if kind == "array" and isinstance(value, list):
+            return [_convert(v, branch.get("items")) for v in value]
+    return value
+
+
+def to_record(resource: Resource, row: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A row image (``to_jsonb`` of the source row) as the contract's record: only the
+    contract's fields, each converted; columns the contract does not name are left out."""
+    if row is None:
+        return None
+    return {f.name: _convert(row.get(f.name), f.avro_type) for f in resource.fields
+            if f.name in row or f.nullable}
+
+
+# --- the relay ----------------------------------------------------------------------------
+
+@dataclass
+class OutboxRow:
+    id: int
+    event_id: str
+    table_name: str
+    op: str
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    txid: int
+    occurred_at: Any
+
+
+class OutboxRelay:
+    """Publishes one resource's outbox rows from the agency's database to its ingest topic."""
+
+    def __init__(self, agency_dsn: str, settings: Settings, agency: str, resource: str, *,
+                 catalogue: Catalogue | None = None, batch_size: int = 500,
+                 locality: str | None = None, message_timeout_ms: int = 10000,
+                 poll_interval: float = 0.5) -> None:
+        self.dsn, self.settings, self.agency = agency_dsn, settings, agency
+        self.batch_size, self.poll_interval = batch_size, poll_interval
+        self.locality = locality or DEFAULT_LOCALITY
+        self.message_timeout_ms = message_timeout_ms
+        catalogue = catalogue or load_catalogue(settings.schemas_dir)
+        self.resource = provider_resource(catalogue, agency, resource)
+        self.publisher = Publisher(settings, catalogue, producer=self._new_producer())
+        self.published = self.refused = 0
+        self._conn: psycopg2.extensions.connection | None = None
+        self._stop = threading.Event()
+
+    def _new_producer(self) -> Producer:
+        # short timeouts: an outage is noticed in seconds, and the relay retries it itself
+        return Producer(producer_config(self.settings, **{
+            "message.timeout.ms": self.message_timeout_ms, "reconnect.backoff.max.ms": 1000}))
+
+    def _reset_producer(self) -> None:
+        """Drop the producer after a failure (it may hold a fatal idempotence state)."""
+        old = self.publisher.producer
+        old.purge(in_queue=True, in_flight=True, blocking=False)
+        old.flush(0)
+        self.publisher.producer = self._new_producer()
+
+    def _connection(self) -> psycopg2.extensions.connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = db.connect(self.dsn)
+            loads = partial(json.loads, parse_float=Decimal)  # numerics exactly, not floats
+            psycopg2.extras.register_default_jsonb(self._conn, loads=loads)
+        return self._conn
+
+    def _drop_connection(self) -> None:
+        with contextlib.suppress(psycopg2.Error):
+            if self._conn is not None:
+                self._conn.close()
+        self._conn = None
+
+    def backlog(self) -> int:
+        """How many rows of this resource wait to be published (refused rows excluded)."""
+        conn = self._connection()
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM govbus_outbox.events WHERE published_at IS NULL "
+                        "AND rejected_at IS NULL AND agency = %s AND resource = %s",
+                        (self.agency, self.resource.name))
+            return int(cur.fetchone()[0])
+
+    def _claim(self, cur: Any) -> list[OutboxRow]:
+        """Lock the next batch in id order; none when another relay is active."""
+        cur.execute("SELECT pg_try_advisory_xact_lock(hashtext(%s))",
+                    (f"{_LOCK_SPACE}:{self.resource.id}",))
+        if not cur.fetchone()[0]:
+            return []
+        cur.execute("SELECT id, event_id::text, table_name, op, before, after, txid, "
+                    "occurred_at FROM govbus_outbox.events WHERE published_at IS NULL "
+                    "AND rejected_at IS NULL AND agency = %s AND resource = %s "
+                    "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                    (self.agency, self.resource.name, self.batch_size))
+        return [OutboxRow(*r) for r in cur.fetchall()]
+
+    def _change(self, row: OutboxRow) -> Change:
+        return Change(op=row.op, record=to_record(self.resource, row.after),
+                      before=to_record(self.resource, row.before), locality=self.locality,
+                      occurred_ms=int(row.occurred_at.timestamp() * 1000),
+                      event_id=row.event_id, system="outbox", table=row.table_name,
+                      txid=row.txid, seq=row.id)
+
+    def _send(self, rows: list[OutboxRow]) -> tuple[list[int], dict[int, str], dict[int, Any]]:
+        """Produce the batch and wait for acknowledgements: (sent ids, refusals, results)."""
+        sent: list[int] = []
+        refused: dict[int, str] = {}
+        results: dict[int, Any] = {}
+        for row in rows:
+            event, violations = self.publisher.prepare(self.agency, self.resource,
+                                                       self._change(row))
+            if event is None or violations:
+                refused[row.id] = "; ".join(str(v) for v in violations)
+                log.warning("outbox row %d (event %s) refused: %s", row.id, row.event_id,
+                            refused[row.id])
+                continue
+            sent.append(row.id)
+            try:
+                self.publisher.send(self.resource, event,
+                                    lambda err, _msg, rid=row.id: results.__setitem__(rid, err))
+            except BrokerError as exc:
+                results[row.id] = exc  # this row and the rest stay queued
+                break
+        deadline = time.monotonic() + self.message_timeout_ms / 1000 + 5
+        while self.publisher.flush(0.5) and time.monotonic() < deadline \
+                and not self._stop.is_set():
+            pass
+        return sent, refused, results
+
+    def _mark(self, cur: Any, sent: list[int], refused: dict[int, str],
+              results: dict[int, Any]) -> tuple[int, str | None]:
+        """Mark the acknowledged prefix published and the refused rows rejected."""
+        done = 0
+        while done < len(sent) and sent[done] in results and results[sent[done]] is None:
+            done += 1
+        if done:
+            cur.execute("UPDATE govbus_outbox.events SET published_at = now(), "
+                        "last_error = NULL, attempts = attempts + 1 WHERE id = ANY(%s)",
+                        (sent[:done],))
+        psycopg2.extras.execute_batch(
+            cur, "UPDATE govbus_outbox.events SET rejected_at = now(), last_error = %s, "
+            "attempts = attempts + 1 WHERE id = %s", [(why, rid) for rid, why in refused.items()])
+        if done == len(sent):
+            return done, None
+        error = str(results.get(sent[done]) or "no acknowledgement from the broker in time")
+        cur.execute("UPDATE govbus_outbox.events SET attempts = attempts + 1, last_error = %s "
+                    "WHERE id = ANY(%s)", (error, sent[done:]))
+        return done, error
+
+    def run_once(self) -> int:
+        """Publish one batch; returns how many rows were published (and marked).
+
+        Raises BrokerError, after marking the acknowledged prefix, when the broker failed;
+        DatabaseError or psycopg2.OperationalError when the agency database did."""
+        conn = self._connection()
+        try:
+            with conn, conn.cursor() as cur:
+                rows = self._claim(cur)
+                if not rows:
+                    return 0
+                sent, refused, results = self._send(rows)
+                done, error = self._mark(cur, sent, refused, results)
+        except psycopg2.errors.UndefinedTable as exc:
+            raise OutboxError("no outbox in the agency database: install it first "
+                              "(python -m producers.outbox --install --table ...)") from exc
+        self.published += done
+        self.refused += len(refused)
+        if error:
+            raise BrokerError(f"{done} of {len(sent)} acknowledged, the rest stay queued: "
+                              f"{error}")
+        return done
+
+    def run(self, stop_event: threading.Event,
+            progress: Callable[[str], None] | None = None) -> None:
+        """Relay until ``stop_event`` is set, riding out broker and database outages with a
+        capped exponential back-off (0.5 s, 1 s, ... 10 s)."""
+        self._stop, delay = stop_event, BACKOFF[0]
+        while not stop_event.is_set():
+            try:
+                published = self.run_once()
+            except (BrokerError, DatabaseError, psycopg2.OperationalError,
+                    psycopg2.InterfaceError) as exc:
+                broker = isinstance(exc, BrokerError)
+                if broker:
+                    self._reset_producer()
+                else:
+                    self._drop_connection()
+                if not stop_event.is_set():
+                    (progress or log.warning)(f"{'broker' if broker else 'database'} "
+                                              f"unavailable, nothing lost, retrying in "
+                                              f"{delay:.1f} s: {exc}")
+                stop_event.wait(delay)
+                delay = min(delay * 2, BACKOFF[1])
+                continue
+            delay = BACKOFF[0]
+            if published and progress:
+                progress(f"published {published} (total {self.published}, refused "
+                         f"{self.refused}), backlog {self.backlog()}")
+            if published < self.batch_size:
+                stop_event.wait(self.poll_interval)
+        self.close()
+
+    def close(self) -> None:
+        """Release the database connection and the producer (no pending marks remain)."""
+        self._drop_connection()
+        self.publisher.producer.flush(1)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m producers.outbox",
+        description="Relay an agency's transactional outbox to the bus. Broker and schema "
+                    "registry come from KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (or the "
+                    "embedded runtime of `govbus up`).")
+    p.add_argument("--dsn", required=True, help="the AGENCY's PostgreSQL (holds the outbox)")
+    p.add_argument("--agency", required=True, help="provider agency, e.g. public_security")
+    p.add_argument("--resource", required=True, help="resource, e.g. population_register")
+    p.add_argument("--table", help="source-of-record table (schema-qualified allowed)")
+    p.add_argument("--install", action="store_true",
+                   help="install (idempotently) the outbox and the trigger on --table first")
+    p.add_argument("--once", action="store_true", help="publish what waits, then exit")
+    p.add_argument("--batch-size", type=int, default=500, help="rows per batch (500)")
+    p.add_argument("--locality", help=f"division code of the records ({DEFAULT_LOCALITY})")
+    p.add_argument("--message-timeout-ms", type=int, default=10000,
+                   help="broker acknowledgement deadline per event (10000)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m producers.outbox``; also behind ``govbus outbox``. Returns the exit code."""
+    args = _parser().parse_args(argv)
+    if args.install and not args.table:
+        _parser().error("--install needs --table")
+    if args.batch_size < 1:
+        _parser().error("--batch-size must be at least 1")
+
+    def say(line: str) -> None:
+        print(f"outbox {args.agency}.{args.resource}: {line}", file=sys.stderr, flush=True)
+
+    logging.basicConfig(level=logging.WARNING, format="outbox: %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        settings = Settings.from_env()
+        catalogue = load_catalogue(settings.schemas_dir)
+        if args.install:
+            install(args.dsn, args.table, args.agency, args.resource, catalogue)
+            say(f"installed on {args.table}")
+        relay = OutboxRelay(args.dsn, settings, args.agency, args.resource,
+                            catalogue=catalogue, batch_size=args.batch_size,
+                            locality=args.locality,
+                            message_timeout_ms=args.message_timeout_ms)
+        relay.publisher.registry.latest(relay.resource.id)  # fail fast: contract registered
+        say(f"relaying to {relay.resource.ingest_topic}, backlog {relay.backlog()}")
+        if args.once:  # what waits now, then exit
+            while relay.run_once() and relay.backlog():
+                pass
+            say(f"published {relay.published}, refused {relay.refused}, "
+                f"backlog {relay.backlog()}")
+            relay.close()
+        else:
+            relay.run(stop, say)
+            say(f"stopped: published {relay.published}, refused {relay.refused}")
+    except (GovbusError, psycopg2.Error) as exc:
+        say(f"error: {exc}".strip())
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

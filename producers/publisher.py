@@ -1,0 +1,176 @@
+"""The publishing library: records in, framed Avro change events out.
+
+``Publisher.publish`` checks each change against its contract first (Avro types, Art. 12
+identifiers, locality, registered provider) and refuses the bad ones with their reasons; the
+good ones are produced to ``ingest.<agency>.<resource>`` by an idempotent, ``acks=all``
+producer, keyed by entity so one entity's changes stay in order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import fastavro
+from confluent_kafka import KafkaException, Producer
+
+from govbus_core.catalogue import Catalogue, Resource, load_catalogue
+from govbus_core.config import Settings
+from govbus_core.envelope import OP_NAMES, OPS, make_event
+from govbus_core.errors import BrokerError, Violation
+from govbus_core.kafka import producer_config
+from govbus_core.registry import RegisteredSchema, SchemaRegistry
+from govbus_core.serde import frame
+from govbus_core.validation import check_event, check_record_types
+
+DEFAULT_LOCALITY = os.environ.get("GOVBUS_LOCALITY", "360502")  # Yushui District, Xinyu
+
+
+@dataclass
+class Change:
+    """One row change as an agency hands it to the bus."""
+
+    op: str
+    record: dict[str, Any] | None
+    before: dict[str, Any] | None = None
+    locality: str | None = None
+    occurred_ms: int | None = None
+    event_id: str | None = None
+    system: str = "api"
+    table: str | None = None
+    txid: int | None = None
+    seq: int | None = None
+
+    @classmethod
+    def from_json(cls, obj: Any) -> Change:
+        """A JSON line: either a bare record (a create) or ``{"op", "record"|"after",
+        "before", "locality", "occurred_ms", "event_id"}``."""
+        if isinstance(obj, dict) and ("record" in obj or "after" in obj or "before" in obj):
+            return cls(op=str(obj.get("op", "c")), record=obj.get("record", obj.get("after")),
+                       before=obj.get("before"), locality=obj.get("locality"),
+                       occurred_ms=obj.get("occurred_ms"), event_id=obj.get("event_id"))
+        return cls(op="c", record=obj)
+
+
+@dataclass
+class Refusal:
+    index: int
+    violations: list[Violation]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "violations": [v.as_dict() for v in self.violations]}
+
+
+@dataclass
+class PublishReport:
+    resource: str
+    published: int = 0
+    refused: list[Refusal] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"resource": self.resource, "published": self.published,
+                "refused": len(self.refused), "failed": len(self.failed),
+                "refusals": [r.as_dict() for r in self.refused], "failures": self.failed}
+
+
+class Publisher:
+    """Publishes change events for one or more resources; reuse it, it holds a producer."""
+
+    def __init__(self, settings: Settings, catalogue: Catalogue | None = None,
+                 registry: SchemaRegistry | None = None, producer: Producer | None = None
+                 ) -> None:
+        self.settings = settings
+        self.catalogue = catalogue or load_catalogue(settings.schemas_dir)
+        self.registry = registry or SchemaRegistry(settings.database_url)
+        self.producer = producer or Producer(producer_config(settings))
+        self._schemas: dict[str, tuple[RegisteredSchema, Any]] = {}
+
+    def _schema(self, resource: Resource) -> tuple[RegisteredSchema, Any]:
+        if resource.id not in self._schemas:
+            reg = self.registry.latest(resource.id)
+            parsed = fastavro.parse_schema(resource.record_schema())
+            self._schemas[resource.id] = (reg, parsed)
+        return self._schemas[resource.id]
+
+    def prepare(self, agency: str, resource: Resource, change: Change
+                ) -> tuple[dict[str, Any] | None, list[Violation]]:
+        """The envelope for ``change``, or the violations that refuse it."""
+        reg, parsed = self._schema(resource)
+        op = OP_NAMES.get(change.op, change.op)
+        if op not in OPS:
+            return None, [Violation("envelope.op", "op", "Art. 7",
+                                    f"{change.op!r} is not one of create, update, delete, "
+                                    "snapshot (c, u, d, r)")]
+        problems: list[Violation] = []
+        for part, row in (("before", change.before), ("record", change.record)):
+            if row is not None:
+                problems += [Violation(v.rule, f"{part}.{v.field}", v.article, v.message)
+                             for v in check_record_types(resource, parsed, row)]
+        if problems:
+            return None, problems
+        event = make_event(resource, version=reg.version, op=op, record=change.record,
+                           before=change.before, agency=agency,
+                           locality=change.locality or DEFAULT_LOCALITY, system=change.system,
+                           event_id=change.event_id, occurred_ms=change.occurred_ms,
+                           table=change.table, txid=change.txid, seq=change.seq)
+        return event, check_event(resource, event, agency)
+
+    def send(self, resource: Resource, event: dict[str, Any], on_delivery: Any = None) -> None:
+        """Frame and produce one prepared event (no checks); call ``flush`` afterwards."""
+        reg, _ = self._schema(resource)
+        payload = frame(reg.schema_id, reg.codec.encode(event))
+        self.produce_raw(resource.ingest_topic, event["key"], payload, event["event_id"],
+                         on_delivery)
+
+    def produce_raw(self, topic: str, key: str | None, payload: bytes, event_id: str,
+                    on_delivery: Any = None) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, key=key, value=payload,
+                                      headers={"event_id": event_id}, on_delivery=on_delivery)
+                break
+            except BufferError:
+                self.producer.poll(0.1)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                raise BrokerError(f"cannot produce to {topic}: {exc}") from exc
+        self.producer.poll(0)
+
+    def flush(self, timeout: float = 60.0) -> int:
+        """Wait for acknowledgements; returns how many remain unacknowledged."""
+        return self.producer.flush(timeout)
+
+    def publish(self, agency: str, resource_name: str, changes: Iterable[Change],
+                validate: bool = True) -> PublishReport:
+        """Check, encode and produce ``changes``; return what was published and refused.
+
+        ``validate=False`` skips the Art. 12 checks (never the Avro types): for testing the
+        gate with events a faulty adapter could send."""
+        resource = self.catalogue.get(agency, resource_name)
+        report = PublishReport(resource=resource.id)
+
+        def delivered(err: Any, msg: Any) -> None:
+            if err is None:
+                report.published += 1
+            else:
+                report.failed.append(f"{msg.topic()}: {err}")
+
+        for index, change in enumerate(changes):
+            event, violations = self.prepare(agency, resource, change)
+            if event is None or (violations and validate):
+                report.refused.append(Refusal(index, violations))
+                continue
+            self.send(resource, event, delivered)
+            report.event_ids.append(event["event_id"])
+        left = self.flush()
+        if left:
+            report.failed.append(f"{left} events unacknowledged by the broker after 60 s")
+        return report
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Wait for acknowledgements, then release the producer and its connections."""
+        self.producer.flush(timeout)
+        self.producer = None  # type: ignore[assignment]  # librdkafka handle freed now

@@ -1,0 +1,374 @@
+"""The router: share-class routing of every validated event, in batches (Art. 15, 17, 25).
+
+Consumes ``^validated\\..*``, decodes each event with the schema registry, decides its
+deliveries with :func:`stream_apps.routing.route` against the grants in force, and per batch:
+
+1. produces each delivery to ``deliver.<recipient>.<resource>`` (JSON; key = entity key;
+   headers ``event_id``, ``grant_id``) and waits for the acknowledgements;
+2. produces one delivery record per acknowledged delivery to ``govbus.deliveries``, with the
+   partition and offset the broker gave it, and waits again;
+3. upserts the latest record of each entity into ``entity_state`` (for online query and
+   backfill, Art. 17) in one statement, deletes in another;
+4. only then commits its input offsets.
+
+At-least-once: a crash replays a batch, re-producing deliveries that the delivery-log sink
+de-duplicates by (event_id, recipient, channel). Grants and catalogue metadata are reloaded
+every ``GOVBUS_GRANT_REFRESH_S`` seconds (default 1.0), so a grant or revocation takes effect
+without a restart. A batch loop rather than a faust agent, for the gate's reasons (see
+:mod:`stream_apps.gate`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import psycopg2.extras
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from govbus_core import db, sharing_store
+from govbus_core.config import Settings
+from govbus_core.envelope import now_ms
+from govbus_core.errors import (
+    BrokerError,
+    ConfigError,
+    DatabaseError,
+    GovbusError,
+    RegistryError,
+    SerdeError,
+)
+from govbus_core.kafka import consumer_config, ensure_topics, producer_config
+from govbus_core.registry import SchemaRegistry
+from govbus_core.serde import unframe
+from govbus_core.sharing import Grant
+from stream_apps.routing import DELIVERY_TOPIC, Delivery, delivery_record, route, with_meta
+
+log = logging.getLogger("govbus.router")
+VALIDATED_PATTERN = r"^validated\..*"
+Headers = list[tuple[str, str | bytes | None]]
+Decoded = tuple[Any, Any, dict[str, Any]]  # (message, Resource, event)
+
+
+def refresh_interval() -> float:
+    """``GOVBUS_GRANT_REFRESH_S``: how stale the router's grants may get, in seconds."""
+    raw = os.environ.get("GOVBUS_GRANT_REFRESH_S") or "1.0"
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"GOVBUS_GRANT_REFRESH_S={raw!r} is not a number") from exc
+    if not 0 < value <= 3600:
+        raise ConfigError(f"GOVBUS_GRANT_REFRESH_S={value} is out of range (0, 3600]")
+    return value
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON; bytes and other non-JSON Avro values as strings."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"),
+                      default=lambda o: o.hex() if isinstance(o, bytes) else str(o)).encode()
+
+
+def load_catalogue_meta(dsn: str) -> dict[str, dict[str, Any]]:
+    """The current catalogue metadata of every resource (share class, provision methods)."""
+    try:
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT resource_id, metadata FROM catalogue_resources")
+            return {row[0]: row[1] for row in cur.fetchall()}
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot read the catalogue: {exc}") from exc
+
+
+class ControlPlane:
+    """Grants and catalogue metadata, cached and reloaded every ``refresh_s`` seconds."""
+
+    def __init__(self, dsn: str, refresh_s: float) -> None:
+        self.dsn, self.refresh_s = dsn, refresh_s
+        self.grants: list[Grant] = []
+        self.meta: dict[str, dict[str, Any]] = {}
+        self.loaded_at: dt.datetime | None = None  # wall clock when the last load began
+        self._due = 0.0
+
+    def reload(self) -> None:
+        """Load now; DatabaseError if PostgreSQL cannot answer."""
+        started = dt.datetime.now(dt.UTC)
+        grants = sharing_store.load_grants(self.dsn)
+        meta = load_catalogue_meta(self.dsn)
+        self.grants, self.meta, self.loaded_at = grants, meta, started
+        self._due = time.monotonic() + self.refresh_s
+
+    def current(self) -> list[Grant]:
+        """Grants no older than ``refresh_s``; raises rather than route on stale grants."""
+        if time.monotonic() >= self._due:
+            self.reload()
+        return self.grants
+
+    def refresh_idle(self) -> None:
+        """Reload if due while no events flow; a failure is logged and retried later."""
+        if time.monotonic() < self._due:
+            return
+        try:
+            self.reload()
+        except DatabaseError as exc:
+            self._due = time.monotonic() + self.refresh_s
+            log.warning("cannot refresh grants: %s", exc)
+
+
+class StateWriter:
+    """Keeps ``entity_state`` (latest record per entity) on one reused connection."""
+
+    UPSERT = """INSERT INTO entity_state (resource_id, entity_key, record, event_id, locality,
+                    updated_ms) VALUES %s
+                ON CONFLICT (resource_id, entity_key) DO UPDATE SET record = EXCLUDED.record,
+                    event_id = EXCLUDED.event_id, locality = EXCLUDED.locality,
+                    updated_ms = EXCLUDED.updated_ms
+                WHERE entity_state.updated_ms <= EXCLUDED.updated_ms"""
+    DELETE = """DELETE FROM entity_state s USING (VALUES %s) AS d(resource_id, entity_key,
+                    updated_ms)
+                WHERE s.resource_id = d.resource_id AND s.entity_key = d.entity_key
+                  AND s.updated_ms <= d.updated_ms"""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def write(self, decoded: list[Decoded]) -> None:
+        """Apply the newest event per entity of a batch; replays are harmless."""
+        latest = latest_per_entity(decoded)
+        upserts = [(r, k, psycopg2.extras.Json(e["after"], dumps=_dumps), e["event_id"],
+                    e["source"]["locality"], e["occurred_ms"])
+                   for (r, k), e in latest.items() if e["op"] != "d"]
+        deletes = [(r, k, e["occurred_ms"]) for (r, k), e in latest.items() if e["op"] == "d"]
+        if not upserts and not deletes:
+            return
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = db.connect(self.dsn)
+            with self._conn, self._conn.cursor() as cur:
+                if upserts:
+                    psycopg2.extras.execute_values(cur, self.UPSERT, upserts,
+                                                   page_size=len(upserts))
+                if deletes:
+                    psycopg2.extras.execute_values(cur, self.DELETE, deletes,
+                                                   template="(%s, %s, %s::bigint)",
+                                                   page_size=len(deletes))
+        except psycopg2.Error as exc:
+            self.close()
+            raise DatabaseError(f"cannot update entity_state: {exc}") from exc
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+def _dumps(value: Any) -> str:
+    return json_bytes(value).decode()
+
+
+def latest_per_entity(decoded: list[Decoded]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The newest event of each entity in a batch (a later offset wins a tie)."""
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
+    for _msg, resource, event in decoded:
+        key = (resource.id, event["key"])
+        held = latest.get(key)
+        if held is None or held["occurred_ms"] <= event["occurred_ms"]:
+            latest[key] = event
+    return latest
+
+
+def produce(producer: Producer, topic: str, key: Any, value: bytes,
+            headers: Headers, cb: Callable[[Any, Any], None]) -> None:
+    """Produce one message, waiting while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, headers=headers, on_delivery=cb)
+            return
+        except BufferError:
+            producer.poll(0.1)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot produce to {topic}: {exc}") from exc
+
+
+def flush_or_raise(producer: Producer, failures: list[str], what: str) -> None:
+    """Wait for every acknowledgement; BrokerError if one failed or is missing."""
+    remaining = producer.flush(60)
+    if failures or remaining:
+        raise BrokerError(f"{len(failures)} {what} failed, {remaining} unacknowledged: "
+                          f"{failures[:3]}")
+
+
+# delivery, partition, offset, delivered_ms (no partition/offset: an online query)
+Acked = tuple[Delivery, int | None, int | None, int]
+
+
+def send_deliveries(producer: Producer, deliveries: list[Delivery]) -> list[Acked]:
+    """Produce deliveries, wait for the broker; return each with its partition and offset."""
+    acked: list[Acked] = []
+    failures: list[str] = []
+
+    def callback(delivery: Delivery) -> Callable[[Any, Any], None]:
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                failures.append(f"{delivery.topic}: {err}")
+            else:
+                acked.append((delivery, msg.partition(), msg.offset(), now_ms()))
+        return on_delivery
+
+    for d in deliveries:
+        headers: Headers = [("event_id", str(d.value["event_id"]).encode()),
+                            ("grant_id", str(d.grant_id).encode())]
+        produce(producer, d.topic, d.value["key"], json_bytes(d.value), headers, callback(d))
+    flush_or_raise(producer, failures, "deliveries")
+    return acked
+
+
+def send_records(producer: Producer, acked: list[Acked], channel: str) -> None:
+    """Produce one delivery record per acknowledged delivery to ``govbus.deliveries``."""
+    failures: list[str] = []
+
+    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err))
+
+    for d, partition, offset, delivered_ms in acked:
+        record = delivery_record(d, channel, partition, offset, delivered_ms,
+                                 d.topic if partition is not None else None)
+        produce(producer, DELIVERY_TOPIC, str(d.value["event_id"]), json_bytes(record),
+                [("event_id", str(d.value["event_id"]).encode())], on_delivery)
+    flush_or_raise(producer, failures, "delivery records")
+
+
+class Router:
+    """One router worker; several may run in the same consumer group."""
+
+    def __init__(self, settings: Settings, group: str = "govbus-router",
+                 pattern: str = VALIDATED_PATTERN, batch: int = 1000,
+                 refresh_s: float | None = None) -> None:
+        self.settings, self.batch = settings, batch
+        self.registry = SchemaRegistry(settings.database_url)
+        self.control = ControlPlane(settings.database_url, refresh_s or refresh_interval())
+        self.state = StateWriter(settings.database_url)
+        self.consumer = Consumer(consumer_config(settings, group))
+        self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+        self.consumer.subscribe([pattern])
+        self.stats: Counter[str] = Counter()
+        self.stopping = threading.Event()
+        self._topics: set[str] = set()
+
+    def run(self) -> None:
+        """Process batches until :meth:`stop`; then flush and close."""
+        backoff = 0.5
+        try:
+            while not self.stopping.is_set():
+                msgs = self.consumer.consume(self.batch, 0.5)
+                if not msgs:
+                    self.control.refresh_idle()
+                    continue
+                try:
+                    self.process(msgs)
+                    backoff = 0.5
+                except (DatabaseError, BrokerError) as exc:
+                    log.warning("batch not processed, will retry in %.1f s: %s", backoff, exc)
+                    self._rewind(msgs)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            self.producer.flush(30)
+            self.consumer.close()
+            self.state.close()
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def process(self, msgs: list[Any]) -> None:
+        """Route, deliver, log the deliveries, keep the state, then commit (in that order)."""
+        grants = self.control.current()
+        at = dt.datetime.now(dt.UTC)
+        decoded, offsets, counts = self._decode(msgs)
+        deliveries: list[Delivery] = []
+        for _msg, resource, event in decoded:
+            result = route(resource, event, grants, at)
+            deliveries += result.deliveries
+            counts[f"delivered {resource.id}"] += len(result.deliveries)
+            counts[f"withheld {resource.id}"] += result.withheld
+        self._ensure_topics({d.topic for d in deliveries} | {DELIVERY_TOPIC})
+        acked = send_deliveries(self.producer, deliveries)
+        send_records(self.producer, acked, "exchange")
+        self.state.write(decoded)
+        if offsets:
+            self.consumer.commit(offsets=[TopicPartition(t, p, o)
+                                          for (t, p), o in offsets.items()],
+                                 asynchronous=False)
+        self.stats.update(+counts)
+
+    def _decode(self, msgs: list[Any]
+                ) -> tuple[list[Decoded], dict[tuple[str, int], int], Counter[str]]:
+        """Decode a batch; undecodable records (the gate let none through) are skipped."""
+        decoded: list[Decoded] = []
+        offsets: dict[tuple[str, int], int] = {}
+        counts: Counter[str] = Counter()
+        for msg in msgs:
+            if msg.error():
+                if msg.error().code() != KafkaError._PARTITION_EOF:
+                    log.warning("consumer error: %s", msg.error())
+                continue
+            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
+            try:
+                schema_id, body = unframe(msg.value())
+                reg = self.registry.by_id(schema_id)
+                event = reg.codec.decode(body)
+            except (SerdeError, RegistryError) as exc:
+                log.error("skipping %s[%d]@%d: %s", msg.topic(), msg.partition(),
+                          msg.offset(), exc)
+                counts[f"undecodable {msg.topic()}"] += 1
+                continue
+            resource = with_meta(reg.resource, self.control.meta.get(reg.resource.id))
+            decoded.append((msg, resource, event))
+        return decoded, offsets, counts
+
+    def _ensure_topics(self, topics: set[str]) -> None:
+        missing = topics - self._topics
+        if missing:
+            ensure_topics(self.settings, missing)
+            self._topics |= missing
+
+    def _rewind(self, msgs: list[Any]) -> None:
+        """Seek back to the first record of the failed batch, per partition."""
+        first: dict[tuple[str, int], int] = {}
+        for msg in msgs:
+            offset = msg.offset()
+            if not msg.error() and offset is not None:
+                key = (msg.topic(), msg.partition())
+                first[key] = min(first.get(key, offset), offset)
+        for (topic, part), offset in first.items():
+            self.consumer.seek(TopicPartition(topic, part, offset))
+
+
+def main() -> None:
+    """``python -m stream_apps.router``: run one router until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
+                        "%(message)s")
+    try:
+        router = Router(Settings.from_env())
+    except GovbusError as exc:
+        log.error("router not started: %s", exc)
+        raise SystemExit(1) from exc
+    signal.signal(signal.SIGTERM, router.stop)
+    signal.signal(signal.SIGINT, router.stop)
+    log.info("router started, consuming %s, grants refreshed every %.1f s",
+             VALIDATED_PATTERN, router.control.refresh_s)
+    router.run()
+    log.info("router stopped: %s", dict(router.stats))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""The ``govbus`` command as a user runs it: a subprocess, real broker, real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from govbus_core.catalogue import default_schemas_dir
+from govbus_core.config import Settings
+from tests.integration.helpers import TopicReader
+
+
+def govbus(*args: str, env: dict[str, str] | None = None, timeout: float = 180
+           ) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL")}
+    full.update(env or {})
+    return subprocess.run([sys.executable, "-m", "govbus.cli", *args], env=full, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def edit(root: Path, rel: str, change) -> Path:  # type: ignore[no-untyped-def]
+    path = root / rel
+    schema = json.loads(path.read_text())
+    change(schema)
+    path.write_text(json.dumps(schema, ensure_ascii=False))
+    return path
+
+
+def copy_catalogue(tmp_path: Path) -> Path:
+    root = tmp_path / "schemas"
+    shutil.copytree(default_schemas_dir(), root)
+    return root
+
+
+def test_sync_registers_versions_and_refuses_incompatible_change(
+        tmp_path: Path, empty_database: str) -> None:
+    env = {"DATABASE_URL": empty_database, "GOVBUS_STATE_DIR": str(tmp_path / "state")}
+    root = copy_catalogue(tmp_path)
+    first = govbus("--schemas", str(root), "catalogue", "sync", "--json", env=env)
+    assert first.returncode == 0, first.stderr
+    assert {r["status"] for r in json.loads(first.stdout)} == {"registered"}
+
+    rel = "public_security/population_register.avsc"
+    edit(root, rel, lambda s: s["fields"].append({"name": "nickname", "type": "string"}))
+    check = govbus("--schemas", str(root), "catalogue", "check", env=env)
+    assert check.returncode == 1
+    assert "population_register.avsc" in check.stdout and "nickname" in check.stdout
+    assert "schema.incompatible" in check.stdout and "Art. 13" in check.stdout
+    refused = govbus("--schemas", str(root), "catalogue", "sync", env=env)
+    assert refused.returncode == 1 and "nothing registered" in refused.stderr
+
+    edit(root, rel, lambda s: s["fields"][-1].update(type=["null", "string"], default=None))
+    second = govbus("--schemas", str(root), "catalogue", "sync", "--json", env=env)
+    assert second.returncode == 0, second.stderr
+    changed = [r for r in json.loads(second.stdout) if r["status"] == "registered"]
+    assert [(r["resource_id"], r["version"]) for r in changed] == [
+        ("public_security.population_register", 2)]
+
+
+def test_check_names_file_field_and_rule(tmp_path: Path) -> None:
+    root = copy_catalogue(tmp_path)
+    edit(root, "tax/tax_registration.avsc", lambda s: s["govbus"].pop("legal_basis"))
+    edit(root, "hrss/social_insurance_enrolment.avsc",
+         lambda s: s["fields"][2]["govbus"].update(source_of_record=True))
+    edit(root, "civil_affairs/marriage_register.avsc", lambda s: s["govbus"].pop("title"))
+    out = govbus("--schemas", str(root), "catalogue", "check", "--offline", "--json")
+    assert out.returncode == 1
+    errors = [f for f in json.loads(out.stdout)["findings"] if f["severity"] == "error"]
+    found = {(Path(f["file"]).name, f["field"], f["rule"], f["article"]) for f in errors}
+    assert found == {
+        ("tax_registration.avsc", "govbus.legal_basis", "art4.legal_basis_missing", "Art. 4"),
+        ("population_register.avsc", "residence_address", "art8.two_sources", "Art. 8"),
+        ("marriage_register.avsc", "govbus.title", "art7.missing_element", "Art. 7")}
+    two = next(f for f in errors if f["rule"] == "art8.two_sources")["message"]
+    assert "hrss.social_insurance_enrolment" in two and "population_register" in two
+
+
+def test_publish_refuses_bad_lines_and_sends_the_rest(tmp_path: Path, settings: Settings
+                                                      ) -> None:
+    person = {"resident_id": "11010519491231002X", "name": "王芳", "gender": "F",
+              "birth_date": "1949-12-31", "residence_address": "渝水区1号",
+              "household_division": "360502"}
+    lines = [json.dumps(person, ensure_ascii=False),
+             json.dumps(person | {"resident_id": "11010519491231002Y"}),
+             "{not json",
+             json.dumps({"op": "update", "record": person | {"name": "王芳芳"}},
+                        ensure_ascii=False),
+             json.dumps(person | {"shoe_size": 42}, ensure_ascii=False)]
+    path = tmp_path / "people.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "DATABASE_URL": settings.database_url}
+    out = govbus("publish", "--agency", "public_security", "--resource", "population_register",
+                 "--file", str(path), "--json", env=env)
+    assert out.returncode == 3, out.stderr
+    report = json.loads(out.stdout)
+    assert report["published"] == 2 and report["refused"] == 3
+    assert [(r["line"], r["violations"][0]["rule"]) for r in report["refusals"]] == [
+        (2, "identifier.resident_id"), (3, "input.json"), (5, "contract.unknown_field")]
+    reader = TopicReader(settings, ["ingest.public_security.population_register"])
+    assert len(reader.until(2)) == 2
+    reader.close()
+
+
+def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
+    env = {"GOVBUS_STATE_DIR": str(tmp_path / "state")}
+    up = govbus("up", env=env)
+    assert up.returncode == 0, up.stderr + up.stdout
+    status = json.loads(govbus("status", "--json", env=env).stdout)
+    assert status["up"] and status["embedded"] == {"broker": True, "postgres": True}
+    pids = [c["pid"] for c in status["components"].values()]
+    again = govbus("up", env=env)
+    assert "reusing" in again.stdout
+    assert [c["pid"] for c in json.loads(govbus("status", "--json", env=env).stdout)[
+        "components"].values()] == pids
+    down = govbus("down", env=env)
+    assert down.returncode == 0 and down.stdout.count("stopped") == len(pids) == 5
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    assert govbus("status", "--json", env=env).stdout.count('"up": false') == 1
+
+    demo = govbus("demo", "--events", "400", env=env)
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "consistent:" in demo.stdout and "INCONSISTENT" not in demo.stdout
+    assert not (tmp_path / "state" / "runtime.json").exists()

@@ -1,0 +1,212 @@
+"""The Kafka ACL plan, without a broker: each agency writes exactly its own ingest topics and
+reads exactly the deliveries of its grants in force (Art. 8, 24) — nothing more, nothing less."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import pytest
+
+from govbus_core.catalogue import Catalogue, load_catalogue
+from govbus_core.sharing import Grant
+from infra.acl import (
+    BUS_PRINCIPAL,
+    AclEntry,
+    AclError,
+    ApplyResult,
+    as_dict,
+    diff,
+    plan,
+    render_table,
+)
+
+NOW = dt.datetime(2025, 11, 25, 12, 0, tzinfo=dt.UTC)
+DAY = dt.timedelta(days=1)
+
+
+@pytest.fixture(scope="module")
+def catalogue() -> Catalogue:
+    return load_catalogue()
+
+
+def grant(gid: int, recipient: str, resource: str, *, valid_from: dt.datetime = NOW - DAY,
+          valid_until: dt.datetime | None = None, revoked_at: dt.datetime | None = None
+          ) -> Grant:
+    return Grant(gid, recipient, resource, ("uscc", "name"), (), valid_from, valid_until,
+                 revoked_at)
+
+
+def acl_set(entries: list[AclEntry], principal: str, rtype: str, operation: str
+            ) -> set[tuple[str, str]]:
+    """(pattern, resource) the principal may perform ``operation`` on."""
+    return {(e.pattern, e.resource_name) for e in entries
+            if e.principal == principal and e.resource_type == rtype
+            and e.operation == operation and e.permission == "ALLOW"}
+
+
+def agency_entries(entries: list[AclEntry]) -> list[AclEntry]:
+    return [e for e in entries if e.principal != BUS_PRINCIPAL]
+
+
+def test_each_provider_writes_exactly_its_own_ingest_topics(catalogue: Catalogue) -> None:
+    entries = plan(catalogue, [], NOW)
+    for agency in catalogue.agencies:
+        own = {("LITERAL", r.ingest_topic) for r in catalogue if r.agency == agency}
+        assert own, agency
+        assert acl_set(entries, f"User:{agency}", "TOPIC", "WRITE") == own  # Art. 8
+        assert acl_set(entries, f"User:{agency}", "TOPIC", "DESCRIBE") == own
+    # one WRITE per catalogued resource, all LITERAL, all on ingest topics
+    writes = [e for e in agency_entries(entries) if e.operation == "WRITE"]
+    assert sorted(e.resource_name for e in writes) == sorted(r.ingest_topic for r in catalogue)
+
+
+def test_agency_without_grants_reads_nothing(catalogue: Catalogue) -> None:
+    entries = plan(catalogue, [grant(1, "hrss", "tax.tax_registration")], NOW)
+    assert not [e for e in agency_entries(entries) if e.operation == "READ"
+                and e.principal != "User:hrss"]
+    for agency in ("tax", "public_security", "market_regulation", "civil_affairs"):
+        assert not acl_set(entries, f"User:{agency}", "TOPIC", "READ")
+        assert not acl_set(entries, f"User:{agency}", "GROUP", "READ")
+    newcomer = plan(catalogue, [], NOW)
+    assert not [e for e in agency_entries(newcomer) if e.operation == "READ"]
+
+
+def test_each_agency_reads_exactly_its_granted_deliveries(catalogue: Catalogue) -> None:
+    grants = [grant(1, "tax", "public_security.population_register"),
+              grant(2, "tax", "market_regulation.legal_entity_register"),
+              grant(3, "hrss", "public_security.population_register"),
+              grant(4, "market_regulation", "tax.tax_registration")]
+    entries = plan(catalogue, grants, NOW)
+    expected = {
+        "tax": {"deliver.tax.population_register", "deliver.tax.legal_entity_register"},
+        "hrss": {"deliver.hrss.population_register"},
+        "market_regulation": {"deliver.market_regulation.tax_registration"},
+    }
+    for agency, topics in expected.items():
+        literal = {("LITERAL", t) for t in topics}
+        assert acl_set(entries, f"User:{agency}", "TOPIC", "READ") == literal
+        assert acl_set(entries, f"User:{agency}", "TOPIC", "DESCRIBE") >= literal
+        assert acl_set(entries, f"User:{agency}", "GROUP", "READ") == {
+            ("LITERAL", f"govbus-subscriber-{agency}")}
+    # nothing prefixed, nothing on another agency's topics, for any agency
+    assert {e.pattern for e in agency_entries(entries)} == {"LITERAL"}
+    for e in agency_entries(entries):
+        agency = e.principal.removeprefix("User:")
+        if e.resource_type == "TOPIC":
+            assert e.resource_name.split(".")[1] == agency, e
+        assert e.operation in ("READ", "WRITE", "DESCRIBE")
+        assert e.permission == "ALLOW" and e.host == "*"
+
+
+@pytest.mark.parametrize("ended", [
+    {"revoked_at": NOW - dt.timedelta(minutes=1)},
+    {"valid_until": NOW - dt.timedelta(seconds=1)},
+    {"valid_until": NOW},                       # valid_until is exclusive
+    {"valid_from": NOW + DAY},                  # not yet in force
+], ids=["revoked", "expired", "expires-now", "future"])
+def test_grant_not_in_force_gives_no_read(catalogue: Catalogue, ended: dict) -> None:
+    live = grant(1, "tax", "public_security.population_register")
+    gone = grant(2, "tax", "market_regulation.legal_entity_register", **ended)
+    reads = acl_set(plan(catalogue, [live, gone], NOW), "User:tax", "TOPIC", "READ")
+    assert reads == {("LITERAL", "deliver.tax.population_register")}
+    only_gone = plan(catalogue, [gone], NOW)
+    assert not acl_set(only_gone, "User:tax", "TOPIC", "READ")
+    assert not acl_set(only_gone, "User:tax", "GROUP", "READ")
+
+
+def test_revocation_is_a_difference_of_exactly_the_read(catalogue: Catalogue) -> None:
+    before = [grant(1, "tax", "public_security.population_register"),
+              grant(2, "tax", "market_regulation.legal_entity_register")]
+    after = [before[0], grant(2, "tax", "market_regulation.legal_entity_register",
+                              revoked_at=NOW - DAY / 2)]
+    removed = set(plan(catalogue, before, NOW)) - set(plan(catalogue, after, NOW))
+    assert {(e.operation, e.resource_name) for e in removed} == {
+        ("READ", "deliver.tax.legal_entity_register"),
+        ("DESCRIBE", "deliver.tax.legal_entity_register")}
+    assert set(plan(catalogue, after, NOW)) <= set(plan(catalogue, before, NOW))
+
+
+def test_not_shared_and_uncatalogued_grants_give_nothing(catalogue: Catalogue) -> None:
+    entries = plan(catalogue, [grant(1, "tax", "civil_affairs.adoption_register"),  # Art. 15
+                               grant(2, "tax", "tax.no_such_resource")], NOW)
+    assert not acl_set(entries, "User:tax", "TOPIC", "READ")
+
+
+def test_duplicate_grants_collapse(catalogue: Catalogue) -> None:
+    grants = [grant(1, "tax", "public_security.population_register"),
+              grant(2, "tax", "public_security.population_register")]
+    entries = plan(catalogue, grants, NOW)
+    assert len(entries) == len(set(entries))
+    assert entries == sorted(entries)
+
+
+def test_bus_principal_never_reads_deliveries(catalogue: Catalogue) -> None:
+    entries = plan(catalogue, [grant(1, "tax", "public_security.population_register")], NOW)
+    bus_reads = acl_set(entries, BUS_PRINCIPAL, "TOPIC", "READ")
+    assert ("PREFIXED", "ingest.") in bus_reads
+    assert not [n for _, n in bus_reads if n.startswith("deliver")]
+    writes = acl_set(entries, BUS_PRINCIPAL, "TOPIC", "WRITE")
+    assert {("PREFIXED", p) for p in ("validated.", "dlq.", "deliver.", "govbus.")} <= writes
+    assert not [n for _, n in writes if n.startswith("ingest")]
+
+
+@pytest.mark.parametrize("recipient", ["*", "a.b", "Tax", "tax*", "", "x y"])
+def test_names_that_could_widen_an_acl_are_refused(catalogue: Catalogue,
+                                                    recipient: str) -> None:
+    with pytest.raises(AclError, match="plain name"):
+        plan(catalogue, [grant(1, recipient, "public_security.population_register")], NOW)
+
+
+def test_naive_time_refused(catalogue: Catalogue) -> None:
+    with pytest.raises(AclError, match="timezone"):
+        plan(catalogue, [], dt.datetime(2025, 1, 1))
+
+
+def test_renderings(catalogue: Catalogue) -> None:
+    entries = plan(catalogue, [grant(7, "tax", "public_security.population_register")], NOW)
+    doc = json.loads(json.dumps(as_dict(entries, NOW)))
+    assert doc["count"] == len(entries) == len(doc["acls"])
+    assert {"principal": "User:tax", "resource_type": "TOPIC",
+            "resource_name": "deliver.tax.population_register", "pattern": "LITERAL",
+            "operation": "READ", "permission": "ALLOW", "host": "*",
+            "reason": "grant 7 on public_security.population_register in force (Art. 24)"
+            } in doc["acls"]
+    table = render_table(entries).splitlines()
+    assert table[0].split()[:5] == ["principal", "type", "pattern", "resource", "operations"]
+    row = next(line for line in table if "deliver.tax.population_register" in line)
+    assert "DESCRIBE,READ" in row and "User:tax" in row
+    result = ApplyResult(entries[:1], [], 3, True).as_dict()
+    assert result["dry_run"] and result["created"][0] == entries[0].as_dict()
+
+
+def test_binding_round_trip(catalogue: Catalogue) -> None:
+    for entry in plan(catalogue, [grant(1, "tax", "public_security.population_register")],
+                      NOW):
+        back = AclEntry.from_binding(entry.binding())
+        assert back == entry
+        assert back.managed
+
+
+def test_diff_after_a_revocation_deletes_exactly_the_read(catalogue: Catalogue) -> None:
+    before = plan(catalogue, [grant(1, "tax", "public_security.population_register"),
+                              grant(2, "tax", "market_regulation.legal_entity_register")],
+                  NOW)
+    after = plan(catalogue, [grant(1, "tax", "public_security.population_register"),
+                             grant(2, "tax", "market_regulation.legal_entity_register",
+                                   revoked_at=NOW - DAY)], NOW)
+    foreign = [AclEntry("User:kafka_connect", "TOPIC", "connect-offsets", "LITERAL", "READ"),
+               AclEntry("User:ops", "GROUP", "ops-tools", "PREFIXED", "READ")]
+    stray = AclEntry("User:tax", "TOPIC", "deliver.", "PREFIXED", "READ")  # too wide
+    create, delete, unchanged = diff(after, before + foreign + [stray])
+    assert create == []
+    assert {(e.principal, e.operation, e.resource_name) for e in delete} == {
+        ("User:tax", "READ", "deliver.tax.legal_entity_register"),
+        ("User:tax", "DESCRIBE", "deliver.tax.legal_entity_register"),
+        ("User:tax", "READ", "deliver.")}
+    assert unchanged == len(after)
+    create, delete, unchanged = diff(before, after)
+    assert {(e.operation, e.resource_name) for e in create} == {
+        ("READ", "deliver.tax.legal_entity_register"),
+        ("DESCRIBE", "deliver.tax.legal_entity_register")}
+    assert delete == [] and unchanged == len(after)
