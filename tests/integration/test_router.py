@@ -282,7 +282,10 @@ def test_online_query_returns_projected_current_record(
         query(settings, asker, TAX, gone["uscc"])
     with pytest.raises(SharingError, match=r"no grant in force.*Art. 15, 18"):
         query(settings, stranger, TAX, a["uscc"])
-    [rec] = wait_until(lambda: records_for(log, asker, {ids[2]}, "query"), 30, "the query's record")
+    # each query is its own log row: the logged id carries the query's id
+    logged_id = f"{ids[2]}#query-{out['query_id']}"
+    [rec] = wait_until(lambda: records_for(log, asker, {logged_id}, "query"), 30,
+                       "the query's record")
     assert (rec["recipient"], rec["grant_id"], rec["topic"], rec["partition"],
             rec["offset"]) == (asker, gid, None, None, None)
     assert rec["fields"] == ["uscc", "registered_address", "credit_rating"]
