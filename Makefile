@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-unit lint bench up down clean
+.PHONY: help install demo test test-unit lint check-prometheus bench up down clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -29,6 +29,10 @@ test-unit: install  ## unit tests only: no network
 lint: install  ## ruff and mypy
 	$(BIN)/ruff check govbus govbus_core producers consumers stream_apps infra tests bench
 	$(BIN)/mypy
+
+check-prometheus:  ## promtool: scrape configs, alert rules and their unit tests (infra/prometheus)
+	cd infra/prometheus && promtool check config prometheus-compose.yml \
+		&& promtool check rules alerts.yml && promtool test rules alerts_test.yml
 
 bench: install  ## benchmarks; figures as ratios against a baseline run alongside
 	$(BIN)/python -m bench

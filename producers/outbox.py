@@ -52,7 +52,7 @@ import psycopg2.extras
 from confluent_kafka import Producer
 from psycopg2 import sql
 
-from govbus_core import db
+from govbus_core import db, metrics
 from govbus_core.catalogue import Catalogue, Resource, load_catalogue
 from govbus_core.config import Settings
 from govbus_core.errors import BrokerError, DatabaseError, GovbusError
@@ -345,6 +345,8 @@ class OutboxRelay:
                               "(python -m producers.outbox --install --table ...)") from exc
         self.published += done
         self.refused += len(refused)
+        metrics.OUTBOX_PUBLISHED.labels(self.agency, self.resource.id).inc(done)
+        metrics.OUTBOX_SET_ASIDE.labels(self.agency, self.resource.id).inc(len(refused))
         if error:
             raise BrokerError(f"{done} of {len(sent)} acknowledged, the rest stay queued: "
                               f"{error}")
@@ -358,6 +360,7 @@ class OutboxRelay:
         while not stop_event.is_set():
             try:
                 published = self.run_once()
+                metrics.OUTBOX_BACKLOG.labels(self.agency, self.resource.id).set(self.backlog())
             except (BrokerError, DatabaseError, psycopg2.OperationalError,
                     psycopg2.InterfaceError) as exc:
                 broker = isinstance(exc, BrokerError)
@@ -425,6 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         settings = Settings.from_env()
+        metrics.serve()
         catalogue = load_catalogue(settings.schemas_dir)
         if args.install:
             install(args.dsn, args.table, args.agency, args.resource, catalogue)

@@ -22,10 +22,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from govbus_core import metrics
 from govbus_core.config import Settings
 from govbus_core.envelope import now_ms
 from govbus_core.errors import BrokerError, DatabaseError, RegistryError
-from govbus_core.kafka import consumer_config, ensure_topics, producer_config
+from govbus_core.event_counts import CountWriter, Judged
+from govbus_core.kafka import consumer_config, ensure_topics, producer_config, take
 from govbus_core.registry import RegisteredSchema, SchemaRegistry
 from stream_apps.verdict import dlq_record, judge
 
@@ -64,13 +66,15 @@ class Gate:
         self.stats: Counter[str] = Counter()
         self.stopping = threading.Event()
         self._dlq_topics: set[str] = set()
+        self.counts = CountWriter(settings.database_url)  # durable, for Art. 14, 28
+        self._judged: list[Judged] = []
 
     def run(self) -> None:
         """Process batches until :meth:`stop`; then commit and close."""
         backoff = 0.5
         try:
             while not self.stopping.is_set():
-                msgs = self.consumer.consume(self.batch, 0.5)
+                msgs = take(self.consumer, self.batch, 0.5)
                 if not msgs:
                     continue
                 try:
@@ -78,12 +82,14 @@ class Gate:
                     backoff = 0.5
                 except (DatabaseError, BrokerError) as exc:
                     log.warning("batch not processed, will retry in %.1f s: %s", backoff, exc)
+                    metrics.BATCH_RETRIES.labels("gate").inc()
                     self._rewind(msgs)
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
         finally:
             self.producer.flush(30)
             self.consumer.close()
+            self.counts.close()
 
     def stop(self, *_: Any) -> None:
         self.stopping.set()
@@ -97,6 +103,7 @@ class Gate:
                 failures.append(str(err))
 
         offsets: dict[tuple[str, int], int] = {}
+        self._judged = []
         for msg in msgs:
             if msg.error():
                 if msg.error().code() != KafkaError._PARTITION_EOF:
@@ -108,6 +115,11 @@ class Gate:
         if failures or remaining:
             raise BrokerError(f"{len(failures)} outputs failed, {remaining} unacknowledged: "
                               f"{failures[:3]}")
+        self.counts.write(self._judged)
+        for j in self._judged:
+            metrics.GATE_EVENTS.labels(j.agency, j.resource_id, j.outcome).inc()
+            if j.rule:
+                metrics.GATE_REJECTIONS.labels(j.agency, j.rule).inc()
         if offsets:
             self.consumer.commit(offsets=[TopicPartition(t, p, o)
                                           for (t, p), o in offsets.items()],
@@ -118,6 +130,10 @@ class Gate:
         headers = dict(msg.headers() or [])
         event_id = headers.get("event_id")
         verdict = judge(topic, payload, self.lookup)
+        self._judged.append(Judged(topic, msg.partition(), msg.offset(), verdict.agency,
+                                   verdict.resource_id,
+                                   "accepted" if verdict.accepted else "rejected",
+                                   "" if verdict.accepted else verdict.violations[0].rule))
         if verdict.accepted:
             self.stats[f"accepted {verdict.resource_id}"] += 1
             self._produce(verdict.output_topic, msg.key(), payload, msg.headers(), delivered)
@@ -157,6 +173,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
     gate = Gate(Settings.from_env())
+    metrics.serve()
     signal.signal(signal.SIGTERM, gate.stop)
     signal.signal(signal.SIGINT, gate.stop)
     log.info("gate started, consuming %s", INGEST_PATTERN)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from govbus.runtime import STREAM_APPS
 from govbus_core.catalogue import default_schemas_dir
 from govbus_core.config import Settings
 from tests.integration.helpers import TopicReader
@@ -113,13 +114,17 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stderr + up.stdout
     status = json.loads(govbus("status", "--json", env=env).stdout)
     assert status["up"] and status["embedded"] == {"broker": True, "postgres": True}
+    if shutil.which("prometheus"):  # govbus up starts a local Prometheus where installed
+        assert status["prometheus_url"] in up.stdout and "prometheus" in status["components"]
+    assert set(status["metrics_ports"]) >= {"gate", "router", "delivery_log", "ops_exporter"}
     pids = [c["pid"] for c in status["components"].values()]
     again = govbus("up", env=env)
     assert "reusing" in again.stdout
     assert [c["pid"] for c in json.loads(govbus("status", "--json", env=env).stdout)[
         "components"].values()] == pids
     down = govbus("down", env=env)
-    assert down.returncode == 0 and down.stdout.count("stopped") == len(pids) == 5
+    assert down.returncode == 0 and down.stdout.count("stopped") == len(pids)
+    assert len(pids) == 2 + len(STREAM_APPS) + bool(shutil.which("prometheus"))
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"

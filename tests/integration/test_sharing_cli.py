@@ -5,13 +5,25 @@ from __future__ import annotations
 import json
 import uuid
 
-from govbus_core import db
+from govbus_core import access, db
 from tests.integration.test_cli import govbus
 
+TOKENS: dict[tuple[str, str], str] = {}
 
-def run(database_url: str, *args: str) -> tuple[int, dict | list]:
-    out = govbus(*args, "--json", env={"DATABASE_URL": database_url,
-                                      "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
+
+def token(database_url: str, agency: str) -> str:
+    """``agency``'s credential (Art. 24), issued once per database for these tests."""
+    if (database_url, agency) not in TOKENS:
+        TOKENS[(database_url, agency)] = access.issue(database_url, agency, "test")
+    return TOKENS[(database_url, agency)]
+
+
+def run(database_url: str, *args: str, as_: str | None = None) -> tuple[int, dict | list]:
+    """``govbus ARGS --json``, presenting ``as_``'s token when given."""
+    env = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    if as_:
+        env[access.TOKEN_ENV] = token(database_url, as_)
+    out = govbus(*args, "--json", env=env)
     return out.returncode, (json.loads(out.stdout) if out.stdout.strip() else {"err": out.stderr})
 
 
@@ -19,33 +31,35 @@ def test_request_decide_revoke_and_every_response_filed(database_url: str) -> No
     me = f"agency_{uuid.uuid4().hex[:8]}"
     code, free = run(database_url, "request", "--agency", me, "--resource",
                      "public_security.population_register", "--purpose", "benefit checks",
-                     "--fields", "name,phone", "--commitment", "SC-2026-17")
+                     "--fields", "name,phone", "--commitment", "SC-2026-17", as_=me)
     assert code == 0 and free["status"] == "granted" and free["masked_fields"] == ["phone"]
 
     code, pending = run(database_url, "request", "--agency", me, "--resource",
                         "tax.tax_registration", "--purpose", "employer checks",
-                        "--commitment", "SC-2026-17", "--confidentiality", "CA-3")
+                        "--commitment", "SC-2026-17", "--confidentiality", "CA-3", as_=me)
     assert code == 0 and pending["status"] == "pending" and pending["due_at"]
-    code, err = run(database_url, "approve", str(pending["request_id"]), "--as", "hrss")
+    code, err = run(database_url, "approve", str(pending["request_id"]), "--as", "hrss",
+                    as_="hrss")
     assert code == 1 and "only the provider tax" in err["err"] and "Art. 18" in err["err"]
     code, ok = run(database_url, "approve", str(pending["request_id"]), "--as", "tax",
-                   "--reason", "employer checks are a statutory duty")
+                   "--reason", "employer checks are a statutory duty", as_="tax")
     assert code == 0 and ok["status"] == "granted" and ok["masked_fields"] == []
 
     code, other = run(database_url, "request", "--agency", me, "--resource",
                       "hrss.social_insurance_enrolment", "--purpose", "curiosity",
-                      "--commitment", "SC-2026-17")
+                      "--commitment", "SC-2026-17", as_=me)
     code, rejected = run(database_url, "reject", str(other["request_id"]), "--as", "hrss",
-                         "--reason", "purpose is outside the requester's duties (Art. 24)")
+                         "--reason", "purpose is outside the requester's duties (Art. 24)",
+                         as_="hrss")
     assert code == 0 and rejected["status"] == "rejected"
 
     code, refused = run(database_url, "request", "--agency", me, "--resource",
                         "civil_affairs.adoption_register", "--purpose", "x",
-                        "--commitment", "SC-2026-17")
+                        "--commitment", "SC-2026-17", as_=me)
     assert code == 4 and refused["status"] == "refused" and "Civil Code" in refused["reason"]
 
     code, _ = run(database_url, "revoke", str(free["grant_id"]), "--as", "public_security",
-                  "--reason", "commitment withdrawn")
+                  "--reason", "commitment withdrawn", as_="public_security")
     assert code == 0
     code, grants = run(database_url, "grants", "--agency", me)
     assert sorted((g["resource"], g["state"]) for g in grants) == [
@@ -65,7 +79,7 @@ def test_request_decide_revoke_and_every_response_filed(database_url: str) -> No
 def test_unanswered_request_becomes_overdue(database_url: str) -> None:
     me = f"agency_{uuid.uuid4().hex[:8]}"
     _, req = run(database_url, "request", "--agency", me, "--resource", "tax.tax_registration",
-                 "--purpose", "audit", "--commitment", "SC-1")
+                 "--purpose", "audit", "--commitment", "SC-1", as_=me)
     _, listed = run(database_url, "requests", "--agency", me, "--overdue")
     assert listed == []
     with db.transaction(database_url) as conn, conn.cursor() as cur:
@@ -78,5 +92,6 @@ def test_unanswered_request_becomes_overdue(database_url: str) -> None:
 def test_request_without_commitment_is_refused_with_article(database_url: str) -> None:
     out = govbus("request", "--agency", "agency_x", "--resource",
                  "public_security.population_register", "--purpose", "p", "--commitment", " ",
-                 env={"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"})
-    assert out.returncode == 1 and "Art. 24" in out.stderr
+                 env={"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+                      access.TOKEN_ENV: token(database_url, "agency_x")})
+    assert out.returncode == 1 and "Art. 24" in out.stderr and "commitment" in out.stderr

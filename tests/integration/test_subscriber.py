@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 
 from consumers.subscriber import Subscriber, SubscriberError, TableSink, main
-from govbus_core import db
+from govbus_core import access, db
 from govbus_core.catalogue import Catalogue, default_schemas_dir
 from govbus_core.config import Settings
 from govbus_core.kafka import consumer_config, ensure_topics
@@ -285,6 +285,7 @@ def test_table_mode_needs_one_resource_and_cli_prints(
     grant(settings, catalogue, agency, LEGAL)
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", settings.bootstrap_servers)
     monkeypatch.setenv("DATABASE_URL", settings.database_url)
+    monkeypatch.setenv(access.TOKEN_ENV, access.issue(settings.database_url, agency, "test"))
     assert main(["--agency", agency, "--sink-dsn", empty_database, "--table", "t"]) == 1
     assert "name one with --resource" in capsys.readouterr().err
     ensure_topics(settings, [topic_of(agency, POP)])

@@ -210,3 +210,33 @@ def test_diff_after_a_revocation_deletes_exactly_the_read(catalogue: Catalogue) 
         ("READ", "deliver.tax.legal_entity_register"),
         ("DESCRIBE", "deliver.tax.legal_entity_register")}
     assert delete == [] and unchanged == len(after)
+
+
+def test_whole_plan_equals_the_grants_exactly(catalogue: Catalogue) -> None:
+    """Issue 6: from a known set of grants the plan is exactly this set of (principal,
+    operation, resource) — written out by hand, not derived the way plan() derives it."""
+    grants = [grant(1, "tax", "public_security.population_register"),
+              grant(2, "hrss", "tax.tax_registration"),
+              grant(3, "hrss", "market_regulation.legal_entity_register",
+                    revoked_at=NOW - DAY / 2),                       # revoked: nothing
+              grant(4, "tax", "civil_affairs.adoption_register"),    # not shared: nothing
+              grant(5, "civil_affairs", "hrss.social_insurance_enrolment",
+                    valid_from=NOW + DAY)]                            # not yet: nothing
+    expected = {
+        ("User:public_security", "WRITE", "ingest.public_security.population_register"),
+        ("User:market_regulation", "WRITE", "ingest.market_regulation.legal_entity_register"),
+        ("User:tax", "WRITE", "ingest.tax.tax_registration"),
+        ("User:hrss", "WRITE", "ingest.hrss.social_insurance_enrolment"),
+        ("User:civil_affairs", "WRITE", "ingest.civil_affairs.marriage_register"),
+        ("User:civil_affairs", "WRITE", "ingest.civil_affairs.adoption_register"),
+        ("User:tax", "READ", "deliver.tax.population_register"),
+        ("User:tax", "READ", "govbus-subscriber-tax"),
+        ("User:hrss", "READ", "deliver.hrss.tax_registration"),
+        ("User:hrss", "READ", "govbus-subscriber-hrss"),
+    }
+    expected |= {(p, "DESCRIBE", r) for p, op, r in expected if r.startswith(("ingest.",
+                                                                              "deliver."))}
+    got = {(e.principal, e.operation, e.resource_name)
+           for e in plan(catalogue, grants, NOW) if e.principal != BUS_PRINCIPAL}
+    assert got - expected == set(), "more than the grants allow"
+    assert expected - got == set(), "less than the grants need"

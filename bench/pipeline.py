@@ -1,0 +1,300 @@
+"""The governed pipeline under load: grants in force, worker processes, feeding, counting.
+
+Building blocks of :mod:`bench.pipeline_bench`: the grant mix that makes events route to
+several agencies, the worker processes (:mod:`bench.worker`), a feeder that produces
+pre-encoded events, and the delivery log's head as the finishing line (every delivery the
+router made is logged exactly once, so the head's seq counts deliveries without a scan).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from confluent_kafka import Producer
+
+from govbus_core import db, sharing_store
+from govbus_core.catalogue import Catalogue
+from govbus_core.kafka import producer_config
+from govbus_core.registry import SchemaRegistry
+from stream_apps.routing import grants_in_force, offers, withheld_reason
+
+from . import workload
+from .env import Env
+from .report import BenchError, Say
+
+ROOT = Path(__file__).resolve().parent.parent
+# Processes that run next to the workers during every governed run, when their module exists:
+# the faust reconciler (its table needs a faust worker; one is enough for its volume).
+COMPANIONS = [("reconciler", "stream_apps.reconciler")]
+
+# (requester, resource, fields or None for all, confidentiality agreement, provider's answer)
+# unconditional to three agencies (one projected with the phone masked), on application
+# approved with masking, one rejected, and the not-shared adoption register (refused: withheld)
+REQUESTS: list[tuple[str, str, list[str] | None, str | None, str | None]] = [
+    ("tax", "public_security.population_register", ["name", "residence_address", "phone"],
+     None, None),
+    ("hrss", "public_security.population_register", None, "CA-2026-031", None),
+    ("civil_affairs", "public_security.population_register", None, None, None),
+    ("hrss", "market_regulation.legal_entity_register", None, "CA-2026-032", None),
+    ("tax", "market_regulation.legal_entity_register", None, None, None),
+    ("market_regulation", "tax.tax_registration", None, None, "approve"),
+    ("public_security", "hrss.social_insurance_enrolment", None, None, "approve"),
+    ("civil_affairs", "hrss.social_insurance_enrolment", None, None, "reject"),
+    ("public_security", "civil_affairs.marriage_register", None, None, "approve"),  # query only
+    ("tax", "civil_affairs.adoption_register", None, None, None),
+]
+
+
+def file_grants(env: Env) -> dict[str, int]:
+    """File :data:`REQUESTS`; returns the recipients in force per resource id."""
+    for requester, resource_id, fields, agreement, answer in REQUESTS:
+        resource = env.catalogue.get(*resource_id.split("."))
+        out = sharing_store.file_request(env.database_url, resource, requester,
+                                         "statutory duties (bench)", fields,
+                                         f"SC-2026-{requester}", agreement)
+        if answer:
+            sharing_store.decide(env.database_url, out["request_id"], str(resource.provider),
+                                 answer == "approve", "bench")
+    grants = sharing_store.load_grants(env.database_url)
+    at = dt.datetime.now(dt.UTC)
+    # as stream_apps.routing.route decides: not shared (Art. 15) or online query only
+    # (Art. 17) reaches nobody, the rest reaches every grant in force
+    return {r.id: (0 if withheld_reason(r) or not offers(r, "data_exchange")
+                   else len(grants_in_force(grants, r, at))) for r in env.catalogue}
+
+
+def log_head(dsn: str) -> int:
+    """Rows in the delivery log: the head's seq (one writer, no gaps)."""
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT seq FROM delivery_log_head WHERE id = 1")
+        row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def wait_log(dsn: str, target: int, timeout: float, what: str, step: float = 0.02) -> float:
+    """Wait until the log holds ``target`` rows; returns the perf_counter when it did."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = log_head(dsn)
+        if rows >= target:
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise BenchError(f"{what}: {rows} of {target} delivery-log rows after "
+                             f"{timeout:.0f} s")
+        time.sleep(step)
+
+
+@dataclass
+class Batch:
+    """Events encoded for one phase, with the deliveries they must cause."""
+
+    events: list[workload.Encoded]
+    deliveries: int
+    bad: int
+
+
+class Feeder:
+    """Produces pre-encoded events to the ingest topics, as an agency's publisher would."""
+
+    def __init__(self, env: Env, recipients: dict[str, int]) -> None:
+        self.env, self.recipients = env, recipients
+        self.encoder = workload.Encoder(env.catalogue, SchemaRegistry(env.database_url))
+        self.producer = Producer(producer_config(env.broker))
+        self.failures: list[str] = []
+
+    def encode(self, items: list[workload.Item]) -> Batch:
+        """Fresh envelopes (new event ids, ``ts_ms`` now) for ``items``."""
+        events = [self.encoder.encode(i) for i in items]
+        deliveries = sum(self.recipients[f"{i.agency}.{i.name}"] for i in items if not i.bad)
+        return Batch(events, deliveries, sum(i.bad for i in items))
+
+    def send(self, e: workload.Encoded) -> None:
+        while True:
+            try:
+                self.producer.produce(e.topic, key=e.key, value=e.payload,
+                                      headers={"event_id": e.event_id},
+                                      on_delivery=self._delivered)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _delivered(self, err: Any, _msg: Any) -> None:
+        if err is not None:
+            self.failures.append(str(err))
+
+    def flush(self) -> None:
+        if self.producer.flush(60) or self.failures:
+            raise BenchError(f"feeding failed: {self.failures[:3]}")
+
+    def warm_up(self, procs: list[Worker], timeout: float = 120.0) -> int:
+        """Valid events on every partition through the whole pipeline until every stage of
+        every worker has processed a batch (schemas cached, topics created, consumer groups
+        settled: a stage that processed data holds partitions). Returns the rounds needed."""
+        deadline = time.monotonic() + timeout
+        for round_ in range(1, 1000):
+            batch = self.encode(workload.items(300, 0.0, seed=round_))
+            target = log_head(self.env.database_url) + batch.deliveries
+            for e in batch.events:
+                self.send(e)
+            self.flush()
+            wait_log(self.env.database_url, target, deadline - time.monotonic(), "warm-up")
+            if all(_seen(w, "ready", 0.5) for w in procs):
+                return round_
+            if time.monotonic() > deadline:
+                break
+        raise BenchError(f"warm-up: not every worker stage processed data in {timeout:.0f} s")
+
+    def close(self) -> None:
+        self.producer.flush(10)
+
+
+@dataclass
+class Worker:
+    proc: subprocess.Popen[bytes]
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+    stages: str = ""
+    said: str = ""
+    stopped: str = ""
+
+
+def _reader(stream: BinaryIO, lines: queue.Queue[str]) -> None:
+    for raw in stream:
+        lines.put(raw.decode(errors="replace").rstrip())
+
+
+def _seen(w: Worker, prefix: str, wait: float) -> bool:
+    """Whether ``w`` said ``prefix`` (now or within ``wait`` seconds); remembers it."""
+    if w.said.startswith(prefix):
+        return True
+    try:
+        w.said = _expect(w, prefix, time.monotonic() + wait)
+        return True
+    except BenchError:
+        return False
+
+
+def _expect(w: Worker, prefix: str, deadline: float) -> str:
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or (w.proc.poll() is not None and w.lines.empty()):
+            raise BenchError(f"worker pid {w.proc.pid} did not say {prefix!r} "
+                             f"(exit {w.proc.poll()})")
+        try:
+            line = w.lines.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        if line.startswith(prefix):
+            return line
+
+
+@contextmanager
+def workers(env: Env, count: int, group: str, log_dir: Path, say: Say,
+            ready_timeout: float = 60.0) -> Iterator[list[Worker]]:
+    """``count`` worker processes sharing ``group``; yields once all have started (warm them
+    up with :meth:`Feeder.warm_up`)."""
+    proc_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": env.broker.bootstrap_servers,
+                "DATABASE_URL": env.database_url, "GOVBUS_SCHEMAS_DIR": str(env.catalogue.root),
+                "PYTHONPATH": str(ROOT)}
+    started: list[Worker] = []
+    companions: list[subprocess.Popen[bytes]] = []
+    try:
+        for name, module in COMPANIONS:
+            if importlib.util.find_spec(module) is None:
+                say(f"  {name}: not present ({module}), not running")
+                continue
+            with open(log_dir / f"{name}-{count}.log", "ab") as out:
+                companions.append(subprocess.Popen(
+                    [sys.executable, "-m", module], stdout=out, stderr=subprocess.STDOUT,
+                    env={**proc_env, "GOVBUS_RECONCILER_ID": f"{group}-reconciler"}, cwd=ROOT))
+            say(f"  {name}: {module} running alongside, pid {companions[-1].pid}")
+        for i in range(count):
+            err = open(log_dir / f"worker-{count}-{i}.log", "ab")  # noqa: SIM115
+            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--group", group],
+                                    stdout=subprocess.PIPE, stderr=err, env=proc_env,
+                                    cwd=ROOT)
+            err.close()
+            w = Worker(proc)
+            threading.Thread(target=_reader, args=(proc.stdout, w.lines), daemon=True).start()
+            started.append(w)
+        deadline = time.monotonic() + ready_timeout
+        for w in started:
+            w.stages = _expect(w, "stages", deadline)
+        yield started
+    finally:
+        for w in started:
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+        for w in started:
+            try:
+                w.stopped = _expect(w, "stopped", time.monotonic() + 60)
+            except BenchError:
+                pass
+            try:
+                w.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+                w.proc.wait(10)
+        errors = [w.stopped for w in started if '"errors": []' not in w.stopped]
+        for proc in companions:
+            if proc.poll() is not None:
+                errors.append(f"companion pid {proc.pid} exited early ({proc.returncode})")
+            proc.send_signal(signal.SIGTERM)
+        for proc in companions:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        if errors:
+            say(f"  worker problems: {errors[:2]}")
+
+
+def timed_feed(feeder: Feeder, batch: Batch, dsn: str, timeout: float
+               ) -> tuple[float, float]:
+    """Feed ``batch`` at full speed; (seconds to the last delivery logged, feeding seconds)."""
+    target = log_head(dsn) + batch.deliveries
+    started = time.perf_counter()
+    for e in batch.events:
+        feeder.send(e)
+    feeder.flush()
+    fed = time.perf_counter() - started
+    done = wait_log(dsn, target, timeout, "governed run")
+    return done - started, fed
+
+
+def paced_feed(feeder: Feeder, items: list[workload.Item], rate: float,
+               on_sent: Callable[[workload.Encoded], None]) -> int:
+    """Encode and send ``items`` at ``rate`` events/s (envelope ``ts_ms`` = send time);
+    returns the deliveries they must cause."""
+    deliveries = 0
+    start = time.perf_counter()
+    for i, item in enumerate(items):
+        due = start + i / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)  # pacing the offered load, not waiting for a result
+        e = feeder.encoder.encode(item)
+        feeder.send(e)
+        feeder.producer.poll(0)
+        on_sent(e)
+        if not item.bad:
+            deliveries += feeder.recipients[f"{item.agency}.{item.name}"]
+    feeder.flush()
+    return deliveries
+
+
+def catalogue_ingest(catalogue: Catalogue) -> list[str]:
+    return [r.ingest_topic for r in catalogue]

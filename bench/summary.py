@@ -1,0 +1,107 @@
+"""The pipeline bench's summary: each figure with its ratio to every baseline of the run, and
+the issue's targets, each marked met or missed by what was measured (never assumed)."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from .report import Result, Say
+
+if TYPE_CHECKING:
+    from .peers import Measured
+
+LATENCY_P99_MS = 250.0
+SCALING = 1.6
+FLOOR_VS_FAUST = 2.0
+
+
+@dataclass
+class Figures:
+    n: int
+    one: Result | None = None
+    two: Result | None = None
+    latency: tuple[float, float, int, float] | None = None  # p50, p99, samples, rate
+    deliveries_per_event: float = 0.0
+    router: Result | None = None
+    sink: Result | None = None
+    outbox: Result | None = None
+    peers: list[Measured] = field(default_factory=list)
+    reconcile: str | None = None  # set by the reconciler's benchmark when it ran
+
+    def peer(self, word: str) -> float | None:
+        return next((p.rate for p in self.peers if word in p.name), None)
+
+
+def reconciler_figure(lines: list[str]) -> str | None:
+    """The reconciler table's row of ``bench.reconcile_bench`` (columns: bytes/entity,
+    GiB per 1M, ratio to a plain dict of the raw values), as one summary cell."""
+    row = next((line for line in lines if "reconciler table" in line), None)
+    if row is None:
+        return None
+    per_entity, gib, ratio = row.split()[-3:]
+    return f"{gib} GiB ({per_entity} B/entity, {ratio}x a plain dict of the raw values)"
+
+
+def reconciler_line(figures: Figures) -> str:
+    if figures.reconcile:
+        return figures.reconcile
+    if importlib.util.find_spec("bench.reconcile_bench") is None:
+        return "not measured: reconciler not present"
+    return "not measured in this run (it runs without --only, or with --only reconcile)"
+
+
+def _verdict(ok: bool | None) -> str:
+    return "met" if ok else ("MISSED" if ok is not None else "not measured")
+
+
+def summarise(f: Figures, say: Say) -> None:
+    names = [p.name.split(" ")[0] for p in f.peers]
+    say("\n== summary: governed pipeline vs the baselines of this run (ratio = figure ÷ "
+        "baseline events/s)")
+    say("  baselines: " + "; ".join(
+        f"{p.name} " + (f"{p.rate:,.0f}/s" if p.rate else f"not measured: {p.reason}")
+        for p in f.peers))
+    say(f"  {'':<44} {'value':>12}  " + " ".join(f"{n[:9]:>9}" for n in names))
+    rows = [("end-to-end governed events/s, 1 worker", f.one),
+            ("end-to-end governed events/s, 2 workers", f.two),
+            ("router alone, events/s", f.router),
+            ("delivery-log sink rows/s", f.sink),
+            ("outbox adapter events/s", f.outbox)]
+    for label, r in rows:
+        if r is None:
+            say(f"  {label:<44} {'not measured':>12}")
+            continue
+        ratios = " ".join(f"{r.rate / p.rate:>8.2f}x" if p.rate else f"{'n/a':>9}"
+                          for p in f.peers)
+        say(f"  {label:<44} {r.rate:>12,.0f}  {ratios}")
+    if f.latency:
+        p50, p99, count, rate = f.latency
+        say(f"  {'p50 / p99 publish→delivered at ' + format(rate, ',.0f') + '/s':<44} "
+            f"{p50:>5.0f} / {p99:.0f} ms  ({count} deliveries)")
+    say(f"  {'reconciler memory per million entities':<44} {reconciler_line(f)}")
+    one = f.one.rate if f.one else None
+    faust, quix, bytewax = f.peer("faust"), f.peer("Quix"), f.peer("Bytewax")
+    say("  targets:")
+    checks = [
+        (f"floor: 1 worker ≥ {FLOOR_VS_FAUST:g}× faust passthrough", one, faust,
+         FLOOR_VS_FAUST),
+        ("goal: 1 worker ≥ Quix Streams passthrough", one, quix, 1.0),
+        ("on the way: 1 worker vs Bytewax passthrough", one, bytewax, None),
+        (f"2 workers ≥ {SCALING:g}× 1 worker", f.two.rate if f.two else None, one, SCALING),
+    ]
+    for label, value, base, want in checks:
+        if value is None or base is None:
+            say(f"    {label:<48} not measured")
+            continue
+        ratio = value / base
+        say(f"    {label:<48} {ratio:>6.2f}x  "
+            + (_verdict(ratio >= want) if want is not None else ""))
+    if f.router and f.sink:
+        records = f.router.rate * f.deliveries_per_event
+        say(f"    {'log sink ≥ router (rows/s vs its delivery records/s)':<48} "
+            f"{f.sink.rate / records:>6.2f}x  {_verdict(f.sink.rate >= records)}")
+    if f.latency:
+        say(f"    {'p99 < 250 ms at 1,000 events/s offered':<48} {f.latency[1]:>6.0f}ms "
+            f"{_verdict(f.latency[1] < LATENCY_P99_MS)}")

@@ -1,0 +1,132 @@
+"""``python -m bench.worker --group G``: one governed worker process for the pipeline bench.
+
+A worker is one OS process running every stage of the governed path as a thread: the gate,
+the router, the delivery-log sink, and the reconciler's stages when they are present (see
+:data:`OPTIONAL`). That makes "events/s per worker" comparable with the single-process
+baselines. Several workers started with the same ``--group`` share the work through their
+consumer groups (``G-gate``, ``G-router``, ...), exactly as production workers would.
+
+Broker and database come from ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL``. The worker
+prints ``stages <names>`` at start, ``ready`` once gate, router and log sink have each
+processed a batch,
+and ``stopped <json stats>`` after SIGTERM; the bench reads these lines on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from consumers.delivery_log import DeliveryLogSink
+from govbus_core.config import Settings
+from stream_apps.gate import Gate
+from stream_apps.router import Router
+
+
+class Stage(Protocol):
+    consumer: Any
+    stats: Any  # a Counter, empty until the stage processed its first batch
+
+    def run(self) -> None: ...
+    def stop(self, *_: Any) -> None: ...
+
+
+Factory = Callable[[Settings, str], Stage]
+
+STAGES: list[tuple[str, Factory]] = [
+    ("gate", lambda s, g: Gate(s, group=f"{g}-gate")),
+    ("router", lambda s, g: Router(s, group=f"{g}-router")),
+    ("delivery_log", lambda s, g: DeliveryLogSink(s, group=f"{g}-log")),
+]
+
+# Reconciliation runs in the governed pipeline whenever its stages exist: (name, module,
+# class taking (settings, group=...)). Adding a stage is adding one line here.
+# (The faust reconciler itself is a faust worker: the bench runs it as a process of its own
+# next to the workers, see bench.pipeline.COMPANIONS.)
+OPTIONAL: list[tuple[str, str, str]] = [
+    ("reconcile_feed", "stream_apps.reconcile_feed", "ReconcileFeed"),
+    ("cases_sink", "consumers.cases_sink", "CasesSink"),
+]
+
+
+def _factory(cls: Any, name: str) -> Factory:
+    def make(settings: Settings, group: str) -> Stage:
+        return cls(settings, group=f"{group}-{name}")  # type: ignore[no-any-return]
+    return make
+
+
+def optional_stages() -> tuple[list[tuple[str, Factory]], list[str]]:
+    """The optional stages importable here, and a note for each one that is not."""
+    found: list[tuple[str, Factory]] = []
+    missing: list[str] = []
+    for name, module, cls in OPTIONAL:
+        try:
+            factory = getattr(importlib.import_module(module), cls)
+        except (ImportError, AttributeError) as exc:
+            missing.append(f"{name} ({module}.{cls}: {exc})")
+            continue
+        found.append((name, _factory(factory, name)))
+    return found, missing
+
+
+def busy(stage: Stage) -> bool:
+    """Whether the stage has processed a batch: it holds partitions and its caches are warm.
+
+    Read from its counters, not from ``consumer.assignment()``: that call blocks while the
+    stage's thread sits in ``consume()``."""
+    return bool(stage.stats)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker")
+    parser.add_argument("--group", required=True, help="consumer-group prefix of the stages")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = Settings.from_env()
+    extra, missing = optional_stages()
+    stages = [(name, make(settings, args.group)) for name, make in [*STAGES, *extra]]
+    print("stages " + " ".join(name for name, _ in stages)
+          + "".join(f"; not present: {m}" for m in missing), flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    errors: list[str] = []
+
+    def runner(name: str, stage: Stage) -> None:
+        try:
+            stage.run()
+        except BaseException as exc:  # noqa: BLE001 - reported to the bench, which fails
+            errors.append(f"{name}: {exc!r}")
+            stop.set()
+
+    threads = [threading.Thread(target=runner, args=(n, s), name=n, daemon=True)
+               for n, s in stages]
+    for t in threads:
+        t.start()
+    ready = False
+    core = {name for name, _ in STAGES}  # the optional ones may see no input for a while
+    while not stop.wait(0.1):
+        if not ready and all(busy(s) for n, s in stages if n in core):
+            ready = True
+            print("ready", flush=True)
+    for _, stage in stages:
+        stage.stop()
+    for t in threads:
+        t.join(60)
+    stats = {name: dict(stage.stats) for name, stage in stages}
+    print("stopped " + json.dumps({"errors": errors, "stats": stats,
+                                   "at": time.time()}), flush=True)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

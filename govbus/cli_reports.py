@@ -1,0 +1,83 @@
+"""``govbus report evaluation`` (Art. 28) and ``govbus report annual`` (Art. 26).
+
+Registered under the ``report`` command that :mod:`govbus.cli_sharing` creates (next to
+``report filings``). Output: a table (default), ``--json``, ``--csv FILE`` (``-``: stdout),
+``--chart FILE.html`` (a self-contained page with SVG charts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from govbus import report_render as render
+from govbus import reports
+from govbus_core.config import read_runtime
+from govbus_core.errors import ConfigError
+
+
+def _dsn() -> str:
+    """Reports need only PostgreSQL: ``DATABASE_URL``, else the embedded runtime's."""
+    dsn = os.environ.get("DATABASE_URL") or read_runtime().get("database_url")
+    if not dsn:
+        raise ConfigError("DATABASE_URL not set and no embedded runtime is running: run "
+                          "`govbus up` first, or set DATABASE_URL")
+    return str(dsn)
+
+
+def _write(target: str, text: str, what: str) -> None:
+    if target == "-":
+        sys.stdout.write(text)
+        return
+    path = Path(target)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write the {what} to {path}: {exc.strerror}") from exc
+    print(f"{what} written to {path}", file=sys.stderr)
+
+
+def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) -> None:
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+    elif args.csv != "-":  # with --csv - the CSV is the output
+        print("\n".join(lines))
+
+
+def cmd_evaluation(args: argparse.Namespace) -> int:
+    report = reports.evaluation(_dsn(), args.year)
+    if args.csv:
+        _write(args.csv, render.evaluation_csv(report), "CSV")
+    if args.chart:
+        _write(args.chart, render.evaluation_html(report), "chart")
+    _emit(args, report, render.evaluation_lines(report))
+    return 0
+
+
+def cmd_annual(args: argparse.Namespace) -> int:
+    report = reports.annual(_dsn(), args.year)
+    if args.chart:
+        _write(args.chart, render.annual_html(report), "chart")
+    _emit(args, report, render.annual_lines(report))
+    return 0
+
+
+def register(rsub: Any, add: Any) -> None:
+    """Add ``evaluation`` and ``annual`` to the ``report`` sub-commands."""
+    this_year = dt.datetime.now(dt.UTC).year
+    p = add("evaluation", cmd_evaluation, "each agency's quantity, quality, timeliness and "
+            "responsiveness in a year (Art. 28)", parent=rsub)
+    p.add_argument("--year", type=int, default=this_year, help=f"default {this_year}")
+    p.add_argument("--csv", metavar="FILE", help="also write CSV to FILE (- for stdout)")
+    p.add_argument("--chart", metavar="FILE.html", help="also write a self-contained HTML page "
+                   "with charts")
+    p = add("annual", cmd_annual, "the city's sharing in a year (Art. 26)", parent=rsub)
+    p.add_argument("--year", type=int, default=this_year, help=f"default {this_year}")
+    p.add_argument("--chart", metavar="FILE.html", help="also write a self-contained HTML page "
+                   "with charts")
+    p.set_defaults(csv=None)

@@ -1,0 +1,144 @@
+"""Who is asking: per-agency credentials for the control plane and the CLI (Art. 24).
+
+An agency proves who it is with a bearer token issued by the information center: 32 random
+bytes, shown once, stored only as a salted scrypt hash (``agency_credentials``). Every command
+that acts as an agency — apply, approve, reject, revoke, query, backfill, subscribe, read the
+delivery log — calls :func:`require` with the agency it acts as; a missing, wrong, revoked or
+other agency's token is refused naming the agency and Art. 24. The information center's own
+token is created by ``govbus up`` (or ``govbus access init``) into the state folder, mode 0600.
+
+Why tokens, not client certificates: the bus's control plane is a CLI over PostgreSQL, with no
+TLS endpoint of its own to verify certificates at; a hashed bearer token needs no PKI, can be
+rotated by the information center in one command, and leaks nothing if the table leaks. On real
+Kafka the data plane uses SASL principals ``User:<agency>`` with the ACL plan (infra/acl.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+import stat
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from govbus_core import db
+from govbus_core.errors import DatabaseError, GovbusError
+
+TOKEN_ENV, TOKEN_FILE_ENV = "GOVBUS_TOKEN", "GOVBUS_TOKEN_FILE"
+INFORMATION_CENTER = "information_center"
+ADMIN_TOKEN_FILE = "information_center.token"
+KDF = "scrypt:n=16384,r=8,p=1"
+AGENCY = re.compile(r"^[a-z0-9_]+$")
+
+
+class AccessError(GovbusError):
+    """The caller did not prove it is the agency it acts as (Art. 24)."""
+
+
+def _hash(token: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(token.encode(), salt=salt, n=16384, r=8, p=1, dklen=32)
+
+
+def _check_name(agency: str) -> str:
+    if not AGENCY.match(agency or ""):
+        raise AccessError(f"agency {agency!r} is not a plain name (a-z, 0-9, _)")
+    return agency
+
+
+def issue(dsn: str, agency: str, issued_by: str) -> str:
+    """A new token for ``agency`` (replacing any earlier one); returned once, never stored."""
+    token = "gbt_" + secrets.token_urlsafe(32)
+    salt = secrets.token_bytes(16)
+    try:
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("INSERT INTO agency_credentials (agency, salt, token_hash, kdf, "
+                        "issued_by) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (agency) DO UPDATE "
+                        "SET salt = EXCLUDED.salt, token_hash = EXCLUDED.token_hash, "
+                        "kdf = EXCLUDED.kdf, issued_at = now(), issued_by = EXCLUDED.issued_by,"
+                        " last_used_at = NULL",
+                        (_check_name(agency), salt, _hash(token, salt), KDF, issued_by))
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot issue a credential for {agency}: {exc}") from exc
+    return token
+
+
+def revoke(dsn: str, agency: str) -> bool:
+    """Delete ``agency``'s credential; True if it had one."""
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM agency_credentials WHERE agency = %s", (agency,))
+        return bool(cur.rowcount)
+
+
+def list_credentials(dsn: str) -> list[dict[str, Any]]:
+    """Who holds a credential, issued when and by whom (never a hash or salt)."""
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT agency, kdf, issued_at, issued_by, last_used_at "
+                    "FROM agency_credentials ORDER BY agency")
+        return [{"agency": r[0], "kdf": r[1], "issued_at": r[2].isoformat(),
+                 "issued_by": r[3], "last_used_at": r[4].isoformat() if r[4] else None}
+                for r in cur.fetchall()]
+
+
+def authenticate(dsn: str, agency: str, token: str | None) -> None:
+    """Return if ``token`` is ``agency``'s credential; AccessError otherwise."""
+    _check_name(agency)
+    if not token:
+        raise AccessError(f"acting as {agency} needs {agency}'s credential (Art. 24): set "
+                          f"{TOKEN_ENV} or {TOKEN_FILE_ENV}, or pass --token-file")
+    try:
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT salt, token_hash FROM agency_credentials WHERE agency = %s",
+                        (agency,))
+            row = cur.fetchone()
+            salt, stored = (bytes(row[0]), bytes(row[1])) if row else (b"\0" * 16, b"")
+            ok = hmac.compare_digest(_hash(token, salt), stored)  # same cost either way
+            if ok:
+                cur.execute("UPDATE agency_credentials SET last_used_at = now() "
+                            "WHERE agency = %s", (agency,))
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot check {agency}'s credential: {exc}") from exc
+    if not ok:
+        raise AccessError(f"the credential presented is not {agency}'s (Art. 24): one agency "
+                          "cannot act as another; ask the information center for a token")
+
+
+def token_from(token_file: str | None = None) -> str | None:
+    """``--token-file``, else ``GOVBUS_TOKEN_FILE``, else ``GOVBUS_TOKEN``. A token file
+    readable by group or others is refused: the token is a password."""
+    path = token_file or os.environ.get(TOKEN_FILE_ENV)
+    if path:
+        try:
+            mode = Path(path).stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise AccessError(f"token file {path} is readable by others "
+                                  f"({stat.filemode(mode)}): chmod 600 it")
+            return Path(path).read_text().strip()
+        except OSError as exc:
+            raise AccessError(f"cannot read token file {path}: {exc.strerror}") from exc
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def require(dsn: str, agency: str, token_file: str | None = None) -> str:
+    """The one check every command that acts as ``agency`` calls; returns the agency."""
+    authenticate(dsn, agency, token_from(token_file))
+    return agency
+
+
+def init_admin(dsn: str, folder: Path) -> Path | None:
+    """Create the information center's credential in ``folder`` (mode 0600) unless it has
+    one; the token file's path when created, None when one existed."""
+    if any(c["agency"] == INFORMATION_CENTER for c in list_credentials(dsn)):
+        return None
+    token = issue(dsn, INFORMATION_CENTER, "govbus up")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ADMIN_TOKEN_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+    os.chmod(path, 0o600)
+    return path

@@ -1,0 +1,102 @@
+"""Prometheus metrics: every metric of every govbus process is defined here, once.
+
+Names follow ``govbus_<component>_<what>_<unit|total>``; labels are bounded by the catalogue
+(agency, resource, share class, rule, channel, consumer group) and never carry an event,
+person or company id. Each long-running process calls :func:`serve` at start-up: with
+``GOVBUS_METRICS_PORT`` set (``govbus up`` picks a free port per process and records it in
+``runtime.json``, from which the scrape targets are generated) it exposes ``/metrics`` there.
+
+Why counters in the processes and gauges in the ops exporter: counters (events, rejections,
+deliveries) and the latency histogram are facts only the stream loop sees; open cases, overdue
+requests, staleness and consumer lag are facts of PostgreSQL and the broker, read at scrape
+time by :mod:`stream_apps.ops_exporter`, so the reconciler and the control plane need no code
+for them.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from govbus_core.errors import ConfigError
+
+# --- the gate (Art. 7, 8, 12) -------------------------------------------------------------
+GATE_EVENTS = Counter(
+    "govbus_gate_events_total", "Ingest events judged by the gate, by outcome",
+    ["agency", "resource", "outcome"])  # outcome: accepted | rejected
+GATE_REJECTIONS = Counter(
+    "govbus_gate_rejections_total", "Events rejected to the DLQ, by first violated rule",
+    ["agency", "rule"])
+
+# --- the router (Art. 15, 17, 25) ---------------------------------------------------------
+ROUTER_EVENTS = Counter(
+    "govbus_router_events_total", "Validated events routed", ["agency", "resource"])
+ROUTER_DELIVERIES = Counter(
+    "govbus_router_deliveries_total", "Deliveries acknowledged by the broker",
+    ["provider", "recipient", "resource", "share_class"])
+ROUTER_WITHHELD = Counter(
+    "govbus_router_withheld_total", "Events of not-shared resources that reached nobody",
+    ["agency", "resource", "share_class"])
+DELIVERY_LATENCY = Histogram(
+    "govbus_delivery_latency_seconds",
+    "From the event's publish time (envelope ts_ms) to the broker's acknowledgement of its "
+    "delivery", ["resource"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
+
+# --- the delivery-log sink (Art. 24, 31) --------------------------------------------------
+LOG_RECORDS = Counter(
+    "govbus_delivery_log_records_total", "Delivery records read by the log sink, by outcome",
+    ["outcome"])  # written | duplicate | malformed
+
+# --- the outbox adapter -------------------------------------------------------------------
+OUTBOX_PUBLISHED = Counter(
+    "govbus_outbox_published_total", "Outbox rows published and acknowledged",
+    ["agency", "resource"])
+OUTBOX_SET_ASIDE = Counter(
+    "govbus_outbox_set_aside_total", "Outbox rows set aside because they break the contract",
+    ["agency", "resource"])
+OUTBOX_BACKLOG = Gauge(
+    "govbus_outbox_backlog", "Outbox rows not yet published", ["agency", "resource"])
+
+# --- reconciliation (Art. 8, 19, 20) ------------------------------------------------------
+RECONCILE_FEED = Counter(
+    "govbus_reconcile_feed_events_total", "Validated events read by the reconcile feed",
+    ["outcome"])  # fed | no_canonical_values | undecodable
+RECONCILE_CASES = Counter(
+    "govbus_reconcile_case_messages_total", "Case messages emitted by the reconciler",
+    ["attribute", "status"])  # status: open | closed
+CASES_SINK_RECORDS = Counter(
+    "govbus_cases_sink_records_total", "Case messages read by the cases sink", ["outcome"])
+
+# --- every batch loop ---------------------------------------------------------------------
+BATCH_RETRIES = Counter(
+    "govbus_batch_retries_total", "Batches rewound after a database or broker failure",
+    ["component"])
+
+
+def metrics_port() -> int | None:
+    """``GOVBUS_METRICS_PORT``: where to serve ``/metrics``; unset or empty: nowhere."""
+    raw = os.environ.get("GOVBUS_METRICS_PORT") or ""
+    if not raw:
+        return None
+    try:
+        port = int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"GOVBUS_METRICS_PORT={raw!r} is not a port number") from exc
+    if not 0 < port < 65536:
+        raise ConfigError(f"GOVBUS_METRICS_PORT={port} is out of range (0, 65535]")
+    return port
+
+
+def serve(port: int | None = None, addr: str | None = None) -> int | None:
+    """Expose ``/metrics`` on ``port`` (default: ``GOVBUS_METRICS_PORT``); returns it."""
+    port = port if port is not None else metrics_port()
+    if port is not None:
+        start_http_server(port, addr=addr or metrics_addr())
+    return port
+
+
+def metrics_addr() -> str:
+    """``GOVBUS_METRICS_ADDR``: the interface to listen on (0.0.0.0 in containers)."""
+    return os.environ.get("GOVBUS_METRICS_ADDR") or "127.0.0.1"

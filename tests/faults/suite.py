@@ -1,0 +1,347 @@
+"""The fault suite's runner: a real broker (Tansu) and an embedded PostgreSQL of its own, the
+gate, router, delivery-log sink and an outbox relay each as its own process, a steady load
+from two agencies, and seeded faults:
+
+- **broker stopped while the outbox has work**: right after start-up the broker is killed, the
+  agency writes rows (the outbox fills, the relay fails and retries), then the broker starts
+  again on the same port and the relay republishes. Tansu is memory-only: a restart loses
+  every topic, so this fault is injected before the broker has accepted any event; what it
+  tests is that the outbox keeps its events through the outage and that every component
+  reconnects. (Real Kafka keeps acknowledged events through a restart by replication.)
+- **kill -9** of the gate, the router, the sink or the relay at random moments, restarted after
+  a random pause;
+- **PostgreSQL stopped and started** (the bus's own embedded server, never a shared one): the
+  registry, grants, delivery log and the agency's outbox all live there.
+
+Components that exit by themselves (a relay started while the database is down) are
+restarted by a supervisor, as a service manager would. Afterwards the published set is
+compared with every deliver topic and the delivery log (``tests.faults.check``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from confluent_kafka import Consumer
+
+from consumers.delivery_log import verify
+from govbus import runtime, sample
+from govbus_core import db, registry, sharing_store
+from govbus_core.catalogue import Catalogue, load_catalogue
+from govbus_core.config import Settings
+from govbus_core.errors import GovbusError
+from govbus_core.kafka import consumer_config, ensure_topics
+from producers.outbox import install
+from producers.publisher import Change, Publisher
+from tests.faults.check import Figures, compare
+from tests.faults.processes import Broker, Postgres, Supervisor, cluster
+
+ROOT = Path(__file__).resolve().parents[2]
+TAX, POP = "tax.tax_registration", "public_security.population_register"
+COMPONENTS = {"gate": ["-m", "stream_apps.gate"], "router": ["-m", "stream_apps.router"],
+              "sink": ["-m", "consumers.delivery_log"]}
+Say = Callable[[str], None]
+
+
+@dataclass
+class Plan:
+    """What one run does; the seed fixes every random choice (kills, pauses, records)."""
+
+    seed: int = 2026
+    kills: int = 20          # kill -9 faults
+    pg_restarts: int = 2     # PostgreSQL stopped and started
+    gap: tuple[float, float] = (1.0, 3.0)   # seconds between faults
+    settle_s: float = 150.0  # deadline for the pipeline to catch up after the last fault
+
+
+def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(GovbusError, psycopg2.Error):
+            value = cond()
+            if value:
+                return value
+        time.sleep(step)
+    raise GovbusError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+class Load:
+    """Steady load: tax rows written to the agency's table (published by the outbox relay),
+    and population events published by the API, some invalid on purpose."""
+
+    def __init__(self, settings: Settings, agency_dsn: str, seed: int) -> None:
+        self.settings, self.agency_dsn = settings, agency_dsn
+        # one generator per thread, none shared with the fault schedule: the schedule
+        # replays exactly whatever the threads' timing
+        self.rng, self.api_rng = random.Random(seed + 1), random.Random(seed + 2)
+        self.pop_ids: dict[str, str] = {}
+        self.invalid: list[str] = []
+        self.rows = 0
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._rows, daemon=True),
+                        threading.Thread(target=self._api, daemon=True)]
+
+    def start(self) -> None:
+        for t in self.threads:
+            t.start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for t in self.threads:
+            t.join(60)
+
+    def write_rows(self, n: int) -> None:
+        """``n`` taxpayer rows in one transaction of the agency's database."""
+        rows = [company(self.rng) for _ in range(n)]
+        with db.transaction(self.agency_dsn) as conn, conn.cursor() as cur:
+            for r in rows:
+                cur.execute("INSERT INTO taxpayers VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                            tuple(r.values()))
+        self.rows += n
+
+    def _rows(self) -> None:
+        while not self.stopping.wait(0.2):
+            try:
+                self.write_rows(10)
+            except GovbusError:  # the agency's database is down: its app waits
+                self.stopping.wait(0.5)
+
+    def _api(self) -> None:
+        publisher = Publisher(self.settings)
+        batch = 0
+        while not self.stopping.wait(0.25):
+            batch += 1
+            changes = [Change("c", person(self.api_rng), event_id=str(uuid.uuid4()))
+                       for _ in range(10)]
+            bad = batch % 5 == 0  # an adapter with a broken check digit: DLQ, nobody
+            if bad:
+                rec = person(self.api_rng)
+                rec["resident_id"] = rec["resident_id"][:17] + (
+                    "0" if rec["resident_id"][17] != "0" else "1")
+                changes.append(Change("c", rec, event_id=str(uuid.uuid4())))
+            self._publish(publisher, changes)
+            for ch in changes[:10]:
+                self.pop_ids[str(ch.event_id)] = POP
+            if bad:
+                self.invalid.append(str(changes[-1].event_id))
+        publisher.close()
+
+    def _publish(self, publisher: Publisher, changes: list[Change]) -> None:
+        """Until every event is acknowledged; a retry re-sends the same event ids."""
+        while True:
+            try:
+                report = publisher.publish("public_security", "population_register", changes,
+                                           validate=False)
+            except GovbusError:
+                report = None
+            if report is not None and not report.failed and not report.refused:
+                return
+            time.sleep(0.5)
+
+
+def company(rng: random.Random) -> dict[str, Any]:
+    code = sample.uscc(rng, "360502")
+    return {"uscc": code, "taxpayer_name": f"新余市{code[-6:]}有限公司",
+            "legal_representative": "李强", "registered_address": "渝水区劳动北路1号",
+            "taxpayer_type": rng.choice(["GENERAL", "SMALL_SCALE"]),
+            "tax_authority": "国家税务总局新余市渝水区税务局", "credit_rating": None}
+
+
+def person(rng: random.Random) -> dict[str, Any]:
+    p = sample.person(rng)
+    return {k: p.get(k) for k in ("resident_id", "name", "gender", "birth_date", "ethnicity",
+                                  "residence_address", "household_division", "phone")}
+
+
+AGENCY_TABLE = ("CREATE TABLE IF NOT EXISTS taxpayers (uscc text PRIMARY KEY, "
+                "taxpayer_name text NOT NULL, legal_representative text NOT NULL, "
+                "registered_address text NOT NULL, taxpayer_type text NOT NULL, "
+                "tax_authority text NOT NULL, credit_rating text)")
+
+
+def prepare_databases(pg: Postgres, catalogue: Catalogue, recipients: list[str]) -> str:
+    """Bus schema and catalogue, grants, and the tax agency's database with its outbox."""
+    db.migrate(pg.url)
+    registry.sync(pg.url, catalogue)
+    admin = db.connect(pg.dsn("postgres"), autocommit=True)
+    with admin.cursor() as cur:
+        cur.execute("CREATE DATABASE agency_tax")
+    admin.close()
+    agency = pg.dsn("agency_tax")
+    with db.transaction(agency) as conn, conn.cursor() as cur:
+        cur.execute(AGENCY_TABLE)
+    install(agency, "taxpayers", "tax", "tax_registration", catalogue)
+    a, b, _ = recipients  # a: tax and population; b: population only (tax rejected); c: none
+    for who in (a, b):
+        sharing_store.file_request(pg.url, catalogue.resources[POP], who, "duties (faults)",
+                                   None, f"SC-{who}", None)
+    for who, yes in ((a, True), (b, False)):
+        out = sharing_store.file_request(pg.url, catalogue.resources[TAX], who,
+                                         "duties (faults)", None, f"SC-{who}", None)
+        sharing_store.decide(pg.url, out["request_id"], "tax", yes, "fault suite")
+    return agency
+
+
+def read_deliveries(settings: Settings) -> list[tuple[str, str]]:
+    """(recipient, event id) of every message on every deliver topic, from the beginning."""
+    consumer = Consumer(consumer_config(settings, f"faults-check-{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe([r"^deliver\..*"])
+    seen: dict[tuple[str, int, int], tuple[str, str]] = {}
+    idle = time.monotonic()
+    while time.monotonic() - idle < 8:
+        for msg in consumer.consume(1000, 0.5):
+            if msg.error():
+                continue
+            key = (msg.topic(), msg.partition(), msg.offset())
+            if key not in seen:
+                seen[key] = (msg.topic().split(".")[1], json.loads(msg.value())["event_id"])
+                idle = time.monotonic()
+    consumer.close()
+    return list(seen.values())
+
+
+def read_log(dsn: str) -> list[tuple[str, str, str]]:
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT recipient, event_id, channel FROM deliveries")
+        return [(r[0], str(r[1]), r[2]) for r in cur.fetchall()]
+
+
+def outbox_ids(agency_dsn: str) -> tuple[dict[str, str], int]:
+    """(event id → resource of every outbox row, rows still waiting)."""
+    with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT event_id::text, published_at IS NULL AND rejected_at IS NULL "
+                    "FROM govbus_outbox.events")
+        rows = cur.fetchall()
+    return {r[0]: TAX for r in rows}, sum(1 for r in rows if r[1])
+
+
+def run(plan: Plan, base: Path, say: Say = print) -> Figures:
+    """One seeded run; returns the figures (``ok`` when nothing was lost, duplicated or
+    misdelivered and the log's hash chain verifies)."""
+    rng = random.Random(plan.seed)
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "logs").mkdir(exist_ok=True)
+    catalogue = load_catalogue()
+    tag = f"{plan.seed:x}"[-6:]
+    recipients = [f"fault_{c}_{tag}" for c in "abc"]
+    entitled = {TAX: {recipients[0]}, POP: {recipients[0], recipients[1]}}
+    faults: Counter[str] = Counter()
+    with cluster(base, say) as (pg, broker):
+        agency = prepare_databases(pg, catalogue, recipients)
+        settings = Settings(f"127.0.0.1:{broker.port}", pg.url, catalogue.root,
+                            session_timeout_ms=3000, partitions=3)
+        topics = runtime.catalogue_topics(catalogue) + [
+            f"deliver.{r}.{res.split('.', 1)[1]}" for r in recipients for res in (TAX, POP)]
+
+        def broker_up() -> None:
+            _, broker.pid = runtime.start_broker(broker.base, broker.port)
+            ensure_topics(settings, topics)
+
+        broker_up()
+        env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+                            "DATABASE_URL": pg.url, "GOVBUS_GRANT_REFRESH_S": "0.5",
+                            "GOVBUS_KAFKA_SESSION_TIMEOUT_MS": "3000",
+                            "GOVBUS_STATE_DIR": str(base / "state")}
+        env.pop("GOVBUS_METRICS_PORT", None)
+        sup = Supervisor(env, base / "logs")
+        load = Load(settings, agency, plan.seed)
+        try:
+            for name, argv in COMPONENTS.items():
+                sup.add(name, argv)
+            sup.add("outbox", ["-m", "producers.outbox", "--dsn", agency, "--agency", "tax",
+                               "--resource", "tax_registration", "--batch-size", "50",
+                               "--message-timeout-ms", "3000"])
+            sup.thread.start()
+            outage_with_work(agency, broker, sup, load, broker_up, say)
+            faults["broker stop with outbox work"] += 1
+            load.start()
+            inject(plan, rng, sup, pg, faults, say)
+            load.stop()
+            figures = settle(plan, settings, pg, agency, load, entitled, say)
+        finally:
+            load.stopping.set()
+            sup.stop_all()
+        figures.faults = faults
+        if sup.self_exits:
+            say(f"components that exited on their own and were restarted: "
+                f"{dict(sup.self_exits)}")
+    return figures
+
+
+def outage_with_work(agency: str, broker: Broker, sup: Supervisor, load: Load,
+                     broker_up: Callable[[], None], say: Say) -> None:
+    """Broker down, the agency writes, the relay fails and retries; broker back."""
+    log = sup.logs / "outbox.log"
+    wait_until(lambda: log.exists() and "relaying to" in log.read_text(), 60,
+               "the relay to start")
+    runtime.stop_pid(broker.pid, signal.SIGKILL)
+    load.write_rows(50)
+    wait_until(lambda: _outbox_failed(agency), 60, "the relay to fail against the dead broker")
+    say("broker killed with 50 outbox rows waiting; the relay is retrying")
+    broker_up()
+    wait_until(lambda: outbox_ids(agency)[1] == 0, 90, "the relay to republish after the outage")
+    say("broker restarted; the outbox republished its rows")
+
+
+def _outbox_failed(agency: str) -> bool:
+    with db.transaction(agency) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM govbus_outbox.events WHERE last_error IS NOT NULL")
+        return bool(cur.fetchone()[0])
+
+
+def inject(plan: Plan, rng: random.Random, sup: Supervisor, pg: Postgres,
+           faults: Counter[str], say: Say) -> None:
+    """``plan.kills`` kill -9s and ``plan.pg_restarts`` database restarts, seeded."""
+    kinds = ["kill"] * plan.kills + ["pg"] * plan.pg_restarts
+    rng.shuffle(kinds)
+    for kind in kinds:
+        time.sleep(rng.uniform(*plan.gap))
+        if kind == "pg":
+            pg.stop()
+            time.sleep(rng.uniform(1.0, 3.0))
+            pg.start()
+            faults["PostgreSQL stop/start"] += 1
+            continue
+        victim = rng.choice(sorted(sup.argv))
+        sup.kill(victim)
+        time.sleep(rng.uniform(0.0, 1.5))
+        sup.start(victim)
+        faults[f"kill -9 {victim}"] += 1
+    say(f"faults injected: {dict(faults)}")
+
+
+def settle(plan: Plan, settings: Settings, pg: Postgres, agency: str, load: Load,
+           entitled: dict[str, set[str]], say: Say) -> Figures:
+    """Wait until every expected delivery is logged (or the deadline), then compare."""
+    def published() -> dict[str, str]:
+        ids, waiting = outbox_ids(agency)
+        if waiting:
+            return {}
+        return ids | load.pop_ids
+
+    def caught_up() -> bool:
+        pub = published()
+        want = sum(len(entitled[r]) for r in pub.values())
+        return bool(pub) and len(read_log(pg.url)) >= want
+
+    try:
+        wait_until(caught_up, plan.settle_s, "the pipeline to log every expected delivery", 1.0)
+    except GovbusError as exc:
+        say(str(exc))
+    pub = published() or outbox_ids(agency)[0] | load.pop_ids
+    figures = compare(pub, load.invalid, entitled, read_deliveries(settings), read_log(pg.url))
+    figures.chain_ok = verify(pg.url).ok
+    return figures

@@ -1,0 +1,50 @@
+"""The delivery log writes its rows with COPY (issue 7: faster log sink): values that COPY's
+text format or PostgreSQL array literals treat specially must arrive unchanged, and the
+chain over them must verify (real PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from consumers import delivery_log as dl
+from govbus_core import db
+
+AWKWARD = ["plain", 'quo"te', "back\\slash", "tab\there", "new\nline", "com,ma", "{brace}",
+           "NULL", "\\N", "住址", " spaced "]
+
+
+@pytest.fixture
+def log_db(empty_database: str) -> str:
+    db.migrate(empty_database)
+    return empty_database
+
+
+def test_copy_keeps_awkward_values_and_the_chain(log_db: str) -> None:
+    records = [{"event_id": f"ev-{i}\t{name}", "channel": "exchange",
+                "provider": "public_security", "recipient": "hrss",
+                "resource": "public_security.population_register", "grant_id": 7,
+                "fields": [name, "name"], "masked_fields": [name] if i % 2 else [],
+                "topic": None if i % 3 == 0 else f"deliver.hrss.{name}",
+                "partition": None if i % 3 == 0 else 1, "offset": None if i % 3 == 0 else i,
+                "delivered_ms": 1_760_000_000_000 + i}
+               for i, name in enumerate(AWKWARD)]
+    conn = db.connect(log_db)
+    try:
+        with conn:
+            result = dl.append(conn, [dl.parse_delivery(json.dumps(r)) for r in records])
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT event_id, fields, masked_fields, topic, kafka_partition, "
+                        "kafka_offset, floor(extract(epoch FROM delivered_at) * 1000)::bigint "
+                        "FROM deliveries ORDER BY seq")
+            stored = cur.fetchall()
+    finally:
+        conn.close()
+    assert result.written == len(AWKWARD)
+    assert [tuple(row) for row in stored] == [
+        (r["event_id"], r["fields"], r["masked_fields"], r["topic"], r["partition"],
+         r["offset"], r["delivered_ms"]) for r in records]
+    report = dl.verify(log_db)
+    assert report.ok, report
+    assert report.rows == len(AWKWARD)

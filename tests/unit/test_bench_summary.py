@@ -1,0 +1,60 @@
+"""The pipeline bench's pure parts: percentiles, the reconciler's figure, the target verdicts
+(issue 7): a missed target must print as MISSED, never as met."""
+
+from __future__ import annotations
+
+from bench.peers import Measured
+from bench.pipeline_bench import percentile
+from bench.report import Result
+from bench.summary import Figures, reconciler_figure, summarise
+
+
+def test_percentile_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]  # 1..100
+    assert percentile(values, 0.5) == 50.0
+    assert percentile(values, 0.99) == 99.0
+    assert percentile([7.0], 0.99) == 7.0
+    assert percentile([3.0, 1.0, 2.0], 0.0) == 1.0
+
+
+def test_reconciler_figure_from_its_printed_row() -> None:
+    lines = ["== reconciler state: ...",
+             "  reconciler table (after changelog recovery)           412        0.38   2.10"]
+    assert reconciler_figure(lines) == "0.38 GiB (412 B/entity, 2.10x a plain dict of the raw " \
+                                       "values)"
+    assert reconciler_figure(["nothing here"]) is None
+
+
+def figures(one: float, two: float, p99: float) -> Figures:
+    f = Figures(n=1000)
+    f.one, f.two = Result("1", 1000, 1000 / one), Result("2", 1000, 1000 / two)
+    f.router, f.sink = Result("r", 1000, 1000 / 5000), Result("s", 1000, 1000 / 12000)
+    f.deliveries_per_event = 2.0
+    f.latency = (50.0, p99, 900, 1000.0)
+    f.peers = [Measured("confluent-kafka consume→produce loop", Result("c", 1, 1 / 70000)),
+               Measured("faust passthrough agent", Result("f", 1, 1 / 4000)),
+               Measured("Quix Streams passthrough", None, "pip install failed"),
+               Measured("Bytewax passthrough", Result("b", 1, 1 / 90000))]
+    return f
+
+
+def test_targets_marked_by_what_was_measured() -> None:
+    out: list[str] = []
+    summarise(figures(one=9000, two=13000, p99=300), out.append)
+    text = "\n".join(out)
+    line = {label: next(x for x in out if label in x) for label in
+            ("floor:", "goal:", "2 workers ≥", "log sink ≥", "p99 <")}
+    assert line["floor:"].endswith("met")          # 9000 ≥ 2 × 4000
+    assert "not measured" in line["goal:"]          # Quix did not run: no number made up
+    assert line["2 workers ≥"].endswith("MISSED")  # 13000 / 9000 = 1.44 < 1.6
+    assert line["log sink ≥"].endswith("met")      # 12000 rows/s ≥ 5000 × 2
+    assert line["p99 <"].endswith("MISSED")        # 300 ms
+    assert "not measured: pip install failed" in text
+
+
+def test_floor_missed() -> None:
+    out: list[str] = []
+    summarise(figures(one=3000, two=6000, p99=100), out.append)
+    assert next(x for x in out if "floor:" in x).endswith("MISSED")
+    assert next(x for x in out if "2 workers ≥" in x).endswith("met")
+    assert next(x for x in out if "p99 <" in x).endswith("met")
