@@ -38,6 +38,13 @@ ROUTER_DELIVERIES = Counter(
 ROUTER_WITHHELD = Counter(
     "govbus_router_withheld_total", "Events of not-shared resources that reached nobody",
     ["agency", "resource", "share_class"])
+ROUTER_GRANTS = Gauge(
+    "govbus_router_grants", "Grants (revoked ones too) in the router's last load of the "
+    "control plane", ["group"])  # labelled, so only a router process exports it
+ROUTER_GRANTS_LOADED = Gauge(
+    "govbus_router_grants_loaded_timestamp_seconds",
+    "When the router last loaded the grants (a new grant takes effect from then on)",
+    ["group"])
 DELIVERY_LATENCY = Histogram(
     "govbus_delivery_latency_seconds",
     "From the event's publish time (envelope ts_ms) to the broker's acknowledgement of its "

@@ -100,8 +100,10 @@ def load_catalogue_meta(dsn: str) -> dict[str, dict[str, Any]]:
 class ControlPlane:
     """Grants and catalogue metadata, cached and reloaded every ``refresh_s`` seconds."""
 
-    def __init__(self, dsn: str, refresh_s: float) -> None:
+    def __init__(self, dsn: str, refresh_s: float, group: str = "govbus-router") -> None:
         self.dsn, self.refresh_s = dsn, refresh_s
+        self._gauges = (metrics.ROUTER_GRANTS.labels(group),
+                        metrics.ROUTER_GRANTS_LOADED.labels(group))
         self.grants: list[Grant] = []
         self.meta: dict[str, dict[str, Any]] = {}
         self.loaded_at: dt.datetime | None = None  # wall clock when the last load began
@@ -114,6 +116,8 @@ class ControlPlane:
         meta = load_catalogue_meta(self.dsn)
         self.grants, self.meta, self.loaded_at = grants, meta, started
         self._due = time.monotonic() + self.refresh_s
+        self._gauges[0].set(len(grants))
+        self._gauges[1].set(started.timestamp())
 
     def current(self) -> list[Grant]:
         """Grants no older than ``refresh_s``; raises rather than route on stale grants."""
@@ -265,7 +269,8 @@ class Router:
                  refresh_s: float | None = None) -> None:
         self.settings, self.batch = settings, batch
         self.registry = SchemaRegistry(settings.database_url)
-        self.control = ControlPlane(settings.database_url, refresh_s or refresh_interval())
+        self.control = ControlPlane(settings.database_url, refresh_s or refresh_interval(),
+                                    group)
         self.state = StateWriter(settings.database_url)
         self.consumer = Consumer(consumer_config(settings, group))
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))

@@ -21,9 +21,11 @@ import os
 import re
 import signal
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -54,6 +56,13 @@ class Observed:
     url: str
     settings: Settings
     catalogue: Catalogue
+    logs: Path
+
+    def log_tails(self, lines: int = 15) -> str:
+        """The end of each process's log, for a failure message."""
+        return "\n".join(f"--- {log.name}\n" + "\n".join(
+            log.read_text(errors="replace").splitlines()[-lines:])
+            for log in sorted(self.logs.glob("*.log")))
 
 
 @pytest.fixture(scope="module")
@@ -83,19 +92,25 @@ def observed(tmp_path_factory: pytest.TempPathFactory, pg_admin: str) -> Iterato
             pids.append(prom_pid)
             wait_until(lambda: prom.value(url, 'sum(up{job="govbus"})') == len(APPS), 90,
                        "Prometheus to scrape every process")
-            workload(settings, catalogue)
-            yield Observed(url, settings, catalogue)
+            workload(settings, catalogue, url)
+            yield Observed(url, settings, catalogue, base / "logs")
         finally:
             for pid in pids:
                 runtime.stop_pid(pid, signal.SIGTERM, 15)
             broker.stop()
 
 
-def workload(settings: Settings, catalogue: Catalogue) -> None:
+def workload(settings: Settings, catalogue: Catalogue, url: str) -> None:
     dsn = settings.database_url
+    filed = time.time()
     granted = sharing_store.file_request(dsn, catalogue.resources[POPULATION], "tax",
                                          "tax registration checks", None, "SC-1")
     assert granted["grant_id"], granted
+    # a grant takes effect at the router's next load (every GOVBUS_GRANT_REFRESH_S): publish
+    # only once the router says it loaded it, or the people would be routed on the old grants
+    wait_until(lambda: (prom.value(url, "govbus_router_grants") == 1 and (prom.value(
+        url, "govbus_router_grants_loaded_timestamp_seconds") or 0) > filed), 60,
+        "the router to load the new grant")
     hrss = catalogue.resources["hrss.social_insurance_enrolment"]
     pending = sharing_store.file_request(dsn, hrss, "tax", "contribution checks", None, "SC-2")
     assert pending["status"] == "pending"
@@ -124,8 +139,11 @@ def test_metric_values_match_the_workload(observed: Observed) -> None:
         return prom.value(url, expr)
 
     def settled(expr: str, expected: float) -> None:
-        wait_until(lambda: value(expr) == expected, 90,
-                   f"{expr} == {expected} (last {value(expr)})", step=0.5)
+        try:
+            wait_until(lambda: value(expr) == expected, 90, f"{expr} == {expected}", step=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; last value {value(expr)}\n"
+                                 f"{observed.log_tails()}") from None
 
     settled('sum(govbus_gate_events_total{outcome="accepted"})', PEOPLE + ADOPTIONS)
     settled(f'govbus_gate_events_total{{resource="{POPULATION}", outcome="accepted"}}', PEOPLE)
