@@ -24,9 +24,10 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from govbus import runtime
+from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, usable
 from govbus_core.config import Settings
 from govbus_core.kafka import consumer_config, ensure_topics, producer_config
 from producers.publisher import Publisher
@@ -42,57 +43,35 @@ TIMEOUT = 120.0
 
 class Loop(Protocol):
     def process(self, msgs: list[Any]) -> None: ...
-    def run(self) -> None: ...
+    def run(self) -> Any: ...
     def stop(self, *_: Any) -> None: ...
 
 
-class Passthrough:
+class Passthrough(BatchStage):
     """The baseline: the gate's loop without the gate (no verdict, one output topic)."""
 
+    component = "bench_passthrough"
+
     def __init__(self, settings: Settings, group: str, out_topic: str, batch: int) -> None:
-        self.out_topic, self.batch = out_topic, batch
-        self.consumer = Consumer(consumer_config(settings, group))
+        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.out_topic = out_topic
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))  # as the gate
         self.consumer.subscribe([INGEST_PATTERN])
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        try:
-            while not self.stopping.is_set():
-                msgs = self.consumer.consume(self.batch, 0.5)
-                if msgs:
-                    self.process(msgs)
-        finally:
-            self.producer.flush(30)
-            self.consumer.close()
+    def fetch(self) -> list[Any]:
+        return list(self.consumer.consume(self.batch, 0.5))
 
-    def stop(self, *_: Any) -> None:
-        self.stopping.set()
+    def close(self) -> None:
+        self.producer.flush(30)
+        super().close()
 
     def process(self, msgs: list[Any]) -> None:
-        failures: list[str] = []
-
-        def delivered(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        offsets: dict[tuple[str, int], int] = {}
+        acks = Acks("passthrough outputs")
+        msgs = usable(msgs)
         for msg in msgs:
-            if msg.error():
-                continue
-            while True:
-                try:
-                    self.producer.produce(self.out_topic, key=msg.key(), value=msg.value(),
-                                          headers=msg.headers(), on_delivery=delivered)
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
-        remaining = self.producer.flush(60)
-        if failures or remaining:
-            raise BenchError(f"passthrough: {len(failures)} failed, {remaining} unacknowledged")
-        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                             asynchronous=False)
+            produce(self.producer, self.out_topic, msg.key(), msg.value(), acks, msg.headers())
+        acks.wait(self.producer)
+        commit(self.consumer, next_offsets(msgs))
 
 
 class Clock:

@@ -12,19 +12,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import signal
-import threading
-from collections import Counter
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer
 
 from govbus_core import db, metrics
+from govbus_core.batching import BatchStage, commit, next_offsets, serve, usable
 from govbus_core.config import Settings
-from govbus_core.errors import DatabaseError, GovbusError
+from govbus_core.errors import DatabaseError
 from govbus_core.kafka import consumer_config, ensure_topics
 
 log = logging.getLogger("govbus.cases_sink")
@@ -75,56 +73,28 @@ def write(conn: psycopg2.extensions.connection, cases: list[dict[str, Any]]) -> 
         return int(cur.rowcount)
 
 
-class CasesSink:
+class CasesSink(BatchStage):
     """One sink worker (several may share the group: upserts by key commute as needed)."""
+
+    component = "cases_sink"
 
     def __init__(self, settings: Settings, group: str = "govbus-cases-sink",
                  batch: int = 500) -> None:
-        self.settings, self.batch = settings, batch
         ensure_topics(settings, [CASES_TOPIC])
-        self.consumer = Consumer(consumer_config(settings, group))
+        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.settings = settings
         self.consumer.subscribe([CASES_TOPIC])
-        self.stats: Counter[str] = Counter()
-        self.stopping = threading.Event()
         self._conn: psycopg2.extensions.connection | None = None
 
-    def run(self) -> None:
-        backoff = 0.5
-        try:
-            while not self.stopping.is_set():
-                msgs = [m for m in self.consumer.consume(self.batch, 0.5) if not m.error()]
-                if not msgs:
-                    continue
-                try:
-                    self.process(msgs)
-                    backoff = 0.5
-                except DatabaseError as exc:
-                    log.warning("batch not written, retry in %.1f s: %s", backoff, exc)
-                    self._rewind(msgs)
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
-        finally:
-            self.consumer.close()
-            if self._conn is not None:
-                self._conn.close()
-
-    def _rewind(self, msgs: list[Any]) -> None:
-        """Seek back to the first message of the failed batch, per partition."""
-        first: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            tp, offset = (str(m.topic()), int(m.partition())), int(m.offset())
-            first[tp] = min(first.get(tp, offset), offset)
-        for (topic, part), offset in first.items():
-            self.consumer.seek(TopicPartition(topic, part, offset))
-
-    def stop(self, *_: Any) -> None:
-        self.stopping.set()
+    def close(self) -> None:
+        super().close()
+        if self._conn is not None:
+            self._conn.close()
 
     def process(self, msgs: list[Any]) -> None:
         cases: list[dict[str, Any]] = []
-        offsets: dict[tuple[str, int], int] = {}
+        msgs = usable(msgs)
         for msg in msgs:
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             try:
                 case = json.loads(msg.value())
                 row(case)
@@ -145,25 +115,13 @@ class CasesSink:
             raise DatabaseError(f"cannot write cases: {exc}") from exc
         self.stats["read"] += len(cases)
         metrics.CASES_SINK_RECORDS.labels("read").inc(len(cases))
-        self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-                             asynchronous=False)
+        commit(self.consumer, next_offsets(msgs))
 
 
 def main() -> None:
     """``python -m consumers.cases_sink``: run until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        sink = CasesSink(Settings.from_env())
-        metrics.serve()  # process metrics for the scrape target `govbus up` assigns
-    except GovbusError as exc:
-        log.error("cases sink not started: %s", exc)
-        raise SystemExit(1) from exc
-    signal.signal(signal.SIGTERM, sink.stop)
-    signal.signal(signal.SIGINT, sink.stop)
-    log.info("cases sink started: %s → PostgreSQL", CASES_TOPIC)
-    sink.run()
-    log.info("cases sink stopped: %s", dict(sink.stats))
+    serve("cases sink", lambda: CasesSink(Settings.from_env()),
+          lambda _: f"{CASES_TOPIC} → PostgreSQL")
 
 
 if __name__ == "__main__":

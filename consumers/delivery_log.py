@@ -25,7 +25,6 @@ import io
 import logging
 import re
 import signal
-import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer
 
 from consumers.delivery_chain import (
     CHANNELS,
@@ -54,9 +53,10 @@ from consumers.delivery_chain import (
     row_hash,
 )
 from govbus_core import db, metrics
+from govbus_core.batching import BatchStage, commit, next_offsets, usable
 from govbus_core.config import Settings
 from govbus_core.errors import BrokerError, ConfigError, DatabaseError
-from govbus_core.kafka import consumer_config, ensure_topics, take
+from govbus_core.kafka import consumer_config, ensure_topics
 
 __all__ = ["CHANNELS", "GENESIS", "GROUP", "TOPIC", "AppendResult", "ChainChecker", "Delivery",
            "DeliveryLogSink", "Head", "Key", "LoggedRow", "MalformedDelivery", "Problem",
@@ -252,61 +252,39 @@ def confirm_receipts(dsn: str, keys: Iterable[Key]) -> int:
 
 # --- the sink -----------------------------------------------------------------------------
 
-class DeliveryLogSink:
+class DeliveryLogSink(BatchStage):
     """Consumes ``govbus.deliveries`` in batches into the log; several may run at once."""
+
+    component = "delivery_log"
 
     def __init__(self, settings: Settings, group: str = GROUP, topic: str = TOPIC,
                  batch: int = BATCH) -> None:
-        self.settings, self.topic, self.batch = settings, topic, batch
-        self.consumer = Consumer(consumer_config(settings, group))
-        self.stats: Counter[str] = Counter()
-        self.stopping = threading.Event()
+        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.settings, self.topic = settings, topic
         self._conn: psycopg2.extensions.connection | None = None
 
-    def run(self) -> None:
-        """Process batches until :meth:`stop`; a failed batch is rewound and retried."""
-        backoff = 0.5
-        try:
-            while not self.stopping.is_set():
-                try:
-                    ensure_topics(self.settings, [self.topic])
-                    break
-                except BrokerError as exc:
-                    log.warning("cannot create %s, will retry: %s", self.topic, exc)
-                    self.stopping.wait(2.0)
-            self.consumer.subscribe([self.topic])
-            while not self.stopping.is_set():
-                msgs = take(self.consumer, self.batch, 0.5)
-                if not msgs:
-                    continue
-                try:
-                    self.process(msgs)
-                    backoff = 0.5
-                except (DatabaseError, BrokerError) as exc:
-                    self.stats["retries"] += 1
-                    metrics.BATCH_RETRIES.labels("delivery_log").inc()
-                    log.warning("batch not logged, will retry in %.1f s: %s", backoff, exc)
-                    self._rewind(msgs)
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
-        finally:
-            self.consumer.close()
-            self._reset()
+    def run(self) -> Counter[str]:
+        """Create the topic if needed, then process batches until :meth:`stop`."""
+        while not self.stopping.is_set():
+            try:
+                ensure_topics(self.settings, [self.topic])
+                break
+            except BrokerError as exc:
+                log.warning("cannot create %s, will retry: %s", self.topic, exc)
+                self.stopping.wait(2.0)
+        self.consumer.subscribe([self.topic])
+        return super().run()
 
-    def stop(self, *_: Any) -> None:
-        self.stopping.set()
+    def close(self) -> None:
+        super().close()
+        self._reset()
 
     def process(self, msgs: list[Any]) -> None:
         """Parse, append in one transaction, then commit the offsets."""
         good: list[Delivery] = []
-        offsets: dict[tuple[str, int], int] = {}
         malformed = 0
+        msgs = usable(msgs)
         for msg in msgs:
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", msg.error())
-                continue
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             try:
                 good.append(parse_delivery(msg.value()))
             except MalformedDelivery as exc:  # the router's bug: say so, keep logging the rest
@@ -314,13 +292,7 @@ class DeliveryLogSink:
                 log.error("malformed delivery record %s[%d]@%d (key %r), not logged: %s",
                           msg.topic(), msg.partition(), msg.offset(), msg.key(), exc)
         result = self._append(good) if good else None
-        if offsets:
-            try:
-                self.consumer.commit(offsets=[TopicPartition(t, p, o)
-                                              for (t, p), o in offsets.items()],
-                                     asynchronous=False)
-            except KafkaException as exc:  # logged already: the replay will be filtered
-                raise BrokerError(f"offset commit failed: {exc}") from exc
+        commit(self.consumer, next_offsets(msgs))  # a failed commit replays: dedupe filters
         self.stats["malformed"] += malformed
         metrics.LOG_RECORDS.labels("malformed").inc(malformed)
         if result:
@@ -349,19 +321,6 @@ class DeliveryLogSink:
             except psycopg2.Error:
                 pass
             self._conn = None
-
-    def _rewind(self, msgs: list[Any]) -> None:
-        """Seek back to the first record of the failed batch, per partition."""
-        first: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            if not msg.error() and msg.offset() is not None:
-                key = (msg.topic(), msg.partition())
-                first[key] = min(first.get(key, msg.offset()), msg.offset())
-        for (topic, part), offset in first.items():
-            try:
-                self.consumer.seek(TopicPartition(topic, part, offset))
-            except KafkaException as exc:  # revoked meanwhile: its new owner replays it
-                log.info("cannot rewind %s[%d]: %s", topic, part, exc)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,11 +31,12 @@ from typing import Any, TextIO
 
 import psycopg2
 import psycopg2.extras
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from psycopg2 import sql
 
 from consumers.delivery_log import confirm_receipts
 from govbus_core import access, db
+from govbus_core.batching import BatchStage, commit, usable
 from govbus_core.config import Settings
 from govbus_core.errors import BrokerError, DatabaseError, GovbusError
 from govbus_core.kafka import consumer_config
@@ -190,7 +191,7 @@ class TableSink:
         self.link.close()
 
 
-class Subscriber:
+class Subscriber(BatchStage):
     """Reads an agency's deliveries in batches until :meth:`stop`, ``max_messages`` or idle.
 
     ``sink`` is a :class:`TableSink`; without one each delivery is printed to ``out`` as one
@@ -198,6 +199,8 @@ class Subscriber:
     holds one resource, so with a sink and no ``resources`` the agency must have exactly one
     granted resource in force.
     """
+
+    component = "subscriber"
 
     def __init__(self, settings: Settings, agency: str, sink: TableSink | None = None, *,
                  out: TextIO | None = None, resources: Sequence[str] | None = None,
@@ -207,17 +210,15 @@ class Subscriber:
         self.out = out or sys.stdout
         self.resources = [resource_name(r) for r in resources] if resources else None
         self.max_messages, self.idle_exit = max_messages, idle_exit
-        self.refresh_s, self.batch = refresh_s, batch
+        self.refresh_s = refresh_s
         self.prefix = f"deliver.{self.agency}."
-        self.stats: Counter[str] = Counter()
-        self.stopping = threading.Event()
         self.topics: list[str] = []      # what the consumer is subscribed to now
         self.assigned: set[str] = set()  # topics of the partitions assigned now
         if sink is not None and self.resources is None:
             self.resources = self._only_resource()
         elif self.resources:
             self._refuse_ungranted(self.resources)
-        self.consumer = Consumer(consumer_config(settings, group_id(self.agency)))
+        super().__init__(Consumer(consumer_config(settings, group_id(self.agency))), batch)
         self._refreshed = 0.0
         self._last_activity = time.monotonic()
 
@@ -242,31 +243,18 @@ class Subscriber:
                                   f"{', '.join(ungranted)} (Art. 24); granted: "
                                   f"{', '.join(sorted(granted)) or 'nothing'}")
 
-    def stop(self, *_: Any) -> None:
-        self.stopping.set()
-
     def run(self) -> Counter[str]:
-        """Process batches until stopped; then close. Returns the counts."""
+        """Process batches until stopped, ``max_messages`` or idle; then close. The counts."""
         if self.sink is not None:
             self.sink.ensure()
-        backoff = 0.5
-        try:
-            while not self.stopping.is_set() and not self._done():
-                self.refresh()
-                msgs = self._consume()
-                if not msgs:
-                    continue
-                try:
-                    self.process(msgs)
-                    backoff = 0.5
-                except (DatabaseError, BrokerError) as exc:
-                    log.warning("batch not done, retrying in %.1f s: %s", backoff, exc)
-                    self._rewind(msgs)
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
-        finally:
-            self.close()
-        return self.stats
+        return super().run()
+
+    def fetch(self) -> list[Any]:
+        self.refresh()
+        return self._consume()
+
+    def finished(self) -> bool:
+        return self._done()
 
     def _done(self) -> bool:
         if self.max_messages is not None and self.stats["messages"] >= self.max_messages:
@@ -281,14 +269,7 @@ class Subscriber:
         n = self.batch
         if self.max_messages is not None:
             n = max(1, min(n, self.max_messages - self.stats["messages"]))
-        good = []
-        for msg in self.consumer.consume(n, 0.5):
-            err = msg.error()
-            if err is None:
-                good.append(msg)
-            elif err.code() not in (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART):
-                log.warning("consumer error: %s", err)
-        return good
+        return usable(self.consumer.consume(n, 0.5))
 
     def refresh(self, force: bool = False) -> list[str]:
         """Re-read the grants (every ``refresh_s``) and re-subscribe if the topics changed."""
@@ -354,29 +335,14 @@ class Subscriber:
         self.out.flush()
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        if not offsets:
-            return
         try:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o)
-                                          for (t, p), o in offsets.items()],
-                                 asynchronous=False)
-        except KafkaException as exc:
+            commit(self.consumer, offsets)
+        except BrokerError as exc:
             # Output and receipts are idempotent: a rebalance replays the batch, harmlessly.
             log.warning("offsets not committed (the batch may be replayed): %s", exc)
 
-    def _rewind(self, msgs: list[Any]) -> None:
-        first: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            key = (msg.topic(), msg.partition())
-            first[key] = min(first.get(key, msg.offset()), msg.offset())
-        for (topic, part), offset in first.items():
-            try:
-                self.consumer.seek(TopicPartition(topic, part, offset))
-            except KafkaException as exc:  # no longer assigned: its next owner replays it
-                log.info("not rewound %s[%d]: %s", topic, part, exc)
-
     def close(self) -> None:
-        self.consumer.close()
+        super().close()
         if self.sink is not None:
             self.sink.close()
 

@@ -20,17 +20,15 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
-import threading
-from collections import Counter
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, Producer
 
 from govbus_core import metrics
+from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
 from govbus_core.catalogue import Catalogue, Resource, load_catalogue
 from govbus_core.config import Settings
-from govbus_core.errors import BrokerError, DatabaseError, GovbusError, RegistryError, SerdeError
+from govbus_core.errors import RegistryError, SerdeError
 from govbus_core.kafka import consumer_config, ensure_topics, producer_config
 from govbus_core.registry import SchemaRegistry
 from govbus_core.serde import unframe
@@ -65,69 +63,38 @@ def value_message(resource: Resource, event: dict[str, Any], owner_of: dict[str,
                     "owners": {attr: owner_of[attr] for attr in values}}
 
 
-class ReconcileFeed:
+class ReconcileFeed(BatchStage):
     """One feed worker; several may share the consumer group."""
+
+    component = "reconcile_feed"
 
     def __init__(self, settings: Settings, group: str = "govbus-reconcile-feed",
                  pattern: str = VALIDATED_PATTERN, batch: int = 1000) -> None:
-        self.settings, self.batch = settings, batch
+        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.settings = settings
         self.owner_of = owners(load_catalogue(settings.schemas_dir))
         self.registry = SchemaRegistry(settings.database_url)
         ensure_topics(settings, [VALUES_TOPIC, CASES_TOPIC])
-        self.consumer = Consumer(consumer_config(settings, group))
         # murmur2 as Java clients: the same entity lands in the same partition whoever feeds.
         self.producer = Producer(producer_config(settings, partitioner="murmur2_random",
                                                  **{"linger.ms": 20}))
         self.consumer.subscribe([pattern])
-        self.stats: Counter[str] = Counter()
-        self.stopping = threading.Event()
 
-    def run(self) -> None:
-        backoff = 0.5
-        try:
-            while not self.stopping.is_set():
-                msgs = self.consumer.consume(self.batch, 0.5)
-                if not msgs:
-                    continue
-                try:
-                    self.process(msgs)
-                    backoff = 0.5
-                except (DatabaseError, BrokerError) as exc:
-                    log.warning("batch not processed, retry in %.1f s: %s", backoff, exc)
-                    self._rewind(msgs)
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
-        finally:
-            self.producer.flush(30)
-            self.consumer.close()
-
-    def stop(self, *_: Any) -> None:
-        self.stopping.set()
+    def close(self) -> None:
+        self.producer.flush(30)
+        super().close()
 
     def process(self, msgs: list[Any]) -> None:
-        failures: list[str] = []
-
-        def delivered(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                failures.append(str(err))
-
-        offsets: dict[tuple[str, int], int] = {}
+        acks = Acks("values")
+        msgs = usable(msgs)
         for msg in msgs:
-            if msg.error():
-                continue
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             out = self._extract(msg)
-            if out is None:
-                continue
-            entity, body = out
-            self._produce(entity, body, delivered)
-        remaining = self.producer.flush(60)
-        if failures or remaining:
-            raise BrokerError(f"{len(failures)} values failed, {remaining} unacknowledged: "
-                              f"{failures[:3]}")
-        if offsets:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o)
-                                          for (t, p), o in offsets.items()], asynchronous=False)
+            if out is not None:
+                entity, body = out
+                value = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+                produce(self.producer, VALUES_TOPIC, entity.encode(), value, acks)
+        acks.wait(self.producer)
+        commit(self.consumer, next_offsets(msgs))
 
     def _extract(self, msg: Any) -> tuple[str, dict[str, Any]] | None:
         try:
@@ -144,41 +111,11 @@ class ReconcileFeed:
         metrics.RECONCILE_FEED.labels("fed" if out else "no_canonical_values").inc()
         return out
 
-    def _produce(self, entity: str, body: dict[str, Any], cb: Any) -> None:
-        value = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        while True:
-            try:
-                self.producer.produce(VALUES_TOPIC, key=entity.encode(), value=value,
-                                      on_delivery=cb)
-                return
-            except BufferError:
-                self.producer.poll(0.1)
-
-    def _rewind(self, msgs: list[Any]) -> None:
-        first: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            if not msg.error():
-                key = (msg.topic(), msg.partition())
-                first[key] = min(first.get(key, msg.offset()), msg.offset())
-        for (topic, part), offset in first.items():
-            self.consumer.seek(TopicPartition(topic, part, offset))
-
 
 def main() -> None:
     """``python -m stream_apps.reconcile_feed``: run until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        feed = ReconcileFeed(Settings.from_env())
-        metrics.serve()  # process metrics for the scrape target `govbus up` assigns
-    except GovbusError as exc:
-        log.error("reconcile feed not started: %s", exc)
-        raise SystemExit(1) from exc
-    signal.signal(signal.SIGTERM, feed.stop)
-    signal.signal(signal.SIGINT, feed.stop)
-    log.info("reconcile feed started: %s → %s", VALIDATED_PATTERN, VALUES_TOPIC)
-    feed.run()
-    log.info("reconcile feed stopped: %s", dict(feed.stats))
+    serve("reconcile feed", lambda: ReconcileFeed(Settings.from_env()),
+          lambda _: f"{VALIDATED_PATTERN} → {VALUES_TOPIC}")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-import signal
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,20 +32,19 @@ import orjson
 import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Producer
 
 from govbus_core import db, metrics, sharing_store
+from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
 from govbus_core.config import Settings
 from govbus_core.envelope import now_ms
 from govbus_core.errors import (
-    BrokerError,
     ConfigError,
     DatabaseError,
-    GovbusError,
     RegistryError,
     SerdeError,
 )
-from govbus_core.kafka import consumer_config, ensure_topics, producer_config, take
+from govbus_core.kafka import consumer_config, ensure_topics, producer_config
 from govbus_core.registry import SchemaRegistry
 from govbus_core.serde import unframe
 from govbus_core.sharing import Grant
@@ -199,27 +196,6 @@ def latest_per_entity(decoded: list[Decoded]) -> dict[tuple[str, str], dict[str,
     return latest
 
 
-def produce(producer: Producer, topic: str, key: Any, value: bytes,
-            headers: Headers, cb: Callable[[Any, Any], None]) -> None:
-    """Produce one message, waiting while the local queue is full."""
-    while True:
-        try:
-            producer.produce(topic, key=key, value=value, headers=headers, on_delivery=cb)
-            return
-        except BufferError:
-            producer.poll(0.1)
-        except KafkaException as exc:
-            raise BrokerError(f"cannot produce to {topic}: {exc}") from exc
-
-
-def flush_or_raise(producer: Producer, failures: list[str], what: str) -> None:
-    """Wait for every acknowledgement; BrokerError if one failed or is missing."""
-    remaining = producer.flush(60)
-    if failures or remaining:
-        raise BrokerError(f"{len(failures)} {what} failed, {remaining} unacknowledged: "
-                          f"{failures[:3]}")
-
-
 # delivery, partition, offset, delivered_ms (no partition/offset: an online query)
 Acked = tuple[Delivery, int | None, int | None, int]
 
@@ -227,12 +203,12 @@ Acked = tuple[Delivery, int | None, int | None, int]
 def send_deliveries(producer: Producer, deliveries: list[Delivery]) -> list[Acked]:
     """Produce deliveries, wait for the broker; return each with its partition and offset."""
     acked: list[Acked] = []
-    failures: list[str] = []
+    acks = Acks("deliveries")
 
     def callback(delivery: Delivery) -> Callable[[Any, Any], None]:
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is not None:
-                failures.append(f"{delivery.topic}: {err}")
+                acks.failures.append(f"{delivery.topic}: {err}")
             else:
                 acked.append((delivery, msg.partition(), msg.offset(), now_ms()))
         return on_delivery
@@ -240,70 +216,47 @@ def send_deliveries(producer: Producer, deliveries: list[Delivery]) -> list[Acke
     for d in deliveries:
         headers: Headers = [("event_id", str(d.value["event_id"]).encode()),
                             ("grant_id", str(d.grant_id).encode())]
-        produce(producer, d.topic, d.value["key"], json_bytes(d.value), headers, callback(d))
-    flush_or_raise(producer, failures, "deliveries")
+        produce(producer, d.topic, d.value["key"], json_bytes(d.value), callback(d), headers)
+    acks.wait(producer)
     return acked
 
 
 def send_records(producer: Producer, acked: list[Acked], channel: str) -> None:
     """Produce one delivery record per acknowledged delivery to ``govbus.deliveries``."""
-    failures: list[str] = []
-
-    def on_delivery(err: KafkaError | None, _msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err))
-
+    acks = Acks("delivery records")
     for d, partition, offset, delivered_ms in acked:
         record = delivery_record(d, channel, partition, offset, delivered_ms,
                                  d.topic if partition is not None else None)
-        produce(producer, DELIVERY_TOPIC, str(d.value["event_id"]), json_bytes(record),
-                [("event_id", str(d.value["event_id"]).encode())], on_delivery)
-    flush_or_raise(producer, failures, "delivery records")
+        produce(producer, DELIVERY_TOPIC, str(d.value["event_id"]), json_bytes(record), acks,
+                [("event_id", str(d.value["event_id"]).encode())])
+    acks.wait(producer)
 
 
-class Router:
+class Router(BatchStage):
     """One router worker; several may run in the same consumer group."""
+
+    component = "router"
 
     def __init__(self, settings: Settings, group: str = "govbus-router",
                  pattern: str = VALIDATED_PATTERN, batch: int = 1000,
                  refresh_s: float | None = None) -> None:
-        self.settings, self.batch = settings, batch
+        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.settings = settings
         self.registry = SchemaRegistry(settings.database_url)
         self.control = ControlPlane(settings.database_url, refresh_s or refresh_interval(),
                                     group)
         self.state = StateWriter(settings.database_url)
-        self.consumer = Consumer(consumer_config(settings, group))
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         self.consumer.subscribe([pattern])
-        self.stats: Counter[str] = Counter()
-        self.stopping = threading.Event()
         self._topics: set[str] = set()
 
-    def run(self) -> None:
-        """Process batches until :meth:`stop`; then flush and close."""
-        backoff = 0.5
-        try:
-            while not self.stopping.is_set():
-                msgs = take(self.consumer, self.batch, 0.5)
-                if not msgs:
-                    self.control.refresh_idle()
-                    continue
-                try:
-                    self.process(msgs)
-                    backoff = 0.5
-                except (DatabaseError, BrokerError) as exc:
-                    log.warning("batch not processed, will retry in %.1f s: %s", backoff, exc)
-                    metrics.BATCH_RETRIES.labels("router").inc()
-                    self._rewind(msgs)
-                    self.stopping.wait(backoff)
-                    backoff = min(backoff * 2, 10.0)
-        finally:
-            self.producer.flush(30)
-            self.consumer.close()
-            self.state.close()
+    def idle(self) -> None:
+        self.control.refresh_idle()
 
-    def stop(self, *_: Any) -> None:
-        self.stopping.set()
+    def close(self) -> None:
+        self.producer.flush(30)
+        super().close()
+        self.state.close()
 
     def process(self, msgs: list[Any]) -> None:
         """Route, deliver, log the deliveries, keep the state, then commit (in that order)."""
@@ -325,10 +278,7 @@ class Router:
         acked = send_deliveries(self.producer, deliveries)
         send_records(self.producer, acked, "exchange")
         self.state.write(decoded)
-        if offsets:
-            self.consumer.commit(offsets=[TopicPartition(t, p, o)
-                                          for (t, p), o in offsets.items()],
-                                 asynchronous=False)
+        commit(self.consumer, offsets)
         self.stats.update(+counts)
         observe(routed, acked)
 
@@ -337,14 +287,9 @@ class Router:
         """Decode a batch; undecodable records (the gate let none through) are skipped."""
         current: dict[int, Any] = {}  # schema id -> its resource with the current metadata
         decoded: list[Decoded] = []
-        offsets: dict[tuple[str, int], int] = {}
+        msgs = usable(msgs)
         counts: Counter[str] = Counter()
         for msg in msgs:
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer error: %s", msg.error())
-                continue
-            offsets[(msg.topic(), msg.partition())] = msg.offset() + 1
             try:
                 schema_id, body = unframe(msg.value())
                 reg = self.registry.by_id(schema_id)
@@ -359,7 +304,7 @@ class Router:
                 resource = current[schema_id] = with_meta(
                     reg.resource, self.control.meta.get(reg.resource.id))
             decoded.append((msg, resource, event))
-        return decoded, offsets, counts
+        return decoded, next_offsets(msgs), counts
 
     def _ensure_topics(self, topics: set[str]) -> None:
         missing = topics - self._topics
@@ -367,34 +312,12 @@ class Router:
             ensure_topics(self.settings, missing)
             self._topics |= missing
 
-    def _rewind(self, msgs: list[Any]) -> None:
-        """Seek back to the first record of the failed batch, per partition."""
-        first: dict[tuple[str, int], int] = {}
-        for msg in msgs:
-            offset = msg.offset()
-            if not msg.error() and offset is not None:
-                key = (msg.topic(), msg.partition())
-                first[key] = min(first.get(key, offset), offset)
-        for (topic, part), offset in first.items():
-            self.consumer.seek(TopicPartition(topic, part, offset))
-
 
 def main() -> None:
     """``python -m stream_apps.router``: run one router until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
-                        "%(message)s")
-    try:
-        router = Router(Settings.from_env())
-        metrics.serve()
-    except GovbusError as exc:
-        log.error("router not started: %s", exc)
-        raise SystemExit(1) from exc
-    signal.signal(signal.SIGTERM, router.stop)
-    signal.signal(signal.SIGINT, router.stop)
-    log.info("router started, consuming %s, grants refreshed every %.1f s",
-             VALIDATED_PATTERN, router.control.refresh_s)
-    router.run()
-    log.info("router stopped: %s", dict(router.stats))
+    serve("router", lambda: Router(Settings.from_env()),
+          lambda r: f"consuming {VALIDATED_PATTERN}, grants refreshed every "
+                    f"{r.control.refresh_s:.1f} s")
 
 
 if __name__ == "__main__":

@@ -305,8 +305,10 @@ def test_broker_outage_loses_nothing(tansu: TansuBroker, broker_settings: Settin
     writer = Writer(database_url, source, first=1000)
     relay = _relay_process(tansu, database_url, log)
     writer.start()
-    try:
+    readers: list[Reader] = []  # closed however the test ends: a leaked client may crash a
+    try:                        # later test when the garbage collector frees it
         before = Reader(broker_settings, group)
+        readers.append(before)
         wait_until(lambda: len(published_ids(database_url, source)) >= 40, 30,
                    f"40 rows published (relay log: {log})")
         # Freeze the relay, then read everything the broker holds: it is memory-only, so
@@ -316,6 +318,7 @@ def test_broker_outage_loses_nothing(tansu: TansuBroker, broker_settings: Settin
         wait_until(lambda: before.at_end() and before.ids() >= marked, 20,
                    "the first consumer to read every acknowledged event")
         seen_before, count_before = before.ids(), len(before.events)
+        readers.remove(before)
         before.close()
         tansu.stop()
         os.kill(relay.pid, signal.SIGCONT)
@@ -329,6 +332,7 @@ def test_broker_outage_loses_nothing(tansu: TansuBroker, broker_settings: Settin
         tansu.start()
         ensure_topics(broker_settings, [TOPIC])
         after = Reader(broker_settings, group)
+        readers.append(after)
         wait_until(lambda: len(published_ids(database_url, source)) > len(marked) + 40, 40,
                    f"publishing to resume after the restart (relay log: {log})")
         writer.stop()
@@ -339,11 +343,12 @@ def test_broker_outage_loses_nothing(tansu: TansuBroker, broker_settings: Settin
                    "the second consumer to read the rest")
         seen = seen_before | after.ids()
         duplicates = count_before + len(after.events) - len(seen)
-        after.close()
         print(f"\noutbox outage: {len(everything)} rows, {len(seen_before)} read before the "
               f"broker restart, {len(seen)} distinct consumed, {duplicates} duplicates")
         assert seen == everything, f"lost: {sorted(everything - seen)[:5]}"
     finally:
+        for reader in readers:
+            reader.close()
         writer.halt.set()
         os.kill(relay.pid, signal.SIGCONT)
         relay.terminate()

@@ -79,13 +79,15 @@ def logged(dsn: str, recipient: str) -> list[tuple[str, str]]:
 
 
 def test_router_and_sink_killed_mid_stream_log_every_delivery_once(
-        settings: Settings, catalogue: Catalogue, processes: Processes, tmp_path: Path) -> None:
+        settings: Settings, catalogue: Catalogue, processes: Processes, tmp_path: Path,
+        request: pytest.FixtureRequest) -> None:
     rng = random.Random(uuid.uuid4().int)
     recipient = agency("restart")
     grant(catalogue, settings.database_url, recipient, TAX, ["uscc", "taxpayer_name"])
     topic = f"deliver.{recipient}.tax_registration"
     ensure_topics(settings, [topic, DELIVERY_TOPIC])
     inbox = TopicReader(settings, [topic])
+    request.addfinalizer(inbox.close)  # however the test ends
 
     gate = Gate(settings, group=f"test-gate-{uuid.uuid4().hex[:8]}", batch=100)
     gate_thread = threading.Thread(target=gate.run, daemon=True)
@@ -137,6 +139,7 @@ def test_router_and_sink_killed_mid_stream_log_every_delivery_once(
     rows = logged(dsn, recipient)
     assert sorted(e for e, _ in rows) == sorted(published)          # each exactly once
     assert {c for _, c in rows} == {"exchange"}
+
     def delivered() -> set[str]:
         return {json.loads(m.value() or b"{}")["event_id"] for m in inbox.poll()}
 
@@ -148,4 +151,3 @@ def test_router_and_sink_killed_mid_stream_log_every_delivery_once(
     print(f"\nrestarts: {N} events; router killed at {at_router_kill} logged, sink at "
           f"{at_sink_kill}; {len(rows)} log rows, {len(inbox.messages)} messages delivered "
           f"(re-sends after the router's crash: {len(inbox.messages) - N}); chain intact")
-    inbox.close()

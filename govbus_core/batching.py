@@ -1,0 +1,185 @@
+"""The batch loop every high-volume stage runs, and the Kafka chores around one batch.
+
+Each stage (gate, router, delivery-log sink, reconcile feed, cases sink, subscriber) does the
+same thing around its own work: take a batch, process it, and only then commit its offsets;
+when PostgreSQL or the broker fails mid-batch, seek back to the batch's first record per
+partition and retry with a doubling back-off (0.5 s … 10 s), so nothing is skipped and nothing
+is committed that was not done. :class:`BatchStage` is that loop, once; a stage subclasses it
+and writes :meth:`BatchStage.process`.
+
+Why not faust agents here: see the README's architecture section (per-event stream machinery
+cost more than the work on this path; faust keeps the reconciler's tables).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from govbus_core import metrics
+from govbus_core.errors import BrokerError, DatabaseError, GovbusError
+from govbus_core.kafka import take
+
+log = logging.getLogger("govbus.batch")
+Offsets = dict[tuple[str, int], int]
+DeliveryCallback = Callable[[Any, Any], None]
+QUIET = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
+def usable(msgs: Iterable[Any]) -> list[Any]:
+    """The records of a batch; consumer errors are dropped (and logged unless routine)."""
+    good = []
+    for msg in msgs:
+        err = msg.error()
+        if err is None:
+            good.append(msg)
+        elif err.code() not in QUIET:
+            log.warning("consumer error: %s", err)
+    return good
+
+
+def next_offsets(msgs: Iterable[Any]) -> Offsets:
+    """Per partition, the offset to commit once every record of ``msgs`` is done."""
+    return {(m.topic(), m.partition()): m.offset() + 1 for m in msgs}
+
+
+def commit(consumer: Any, offsets: Offsets) -> None:
+    """Commit synchronously; BrokerError if the broker refuses (the batch is then replayed,
+    which every stage tolerates: its outputs are keyed by event id)."""
+    if not offsets:
+        return
+    try:
+        consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
+                        asynchronous=False)
+    except KafkaException as exc:
+        raise BrokerError(f"offset commit failed: {exc}") from exc
+
+
+def rewind(consumer: Any, msgs: Iterable[Any]) -> None:
+    """Seek back to the first record of a failed batch, per partition."""
+    first: Offsets = {}
+    for msg in msgs:
+        offset = msg.offset()
+        if msg.error() is None and offset is not None:
+            key = (msg.topic(), msg.partition())
+            first[key] = min(first.get(key, offset), offset)
+    for (topic, part), offset in first.items():
+        try:
+            consumer.seek(TopicPartition(topic, part, offset))
+        except KafkaException as exc:  # revoked meanwhile: its new owner replays it
+            log.info("cannot rewind %s[%d]: %s", topic, part, exc)
+
+
+def produce(producer: Producer, topic: str, key: Any, value: bytes | None,
+            on_delivery: DeliveryCallback, headers: Any = None) -> None:
+    """Produce one message, waiting while the client's local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, key=key, value=value, headers=headers,
+                             on_delivery=on_delivery)
+            return
+        except BufferError:
+            producer.poll(0.1)  # let acknowledgements drain
+        except KafkaException as exc:
+            raise BrokerError(f"cannot produce to {topic}: {exc}") from exc
+
+
+class Acks:
+    """Collects delivery failures of one batch; :meth:`wait` raises unless all were acked."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.failures: list[str] = []
+
+    def __call__(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is not None:
+            self.failures.append(str(err))
+
+    def wait(self, producer: Producer, timeout: float = 60.0) -> None:
+        remaining = producer.flush(timeout)
+        if self.failures or remaining:
+            raise BrokerError(f"{len(self.failures)} {self.what} failed, {remaining} "
+                              f"unacknowledged: {self.failures[:3]}")
+
+
+class BatchStage:
+    """Take a batch, :meth:`process` it, repeat until :meth:`stop`; on a DatabaseError or
+    BrokerError rewind the batch and retry it after a back-off. Subclasses set ``component``
+    (the ``govbus_batch_retries_total`` label) and ``consumer``; they may override
+    :meth:`fetch`, :meth:`idle`, :meth:`finished` and :meth:`close`."""
+
+    component = "stage"
+
+    def __init__(self, consumer: Any, batch: int) -> None:
+        self.consumer, self.batch = consumer, batch
+        self.stats: Counter[str] = Counter()
+        self.stopping = threading.Event()
+
+    def process(self, msgs: list[Any]) -> None:
+        raise NotImplementedError
+
+    def fetch(self) -> list[Any]:
+        """The next batch (may hold consumer errors: :func:`usable` drops them)."""
+        return take(self.consumer, self.batch, 0.5)
+
+    def idle(self) -> None:
+        """Called when a fetch brought nothing."""
+
+    def finished(self) -> bool:
+        """True ends the loop (a bounded run); the default runs until :meth:`stop`."""
+        return False
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def stop(self, *_: Any) -> None:
+        self.stopping.set()
+
+    def run(self) -> Counter[str]:
+        """Process batches until stopped; then :meth:`close`. Returns :attr:`stats`."""
+        backoff = 0.5
+        try:
+            while not self.stopping.is_set() and not self.finished():
+                msgs = self.fetch()
+                if not msgs:
+                    self.idle()
+                    continue
+                try:
+                    self.process(msgs)
+                    backoff = 0.5
+                except (DatabaseError, BrokerError) as exc:
+                    self.stats["retries"] += 1
+                    metrics.BATCH_RETRIES.labels(self.component).inc()
+                    log.warning("%s: batch not done, will retry in %.1f s: %s",
+                                self.component, backoff, exc)
+                    rewind(self.consumer, msgs)
+                    self.stopping.wait(backoff)
+                    backoff = min(backoff * 2, 10.0)
+        finally:
+            self.close()
+        return self.stats
+
+
+def serve(name: str, make: Callable[[], BatchStage], describe: Callable[[Any], str]) -> None:
+    """A stage's ``python -m`` entry point: build it from the environment, serve its metrics,
+    run it until SIGTERM or SIGINT. A configuration or connection error at start exits 1 with
+    one line saying why."""
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        stage = make()
+        metrics.serve()  # on the port `govbus up` assigned (GOVBUS_METRICS_PORT), if any
+    except GovbusError as exc:
+        log.error("%s not started: %s", name, exc)
+        raise SystemExit(1) from exc
+    signal.signal(signal.SIGTERM, stage.stop)
+    signal.signal(signal.SIGINT, stage.stop)
+    log.info("%s started: %s", name, describe(stage))
+    stage.run()
+    log.info("%s stopped: %s", name, dict(stage.stats))

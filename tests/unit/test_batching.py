@@ -1,0 +1,153 @@
+"""The shared batch loop's bookkeeping: offsets, rewinds, retries (no broker: a scripted
+consumer stands in for the client; the loop with a real broker is in every stage's
+integration tests and the fault suite)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from govbus_core.batching import Acks, BatchStage, commit, next_offsets, rewind, usable
+from govbus_core.errors import BrokerError, DatabaseError
+
+
+class Msg:
+    def __init__(self, topic: str, partition: int, offset: int,
+                 error: KafkaError | None = None) -> None:
+        self._t, self._p, self._o, self._e = topic, partition, offset, error
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return self._p
+
+    def offset(self) -> int:
+        return self._o
+
+    def error(self) -> KafkaError | None:
+        return self._e
+
+
+class ScriptedConsumer:
+    """Hands out the scripted batches in turn (a rewind replays from the seek), records
+    commits, seeks and close."""
+
+    def __init__(self, batches: list[list[Msg]]) -> None:
+        self.batches, self.commits, self.seeks, self.closed = batches, [], [], False
+        self.refuse_seek = False
+
+    def consume(self, n: int, timeout: float) -> list[Msg]:
+        return self.batches.pop(0)[:n] if self.batches else []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        assert asynchronous is False
+        self.commits.append({(tp.topic, tp.partition): tp.offset for tp in offsets})
+
+    def seek(self, tp: TopicPartition) -> None:
+        if self.refuse_seek:
+            raise KafkaException(KafkaError(KafkaError._STATE, "not assigned"))
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
+
+    def close(self) -> None:
+        self.closed = True
+
+
+BATCH = [Msg("a", 0, 5), Msg("a", 1, 9), Msg("a", 0, 6), Msg("b", 0, 2)]
+
+
+def test_next_offsets_are_one_past_the_last_record_per_partition() -> None:
+    assert next_offsets(BATCH) == {("a", 0): 7, ("a", 1): 10, ("b", 0): 3}
+
+
+def test_usable_drops_consumer_errors() -> None:
+    eof = Msg("a", 0, 0, KafkaError(KafkaError._PARTITION_EOF))
+    broken = Msg("a", 0, 0, KafkaError(KafkaError._TRANSPORT))
+    assert usable([eof, BATCH[0], broken]) == [BATCH[0]]
+
+
+def test_rewind_seeks_to_the_first_record_of_each_partition() -> None:
+    consumer = ScriptedConsumer([])
+    rewind(consumer, [*BATCH, Msg("a", 0, 0, KafkaError(KafkaError._PARTITION_EOF))])
+    assert sorted(consumer.seeks) == [("a", 0, 5), ("a", 1, 9), ("b", 0, 2)]
+
+
+def test_a_refused_seek_is_left_to_the_partitions_new_owner() -> None:
+    consumer = ScriptedConsumer([])
+    consumer.refuse_seek = True
+    rewind(consumer, BATCH)  # no exception: the new owner replays from the commit
+    assert consumer.seeks == []
+
+
+def test_commit_of_nothing_does_not_call_the_broker_and_a_refusal_is_a_broker_error() -> None:
+    class Refusing(ScriptedConsumer):
+        def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+            raise KafkaException(KafkaError(KafkaError.REBALANCE_IN_PROGRESS))
+
+    consumer = ScriptedConsumer([])
+    commit(consumer, {})
+    assert consumer.commits == []
+    with pytest.raises(BrokerError, match="offset commit failed"):
+        commit(Refusing([]), {("a", 0): 1})
+
+
+class Flaky(BatchStage):
+    """Fails the first ``failures`` attempts, then commits; stops when the script is done."""
+
+    component = "test"
+
+    def __init__(self, consumer: ScriptedConsumer, failures: list[Exception]) -> None:
+        super().__init__(consumer, batch=100)
+        self.failures, self.done = failures, []
+
+    def fetch(self) -> list[Any]:
+        return list(self.consumer.consume(self.batch, 0))
+
+    def idle(self) -> None:
+        self.stop()
+
+    def process(self, msgs: list[Any]) -> None:
+        if self.failures:
+            raise self.failures.pop(0)
+        self.done.append([m.offset() for m in msgs])
+        commit(self.consumer, next_offsets(msgs))
+
+
+def test_a_failed_batch_is_rewound_and_retried_before_the_next() -> None:
+    consumer = ScriptedConsumer([BATCH, BATCH, [Msg("a", 0, 7)]])
+    stage = Flaky(consumer, [DatabaseError("down")])
+    stage.stopping.wait = lambda _s: False  # type: ignore[method-assign]  # no back-off wait
+    stats = stage.run()
+    assert stats["retries"] == 1
+    assert sorted(consumer.seeks) == [("a", 0, 5), ("a", 1, 9), ("b", 0, 2)]
+    assert stage.done == [[5, 9, 6, 2], [7]]
+    assert consumer.commits == [{("a", 0): 7, ("a", 1): 10, ("b", 0): 3}, {("a", 0): 8}]
+    assert consumer.closed
+
+
+def test_any_other_error_stops_the_loop_and_still_closes() -> None:
+    consumer = ScriptedConsumer([BATCH])
+    stage = Flaky(consumer, [ValueError("a bug")])
+    with pytest.raises(ValueError):
+        stage.run()
+    assert consumer.commits == [] and consumer.closed
+
+
+def test_acks_raise_unless_every_output_was_acknowledged() -> None:
+    class Producer:
+        def __init__(self, remaining: int) -> None:
+            self.remaining = remaining
+
+        def flush(self, timeout: float) -> int:
+            return self.remaining
+
+    acks = Acks("outputs")
+    acks(None, None)
+    acks.wait(Producer(0))  # type: ignore[arg-type]
+    with pytest.raises(BrokerError, match="0 outputs failed, 2 unacknowledged"):
+        acks.wait(Producer(2))  # type: ignore[arg-type]
+    acks(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+    with pytest.raises(BrokerError, match="1 outputs failed"):
+        acks.wait(Producer(0))  # type: ignore[arg-type]
