@@ -3,7 +3,9 @@
 - **confluent-kafka**: :class:`bench.gate_bench.Passthrough`, a plain consume→produce loop
   (batch 1000, manual commit after flush), in a forked process of the bench.
 - **faust**: a bare passthrough agent (``await topic.send`` per event), in the project's
-  virtualenv (faust-streaming is a project dependency).
+  virtualenv (faust-streaming is a project dependency): once with faust's default producer
+  settings, once with the 20 ms producer linger every govbus stage uses (about twice as fast
+  here, so the stricter baseline).
 - **Quix Streams** and **Bytewax**: bare passthrough apps, each in its own virtualenv under
   ``bench/.venvs/`` (created on first use with ``pip install quixstreams`` / ``'bytewax[kafka]'``,
   bench-only dependencies whose pins need not agree with the project's).
@@ -42,10 +44,15 @@ class Peer:
     venv: str | None   # own virtualenv under bench/.venvs/, or None: the project's
     package: str       # what pip installs into that virtualenv
     module: str        # what must import there
+    args: tuple[str, ...] = ()  # extra arguments to its script
 
 
 PEERS = (
+    # "bare": faust's own producer settings (linger 0), as the issue and DESIGN.md measured it
     Peer("faust passthrough agent", "faust_passthrough.py", None, "faust-streaming", "faust"),
+    # and tuned with the producer linger every govbus stage uses: the stricter baseline
+    Peer("faust+linger20 passthrough agent", "faust_passthrough.py", None, "faust-streaming",
+         "faust", ("--linger-ms", "20")),
     Peer("Quix Streams passthrough", "quix_passthrough.py", "quix", "quixstreams", "quixstreams"),
     Peer("Bytewax passthrough", "bytewax_passthrough.py", "bytewax", "bytewax[kafka]",
          "bytewax.connectors.kafka"),
@@ -97,7 +104,7 @@ def run_script(peer: Peer, settings: Settings, topics: list[str], n: int, timeou
     ensure_topics(settings, [out])
     argv = [python, str(SCRIPTS / peer.script), "--bootstrap", settings.bootstrap_servers,
             "--topics", ",".join(topics), "--out", out, "--n", str(n),
-            "--group", f"bench-peer-{run_id}"]
+            "--group", f"bench-peer-{run_id}", *peer.args]
     try:
         proc = subprocess.run(argv, capture_output=True, timeout=timeout, cwd=HERE.parent)
     except subprocess.TimeoutExpired as exc:

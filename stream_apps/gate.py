@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
@@ -81,10 +82,7 @@ class Gate(BatchStage):
             self._forward(msg, acks)
         acks.wait(self.producer)
         self.counts.write(self._judged)
-        for j in self._judged:
-            metrics.GATE_EVENTS.labels(j.agency, j.resource_id, j.outcome).inc()
-            if j.rule:
-                metrics.GATE_REJECTIONS.labels(j.agency, j.rule).inc()
+        observe(self._judged)
         commit(self.consumer, next_offsets(msgs))
 
     def _forward(self, msg: Any, delivered: Acks) -> None:
@@ -110,6 +108,16 @@ class Gate(BatchStage):
             self._dlq_topics.add(dlq)
         produce(self.producer, dlq, msg.key(), value, delivered,
                 [("rule", verdict.violations[0].rule.encode())])
+
+
+def observe(judged: list[Judged]) -> None:
+    """The gate's counters for one batch, summed per label set and incremented once each."""
+    events = Counter((j.agency, j.resource_id, j.outcome) for j in judged)
+    rejections = Counter((j.agency, j.rule) for j in judged if j.rule)
+    for (agency, resource, outcome), n in events.items():
+        metrics.GATE_EVENTS.labels(agency, resource, outcome).inc(n)
+    for (agency, rule), n in rejections.items():
+        metrics.GATE_REJECTIONS.labels(agency, rule).inc(n)
 
 
 def main() -> None:

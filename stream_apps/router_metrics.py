@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,22 +18,34 @@ def observe(routed: Sequence[Routed], acked: Sequence[Acked]) -> None:
     """Count events in, deliveries out and withheld events; time each delivery.
 
     Latency runs from the envelope's publish time (``ts_ms``) to the broker's acknowledgement
-    of the delivery: what a subscribing agency waits, gate and router included.
+    of the delivery: what a subscribing agency waits, gate and router included. Counters are
+    summed per label set and incremented once per batch: a labelled ``inc`` per delivery was
+    about a seventh of the router's time in a profile of ``make bench``.
     """
     share_class: dict[str, str] = {}
+    events: Counter[tuple[str, ...]] = Counter()
+    withheld: Counter[tuple[str, ...]] = Counter()
+    delivered: Counter[tuple[str, ...]] = Counter()
     for resource, _event, result in routed:
-        share = resource.share_class or "unknown"
-        share_class[resource.id] = share
-        metrics.ROUTER_EVENTS.labels(resource.provider, resource.id).inc()
+        share = share_class[resource.id] = resource.share_class or "unknown"
+        events[(str(resource.provider), resource.id)] += 1
         if result.withheld:
-            metrics.ROUTER_WITHHELD.labels(resource.provider, resource.id, share).inc()
+            withheld[(str(resource.provider), resource.id, share)] += 1
+    latency: dict[str, Any] = {}  # resource -> its histogram child, looked up once
+    now = now_ms()
     for delivery, _partition, _offset, delivered_ms in acked:
         value = delivery.value
         resource_id = str(value.get("resource"))
-        metrics.ROUTER_DELIVERIES.labels(str(value.get("provider")), delivery.recipient,
-                                         resource_id,
-                                         share_class.get(resource_id, "unknown")).inc()
+        delivered[(str(value.get("provider")), delivery.recipient, resource_id,
+                   share_class.get(resource_id, "unknown"))] += 1
         published = value.get("published_ms")
         if isinstance(published, int):
-            metrics.DELIVERY_LATENCY.labels(resource_id).observe(
-                max(0, (delivered_ms or now_ms()) - published) / 1000)
+            child = latency.get(resource_id)
+            if child is None:
+                child = latency[resource_id] = metrics.DELIVERY_LATENCY.labels(resource_id)
+            child.observe(max(0, (delivered_ms or now) - published) / 1000)
+    for counter, counts in ((metrics.ROUTER_EVENTS, events),
+                            (metrics.ROUTER_WITHHELD, withheld),
+                            (metrics.ROUTER_DELIVERIES, delivered)):
+        for labels, n in counts.items():
+            counter.labels(*labels).inc(n)

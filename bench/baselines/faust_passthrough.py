@@ -4,7 +4,8 @@ Run by ``bench.peers`` in the project's virtualenv (faust-streaming is a project
 ``python faust_passthrough.py --bootstrap H:P --topics a,b --out T --n N --group G``. Prints
 one JSON line ``{"events": N, "seconds": S}``: from the first event the agent receives to the
 N-th sent and the producer flushed. DESIGN.md's Tansu settings: ``kafka://`` (aiokafka)
-transport, short session timeouts, no web server (several workers may share the machine).
+transport, short session timeouts, no web server (several workers may share the machine);
+faust's own producer settings unless ``--linger-ms`` is given.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ args.add_argument("--topics", required=True)
 args.add_argument("--out", required=True)
 args.add_argument("--n", type=int, required=True)
 args.add_argument("--group", required=True)
+args.add_argument("--linger-ms", type=int, default=None,
+                  help="producer linger; default: faust's own (0 ms)")
 opts = args.parse_args()
+tuning = {} if opts.linger_ms is None else {"producer_linger_ms": opts.linger_ms}
 
 app = faust.App(opts.group, broker=f"kafka://{opts.bootstrap}", web_enabled=False,
                 broker_session_timeout=6.0, broker_heartbeat_interval=0.5,
                 store="memory://", consumer_auto_offset_reset="earliest",
-                topic_allow_declare=False, producer_linger_ms=20)
+                topic_allow_declare=False, **tuning)
 source = app.topic(*opts.topics.split(","), key_type=bytes, value_type=bytes,
                    key_serializer="raw", value_serializer="raw")
 sink = app.topic(opts.out, key_type=bytes, value_type=bytes, key_serializer="raw",
