@@ -58,8 +58,7 @@ class Passthrough(BatchStage):
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))  # as the gate
         self.consumer.subscribe([INGEST_PATTERN])
 
-    def fetch(self) -> list[Any]:
-        return list(self.consumer.consume(self.batch, 0.5))
+    eager = False  # consume(1000, 0.5), as a plain loop would
 
     def close(self) -> None:
         self.producer.flush(30)

@@ -77,6 +77,7 @@ class CasesSink(BatchStage):
     """One sink worker (several may share the group: upserts by key commute as needed)."""
 
     component = "cases_sink"
+    eager = False  # off the delivery path: full batches, fewer wake-ups
 
     def __init__(self, settings: Settings, group: str = "govbus-cases-sink",
                  batch: int = 500) -> None:

@@ -124,9 +124,16 @@ class BatchStage:
     def process(self, msgs: list[Any]) -> None:
         raise NotImplementedError
 
+    #: ``True``: return as soon as one record is there (what the latency path wants);
+    #: ``False``: wait up to 0.5 s for a full batch (fewer, larger batches for stages off the
+    #: latency path, which then take the GIL less often from the ones on it).
+    eager = True
+
     def fetch(self) -> list[Any]:
         """The next batch (may hold consumer errors: :func:`usable` drops them)."""
-        return take(self.consumer, self.batch, 0.5)
+        if self.eager:
+            return take(self.consumer, self.batch, 0.5)
+        return list(self.consumer.consume(self.batch, 0.5))
 
     def idle(self) -> None:
         """Called when a fetch brought nothing."""

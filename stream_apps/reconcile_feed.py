@@ -67,6 +67,7 @@ class ReconcileFeed(BatchStage):
     """One feed worker; several may share the consumer group."""
 
     component = "reconcile_feed"
+    eager = False  # off the delivery path: full batches, fewer wake-ups
 
     def __init__(self, settings: Settings, group: str = "govbus-reconcile-feed",
                  pattern: str = VALIDATED_PATTERN, batch: int = 1000) -> None:
