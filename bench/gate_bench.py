@@ -51,14 +51,13 @@ class Passthrough(BatchStage):
     """The baseline: the gate's loop without the gate (no verdict, one output topic)."""
 
     component = "bench_passthrough"
+    eager = False  # consume(1000, 0.5), as a plain loop would
 
     def __init__(self, settings: Settings, group: str, out_topic: str, batch: int) -> None:
         super().__init__(Consumer(consumer_config(settings, group)), batch)
         self.out_topic = out_topic
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))  # as the gate
         self.consumer.subscribe([INGEST_PATTERN])
-
-    eager = False  # consume(1000, 0.5), as a plain loop would
 
     def close(self) -> None:
         self.producer.flush(30)

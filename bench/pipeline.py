@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 from confluent_kafka import Producer
 
 from govbus_core import db, sharing_store
+from govbus_core.batching import produce
 from govbus_core.catalogue import Catalogue
 from govbus_core.kafka import producer_config
 from govbus_core.registry import SchemaRegistry
@@ -122,14 +123,8 @@ class Feeder:
         return Batch(events, deliveries, sum(i.bad for i in items))
 
     def send(self, e: workload.Encoded) -> None:
-        while True:
-            try:
-                self.producer.produce(e.topic, key=e.key, value=e.payload,
-                                      headers={"event_id": e.event_id},
-                                      on_delivery=self._delivered)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(self.producer, e.topic, e.key, e.payload, self._delivered,
+                {"event_id": e.event_id})
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:

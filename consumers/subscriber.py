@@ -249,20 +249,16 @@ class Subscriber(BatchStage):
             self.sink.ensure()
         return super().run()
 
-    def fetch(self) -> list[Any]:
-        self.refresh()
-        return self._consume()
-
     def finished(self) -> bool:
-        return self._done()
-
-    def _done(self) -> bool:
+        """``max_messages`` read, or idle for ``idle_exit`` seconds."""
         if self.max_messages is not None and self.stats["messages"] >= self.max_messages:
             return True
         idle = time.monotonic() - self._last_activity
         return self.idle_exit is not None and idle >= self.idle_exit
 
-    def _consume(self) -> list[Any]:
+    def fetch(self) -> list[Any]:
+        """Refresh the grants when due, then read up to a batch of what they allow."""
+        self.refresh()
         if not self.topics:
             self.stopping.wait(min(0.5, self.refresh_s))
             return []

@@ -77,7 +77,7 @@ def rewind(consumer: Any, msgs: Iterable[Any]) -> None:
 
 
 def produce(producer: Producer, topic: str, key: Any, value: bytes | None,
-            on_delivery: DeliveryCallback, headers: Any = None) -> None:
+            on_delivery: DeliveryCallback | None, headers: Any = None) -> None:
     """Produce one message, waiting while the client's local queue is full."""
     while True:
         try:
@@ -111,10 +111,14 @@ class Acks:
 class BatchStage:
     """Take a batch, :meth:`process` it, repeat until :meth:`stop`; on a DatabaseError or
     BrokerError rewind the batch and retry it after a back-off. Subclasses set ``component``
-    (the ``govbus_batch_retries_total`` label) and ``consumer``; they may override
+    (the ``govbus_batch_retries_total`` label) and may set ``eager``; they may override
     :meth:`fetch`, :meth:`idle`, :meth:`finished` and :meth:`close`."""
 
     component = "stage"
+    #: ``True``: return as soon as one record is there (what the latency path wants);
+    #: ``False``: wait up to 0.5 s for a full batch (fewer, larger batches for stages off the
+    #: latency path, which then take the GIL less often from the ones on it).
+    eager = True
 
     def __init__(self, consumer: Any, batch: int) -> None:
         self.consumer, self.batch = consumer, batch
@@ -123,11 +127,6 @@ class BatchStage:
 
     def process(self, msgs: list[Any]) -> None:
         raise NotImplementedError
-
-    #: ``True``: return as soon as one record is there (what the latency path wants);
-    #: ``False``: wait up to 0.5 s for a full batch (fewer, larger batches for stages off the
-    #: latency path, which then take the GIL less often from the ones on it).
-    eager = True
 
     def fetch(self) -> list[Any]:
         """The next batch (may hold consumer errors: :func:`usable` drops them)."""

@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import Producer
 
+from govbus_core.batching import produce
 from govbus_core.catalogue import Catalogue, Resource, load_catalogue
 from govbus_core.config import Settings
 from govbus_core.envelope import OP_NAMES, OPS, make_event
-from govbus_core.errors import BrokerError, Violation
+from govbus_core.errors import Violation
 from govbus_core.kafka import producer_config
 from govbus_core.registry import RegisteredSchema, SchemaRegistry
 from govbus_core.serde import frame
@@ -128,15 +129,7 @@ class Publisher:
 
     def produce_raw(self, topic: str, key: str | None, payload: bytes, event_id: str,
                     on_delivery: Any = None) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, key=key, value=payload,
-                                      headers={"event_id": event_id}, on_delivery=on_delivery)
-                break
-            except BufferError:
-                self.producer.poll(0.1)  # local queue full: let deliveries drain
-            except KafkaException as exc:
-                raise BrokerError(f"cannot produce to {topic}: {exc}") from exc
+        produce(self.producer, topic, key, payload, on_delivery, {"event_id": event_id})
         self.producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> int:
