@@ -197,7 +197,7 @@ def _expect(w: Worker, prefix: str, deadline: float) -> str:
 
 @contextmanager
 def workers(env: Env, count: int, group: str, log_dir: Path, say: Say,
-            ready_timeout: float = 60.0) -> Iterator[list[Worker]]:
+            ready_timeout: float = 60.0, topology: str = "hotpath") -> Iterator[list[Worker]]:
     """``count`` worker processes sharing ``group``; yields once all have started (warm them
     up with :meth:`Feeder.warm_up`)."""
     proc_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": env.broker.bootstrap_servers,
@@ -217,7 +217,8 @@ def workers(env: Env, count: int, group: str, log_dir: Path, say: Say,
             say(f"  {name}: {module} running alongside, pid {companions[-1].pid}")
         for i in range(count):
             err = open(log_dir / f"worker-{count}-{i}.log", "ab")  # noqa: SIM115
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--group", group],
+            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--group", group,
+                                     "--topology", topology],
                                     stdout=subprocess.PIPE, stderr=err, env=proc_env,
                                     cwd=ROOT)
             err.close()

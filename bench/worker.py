@@ -1,14 +1,15 @@
 """``python -m bench.worker --group G``: one governed worker process for the pipeline bench.
 
-A worker is one OS process running every stage of the governed path as a thread: the gate,
-the router, the delivery-log sink, and the reconciler's stages when they are present (see
-:data:`OPTIONAL`). That makes "events/s per worker" comparable with the single-process
-baselines. Several workers started with the same ``--group`` share the work through their
-consumer groups (``G-gate``, ``G-router``, ...), exactly as production workers would.
+A worker is one OS process running every stage of the governed path as a thread: the hot
+path (gate, router, reconcile feed and delivery log in one pass, as ``govbus up`` runs it) and
+the cases sink; or, with ``--topology split``, the gate, router, delivery-log sink and
+reconcile feed as separate stages joined by topics (see :data:`TOPOLOGIES`). That makes
+"events/s per worker" comparable with the single-process baselines. Several workers started
+with the same ``--group`` share the work through their consumer groups (``G-hotpath``,
+``G-cases_sink``, ...), exactly as production workers would.
 
 Broker and database come from ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL``. The worker
-prints ``stages <names>`` at start, ``ready`` once gate, router and log sink have each
-processed a batch,
+prints ``stages <names>`` at start, ``ready`` once every core stage has processed a batch,
 and ``stopped <json stats>`` after SIGTERM; the bench reads these lines on stdout.
 """
 
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 from consumers.delivery_log import DeliveryLogSink
 from govbus_core.config import Settings
 from stream_apps.gate import Gate
+from stream_apps.hotpath import HotPath
 from stream_apps.router import Router
 
 
@@ -41,20 +43,24 @@ class Stage(Protocol):
 
 Factory = Callable[[Settings, str], Stage]
 
-STAGES: list[tuple[str, Factory]] = [
-    ("gate", lambda s, g: Gate(s, group=f"{g}-gate")),
-    ("router", lambda s, g: Router(s, group=f"{g}-router")),
-    ("delivery_log", lambda s, g: DeliveryLogSink(s, group=f"{g}-log")),
-]
+# the core stages of each topology: the hot path (what `govbus up` runs), or the split
+# stages joined by the validated.* and govbus.deliveries topics
+TOPOLOGIES: dict[str, list[tuple[str, Factory]]] = {
+    "hotpath": [("hotpath", lambda s, g: HotPath(s, group=f"{g}-hotpath"))],
+    "split": [("gate", lambda s, g: Gate(s, group=f"{g}-gate")),
+              ("router", lambda s, g: Router(s, group=f"{g}-router")),
+              ("delivery_log", lambda s, g: DeliveryLogSink(s, group=f"{g}-log"))],
+}
 
 # Reconciliation runs in the governed pipeline whenever its stages exist: (name, module,
 # class taking (settings, group=...)). Adding a stage is adding one line here.
 # (The faust reconciler itself is a faust worker: the bench runs it as a process of its own
 # next to the workers, see bench.pipeline.COMPANIONS.)
-OPTIONAL: list[tuple[str, str, str]] = [
-    ("reconcile_feed", "stream_apps.reconcile_feed", "ReconcileFeed"),
-    ("cases_sink", "consumers.cases_sink", "CasesSink"),
-]
+OPTIONAL: dict[str, list[tuple[str, str, str]]] = {
+    "hotpath": [("cases_sink", "consumers.cases_sink", "CasesSink")],  # it feeds itself
+    "split": [("reconcile_feed", "stream_apps.reconcile_feed", "ReconcileFeed"),
+              ("cases_sink", "consumers.cases_sink", "CasesSink")],
+}
 
 
 def _factory(cls: Any, name: str) -> Factory:
@@ -63,11 +69,11 @@ def _factory(cls: Any, name: str) -> Factory:
     return make
 
 
-def optional_stages() -> tuple[list[tuple[str, Factory]], list[str]]:
+def optional_stages(topology: str) -> tuple[list[tuple[str, Factory]], list[str]]:
     """The optional stages importable here, and a note for each one that is not."""
     found: list[tuple[str, Factory]] = []
     missing: list[str] = []
-    for name, module, cls in OPTIONAL:
+    for name, module, cls in OPTIONAL[topology]:
         try:
             factory = getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError) as exc:
@@ -88,12 +94,15 @@ def busy(stage: Stage) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
     parser.add_argument("--group", required=True, help="consumer-group prefix of the stages")
+    parser.add_argument("--topology", choices=sorted(TOPOLOGIES), default="hotpath",
+                        help="hotpath (default, as `govbus up` runs it) or the split stages")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
-    extra, missing = optional_stages()
-    stages = [(name, make(settings, args.group)) for name, make in [*STAGES, *extra]]
+    core = TOPOLOGIES[args.topology]
+    extra, missing = optional_stages(args.topology)
+    stages = [(name, make(settings, args.group)) for name, make in [*core, *extra]]
     print("stages " + " ".join(name for name, _ in stages)
           + "".join(f"; not present: {m}" for m in missing), flush=True)
     stop = threading.Event()
@@ -113,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         t.start()
     ready = False
-    core = {name for name, _ in STAGES}  # the optional ones may see no input for a while
+    needed = {name for name, _ in core}  # the optional ones may see no input for a while
     while not stop.wait(0.1):
-        if not ready and all(busy(s) for n, s in stages if n in core):
+        if not ready and all(busy(s) for n, s in stages if n in needed):
             ready = True
             print("ready", flush=True)
     for _, stage in stages:

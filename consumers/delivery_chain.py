@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -188,11 +188,11 @@ def chain(deliveries: Sequence[Delivery], head: Head, logged_us: int) -> list[Lo
     """Rows for ``deliveries`` appended after ``head``: consecutive seqs, each hash linked."""
     rows, prev = [], head.row_hash
     for seq, d in enumerate(deliveries, start=head.seq + 1):
-        unhashed = LoggedRow(seq, d.event_id, d.channel, d.provider, d.recipient, d.resource,
-                             d.grant_id, list(d.fields), list(d.masked_fields), d.topic,
-                             d.partition, d.offset, d.delivered_ms * 1000, logged_us, prev, "")
-        prev = row_hash(prev, unhashed.content())
-        rows.append(replace(unhashed, row_hash=prev))
+        parts = (seq, d.event_id, d.channel, d.provider, d.recipient, d.resource, d.grant_id,
+                 list(d.fields), list(d.masked_fields), d.topic, d.partition, d.offset,
+                 d.delivered_ms * 1000, logged_us, prev)
+        prev = row_hash(prev, LoggedRow(*parts, "").content())
+        rows.append(LoggedRow(*parts, prev))  # not dataclasses.replace: 3x the cost here
     return rows
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
+import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
 from confluent_kafka import Consumer
@@ -59,8 +60,8 @@ from govbus_core.errors import BrokerError, ConfigError, DatabaseError
 from govbus_core.kafka import consumer_config, ensure_topics
 
 __all__ = ["CHANNELS", "GENESIS", "GROUP", "TOPIC", "AppendResult", "ChainChecker", "Delivery",
-           "DeliveryLogSink", "Head", "Key", "LoggedRow", "MalformedDelivery", "Problem",
-           "VerifyReport", "append", "canonical", "chain", "confirm_receipts", "dedupe",
+           "DeliveryLogSink", "Head", "Key", "LogWriter", "LoggedRow", "MalformedDelivery",
+           "Problem", "VerifyReport", "append", "canonical", "chain", "confirm_receipts", "dedupe",
            "list_deliveries", "main", "parse_delivery", "row_hash", "verify"]
 
 log = logging.getLogger("govbus.delivery_log")
@@ -109,20 +110,39 @@ def _copy_value(value: Any) -> str:
 
 
 def _copy_rows(rows: Sequence[LoggedRow]) -> io.StringIO:
-    """``rows`` in COPY's text format; a batch shares one ``logged_at``, formatted once."""
+    """``rows`` in COPY's text format.
+
+    The log's hot loop (``make bench``): values that repeat across a batch (field lists,
+    timestamps) are formatted once, and a row's text is checked for characters COPY must
+    escape once, not value by value; only a row that has one is formatted value by value."""
     text = _copy_value
-    logged: dict[int | None, str] = {}
+    arrays: dict[tuple[str, ...], str] = {}
+    stamps: dict[int | None, str] = {}
+
+    def array(names: list[str]) -> str:
+        key = tuple(names)
+        found = arrays.get(key)
+        if found is None:
+            found = arrays[key] = text(names)
+        return found
+
+    def stamp(us: int | None) -> str:
+        found = stamps.get(us)
+        if found is None:
+            found = stamps[us] = _at_us(int(us or 0)).isoformat()
+        return found
+
     lines = []
     for r in rows:
-        at = logged.get(r.logged_us)
-        if at is None:
-            at = logged[r.logged_us] = _at_us(int(r.logged_us or 0)).isoformat()
+        plain = (r.event_id, r.channel, r.provider, r.recipient, r.resource, r.topic or "")
+        if _COPY_SPECIAL.search("".join(plain)):
+            strings = [text(v) for v in (*plain[:5], r.topic)]
+        else:
+            strings = [*plain[:5], "\\N" if r.topic is None else r.topic]
         lines.append("\t".join((
-            str(r.seq), text(r.event_id), text(r.channel), text(r.provider), text(r.recipient),
-            text(r.resource), str(r.grant_id), text(r.fields), text(r.masked_fields),
-            text(r.topic), text(r.partition), text(r.offset),
-            _at_us(int(r.delivered_us or 0)).isoformat(), at, text(r.prev_hash),
-            r.row_hash)))  # hex digits
+            str(r.seq), *strings[:5], str(r.grant_id), array(r.fields),
+            array(r.masked_fields), strings[5], text(r.partition), text(r.offset),
+            stamp(r.delivered_us), stamp(r.logged_us), r.prev_hash, r.row_hash)))  # hex
     lines.append("")
     return io.StringIO("\n".join(lines))
 
@@ -139,7 +159,10 @@ def append(conn: psycopg2.extensions.connection, deliveries: Sequence[Delivery]
     """Append ``deliveries`` not logged yet, inside the caller's transaction.
 
     Takes the writer's advisory lock (released at commit/rollback) so that reading the head,
-    filtering logged keys and appending happen with no other writer in between.
+    filtering logged keys and appending happen with no other writer in between. Optimistic:
+    a batch is first copied as it is (after dropping keys it repeats), which the unique key
+    (event_id, recipient, channel) refuses if any was logged before; only then, after a
+    replay, are the logged keys looked up and left out.
     """
     with conn.cursor() as cur:
         cur.execute("SET LOCAL lock_timeout = '30s'")
@@ -150,28 +173,46 @@ def append(conn: psycopg2.extensions.connection, deliveries: Sequence[Delivery]
             raise DatabaseError("delivery_log_head has no row: migration 0003 not applied, "
                                 "or the log was tampered with; run `govbus log verify`")
         head = Head(int(found[0]), str(found[1]), found[2])
-        keys = [d.key for d in deliveries]
-        cur.execute("SELECT event_id, recipient, channel FROM deliveries "
-                    "WHERE (event_id, recipient, channel) IN (SELECT * FROM "
-                    "unnest(%s::text[], %s::text[], %s::text[]))",
-                    ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
-        fresh = dedupe(deliveries, {tuple(r) for r in cur.fetchall()})  # type: ignore[misc]
-        if not fresh:
-            return AppendResult(0, len(deliveries), head)
         cur.execute(f"SELECT {_US.format('clock_timestamp()')}")
-        now_us = int(cur.fetchone()[0])  # type: ignore[index]
-        rows = chain(fresh, head, max(now_us, head.logged_us or 0))  # never before the head
-        # COPY rather than INSERT ... VALUES: no per-row statement text to build and parse
-        cur.copy_expert(
-            "COPY deliveries (seq, event_id, channel, provider, recipient, resource_id, "
-            "grant_id, fields, masked_fields, topic, kafka_partition, kafka_offset, "
-            "delivered_at, logged_at, prev_hash, row_hash) FROM STDIN",
-            _copy_rows(rows))
+        logged_us = max(int(cur.fetchone()[0]), head.logged_us or 0)  # type: ignore[index]
+        fresh = dedupe(deliveries, set())
+        cur.execute("SAVEPOINT optimistic")
+        try:
+            rows = _copy(cur, fresh, head, logged_us)
+        except psycopg2.errors.UniqueViolation:  # a replay: some are logged already
+            cur.execute("ROLLBACK TO SAVEPOINT optimistic")
+            fresh = dedupe(fresh, _logged(cur, [d.key for d in fresh]))
+            rows = _copy(cur, fresh, head, logged_us)
+        if not rows:
+            return AppendResult(0, len(deliveries), head)
         last = rows[-1]
         cur.execute("UPDATE delivery_log_head SET seq = %s, row_hash = %s, logged_at = %s "
                     "WHERE id = 1", (last.seq, last.row_hash, _at_us(int(last.logged_us or 0))))
         return AppendResult(len(rows), len(deliveries) - len(rows),
                             Head(last.seq, last.row_hash, last.logged_us))
+
+
+def _logged(cur: Any, keys: list[Key]) -> set[Key]:
+    """Which of ``keys`` the log holds."""
+    cur.execute("SELECT event_id, recipient, channel FROM deliveries "
+                "WHERE (event_id, recipient, channel) IN (SELECT * FROM "
+                "unnest(%s::text[], %s::text[], %s::text[]))",
+                ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
+    return {(str(e), str(r), str(c)) for e, r, c in cur.fetchall()}
+
+
+def _copy(cur: Any, deliveries: list[Delivery], head: Head, logged_us: int
+          ) -> list[LoggedRow]:
+    """Chain ``deliveries`` after ``head`` and COPY them (never before the head's time)."""
+    if not deliveries:
+        return []
+    rows = chain(deliveries, head, logged_us)
+    # COPY rather than INSERT ... VALUES: no per-row statement text to build and parse
+    cur.copy_expert(
+        "COPY deliveries (seq, event_id, channel, provider, recipient, resource_id, "
+        "grant_id, fields, masked_fields, topic, kafka_partition, kafka_offset, "
+        "delivered_at, logged_at, prev_hash, row_hash) FROM STDIN", _copy_rows(rows))
+    return rows
 
 
 def verify(dsn: str, max_problems: int = 1000) -> VerifyReport:
@@ -250,6 +291,36 @@ def confirm_receipts(dsn: str, keys: Iterable[Key]) -> int:
     return len(new)
 
 
+class LogWriter:
+    """:func:`append` on one reused connection, one transaction per call; DatabaseError if
+    PostgreSQL fails (the connection is then dropped and opened again on the next call)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def append(self, deliveries: Sequence[Delivery]) -> AppendResult:
+        try:
+            if self._conn is None:
+                self._conn = db.connect(self.dsn)
+            with self._conn:
+                return append(self._conn, deliveries)
+        except psycopg2.Error as exc:
+            self.close()
+            raise DatabaseError(f"delivery log write failed: {exc}") from exc
+        except DatabaseError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except psycopg2.Error:
+                pass
+            self._conn = None
+
+
 # --- the sink -----------------------------------------------------------------------------
 
 class DeliveryLogSink(BatchStage):
@@ -261,7 +332,7 @@ class DeliveryLogSink(BatchStage):
                  batch: int = BATCH) -> None:
         super().__init__(Consumer(consumer_config(settings, group)), batch)
         self.settings, self.topic = settings, topic
-        self._conn: psycopg2.extensions.connection | None = None
+        self.writer = LogWriter(settings.database_url)
 
     def run(self) -> Counter[str]:
         """Create the topic if needed, then process batches until :meth:`stop`."""
@@ -277,7 +348,7 @@ class DeliveryLogSink(BatchStage):
 
     def close(self) -> None:
         super().close()
-        self._reset()
+        self.writer.close()
 
     def process(self, msgs: list[Any]) -> None:
         """Parse, append in one transaction, then commit the offsets."""
@@ -291,7 +362,7 @@ class DeliveryLogSink(BatchStage):
                 malformed += 1
                 log.error("malformed delivery record %s[%d]@%d (key %r), not logged: %s",
                           msg.topic(), msg.partition(), msg.offset(), msg.key(), exc)
-        result = self._append(good) if good else None
+        result = self.writer.append(good) if good else None
         commit(self.consumer, next_offsets(msgs))  # a failed commit replays: dedupe filters
         self.stats["malformed"] += malformed
         metrics.LOG_RECORDS.labels("malformed").inc(malformed)
@@ -300,28 +371,6 @@ class DeliveryLogSink(BatchStage):
             self.stats["duplicates"] += result.duplicates
             metrics.LOG_RECORDS.labels("written").inc(result.written)
             metrics.LOG_RECORDS.labels("duplicate").inc(result.duplicates)
-
-    def _append(self, deliveries: list[Delivery]) -> AppendResult:
-        try:
-            if self._conn is None:
-                self._conn = db.connect(self.settings.database_url)
-            with self._conn:
-                return append(self._conn, deliveries)
-        except psycopg2.Error as exc:
-            self._reset()
-            raise DatabaseError(f"delivery log write failed: {exc}") from exc
-        except DatabaseError:
-            self._reset()
-            raise
-
-    def _reset(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg2.Error:
-                pass
-            self._conn = None
-
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m consumers.delivery_log``: run one sink until SIGTERM or SIGINT."""

@@ -27,10 +27,11 @@ from govbus_core.config import read_runtime, runtime_file, state_dir
 from govbus_core.errors import BrokerError, GovbusError
 from govbus_core.kafka import ensure_topics
 
-STREAM_APPS = {"gate": "stream_apps.gate", "router": "stream_apps.router",
-               "delivery_log": "consumers.delivery_log", "ops_exporter": "stream_apps.ops_exporter"}
-STREAM_APPS |= {"reconcile_feed": "stream_apps.reconcile_feed",  # issue 4: Art. 8, 20
-                "reconciler": "stream_apps.reconciler", "cases_sink": "consumers.cases_sink"}
+# the hot path gates, routes, feeds the reconciler and logs its deliveries in one pass; the
+# delivery-log sink logs the online queries and backfills (govbus.deliveries)
+STREAM_APPS = {"hotpath": "stream_apps.hotpath", "delivery_log": "consumers.delivery_log",
+               "ops_exporter": "stream_apps.ops_exporter",
+               "reconciler": "stream_apps.reconciler", "cases_sink": "consumers.cases_sink"}
 Say = Callable[[str], None]
 
 

@@ -77,12 +77,18 @@ def rewind(consumer: Any, msgs: Iterable[Any]) -> None:
 
 
 def produce(producer: Producer, topic: str, key: Any, value: bytes | None,
-            on_delivery: DeliveryCallback | None, headers: Any = None) -> None:
-    """Produce one message, waiting while the client's local queue is full."""
+            on_delivery: DeliveryCallback | None, headers: Any = None,
+            partition: int | None = None) -> None:
+    """Produce one message (to ``partition``, or where the producer's partitioner puts its
+    key), waiting while the client's local queue is full."""
     while True:
         try:
-            producer.produce(topic, key=key, value=value, headers=headers,
-                             on_delivery=on_delivery)
+            if partition is None:
+                producer.produce(topic, key=key, value=value, headers=headers,
+                                 on_delivery=on_delivery)
+            else:
+                producer.produce(topic, key=key, value=value, headers=headers,
+                                 on_delivery=on_delivery, partition=partition)
             return
         except BufferError:
             producer.poll(0.1)  # let acknowledgements drain

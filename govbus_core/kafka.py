@@ -95,3 +95,44 @@ def take(consumer: Any, max_records: int, timeout: float) -> list[Any]:
     if not first or max_records <= 1:
         return list(first)
     return [*first, *consumer.consume(max_records - 1, 0)]
+
+
+def partition_count(settings: Settings, topic: str) -> int:
+    """Partitions of an existing topic: the table's changelog must have as many."""
+    try:
+        meta = admin(settings).list_topics(topic, timeout=15)
+    except KafkaException as exc:
+        raise BrokerError(f"broker {settings.bootstrap_servers} unreachable: {exc}") from exc
+    found = meta.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        raise BrokerError(f"topic {topic} has no partitions: {found and found.error}")
+    return len(found.partitions)
+
+
+def murmur2_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java clients; librdkafka's
+    ``murmur2_random``) picks for a non-null ``key``: ``toPositive(murmur2(key)) % n``.
+
+    For a producer that bundles records per partition itself and must land each key where a
+    keyed producer would have."""
+    m, length = 0x5BD1E995, len(key)
+    h = (0x9747B28C ^ length) & 0xFFFFFFFF
+    whole = length - length % 4
+    for i in range(0, whole, 4):
+        k = int.from_bytes(key[i:i + 4], "little")
+        k = (k * m) & 0xFFFFFFFF
+        k ^= k >> 24
+        k = (k * m) & 0xFFFFFFFF
+        h = ((h * m) & 0xFFFFFFFF) ^ k
+    rest = length % 4
+    if rest == 3:
+        h ^= key[whole + 2] << 16
+    if rest >= 2:
+        h ^= key[whole + 1] << 8
+    if rest >= 1:
+        h ^= key[whole]
+        h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 13
+    h = (h * m) & 0xFFFFFFFF
+    h ^= h >> 15
+    return (h & 0x7FFFFFFF) % partitions

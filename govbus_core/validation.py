@@ -101,6 +101,9 @@ def identifiers(resource: Resource, event: Event, sender: str) -> Iterator[Viola
 
 MAX_TEXT_CHARS = 4096  # a catalogue text field; longer is a faulty adapter, not data (Art. 7)
 MAX_ENVELOPE_CHARS = 128  # event id, key, agency, locality, system, table
+# PostgreSQL's text and jsonb cannot hold U+0000: such a value would stall every writer of the
+# delivery log and of entity_state, so it is turned back at the gate
+NUL = "contains a NUL character (U+0000), which no text column can store"
 
 
 @rule
@@ -115,12 +118,16 @@ def field_sizes(resource: Resource, event: Event, sender: str) -> Iterator[Viola
             if isinstance(value, (str, bytes)) and len(value) > MAX_TEXT_CHARS:
                 yield Violation("field.too_long", f"{part}.{name}", "Art. 7",
                                 f"{len(value)} characters; at most {MAX_TEXT_CHARS}")
+            elif isinstance(value, str) and "\x00" in value:
+                yield Violation("field.nul_character", f"{part}.{name}", "Art. 7", NUL)
     source = event.get("source") if isinstance(event.get("source"), dict) else {}
     for name, value in [("event_id", event.get("event_id")), ("key", event.get("key"))] + [
             (f"source.{k}", v) for k, v in (source or {}).items()]:
         if isinstance(value, str) and len(value) > MAX_ENVELOPE_CHARS:
             yield Violation("field.too_long", name, "Art. 7",
                             f"{len(value)} characters; at most {MAX_ENVELOPE_CHARS}")
+        elif isinstance(value, str) and "\x00" in value:
+            yield Violation("field.nul_character", name, "Art. 7", NUL)
 
 
 def check_record_types(resource: Resource, parsed: Any, record: dict[str, Any]

@@ -230,3 +230,26 @@ def apply(state: State | None, change: ValueChange, now_ms: int,
         if not new[part]:
             del new[part]
     return new, emitted + closed
+
+
+EntityState = dict[str, State]  # attribute -> its state: one table entry per entity
+
+
+def apply_entity(held: EntityState | None, changes: list[ValueChange], now_ms: int,
+                 deadline_days: int = 5) -> tuple[EntityState | None, list[Case]]:
+    """Apply the changes of one value message (one entity, one per attribute) with
+    :func:`apply`; return the entity's new states, or ``held`` itself when none changed (so
+    the caller writes its table, and its changelog, once per message or not at all), and the
+    case messages to emit."""
+    states: EntityState = held or {}
+    fresh: EntityState | None = None
+    emitted: list[Case] = []
+    for change in changes:
+        old = states.get(change.attribute)
+        new, cases = apply(old, change, now_ms, deadline_days)
+        if new is not old:
+            if fresh is None:
+                fresh = states = dict(states)
+            fresh[change.attribute] = new
+        emitted += cases
+    return (held if fresh is None else fresh), emitted

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from govbus_core.catalogue import Resource
 from govbus_core.errors import RegistryError, SerdeError, Violation
 from govbus_core.registry import RegisteredSchema
 from govbus_core.serde import unframe
@@ -27,6 +28,7 @@ class Verdict:
     agency: str
     resource_id: str
     event: dict[str, Any] | None = None
+    resource: Resource | None = None  # the schema's resource, once the payload decoded
     violations: list[Violation] = field(default_factory=list)
 
     @property
@@ -68,7 +70,7 @@ def judge(topic: str, payload: bytes | None, lookup: Lookup) -> Verdict:
     except SerdeError as exc:
         verdict.violations.append(exc.violation)
         return verdict
-    verdict.event = event
+    verdict.event, verdict.resource = event, reg.resource
     verdict.violations = check_event(reg.resource, event, agency)
     return verdict
 

@@ -120,6 +120,11 @@ GATE_CORPUS: list[GateCase] = [
         s, PERSON | {"residence_address": "渝" * 5000}))), "field.too_long", "Art. 7"),
     GateCase("oversized_event_id", _on(POP_TOPIC, lambda s: framed(s, event(
         s, event_id="e" * 1000))), "field.too_long", "Art. 7"),
+    GateCase("nul_in_event_id", _on(POP_TOPIC, lambda s: framed(s, event(
+        s, event_id="evt-\x00-1"))), "field.nul_character", "Art. 7"),
+    GateCase("nul_in_address", _on(POP_TOPIC, lambda s: framed(s, event(
+        s, PERSON | {"residence_address": "朝阳路\x001号"}))), "field.nul_character",
+        "Art. 7"),
     GateCase("resident_id_check_digit", _on(POP_TOPIC, lambda s: framed(s, event(
         s, PERSON | {"resident_id": "110105194912310021"}))), "identifier.resident_id",
         "Art. 12"),

@@ -32,7 +32,7 @@ from stream_apps.reconcile_feed import (
     owners,
     value_message,
 )
-from stream_apps.reconcile_rules import apply
+from stream_apps.reconcile_rules import apply_entity
 from stream_apps.reconciler import changes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -165,11 +165,10 @@ def expected_open(catalogue: Catalogue, items: list[tuple[str, str, Change]]
                  "event_id": ch.event_id, "occurred_ms": ch.occurred_ms}
         out = value_message(resource, event, owner_of)
         assert out is not None
-        for change in changes(out[1]):
-            states[change.state_key], emitted = apply(states.get(change.state_key), change, 0)
-            for case in emitted:
-                if cases.get(case["case_key"], {}).get("status") != "closed":
-                    cases[case["case_key"]] = case
+        states[out[0]], emitted = apply_entity(states.get(out[0]), changes(out[1]), 0)
+        for case in emitted:
+            if cases.get(case["case_key"], {}).get("status") != "closed":
+                cases[case["case_key"]] = case
     return {(c["case_key"], c["entity_key"], c["attribute"], c["owner_agency"],
              c["other_agency"], "open", None,
              tuple(sorted((v["agency"], v["value"]) for v in c["values"])))

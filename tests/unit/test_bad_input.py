@@ -38,7 +38,7 @@ GATE_RULES = {
     "avro.decode", "avro.trailing_bytes", "provider.not_registered", "provider.source_mismatch",
     "envelope.resource_mismatch", "locality.invalid", "envelope.image_missing",
     "envelope.key_mismatch", "identifier.missing", "identifier.resident_id", "identifier.uscc",
-    "identifier.division_code", "identifier.name", "field.too_long"}
+    "identifier.division_code", "identifier.name", "field.too_long", "field.nul_character"}
 
 
 class MemoryRegistry:

@@ -1,0 +1,214 @@
+"""The hot path: gate, router, reconcile feed and delivery log in one pass over each batch.
+
+Consumes ``^ingest\\..*`` and, per batch, decodes each event once and:
+
+1. judges it (:func:`stream_apps.verdict.judge`: framing, registered schema, Art. 12
+   identifiers, locality); a rejected one goes to ``dlq.<agency>`` with its reasons, an
+   accepted one, unchanged, to ``validated.<agency>.<resource>`` (the accepted stream, for
+   audit and for anyone who taps it; the hot path itself does not read it back);
+2. routes an accepted one (:func:`stream_apps.routing.route`, grants reloaded every
+   ``GOVBUS_GRANT_REFRESH_S``) to ``deliver.<recipient>.<resource>``, and sends its
+   canonical values to ``reconcile.values``, bundled per partition
+   (:class:`stream_apps.reconcile_feed.Bundles`);
+3. waits until the broker acknowledged every output, then appends one row per acknowledged
+   delivery to the delivery log (hash chain, :func:`consumers.delivery_log.append`), keeps
+   ``entity_state`` and the gate's counts;
+4. only then commits its input offsets.
+
+A crash replays the batch: deliveries may be sent again (subscribers de-duplicate by the
+``event_id`` header), the log filters keys it already holds, the reconciler ignores values it
+holds, the counts skip offsets they counted. Nothing is lost, nothing is logged twice.
+
+Why one pass and not four stages joined by topics (the router and the reconcile feed reading
+``validated.*``, the log sink reading ``govbus.deliveries``): each hop fetched and decoded
+every event or delivery again, in the same process, on the same cores. The split stages
+(:mod:`stream_apps.gate`, :mod:`stream_apps.router`, :mod:`stream_apps.reconcile_feed`,
+:mod:`consumers.delivery_log`) share every function used here and stay available for a
+deployment that wants them as separate processes (never beside a hot path on the same
+ingest topics: both would route). See the README's architecture section for the figures.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, Producer
+
+from consumers.delivery_chain import Delivery as LogEntry
+from consumers.delivery_log import AppendResult, LogWriter
+from govbus_core import metrics
+from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
+from govbus_core.catalogue import Resource, load_catalogue
+from govbus_core.config import Settings
+from govbus_core.envelope import now_ms
+from govbus_core.event_counts import CountWriter, Judged
+from govbus_core.kafka import consumer_config, ensure_topics, producer_config
+from govbus_core.registry import SchemaRegistry
+from govbus_core.sharing import Grant
+from stream_apps import gate, router_metrics
+from stream_apps.gate import INGEST_PATTERN, NegativeCache
+from stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, owners, value_message
+from stream_apps.router import Acked, ControlPlane, StateWriter, refresh_interval, send_deliveries
+from stream_apps.routing import Delivery, route, with_meta
+from stream_apps.verdict import Verdict, dlq_record, judge
+
+log = logging.getLogger("govbus.hotpath")
+GROUP = "govbus-hotpath"
+
+
+def log_entry(acked: Acked, channel: str = "exchange") -> LogEntry:
+    """The delivery-log entry of one acknowledged delivery (what ``govbus.deliveries``
+    carried as JSON between the split router and the log sink)."""
+    d, partition, offset, delivered_ms = acked
+    value = d.value
+    return LogEntry(event_id=str(value["event_id"]), channel=channel,
+                    provider=str(value["provider"]), recipient=d.recipient,
+                    resource=str(value["resource"]), grant_id=d.grant_id,
+                    fields=tuple(d.fields), masked_fields=tuple(d.masked),
+                    topic=d.topic if partition is not None else None, partition=partition,
+                    offset=offset, delivered_ms=delivered_ms)
+
+
+@dataclass
+class Decided:
+    """What judging and routing one batch produced, before anything is settled."""
+
+    acks: Acks
+    judged: list[Judged] = field(default_factory=list)
+    accepted: list[tuple[Any, Resource, dict[str, Any]]] = field(default_factory=list)
+    routed: list[router_metrics.Routed] = field(default_factory=list)
+    deliveries: list[Delivery] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    fed: Counter[str] = field(default_factory=Counter)
+
+
+class HotPath(BatchStage):
+    """One hot-path worker; several may run in the same consumer group."""
+
+    component = "hotpath"
+
+    def __init__(self, settings: Settings, group: str = GROUP, pattern: str = INGEST_PATTERN,
+                 batch: int = 2000, refresh_s: float | None = None) -> None:
+        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.settings = settings
+        dsn = settings.database_url
+        self.lookup = NegativeCache(SchemaRegistry(dsn))
+        self.control = ControlPlane(dsn, refresh_s or refresh_interval(), group)
+        self.owner_of = owners(load_catalogue(settings.schemas_dir))
+        self.state = StateWriter(dsn)
+        self.counts = CountWriter(dsn)
+        self.bundles = Bundles.on_broker(settings)
+        self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+        self.consumer.subscribe([pattern])
+        self._topics: set[str] = {VALUES_TOPIC}
+        self.log = LogWriter(dsn)
+
+    def idle(self) -> None:
+        self.control.refresh_idle()
+
+    def close(self) -> None:
+        self.producer.flush(30)
+        super().close()
+        self.state.close()
+        self.counts.close()
+        self.log.close()
+
+    def process(self, msgs: list[Any]) -> None:
+        """Judge, route, feed; wait for the broker; log, keep state, count; then commit."""
+        msgs = usable(msgs)
+        out = self._decide(msgs)
+        self._ensure_topics({d.topic for d in out.deliveries})
+        self.bundles.send(self.producer, out.acks)
+        acked = send_deliveries(self.producer, out.deliveries)  # flushes the outputs above too
+        out.acks.wait(self.producer)
+        logged = self.log.append([log_entry(a) for a in acked]) if acked else None
+        self.state.write(out.accepted)
+        self.counts.write(out.judged)
+        commit(self.consumer, next_offsets(msgs))
+        self._observe(out, acked, logged)
+
+    def _decide(self, msgs: list[Any]) -> Decided:
+        """Judge and route every record; produce DLQ and validated records, collect the
+        deliveries and the reconciler's values."""
+        grants = self.control.current()
+        at = dt.datetime.now(dt.UTC)
+        by_resource: dict[str, list[Grant]] = {}
+        for g in grants:
+            by_resource.setdefault(g.resource_id, []).append(g)
+        current: dict[str, Resource] = {}  # resource id -> with today's catalogue metadata
+        out = Decided(Acks("outputs"))
+        for msg in msgs:
+            verdict = judge(msg.topic(), msg.value(), self.lookup)
+            out.judged.append(Judged(msg.topic(), msg.partition(), msg.offset(),
+                                     verdict.agency, verdict.resource_id,
+                                     "accepted" if verdict.accepted else "rejected",
+                                     "" if verdict.accepted else verdict.violations[0].rule))
+            if not verdict.accepted:
+                out.counts[f"rejected {verdict.violations[0].rule}"] += 1
+                self._reject(msg, verdict, out.acks)
+                continue
+            raw, event = verdict.resource, verdict.event
+            assert raw is not None and event is not None  # accepted: decoded
+            # the accepted record, unchanged, for whoever audits or taps the accepted stream
+            produce(self.producer, verdict.output_topic, msg.key(), msg.value(), out.acks,
+                    msg.headers())
+            resource = current.get(raw.id)
+            if resource is None:
+                resource = current[raw.id] = with_meta(raw, self.control.meta.get(raw.id))
+            out.accepted.append((msg, resource, event))
+            out.counts[f"accepted {resource.id}"] += 1
+            result = route(resource, event, by_resource.get(resource.id, []), at)
+            out.routed.append((resource, event, result))
+            out.deliveries += result.deliveries
+            out.counts[f"delivered {resource.id}"] += len(result.deliveries)
+            out.counts[f"withheld {resource.id}"] += result.withheld
+            values = value_message(raw, event, self.owner_of)
+            out.fed["fed" if values else "no_canonical_values"] += 1
+            if values:
+                self.bundles.add(*values)
+        return out
+
+    def _observe(self, out: Decided, acked: list[Acked], logged: AppendResult | None) -> None:
+        """Statistics and Prometheus counters of a finished batch, once per label set."""
+        self.stats.update(+out.counts)
+        gate.observe(out.judged)
+        router_metrics.observe(out.routed, acked)
+        for outcome, n in out.fed.items():
+            metrics.RECONCILE_FEED.labels(outcome).inc(n)
+        if logged:
+            self.stats["logged"] += logged.written
+            self.stats["duplicates"] += logged.duplicates
+            metrics.LOG_RECORDS.labels("written").inc(logged.written)
+            metrics.LOG_RECORDS.labels("duplicate").inc(logged.duplicates)
+
+    def _reject(self, msg: Any, verdict: Verdict, acks: Acks) -> None:
+        headers = dict(msg.headers() or [])
+        event_id = headers.get("event_id")
+        value = dlq_record(verdict, msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                           msg.value(), event_id.decode() if isinstance(event_id, bytes)
+                           else None, now_ms())
+        dlq = verdict.output_topic
+        self._ensure_topics({dlq})  # an unknown agency still gets its DLQ
+        produce(self.producer, dlq, msg.key(), value, acks,
+                [("rule", verdict.violations[0].rule.encode())])
+
+    def _ensure_topics(self, topics: set[str]) -> None:
+        missing = topics - self._topics
+        if missing:
+            ensure_topics(self.settings, missing)
+            self._topics |= missing
+
+
+def main() -> None:
+    """``python -m stream_apps.hotpath``: run one hot-path worker until SIGTERM or SIGINT."""
+    serve("hot path", lambda: HotPath(Settings.from_env()),
+          lambda h: f"consuming {INGEST_PATTERN}, grants refreshed every "
+                    f"{h.control.refresh_s:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
