@@ -1,6 +1,7 @@
 """The fault suite's runner: a real broker (Tansu) and an embedded PostgreSQL of its own, the
-gate, router, delivery-log sink and an outbox relay each as its own process, a steady load
-from two agencies, and seeded faults:
+bus's processes (the hot path and the delivery-log sink, as ``govbus up`` runs them, or the
+split gate, router and sink) and an outbox relay each as its own process, a steady load from
+two agencies, and seeded faults:
 
 - **broker stopped while the outbox has work**: right after start-up the broker is killed, the
   agency writes rows (the outbox fills, the relay fails and retries), then the broker starts
@@ -8,7 +9,7 @@ from two agencies, and seeded faults:
   every topic, so this fault is injected before the broker has accepted any event; what it
   tests is that the outbox keeps its events through the outage and that every component
   reconnects. (Real Kafka keeps acknowledged events through a restart by replication.)
-- **kill -9** of the gate, the router, the sink or the relay at random moments, restarted after
+- **kill -9** of any of those processes or the relay at random moments, restarted after
   a random pause;
 - **PostgreSQL stopped and started** (the bus's own embedded server, never a shared one): the
   registry, grants, delivery log and the agency's outbox all live there.
@@ -51,8 +52,14 @@ from tests.faults.processes import Broker, Postgres, Supervisor, cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 TAX, POP = "tax.tax_registration", "public_security.population_register"
-COMPONENTS = {"gate": ["-m", "stream_apps.gate"], "router": ["-m", "stream_apps.router"],
-              "sink": ["-m", "consumers.delivery_log"]}
+# the bus's processes per topology: the hot path as `govbus up` runs it (with the sink that
+# logs queries and backfills), or the split stages joined by topics
+TOPOLOGIES = {
+    "hotpath": {"hotpath": ["-m", "stream_apps.hotpath"],
+                "sink": ["-m", "consumers.delivery_log"]},
+    "split": {"gate": ["-m", "stream_apps.gate"], "router": ["-m", "stream_apps.router"],
+              "sink": ["-m", "consumers.delivery_log"]},
+}
 Say = Callable[[str], None]
 
 
@@ -65,6 +72,7 @@ class Plan:
     pg_restarts: int = 2     # PostgreSQL stopped and started
     gap: tuple[float, float] = (1.0, 3.0)   # seconds between faults
     settle_s: float = 150.0  # deadline for the pipeline to catch up after the last fault
+    topology: str = "hotpath"  # a key of TOPOLOGIES
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
@@ -259,7 +267,7 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
         sup = Supervisor(env, base / "logs")
         load = Load(settings, agency, plan.seed)
         try:
-            for name, argv in COMPONENTS.items():
+            for name, argv in TOPOLOGIES[plan.topology].items():
                 sup.add(name, argv)
             sup.add("outbox", ["-m", "producers.outbox", "--dsn", agency, "--agency", "tax",
                                "--resource", "tax_registration", "--batch-size", "50",
