@@ -5,8 +5,9 @@ topics belongs to it. Grants in force (:data:`bench.pipeline.REQUESTS`) route ea
 zero to three agencies: unconditional, on application with projection and masking, not shared
 (withheld). In order:
 
-1. **1 worker**: one process running gate, router, delivery-log sink (and the reconciler's
-   stages when present) as threads. Warm-up; **latency** at a fixed offered load (1,000
+1. **1 worker**: one process running the hot path (gate, router, reconcile feed and delivery
+   log in one pass, as ``govbus up`` runs it) and the cases sink as threads, the faust
+   reconciler beside it. Warm-up; **latency** at a fixed offered load (1,000
    events/s by default): publish time in the envelope (``ts_ms``, stamped at send) to the
    delivered record's timestamp on ``deliver.*``; then N events (about 2% bad, so the DLQ
    path runs) fed at full speed, clock from the first event produced to the last of their
@@ -14,7 +15,8 @@ zero to three agencies: unconditional, on application with projection and maskin
 2. **2 workers**: two such processes in the same consumer groups, N fresh events.
 3. **stage capacities**, each in a forked process from the first record consumed to the
    commit of the N-th: the router alone over ``validated.*``; the delivery-log sink alone
-   over ``govbus.deliveries`` (log emptied first: the chain of steps 1-2 is verified before).
+   over ``govbus.deliveries``, filled with the logged deliveries of steps 1-2 as delivery
+   records (log emptied first: its chain is verified before).
 4. **outbox adapter** (:mod:`bench.outbox_bench`).
 5. **baselines** (:mod:`bench.peers`) over the first N records of the same ingest topics.
 
@@ -32,12 +34,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from consumers.delivery_log import DeliveryLogSink, verify
 from govbus_core import db
-from govbus_core.kafka import consumer_config
-from stream_apps.router import Router
+from govbus_core.batching import produce
+from govbus_core.kafka import consumer_config, ensure_topics, producer_config
+from stream_apps.router import Router, json_bytes
+from stream_apps.routing import DELIVERY_TOPIC
 
 from . import outbox_bench, peers, workload
 from .env import Env
@@ -129,14 +133,38 @@ def reset_log(dsn: str) -> None:
                     "logged_at = NULL WHERE id = 1")
 
 
+def log_as_records(env: Env, limit: int) -> int:
+    """Produce the first ``limit`` logged deliveries to ``govbus.deliveries`` as the delivery
+    records the split router (and online queries) send the log sink; returns how many."""
+    with db.transaction(env.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT event_id, channel, provider, recipient, resource_id, grant_id, "
+                    "fields, masked_fields, topic, kafka_partition, kafka_offset, "
+                    "floor(extract(epoch FROM delivered_at) * 1000)::bigint "
+                    "FROM deliveries ORDER BY seq LIMIT %s", (limit,))
+        rows = cur.fetchall()
+    producer = Producer(producer_config(env.broker, **{"linger.ms": 20}))
+    keys = ("event_id", "channel", "provider", "recipient", "resource", "grant_id", "fields",
+            "masked_fields", "topic", "partition", "offset", "delivered_ms")
+    ensure_topics(env.broker, [DELIVERY_TOPIC])
+    for row in rows:
+        record = dict(zip(keys, row, strict=True))
+        produce(producer, DELIVERY_TOPIC, str(record["event_id"]), json_bytes(record), None)
+    if producer.flush(60):
+        raise BenchError("log sink alone: delivery records not acknowledged")
+    return len(rows)
+
+
 def stage_capacities(env: Env, n: int, records: int, say: Say) -> tuple[Result, Result]:
-    """The router alone over ``validated.*``; the log sink alone over ``govbus.deliveries``."""
+    """The router alone over ``validated.*``; the log sink alone over ``govbus.deliveries``
+    (filled from the governed runs' log, since the hot path logs without that topic)."""
     run_id = uuid.uuid4().hex[:8]
     report = verify(env.database_url)
     rows = log_head(env.database_url)
     if not report.ok:
         raise BenchError(f"the delivery log of the governed runs does not verify: {report}")
-    say(f"  delivery log of the governed runs: {rows} rows, hash chain verified; emptied for "
+    records = log_as_records(env, records)
+    say(f"  delivery log of the governed runs: {rows} rows, hash chain verified; the first "
+        f"{records} sent to govbus.deliveries as delivery records, then the log emptied for "
         "the sink-alone run")
     reset_log(env.database_url)
     sink = isolated(lambda: timed_loop("delivery-log sink alone (rows)", lambda: (

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -97,18 +98,58 @@ def produce(producer: Producer, topic: str, key: Any, value: bytes | None,
 
 
 class Acks:
-    """Collects delivery failures of one batch; :meth:`wait` raises unless all were acked."""
+    """Collects delivery failures of one batch; :meth:`wait` raises unless all were acked.
+
+    Used as the delivery callback. :meth:`wait` flushes the whole producer; a stage that
+    produces the next batch while this one settles counts its own messages instead
+    (:meth:`expect` per message, then :meth:`settle`). Callbacks may run in either thread:
+    answers are list appends, which need no lock."""
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.failures: list[str] = []
+        self.expected = 0
+        self.uncounted = 0
+        self._answers: list[bool] = []
 
     def __call__(self, err: KafkaError | None, _msg: Any) -> None:
+        self.uncounted += 1  # produced without expect(): fine for wait(), a bug for settle()
+        self.answer(err)
+
+    def _counted(self, err: KafkaError | None, _msg: Any) -> None:
+        self.answer(err)
+
+    def answer(self, err: KafkaError | None, where: str = "") -> None:
+        """Record one acknowledgement or failure (``where``: a prefix for its message)."""
         if err is not None:
-            self.failures.append(str(err))
+            self.failures.append(f"{where}{err}")
+        self._answers.append(err is None)
+
+    @property
+    def pending(self) -> int:
+        """Messages counted by :meth:`expect` and not answered yet."""
+        return self.expected - len(self._answers)
+
+    def expect(self) -> DeliveryCallback:
+        """Count one more message; returns the callback to produce it with."""
+        self.expected += 1
+        return self._counted
 
     def wait(self, producer: Producer, timeout: float = 60.0) -> None:
         remaining = producer.flush(timeout)
+        self._check(remaining)
+
+    def settle(self, producer: Producer, timeout: float = 60.0) -> None:
+        """Wait for this batch's acknowledgements only (others may be in flight)."""
+        deadline = time.monotonic() + timeout
+        while self.pending > 0 and time.monotonic() < deadline:
+            producer.poll(0.05)  # serves the callbacks of whatever was acknowledged
+        if self.uncounted:  # settle() would return before every message was answered
+            raise RuntimeError(f"{self.what}: {self.uncounted} message(s) produced without "
+                               "expect(); settle() cannot count them")
+        self._check(self.pending)
+
+    def _check(self, remaining: int) -> None:
         if self.failures or remaining:
             raise BrokerError(f"{len(self.failures)} {self.what} failed, {remaining} "
                               f"unacknowledged: {self.failures[:3]}")
@@ -141,7 +182,13 @@ class BatchStage:
         return list(self.consumer.consume(self.batch, 0.5))
 
     def idle(self) -> None:
-        """Called when a fetch brought nothing."""
+        """Called when a fetch brought nothing; a DatabaseError or BrokerError raised here
+        rewinds :meth:`unsettled` and backs off, as for a failed batch."""
+
+    def unsettled(self) -> list[Any]:
+        """Records of earlier batches that failed after :meth:`process` returned (a stage
+        that settles a batch while it takes the next); rewound with the failing batch."""
+        return []
 
     def finished(self) -> bool:
         """True ends the loop (a bounded run); the default runs until :meth:`stop`."""
@@ -159,10 +206,10 @@ class BatchStage:
         try:
             while not self.stopping.is_set() and not self.finished():
                 msgs = self.fetch()
-                if not msgs:
-                    self.idle()
-                    continue
                 try:
+                    if not msgs:
+                        self.idle()  # may report an earlier batch that failed (unsettled)
+                        continue
                     self.process(msgs)
                     backoff = 0.5
                 except (DatabaseError, BrokerError) as exc:
@@ -170,7 +217,7 @@ class BatchStage:
                     metrics.BATCH_RETRIES.labels(self.component).inc()
                     log.warning("%s: batch not done, will retry in %.1f s: %s",
                                 self.component, backoff, exc)
-                    rewind(self.consumer, msgs)
+                    rewind(self.consumer, [*self.unsettled(), *msgs])
                     self.stopping.wait(backoff)
                     backoff = min(backoff * 2, 10.0)
         finally:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce
 from govbus_core.catalogue import Resource, load_catalogue
 from govbus_core.config import Settings
 from govbus_core.envelope import now_ms
+from govbus_core.errors import BrokerError, DatabaseError
 from govbus_core.event_counts import CountWriter, Judged
 from govbus_core.kafka import consumer_config, ensure_topics, producer_config
 from govbus_core.registry import SchemaRegistry
@@ -52,7 +54,13 @@ from govbus_core.sharing import Grant
 from stream_apps import gate, router_metrics
 from stream_apps.gate import INGEST_PATTERN, NegativeCache
 from stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, owners, value_message
-from stream_apps.router import Acked, ControlPlane, StateWriter, refresh_interval, send_deliveries
+from stream_apps.router import (
+    Acked,
+    ControlPlane,
+    StateWriter,
+    queue_deliveries,
+    refresh_interval,
+)
 from stream_apps.routing import Delivery, route, with_meta
 from stream_apps.verdict import Verdict, dlq_record, judge
 
@@ -82,6 +90,7 @@ class Decided:
     accepted: list[tuple[Any, Resource, dict[str, Any]]] = field(default_factory=list)
     routed: list[router_metrics.Routed] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    acked: list[Acked] = field(default_factory=list)  # filled by the broker's callbacks
     counts: Counter[str] = field(default_factory=Counter)
     fed: Counter[str] = field(default_factory=Counter)
 
@@ -105,12 +114,23 @@ class HotPath(BatchStage):
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         self.consumer.subscribe([pattern])
         self._topics: set[str] = {VALUES_TOPIC}
+        # one batch settles (acks, log, state, commit) while the next is judged and routed
+        self._settler = ThreadPoolExecutor(1, thread_name_prefix="hotpath-settle")
+        self._inflight: tuple[list[Any], Future[None]] | None = None
+        self._failed: list[Any] = []
         self.log = LogWriter(dsn)
 
     def idle(self) -> None:
         self.control.refresh_idle()
+        if self._inflight is not None and self._inflight[1].done():
+            self._join()  # a batch that failed while no new one came is replayed now
 
     def close(self) -> None:
+        try:
+            self._join()  # let the batch in flight commit
+        except (DatabaseError, BrokerError) as exc:
+            log.warning("last batch not settled, it will be replayed: %s", exc)
+        self._settler.shutdown()
         self.producer.flush(30)
         super().close()
         self.state.close()
@@ -118,18 +138,39 @@ class HotPath(BatchStage):
         self.log.close()
 
     def process(self, msgs: list[Any]) -> None:
-        """Judge, route, feed; wait for the broker; log, keep state, count; then commit."""
+        """Judge, route and produce this batch while the previous one settles; then hand this
+        one to the settling thread (at most one batch in flight)."""
         msgs = usable(msgs)
-        out = self._decide(msgs)
-        self._ensure_topics({d.topic for d in out.deliveries})
-        self.bundles.send(self.producer, out.acks)
-        acked = send_deliveries(self.producer, out.deliveries)  # flushes the outputs above too
-        out.acks.wait(self.producer)
-        logged = self.log.append([log_entry(a) for a in acked]) if acked else None
+        try:
+            out = self._decide(msgs)
+        finally:
+            self._join()  # the previous batch: settled, or this raises and both are replayed
+        self._inflight = (msgs, self._settler.submit(self._settle, msgs, out))
+
+    def _settle(self, msgs: list[Any], out: Decided) -> None:
+        """Wait for the broker; log, keep state, count; then commit (in that order)."""
+        out.acks.settle(self.producer)
+        logged = self.log.append([log_entry(a) for a in out.acked]) if out.acked else None
         self.state.write(out.accepted)
         self.counts.write(out.judged)
         commit(self.consumer, next_offsets(msgs))
-        self._observe(out, acked, logged)
+        self._observe(out, logged)
+
+    def _join(self) -> None:
+        """Wait for the batch in flight; if it failed, keep its records for the rewind."""
+        if self._inflight is None:
+            return
+        msgs, settling = self._inflight
+        self._inflight = None
+        try:
+            settling.result()
+        except (DatabaseError, BrokerError):
+            self._failed = msgs
+            raise
+
+    def unsettled(self) -> list[Any]:
+        failed, self._failed = self._failed, []
+        return failed
 
     def _decide(self, msgs: list[Any]) -> Decided:
         """Judge and route every record; produce DLQ and validated records, collect the
@@ -154,8 +195,8 @@ class HotPath(BatchStage):
             raw, event = verdict.resource, verdict.event
             assert raw is not None and event is not None  # accepted: decoded
             # the accepted record, unchanged, for whoever audits or taps the accepted stream
-            produce(self.producer, verdict.output_topic, msg.key(), msg.value(), out.acks,
-                    msg.headers())
+            produce(self.producer, verdict.output_topic, msg.key(), msg.value(),
+                    out.acks.expect(), msg.headers())
             resource = current.get(raw.id)
             if resource is None:
                 resource = current[raw.id] = with_meta(raw, self.control.meta.get(raw.id))
@@ -170,13 +211,16 @@ class HotPath(BatchStage):
             out.fed["fed" if values else "no_canonical_values"] += 1
             if values:
                 self.bundles.add(*values)
+        self._ensure_topics({d.topic for d in out.deliveries})
+        self.bundles.send(self.producer, out.acks)
+        queue_deliveries(self.producer, out.deliveries, out.acks, out.acked)
         return out
 
-    def _observe(self, out: Decided, acked: list[Acked], logged: AppendResult | None) -> None:
+    def _observe(self, out: Decided, logged: AppendResult | None) -> None:
         """Statistics and Prometheus counters of a finished batch, once per label set."""
         self.stats.update(+out.counts)
         gate.observe(out.judged)
-        router_metrics.observe(out.routed, acked)
+        router_metrics.observe(out.routed, out.acked)
         for outcome, n in out.fed.items():
             metrics.RECONCILE_FEED.labels(outcome).inc(n)
         if logged:
@@ -193,7 +237,7 @@ class HotPath(BatchStage):
                            else None, now_ms())
         dlq = verdict.output_topic
         self._ensure_topics({dlq})  # an unknown agency still gets its DLQ
-        produce(self.producer, dlq, msg.key(), value, acks,
+        produce(self.producer, dlq, msg.key(), value, acks.expect(),
                 [("rule", verdict.violations[0].rule.encode())])
 
     def _ensure_topics(self, topics: set[str]) -> None:

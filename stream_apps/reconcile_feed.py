@@ -80,7 +80,8 @@ class Bundles:
         for part, bodies in self.pending.items():
             for i in range(0, len(bodies), self.MAX):
                 produce(producer, VALUES_TOPIC, None,
-                        orjson.dumps({"bundle": bodies[i:i + self.MAX]}), acks, partition=part)
+                        orjson.dumps({"bundle": bodies[i:i + self.MAX]}), acks.expect(),
+                        partition=part)
                 sent += 1
         self.pending = {}
         return sent

@@ -204,21 +204,27 @@ def send_deliveries(producer: Producer, deliveries: list[Delivery]) -> list[Acke
     """Produce deliveries, wait for the broker; return each with its partition and offset."""
     acked: list[Acked] = []
     acks = Acks("deliveries")
+    queue_deliveries(producer, deliveries, acks, acked)
+    acks.wait(producer)
+    return acked
 
+
+def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
+                     acked: list[Acked]) -> None:
+    """Produce deliveries without waiting: each acknowledged one is appended to ``acked`` with
+    its partition and offset, each failure to ``acks``, which counts them all."""
     def callback(delivery: Delivery) -> Callable[[Any, Any], None]:
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                acks.failures.append(f"{delivery.topic}: {err}")
-            else:
+            if err is None:  # recorded before it is counted: settle() then sees it
                 acked.append((delivery, msg.partition(), msg.offset(), now_ms()))
+            acks.answer(err, f"{delivery.topic}: ")
         return on_delivery
 
     for d in deliveries:
         headers: Headers = [("event_id", str(d.value["event_id"]).encode()),
                             ("grant_id", str(d.grant_id).encode())]
+        acks.expect()
         produce(producer, d.topic, d.value["key"], json_bytes(d.value), callback(d), headers)
-    acks.wait(producer)
-    return acked
 
 
 def send_records(producer: Producer, acked: list[Acked], channel: str) -> None:

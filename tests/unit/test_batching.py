@@ -151,3 +151,99 @@ def test_acks_raise_unless_every_output_was_acknowledged() -> None:
     acks(KafkaError(KafkaError._MSG_TIMED_OUT), None)
     with pytest.raises(BrokerError, match="1 outputs failed"):
         acks.wait(Producer(0))  # type: ignore[arg-type]
+
+
+class Pipelined(Flaky):
+    """Settles each batch only at the next call (as the hot path does in its thread): a
+    failure of an earlier batch surfaces from :meth:`process` or :meth:`idle` later."""
+
+    def __init__(self, consumer: ScriptedConsumer, fail_settle: int) -> None:
+        super().__init__(consumer, [])
+        self.fail_settle = fail_settle  # how many settles fail
+        self.held: list[Any] | None = None
+        self.failed: list[Any] = []
+        self.idles = 0
+
+    def _settle_held(self) -> None:
+        held, self.held = self.held, None
+        if held is None:
+            return
+        if self.fail_settle:
+            self.fail_settle -= 1
+            self.failed = held
+            raise BrokerError("acks lost")
+        self.done.append([m.offset() for m in held])
+        commit(self.consumer, next_offsets(held))
+
+    def process(self, msgs: list[Any]) -> None:
+        self._settle_held()
+        self.held = msgs
+
+    def idle(self) -> None:
+        self.idles += 1
+        self._settle_held()
+        if self.idles > 3:
+            self.stop()
+
+    def unsettled(self) -> list[Any]:
+        failed, self.failed = self.failed, []
+        return failed
+
+
+def test_an_earlier_batch_failing_later_is_rewound_with_the_current_one() -> None:
+    second = [Msg("a", 0, 7), Msg("b", 0, 3)]
+    consumer = ScriptedConsumer([BATCH, second, BATCH, second])
+    stage = Pipelined(consumer, fail_settle=1)
+    stage.stopping.wait = lambda _s: False  # type: ignore[method-assign]
+    stage.run()
+    # BATCH's settle failed when `second` came: both rewound, to BATCH's first records
+    assert sorted(consumer.seeks) == [("a", 0, 5), ("a", 1, 9), ("b", 0, 2)]
+    assert stage.done == [[5, 9, 6, 2], [7, 3]]  # the last one settled while idle
+    assert consumer.commits[-1] == {("a", 0): 8, ("b", 0): 4}
+
+
+def test_a_batch_failing_while_idle_is_rewound_then() -> None:
+    consumer = ScriptedConsumer([BATCH, [], BATCH])  # nothing new came; then the replay
+    stage = Pipelined(consumer, fail_settle=1)
+    stage.stopping.wait = lambda _s: False  # type: ignore[method-assign]
+    stats = stage.run()
+    assert stats["retries"] == 1
+    assert sorted(consumer.seeks) == [("a", 0, 5), ("a", 1, 9), ("b", 0, 2)]
+    assert stage.done == [[5, 9, 6, 2]]
+
+
+def test_acks_settle_counts_only_their_own_messages() -> None:
+    class Producer:
+        """Answers two of the queued callbacks per poll."""
+
+        def __init__(self) -> None:
+            self.queued: list[Any] = []
+
+        def poll(self, timeout: float) -> int:
+            for callback in self.queued[:2]:
+                callback(None, None)
+            del self.queued[:2]
+            return 0
+
+    acks, producer = Acks("outputs"), Producer()
+    producer.queued = [acks.expect() for _ in range(4)]
+    acks.settle(producer)  # type: ignore[arg-type]
+    assert acks.pending == 0
+    acks.expect()  # never answered
+    with pytest.raises(BrokerError, match="1 unacknowledged"):
+        acks.settle(Producer(), timeout=0.1)  # type: ignore[arg-type]
+
+
+def test_settle_refuses_a_message_produced_without_expect() -> None:
+    """Such a message's answer would count for another one: settle() could return while a
+    delivery is still unacknowledged, and its log row would be missing."""
+    class Producer:
+        def poll(self, timeout: float) -> int:
+            return 0
+
+    acks = Acks("outputs")
+    answer = acks.expect()
+    acks(None, None)  # the uncounted one answers first
+    answer(None, None)
+    with pytest.raises(RuntimeError, match="without expect"):
+        acks.settle(Producer())  # type: ignore[arg-type]
