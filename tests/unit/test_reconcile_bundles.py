@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from govbus_core.batching import Acks
 from govbus_core.kafka import murmur2_partition
 from stream_apps.reconcile_feed import Bundles
 from stream_apps.reconcile_rules import ValueChange, apply, apply_entity
@@ -61,8 +62,9 @@ def test_bundles_put_each_entity_where_its_key_hashes_and_cap_their_size() -> No
     for body in bodies:
         bundles.add(str(body["entity"]), body)
     recorder = Recorder()
-    sent = bundles.send(recorder, None)  # type: ignore[arg-type]
-    assert sent == len(recorder.sent) and bundles.pending == {}
+    acks = Acks("values")
+    sent = bundles.send(recorder, acks)  # type: ignore[arg-type]
+    assert sent == len(recorder.sent) == acks.expected and bundles.pending == {}
     assert all(len(bundle) <= Bundles.MAX for _, _, bundle in recorder.sent)
     assert sorted(b["n"] for _, _, bundle in recorder.sent for b in bundle) == list(range(1500))
     for _topic, part, bundle in recorder.sent:
