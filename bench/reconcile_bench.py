@@ -106,7 +106,8 @@ def run(n: int, say: Say) -> None:
     changes = workload(n)
     base_bytes, _ = measure(build_baseline, changes)
     table_bytes, (table, emitted, seconds) = measure(build_table, changes)
-    open_cases = sum(len(v.get("o", {})) for v in table.values())
+    open_cases = sum(len(state.get("o", {})) for states in table.values()
+                     for state in states.values())  # entity -> attribute -> state
     per_entity, per_base = table_bytes / n, base_bytes / n
     say(f"  {'structure':<46} {'bytes/entity':>12} {'GiB per 1M':>11} {'ratio':>6}")
     say(f"  {'baseline: dict key → (source value, tax value)':<46} {per_base:>12.0f} "
