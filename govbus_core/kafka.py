@@ -84,6 +84,21 @@ def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | No
 
 
 
+class KnownTopics:
+    """Topics this process has made sure exist: :meth:`ensure` asks the broker only for new
+    ones (a delivery to a newly granted agency, the DLQ of an unknown agency)."""
+
+    def __init__(self, settings: Settings, known: Iterable[str] = ()) -> None:
+        self.settings = settings
+        self.known: set[str] = set(known)
+
+    def ensure(self, topics: Iterable[str]) -> None:
+        missing = set(topics) - self.known
+        if missing:
+            ensure_topics(self.settings, missing)
+            self.known |= missing
+
+
 def take(consumer: Any, max_records: int, timeout: float) -> list[Any]:
     """The next batch: wait up to ``timeout`` s for one record, then add what the client has
     already fetched, up to ``max_records``, without waiting.

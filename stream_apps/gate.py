@@ -26,7 +26,7 @@ from govbus_core.config import Settings
 from govbus_core.envelope import now_ms
 from govbus_core.errors import RegistryError
 from govbus_core.event_counts import CountWriter, Judged
-from govbus_core.kafka import consumer_config, ensure_topics, producer_config
+from govbus_core.kafka import KnownTopics, consumer_config, producer_config
 from govbus_core.registry import RegisteredSchema, SchemaRegistry
 from stream_apps.verdict import dlq_record, judge
 
@@ -64,7 +64,7 @@ class Gate(BatchStage):
         self.lookup = NegativeCache(SchemaRegistry(settings.database_url))
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         self.consumer.subscribe([pattern])
-        self._dlq_topics: set[str] = set()
+        self.topics = KnownTopics(settings)
         self.counts = CountWriter(settings.database_url)  # durable, for Art. 14, 28
         self._judged: list[Judged] = []
 
@@ -103,9 +103,7 @@ class Gate(BatchStage):
         value = dlq_record(verdict, topic, msg.partition(), msg.offset(), msg.key(), payload,
                            event_id.decode() if isinstance(event_id, bytes) else None, now_ms())
         dlq = verdict.output_topic
-        if dlq not in self._dlq_topics:  # an unknown agency still gets its DLQ
-            ensure_topics(self.settings, [dlq])
-            self._dlq_topics.add(dlq)
+        self.topics.ensure([dlq])  # an unknown agency still gets its DLQ
         produce(self.producer, dlq, msg.key(), value, delivered,
                 [("rule", verdict.violations[0].rule.encode())])
 

@@ -48,7 +48,7 @@ from govbus_core.config import Settings
 from govbus_core.envelope import now_ms
 from govbus_core.errors import BrokerError, DatabaseError
 from govbus_core.event_counts import CountWriter, Judged
-from govbus_core.kafka import consumer_config, ensure_topics, producer_config
+from govbus_core.kafka import KnownTopics, consumer_config, producer_config
 from govbus_core.registry import SchemaRegistry
 from govbus_core.sharing import Grant
 from stream_apps import gate, router_metrics
@@ -60,6 +60,7 @@ from stream_apps.router import (
     StateWriter,
     queue_deliveries,
     refresh_interval,
+    routing_from,
 )
 from stream_apps.routing import Delivery, route, with_meta
 from stream_apps.verdict import Verdict, dlq_record, judge
@@ -113,7 +114,7 @@ class HotPath(BatchStage):
         self.bundles = Bundles.on_broker(settings)
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         self.consumer.subscribe([pattern])
-        self._topics: set[str] = {VALUES_TOPIC}
+        self.topics = KnownTopics(settings, [VALUES_TOPIC])
         # one batch settles (acks, log, state, commit) while the next is judged and routed
         self._settler = ThreadPoolExecutor(1, thread_name_prefix="hotpath-settle")
         self._inflight: tuple[list[Any], Future[None]] | None = None
@@ -211,7 +212,7 @@ class HotPath(BatchStage):
             out.fed["fed" if values else "no_canonical_values"] += 1
             if values:
                 self.bundles.add(*values)
-        self._ensure_topics({d.topic for d in out.deliveries})
+        self.topics.ensure({d.topic for d in out.deliveries})
         self.bundles.send(self.producer, out.acks)
         queue_deliveries(self.producer, out.deliveries, out.acks, out.acked)
         return out
@@ -236,22 +237,14 @@ class HotPath(BatchStage):
                            msg.value(), event_id.decode() if isinstance(event_id, bytes)
                            else None, now_ms())
         dlq = verdict.output_topic
-        self._ensure_topics({dlq})  # an unknown agency still gets its DLQ
+        self.topics.ensure([dlq])  # an unknown agency still gets its DLQ
         produce(self.producer, dlq, msg.key(), value, acks.expect(),
                 [("rule", verdict.violations[0].rule.encode())])
-
-    def _ensure_topics(self, topics: set[str]) -> None:
-        missing = topics - self._topics
-        if missing:
-            ensure_topics(self.settings, missing)
-            self._topics |= missing
 
 
 def main() -> None:
     """``python -m stream_apps.hotpath``: run one hot-path worker until SIGTERM or SIGINT."""
-    serve("hot path", lambda: HotPath(Settings.from_env()),
-          lambda h: f"consuming {INGEST_PATTERN}, grants refreshed every "
-                    f"{h.control.refresh_s:.1f} s")
+    serve("hot path", lambda: HotPath(Settings.from_env()), routing_from(INGEST_PATTERN))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from govbus_core.errors import (
     RegistryError,
     SerdeError,
 )
-from govbus_core.kafka import consumer_config, ensure_topics, producer_config
+from govbus_core.kafka import KnownTopics, consumer_config, producer_config
 from govbus_core.registry import SchemaRegistry
 from govbus_core.serde import unframe
 from govbus_core.sharing import Grant
@@ -254,7 +254,7 @@ class Router(BatchStage):
         self.state = StateWriter(settings.database_url)
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         self.consumer.subscribe([pattern])
-        self._topics: set[str] = set()
+        self.topics = KnownTopics(settings)
 
     def idle(self) -> None:
         self.control.refresh_idle()
@@ -280,7 +280,7 @@ class Router(BatchStage):
             deliveries += result.deliveries
             counts[f"delivered {resource.id}"] += len(result.deliveries)
             counts[f"withheld {resource.id}"] += result.withheld
-        self._ensure_topics({d.topic for d in deliveries} | {DELIVERY_TOPIC})
+        self.topics.ensure({d.topic for d in deliveries} | {DELIVERY_TOPIC})
         acked = send_deliveries(self.producer, deliveries)
         send_records(self.producer, acked, "exchange")
         self.state.write(decoded)
@@ -312,18 +312,16 @@ class Router(BatchStage):
             decoded.append((msg, resource, event))
         return decoded, next_offsets(msgs), counts
 
-    def _ensure_topics(self, topics: set[str]) -> None:
-        missing = topics - self._topics
-        if missing:
-            ensure_topics(self.settings, missing)
-            self._topics |= missing
+
+def routing_from(pattern: str) -> Callable[[Any], str]:
+    """The start-up line of a stage that routes what it consumes from ``pattern``."""
+    return lambda stage: (f"consuming {pattern}, grants refreshed every "
+                          f"{stage.control.refresh_s:.1f} s")
 
 
 def main() -> None:
     """``python -m stream_apps.router``: run one router until SIGTERM or SIGINT."""
-    serve("router", lambda: Router(Settings.from_env()),
-          lambda r: f"consuming {VALIDATED_PATTERN}, grants refreshed every "
-                    f"{r.control.refresh_s:.1f} s")
+    serve("router", lambda: Router(Settings.from_env()), routing_from(VALIDATED_PATTERN))
 
 
 if __name__ == "__main__":

@@ -124,8 +124,8 @@ class Load:
         while not self.stopping.wait(0.2):
             try:
                 self.write_rows(10)
-            except GovbusError:  # the agency's database is down: its app waits
-                self.stopping.wait(0.5)
+            except (GovbusError, psycopg2.Error):  # the agency's database is down (refused,
+                self.stopping.wait(0.5)            # or dropped mid-write): its app waits
 
     def _api(self) -> None:
         publisher = Publisher(self.settings)

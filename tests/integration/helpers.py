@@ -1,10 +1,12 @@
-"""Shared helpers for integration tests: wait on conditions, read topics."""
+"""Shared helpers for integration tests: wait on conditions, read topics, run a stage."""
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import Consumer, Message
@@ -44,3 +46,16 @@ class TopicReader:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+@contextmanager
+def running(stage: Any) -> Iterator[Any]:
+    """``stage.run()`` in a daemon thread for the ``with`` block; stopped and joined after."""
+    thread = threading.Thread(target=stage.run, daemon=True)
+    thread.start()
+    try:
+        yield stage
+    finally:
+        stage.stop()
+        thread.join(30)
+    assert not thread.is_alive(), f"{type(stage).__name__} did not stop"

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import random
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,23 +19,19 @@ from consumers.delivery_log import verify
 from govbus_core.catalogue import Catalogue
 from govbus_core.config import Settings
 from govbus_core.kafka import ensure_topics, murmur2_partition, producer_config
-from producers.publisher import Change, Publisher
+from producers.publisher import Change
 from stream_apps.hotpath import HotPath
 from stream_apps.reconcile_feed import VALUES_TOPIC
-from tests.integration.helpers import TopicReader, wait_until
-from tests.integration.test_restarts import N, Processes, logged
+from tests.integration.helpers import TopicReader, running, wait_until
+from tests.integration.test_restarts import N, Processes, logged, paced_feed
 from tests.integration.test_router import TAX, agency, company, grant, publish
 
 
 @pytest.fixture
 def hotpath(settings: Settings) -> Iterator[HotPath]:
-    stage = HotPath(settings, group=f"test-hotpath-{uuid.uuid4().hex[:8]}", batch=200)
-    thread = threading.Thread(target=stage.run, daemon=True)
-    thread.start()
-    yield stage
-    stage.stop()
-    thread.join(30)
-    assert not thread.is_alive(), "the hot path did not stop"
+    with running(HotPath(settings, group=f"test-hotpath-{uuid.uuid4().hex[:8]}",
+                         batch=200)) as stage:
+        yield stage
 
 
 def test_one_pass_rejects_routes_logs_and_feeds(settings: Settings, catalogue: Catalogue,
@@ -118,18 +113,9 @@ def test_hotpath_killed_mid_stream_logs_every_delivery_once(
     processes.start("hotpath", "stream_apps.hotpath")
 
     published: list[str] = []
-    kills_done = threading.Event()
-
-    def feed() -> None:
-        publisher = Publisher(settings)
-        for batch in range(N // 50):
-            if batch == 2 * N // 150:
-                kills_done.wait(120)  # the last third after both crashes
-            changes = [Change("c", company(rng)) for _ in range(50)]
-            published.extend(publisher.publish("tax", "tax_registration", changes).event_ids)
-            time.sleep(0.2)  # paces the feed; nothing waits on it
-
-    feeder = threading.Thread(target=feed, daemon=True)
+    kills_done = threading.Event()  # the last third of the feed comes after both crashes
+    feeder = threading.Thread(target=paced_feed, args=(settings, rng, published, [kills_done]),
+                              daemon=True)
     feeder.start()
     dsn = settings.database_url
     marks = []

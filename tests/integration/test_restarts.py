@@ -71,6 +71,20 @@ def processes(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
     procs.stop_all()
 
 
+def paced_feed(settings: Settings, rng: random.Random, published: list[str],
+               kills: list[threading.Event]) -> None:
+    """N tax creates in paced batches of 50, the last third held back until every event of
+    ``kills`` is set, so that the crashes land mid-stream, with work before and after."""
+    publisher = Publisher(settings)
+    for batch in range(N // 50):
+        if batch == 2 * N // 150:
+            for killed in kills:
+                killed.wait(120)
+        changes = [Change("c", company(rng)) for _ in range(50)]
+        published.extend(publisher.publish("tax", "tax_registration", changes).event_ids)
+        time.sleep(0.2)  # paces the feed; nothing waits on it
+
+
 def logged(dsn: str, recipient: str) -> list[tuple[str, str]]:
     with db.transaction(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT event_id, channel FROM deliveries WHERE recipient = %s",
@@ -99,19 +113,8 @@ def test_router_and_sink_killed_mid_stream_log_every_delivery_once(
 
     router_killed, sink_killed = threading.Event(), threading.Event()
 
-    def feed() -> None:
-        """N creates in paced batches of 50, the last third held back until both processes
-        were killed, so that both crashes land mid-stream, with work before and after."""
-        publisher = Publisher(settings)
-        for batch in range(N // 50):
-            if batch == 2 * N // 150:
-                router_killed.wait(120)
-                sink_killed.wait(120)
-            changes = [Change("c", company(rng)) for _ in range(50)]
-            published.extend(publisher.publish("tax", "tax_registration", changes).event_ids)
-            time.sleep(0.2)  # paces the feed; nothing waits on it
-
-    feeder = threading.Thread(target=feed, daemon=True)
+    feeder = threading.Thread(target=paced_feed, args=(
+        settings, rng, published, [router_killed, sink_killed]), daemon=True)
     feeder.start()
     dsn = settings.database_url
     try:
