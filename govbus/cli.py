@@ -282,7 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--locality", default=None,
                    help="administrative division code for lines without one (360502)")
 
-    add("gate", cmd_gate, "run the gate in the foreground", json_out=False)
+    add("gate", cmd_gate, "run the gate alone in the foreground (split deployment; `up` runs "
+        "the hot path, which includes it)", json_out=False)
     p = add("outbox", cmd_outbox, "run the outbox adapter (see `govbus outbox -- --help`)",
             json_out=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)
