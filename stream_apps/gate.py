@@ -21,14 +21,23 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from govbus_core import metrics
-from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
+from govbus_core.batching import (
+    Acks,
+    BatchStage,
+    DeliveryCallback,
+    commit,
+    next_offsets,
+    produce,
+    serve,
+    usable,
+)
 from govbus_core.config import Settings
 from govbus_core.envelope import now_ms
 from govbus_core.errors import RegistryError
 from govbus_core.event_counts import CountWriter, Judged
 from govbus_core.kafka import KnownTopics, consumer_config, producer_config
 from govbus_core.registry import RegisteredSchema, SchemaRegistry
-from stream_apps.verdict import dlq_record, judge
+from stream_apps.verdict import Verdict, dlq_record, judge
 
 log = logging.getLogger("govbus.gate")
 INGEST_PATTERN = r"^ingest\..*"
@@ -86,26 +95,35 @@ class Gate(BatchStage):
         commit(self.consumer, next_offsets(msgs))
 
     def _forward(self, msg: Any, delivered: Acks) -> None:
-        topic, payload = msg.topic(), msg.value()
-        headers = dict(msg.headers() or [])
-        event_id = headers.get("event_id")
-        verdict = judge(topic, payload, self.lookup)
-        self._judged.append(Judged(topic, msg.partition(), msg.offset(), verdict.agency,
-                                   verdict.resource_id,
-                                   "accepted" if verdict.accepted else "rejected",
-                                   "" if verdict.accepted else verdict.violations[0].rule))
+        verdict = judge(msg.topic(), msg.value(), self.lookup)
+        self._judged.append(judged(msg, verdict))
         if verdict.accepted:
             self.stats[f"accepted {verdict.resource_id}"] += 1
-            produce(self.producer, verdict.output_topic, msg.key(), payload, delivered,
+            produce(self.producer, verdict.output_topic, msg.key(), msg.value(), delivered,
                     msg.headers())
             return
         self.stats[f"rejected {verdict.violations[0].rule}"] += 1
-        value = dlq_record(verdict, topic, msg.partition(), msg.offset(), msg.key(), payload,
-                           event_id.decode() if isinstance(event_id, bytes) else None, now_ms())
-        dlq = verdict.output_topic
-        self.topics.ensure([dlq])  # an unknown agency still gets its DLQ
-        produce(self.producer, dlq, msg.key(), value, delivered,
-                [("rule", verdict.violations[0].rule.encode())])
+        reject(self.producer, self.topics, msg, verdict, delivered)
+
+
+def judged(msg: Any, verdict: Verdict) -> Judged:
+    """What the durable counts keep of one verdict."""
+    return Judged(msg.topic(), msg.partition(), msg.offset(), verdict.agency,
+                  verdict.resource_id, "accepted" if verdict.accepted else "rejected",
+                  "" if verdict.accepted else verdict.violations[0].rule)
+
+
+def reject(producer: Producer, topics: KnownTopics, msg: Any, verdict: Verdict,
+           on_delivery: DeliveryCallback) -> None:
+    """Produce the DLQ record of a rejected ``msg`` to ``dlq.<agency>`` (created if new: an
+    unknown agency still gets its DLQ), with the first violated rule as a header."""
+    event_id = dict(msg.headers() or []).get("event_id")
+    value = dlq_record(verdict, msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                       msg.value(), event_id.decode() if isinstance(event_id, bytes) else None,
+                       now_ms())
+    topics.ensure([verdict.output_topic])
+    produce(producer, verdict.output_topic, msg.key(), value, on_delivery,
+            [("rule", verdict.violations[0].rule.encode())])
 
 
 def observe(judged: list[Judged]) -> None:

@@ -45,14 +45,12 @@ from govbus_core import metrics
 from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
 from govbus_core.catalogue import Resource, load_catalogue
 from govbus_core.config import Settings
-from govbus_core.envelope import now_ms
 from govbus_core.errors import BrokerError, DatabaseError
 from govbus_core.event_counts import CountWriter, Judged
 from govbus_core.kafka import KnownTopics, consumer_config, producer_config
 from govbus_core.registry import SchemaRegistry
-from govbus_core.sharing import Grant
 from stream_apps import gate, router_metrics
-from stream_apps.gate import INGEST_PATTERN, NegativeCache
+from stream_apps.gate import INGEST_PATTERN, NegativeCache, judged, reject
 from stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, owners, value_message
 from stream_apps.router import (
     Acked,
@@ -62,24 +60,19 @@ from stream_apps.router import (
     refresh_interval,
     routing_from,
 )
-from stream_apps.routing import Delivery, route, with_meta
-from stream_apps.verdict import Verdict, dlq_record, judge
+from stream_apps.routing import Delivery, by_resource, delivery_record, route, with_meta
+from stream_apps.verdict import judge
 
 log = logging.getLogger("govbus.hotpath")
 GROUP = "govbus-hotpath"
 
 
-def log_entry(acked: Acked, channel: str = "exchange") -> LogEntry:
-    """The delivery-log entry of one acknowledged delivery (what ``govbus.deliveries``
-    carried as JSON between the split router and the log sink)."""
+def log_entry(acked: Acked) -> LogEntry:
+    """The delivery-log entry of one acknowledged delivery: the record the split router sends
+    the log sink on ``govbus.deliveries``, without the JSON round trip."""
     d, partition, offset, delivered_ms = acked
-    value = d.value
-    return LogEntry(event_id=str(value["event_id"]), channel=channel,
-                    provider=str(value["provider"]), recipient=d.recipient,
-                    resource=str(value["resource"]), grant_id=d.grant_id,
-                    fields=tuple(d.fields), masked_fields=tuple(d.masked),
-                    topic=d.topic if partition is not None else None, partition=partition,
-                    offset=offset, delivered_ms=delivered_ms)
+    record = delivery_record(d, "exchange", partition, offset, delivered_ms, d.topic)
+    return LogEntry(**record | {"fields": tuple(d.fields), "masked_fields": tuple(d.masked)})
 
 
 @dataclass
@@ -176,22 +169,16 @@ class HotPath(BatchStage):
     def _decide(self, msgs: list[Any]) -> Decided:
         """Judge and route every record; produce DLQ and validated records, collect the
         deliveries and the reconciler's values."""
-        grants = self.control.current()
+        grants = by_resource(self.control.current())
         at = dt.datetime.now(dt.UTC)
-        by_resource: dict[str, list[Grant]] = {}
-        for g in grants:
-            by_resource.setdefault(g.resource_id, []).append(g)
         current: dict[str, Resource] = {}  # resource id -> with today's catalogue metadata
         out = Decided(Acks("outputs"))
         for msg in msgs:
             verdict = judge(msg.topic(), msg.value(), self.lookup)
-            out.judged.append(Judged(msg.topic(), msg.partition(), msg.offset(),
-                                     verdict.agency, verdict.resource_id,
-                                     "accepted" if verdict.accepted else "rejected",
-                                     "" if verdict.accepted else verdict.violations[0].rule))
+            out.judged.append(judged(msg, verdict))
             if not verdict.accepted:
                 out.counts[f"rejected {verdict.violations[0].rule}"] += 1
-                self._reject(msg, verdict, out.acks)
+                reject(self.producer, self.topics, msg, verdict, out.acks.expect())
                 continue
             raw, event = verdict.resource, verdict.event
             assert raw is not None and event is not None  # accepted: decoded
@@ -203,7 +190,7 @@ class HotPath(BatchStage):
                 resource = current[raw.id] = with_meta(raw, self.control.meta.get(raw.id))
             out.accepted.append((msg, resource, event))
             out.counts[f"accepted {resource.id}"] += 1
-            result = route(resource, event, by_resource.get(resource.id, []), at)
+            result = route(resource, event, grants.get(resource.id, []), at)
             out.routed.append((resource, event, result))
             out.deliveries += result.deliveries
             out.counts[f"delivered {resource.id}"] += len(result.deliveries)
@@ -229,17 +216,6 @@ class HotPath(BatchStage):
             self.stats["duplicates"] += logged.duplicates
             metrics.LOG_RECORDS.labels("written").inc(logged.written)
             metrics.LOG_RECORDS.labels("duplicate").inc(logged.duplicates)
-
-    def _reject(self, msg: Any, verdict: Verdict, acks: Acks) -> None:
-        headers = dict(msg.headers() or [])
-        event_id = headers.get("event_id")
-        value = dlq_record(verdict, msg.topic(), msg.partition(), msg.offset(), msg.key(),
-                           msg.value(), event_id.decode() if isinstance(event_id, bytes)
-                           else None, now_ms())
-        dlq = verdict.output_topic
-        self.topics.ensure([dlq])  # an unknown agency still gets its DLQ
-        produce(self.producer, dlq, msg.key(), value, acks.expect(),
-                [("rule", verdict.violations[0].rule.encode())])
 
 
 def main() -> None:

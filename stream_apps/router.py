@@ -49,7 +49,14 @@ from govbus_core.registry import SchemaRegistry
 from govbus_core.serde import unframe
 from govbus_core.sharing import Grant
 from stream_apps.router_metrics import Routed, observe
-from stream_apps.routing import DELIVERY_TOPIC, Delivery, delivery_record, route, with_meta
+from stream_apps.routing import (
+    DELIVERY_TOPIC,
+    Delivery,
+    by_resource,
+    delivery_record,
+    route,
+    with_meta,
+)
 
 log = logging.getLogger("govbus.router")
 VALIDATED_PATTERN = r"^validated\..*"
@@ -266,16 +273,13 @@ class Router(BatchStage):
 
     def process(self, msgs: list[Any]) -> None:
         """Route, deliver, log the deliveries, keep the state, then commit (in that order)."""
-        grants = self.control.current()
+        grants = by_resource(self.control.current())
         at = dt.datetime.now(dt.UTC)
         decoded, offsets, counts = self._decode(msgs)
         deliveries: list[Delivery] = []
         routed: list[Routed] = []
-        by_resource: dict[str, list[Grant]] = {}  # route() looks at its resource's only
-        for g in grants:
-            by_resource.setdefault(g.resource_id, []).append(g)
         for _msg, resource, event in decoded:
-            result = route(resource, event, by_resource.get(resource.id, []), at)
+            result = route(resource, event, grants.get(resource.id, []), at)
             routed.append((resource, event, result))
             deliveries += result.deliveries
             counts[f"delivered {resource.id}"] += len(result.deliveries)

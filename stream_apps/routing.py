@@ -152,6 +152,14 @@ def route(resource: Resource, event: dict[str, Any], grants: list[Grant], at: dt
     return RouteResult(deliveries=out)
 
 
+def by_resource(grants: Iterable[Grant]) -> dict[str, list[Grant]]:
+    """Grants grouped by resource id: :func:`route` looks at its resource's only."""
+    grouped: dict[str, list[Grant]] = {}
+    for g in grants:
+        grouped.setdefault(g.resource_id, []).append(g)
+    return grouped
+
+
 def with_meta(resource: Resource, meta: dict[str, Any] | None) -> Resource:
     """``resource`` with its current catalogue metadata.
 
