@@ -33,6 +33,7 @@ from govbus_core import metrics
 from govbus_core.config import Settings, _int_env
 from govbus_core.envelope import now_ms
 from govbus_core.kafka import ensure_topics, partition_count
+from stream_apps import faust_fixes
 from stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
 from stream_apps.reconcile_rules import ValueChange, apply_entity
 
@@ -76,7 +77,8 @@ def create_app(settings: Settings, app: str | None = None) -> faust.App:
     partitions = partition_count(settings, VALUES_TOPIC)  # as `up --partitions` made it
     ensure_topics(settings, [changelog_topic(name)], partitions)
     brokers = [f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")]
-    fapp = faust.App(name, broker=brokers, store="memory://", web_enabled=False,
+    # faust.App plus two fixes without which a restart could drop input (see faust_fixes)
+    fapp = faust_fixes.App(name, broker=brokers, store="memory://", web_enabled=False,
                      topic_partitions=partitions, topic_replication_factor=1,
                      broker_session_timeout=6.0, broker_heartbeat_interval=0.5,
                      broker_commit_interval=1.0, consumer_auto_offset_reset="earliest",

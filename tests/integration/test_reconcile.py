@@ -161,12 +161,6 @@ def test_the_same_events_in_another_order_give_the_same_cases(
             assert c["entity_key"] in transient and c["resolution"] == "agreed", c
 
 
-# Known flaky since issue 7's reconciler changes (bundles, one entry per entity, producer
-# linger): in about 1 run in 5 here the restarted faust worker joins, recovers and then
-# consumes nothing for two minutes (no error logged); the commit before them passed 6 of 6.
-# Cause not found (README "Reconciliation" limitations). Rerun up to 4 times, so the flake
-# does not hide everything else; a deterministic loss still fails every attempt.
-@pytest.mark.flaky(reruns=4)
 def test_a_reconciler_killed_mid_stream_neither_loses_nor_duplicates_cases(
         pipeline: Pipeline, settings: Settings) -> None:
     rng = random.Random()
