@@ -7,7 +7,10 @@ Pure, so it is unit-tested on its own (tests/unit/test_fault_check.py).
   a crash are at-least-once by design and counted separately: subscribers de-duplicate by
   event id);
 - **misdelivered**: a delivery or log row for an agency not entitled to the event's resource,
-  or of an event that was never validly published (a DLQ'd event must reach nobody).
+  or of an event that was never validly published (a DLQ'd event must reach nobody);
+- **cases missing / unexpected** (reconciliation, Art. 19-20): an (entity, attribute) whose
+  agencies' values really differ without an open case, or a case open where they agree
+  (formatting alone included) or opened twice.
 """
 
 from __future__ import annotations
@@ -28,11 +31,15 @@ class Figures:
     misdelivered: int = 0
     resent: int = 0              # extra copies on deliver topics (at-least-once re-sends)
     chain_ok: bool = True
+    cases_expected: int = 0      # (entity, attribute) pairs whose values differ
+    cases_missing: int = 0
+    cases_unexpected: int = 0
     examples: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.lost or self.duplicated or self.misdelivered) and self.chain_ok
+        return not (self.lost or self.duplicated or self.misdelivered or self.cases_missing
+                    or self.cases_unexpected) and self.chain_ok
 
     def line(self) -> str:
         kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.faults.items()))
@@ -40,7 +47,9 @@ class Figures:
                 f"{self.expected_deliveries}, faults injected {sum(self.faults.values())} "
                 f"({kinds}); lost {self.lost}, duplicated {self.duplicated}, misdelivered "
                 f"{self.misdelivered}; topic re-sends {self.resent}; log chain "
-                f"{'intact' if self.chain_ok else 'BROKEN'}")
+                f"{'intact' if self.chain_ok else 'BROKEN'}; cases expected "
+                f"{self.cases_expected}, missing {self.cases_missing}, unexpected "
+                f"{self.cases_unexpected}")
 
 
 def compare(published: Mapping[str, str], invalid: Iterable[str],
@@ -71,3 +80,22 @@ def compare(published: Mapping[str, str], invalid: Iterable[str],
         [f"misdelivered {a} {e}" for a, e in sorted(bad)[:3]] + \
         [f"duplicated {k}" for k, n in rows.items() if n > 1][:3]
     return figures
+
+
+def compare_cases(figures: Figures, expected: set[tuple[str, str]],
+                  cases: Iterable[tuple[str, str, str]]) -> None:
+    """``expected``: (entity, attribute) whose values differ; ``cases``: (entity, attribute,
+    status) per row of the ``cases`` table. Fills the figures' case counts."""
+    cases = list(cases)
+    rows = Counter((e, a) for e, a, status in cases if status == "open")
+    statuses: dict[tuple[str, str], list[str]] = {}
+    for e, a, status in cases:
+        statuses.setdefault((e, a), []).append(status)
+    figures.cases_expected = len(expected)
+    missing = sorted(expected - set(rows))
+    unexpected = sorted(p for p in rows if p not in expected) + \
+        sorted(p for p, n in rows.items() if n > 1)
+    figures.cases_missing, figures.cases_unexpected = len(missing), len(unexpected)
+    figures.examples += [f"no case for {e} {a} (rows: {statuses.get((e, a)) or 'none'})"
+                         for e, a in missing[:3]] + \
+        [f"unexpected case {e} {a}" for e, a in unexpected[:3]]

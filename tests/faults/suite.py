@@ -14,9 +14,16 @@ two agencies, and seeded faults:
 - **PostgreSQL stopped and started** (the bus's own embedded server, never a shared one): the
   registry, grants, delivery log and the agency's outbox all live there.
 
+The reconciliation processes run too (the faust reconciler and the cases sink, and in the
+split topology the reconcile feed), started once the broker outage is over, and are killed
+like the others: the market-regulation register (the source of record) publishes every
+taxpayer the tax agency writes, with a different legal representative for a third of them and
+a formatting-only difference in the address for another third.
+
 Components that exit by themselves (a relay started while the database is down) are
 restarted by a supervisor, as a service manager would. Afterwards the published set is
-compared with every deliver topic and the delivery log (``tests.faults.check``).
+compared with every deliver topic and the delivery log, and the open cases with the values
+that really differ (``tests.faults.check``).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import signal
 import threading
 import time
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +55,8 @@ from govbus_core.errors import GovbusError
 from govbus_core.kafka import consumer_config, ensure_topics
 from producers.outbox import install
 from producers.publisher import Change, Publisher
-from tests.faults.check import Figures, compare
+from stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
+from tests.faults.check import Figures, compare, compare_cases
 from tests.faults.processes import Broker, Postgres, Supervisor, cluster
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,6 +69,12 @@ TOPOLOGIES = {
     "split": {"gate": ["-m", "stream_apps.gate"], "router": ["-m", "stream_apps.router"],
               "sink": ["-m", "consumers.delivery_log"]},
 }
+# reconciliation, started once the broker outage is over (Tansu loses every topic, faust's
+# changelog among them, when it stops); the split topology also needs its reconcile feed
+RECONCILIATION = {"reconciler": ["-m", "stream_apps.reconciler"],
+                  "cases": ["-m", "consumers.cases_sink"]}
+FEED = {"feed": ["-m", "stream_apps.reconcile_feed"]}
+REP = "company.legal_representative"
 Say = Callable[[str], None]
 
 
@@ -98,9 +113,13 @@ class Load:
         self.pop_ids: dict[str, str] = {}
         self.invalid: list[str] = []
         self.rows = 0
+        self.companies: list[dict[str, Any]] = []  # taxpayers written, in order
+        self.differing: set[tuple[str, str]] = set()  # (entity, attribute) MR made differ
+        self.registered = 0  # companies the market-regulation register has published
         self.stopping = threading.Event()
         self.threads = [threading.Thread(target=self._rows, daemon=True),
-                        threading.Thread(target=self._api, daemon=True)]
+                        threading.Thread(target=self._api, daemon=True),
+                        threading.Thread(target=self._register, daemon=True)]
 
     def start(self) -> None:
         for t in self.threads:
@@ -119,6 +138,26 @@ class Load:
                 cur.execute("INSERT INTO taxpayers VALUES (%s, %s, %s, %s, %s, %s, %s)",
                             tuple(r.values()))
         self.rows += n
+        self.companies += rows
+
+    def _register(self) -> None:
+        """The source of record: every taxpayer written, as the market-regulation register
+        has it (:func:`registered`); drains what is left when the load stops."""
+        publisher = Publisher(self.settings)
+        while True:
+            stopping = self.stopping.wait(0.3)
+            while self.registered < len(self.companies):
+                chunk = self.companies[self.registered:self.registered + 50]
+                records = [registered(c) for c in chunk]
+                self._publish(publisher, "market_regulation", "legal_entity_register",
+                              [Change("c", r, event_id=str(uuid.uuid4())) for r in records])
+                for c, r in zip(chunk, records, strict=True):
+                    if r["legal_representative"] != c["legal_representative"]:
+                        self.differing.add((f"company:{c['uscc']}", REP))
+                self.registered += len(chunk)
+            if stopping:
+                break
+        publisher.close()
 
     def _rows(self) -> None:
         while not self.stopping.wait(0.2):
@@ -140,19 +179,19 @@ class Load:
                 rec["resident_id"] = rec["resident_id"][:17] + (
                     "0" if rec["resident_id"][17] != "0" else "1")
                 changes.append(Change("c", rec, event_id=str(uuid.uuid4())))
-            self._publish(publisher, changes)
+            self._publish(publisher, "public_security", "population_register", changes)
             for ch in changes[:10]:
                 self.pop_ids[str(ch.event_id)] = POP
             if bad:
                 self.invalid.append(str(changes[-1].event_id))
         publisher.close()
 
-    def _publish(self, publisher: Publisher, changes: list[Change]) -> None:
+    def _publish(self, publisher: Publisher, agency: str, resource: str,
+                 changes: list[Change]) -> None:
         """Until every event is acknowledged; a retry re-sends the same event ids."""
         while True:
             try:
-                report = publisher.publish("public_security", "population_register", changes,
-                                           validate=False)
+                report = publisher.publish(agency, resource, changes, validate=False)
             except GovbusError:
                 report = None
             if report is not None and not report.failed and not report.refused:
@@ -166,6 +205,20 @@ def company(rng: random.Random) -> dict[str, Any]:
             "legal_representative": "李强", "registered_address": "渝水区劳动北路1号",
             "taxpayer_type": rng.choice(["GENERAL", "SMALL_SCALE"]),
             "tax_authority": "国家税务总局新余市渝水区税务局", "credit_rating": None}
+
+
+def registered(taxpayer: dict[str, Any]) -> dict[str, Any]:
+    """The market-regulation record of a taxpayer: by a hash of its code (so the same whatever
+    the timing), another legal representative (a case), the address in full-width digits
+    (formatting only: no case), or the same values."""
+    kind = zlib.crc32(taxpayer["uscc"].encode()) % 3
+    address = taxpayer["registered_address"]
+    return {"uscc": taxpayer["uscc"], "name": taxpayer["taxpayer_name"],
+            "legal_representative": "赵六" if kind == 0 else taxpayer["legal_representative"],
+            "legal_representative_id": "360502198001010015",
+            "registered_address": address.replace("1", "１") if kind == 1 else address,
+            "registered_capital": 1000000, "established_date": "2001-05-01",
+            "status": "ACTIVE"}
 
 
 def person(rng: random.Random) -> dict[str, Any]:
@@ -251,7 +304,7 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
         agency = prepare_databases(pg, catalogue, recipients)
         settings = Settings(f"127.0.0.1:{broker.port}", pg.url, catalogue.root,
                             session_timeout_ms=3000, partitions=3)
-        topics = runtime.catalogue_topics(catalogue) + [
+        topics = runtime.catalogue_topics(catalogue) + [VALUES_TOPIC, CASES_TOPIC] + [
             f"deliver.{r}.{res.split('.', 1)[1]}" for r in recipients for res in (TAX, POP)]
 
         def broker_up() -> None:
@@ -275,6 +328,9 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
             sup.thread.start()
             outage_with_work(agency, broker, sup, load, broker_up, say)
             faults["broker stop with outbox work"] += 1
+            reconciliation = RECONCILIATION | (FEED if plan.topology == "split" else {})
+            for name, argv in reconciliation.items():
+                sup.add(name, argv)
             load.start()
             inject(plan, rng, sup, pg, faults, say)
             load.stop()
@@ -345,6 +401,7 @@ def settle(plan: Plan, settings: Settings, pg: Postgres, agency: str, load: Load
         want = sum(len(entitled[r]) for r in pub.values())
         return bool(pub) and len(read_log(pg.url)) >= want
 
+    started = time.monotonic()
     try:
         wait_until(caught_up, plan.settle_s, "the pipeline to log every expected delivery", 1.0)
     except GovbusError as exc:
@@ -352,4 +409,54 @@ def settle(plan: Plan, settings: Settings, pg: Postgres, agency: str, load: Load
     pub = published() or outbox_ids(agency)[0] | load.pop_ids
     figures = compare(pub, load.invalid, entitled, read_deliveries(settings), read_log(pg.url))
     figures.chain_ok = verify(pg.url).ok
+
+    def cases_settled() -> bool:
+        probe = Figures()
+        compare_cases(probe, load.differing, read_cases(pg.url))
+        return not (probe.cases_missing or probe.cases_unexpected)
+
+    try:  # the reconciler is off the delivery path: it may still be catching up
+        wait_until(cases_settled, max(30.0, plan.settle_s - (time.monotonic() - started)),
+                   "the reconciler to open exactly the expected cases", 1.0)
+    except GovbusError as exc:
+        say(str(exc))
+    compare_cases(figures, load.differing, read_cases(pg.url))
+    if figures.cases_missing:
+        figures.examples += where_values_went(settings, load.differing, read_cases(pg.url))
     return figures
+
+
+def where_values_went(settings: Settings, differing: set[tuple[str, str]],
+                      cases: list[tuple[str, str, str]]) -> list[str]:
+    """For a few missing cases, which stage lost them: the agencies whose values reached
+    ``reconcile.values`` and the statuses the reconciler wrote to ``reconcile.cases``."""
+    missing = sorted(differing - {(e, a) for e, a, status in cases if status == "open"})[:3]
+    wanted = {e for e, _ in missing}
+    values: dict[str, list[str]] = {e: [] for e in wanted}
+    emitted: dict[str, list[str]] = {e: [] for e in wanted}
+    consumer = Consumer(consumer_config(settings, f"faults-why-{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe([VALUES_TOPIC, CASES_TOPIC])
+    idle = time.monotonic()
+    while time.monotonic() - idle < 8:
+        for msg in consumer.consume(1000, 0.5):
+            if msg.error():
+                continue
+            idle = time.monotonic()
+            doc = json.loads(msg.value())
+            if msg.topic() == CASES_TOPIC:
+                if doc.get("entity_key") in wanted:
+                    emitted[doc["entity_key"]].append(f"{doc['status']}@{msg.offset()}")
+                continue
+            for one in doc.get("bundle") or [doc]:
+                if one.get("entity") in wanted:
+                    values[one["entity"]].append(
+                        f"{one['agency']}@{msg.partition()}:{msg.offset()}")
+    consumer.close()
+    return [f"  {e}: values on {VALUES_TOPIC}: {values[e] or 'none'}; case messages: "
+            f"{emitted[e] or 'none'}" for e in sorted(wanted)]
+
+
+def read_cases(dsn: str) -> list[tuple[str, str, str]]:
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT entity_key, attribute, status FROM cases")
+        return [(r[0], r[1], r[2]) for r in cur.fetchall()]

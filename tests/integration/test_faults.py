@@ -1,6 +1,7 @@
 """The fault suite in CI (issue 6): a fixed seed, every component its own process, at least 20
 kill -9s plus PostgreSQL restarts plus a broker outage while the outbox has work; nothing may be
-lost, duplicated or misdelivered, and the delivery log's hash chain must verify.
+lost, duplicated or misdelivered, the delivery log's hash chain must verify, and the reconciler
+(killed like the rest) must open a case for exactly the values that differ.
 
 A failure replays with ``python -m tests.faults --seed 20261125`` (figures and logs printed).
 """
@@ -32,3 +33,5 @@ def test_fault_suite_loses_duplicates_and_misdelivers_nothing(tmp_path: Path,
     assert (figures.lost, figures.duplicated, figures.misdelivered) == (0, 0, 0), \
         figures.examples
     assert figures.chain_ok
+    assert figures.cases_expected > 100
+    assert (figures.cases_missing, figures.cases_unexpected) == (0, 0), figures.examples
