@@ -12,8 +12,9 @@ case key) for the cases sink. The rules are pure functions in
 
 Why faust here (and not for the gate): the table and its changelog are what the reconciler
 needs — state partitioned like its input, rebuilt from the changelog after a restart — and its
-volume is a few messages per change of a canonical attribute. At-least-once: faust flushes the
-producer (case messages and changelog) before it commits input offsets; an event replayed after a
+volume is a few messages per change of a canonical attribute. At-least-once: the producer is
+flushed (case messages and changelog acknowledged) before input offsets are committed (faust
+itself did not wait: :mod:`stream_apps.faust_fixes`); an event replayed after a
 crash finds its value already held and re-emits that attribute's cases, which the sink
 de-duplicates by key, so a crash neither loses nor duplicates cases.
 

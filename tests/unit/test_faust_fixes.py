@@ -1,8 +1,9 @@
-"""The reconciler's two faust fixes (stream_apps.faust_fixes), each of which let a restarted
-reconciler drop input it had fetched: the end of recovery resumed the input partitions before
-seeking them and before ``flow_control.resume()`` cleared the agents' queues, and a fetch was
-handed faust's live set of active partitions, which aiokafka reads as "all" once it empties.
-These tests pin both on a real faust app; no broker is needed because nothing here starts it."""
+"""The reconciler's three faust fixes (stream_apps.faust_fixes), each of which let it lose input:
+the end of recovery resumed the input partitions before seeking them and before
+``flow_control.resume()`` cleared the agents' queues; a fetch was handed faust's live set of
+active partitions, which aiokafka reads as "all" once it empties; and offsets were committed
+before the output of their processing was acknowledged. These tests pin all three on a real
+faust app; no broker is needed because nothing here starts it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import asyncio
 import inspect
 from typing import Any
 
+import pytest
 from faust.types import TP
 
-from stream_apps.faust_fixes import App, OrderedRecovery, SnapshotConsumer
+from stream_apps.faust_fixes import App, OrderedRecovery, SafeConsumer
 
 
 class Recorder:
@@ -61,7 +63,7 @@ def app_with(calls: list[Any], assignment: set[TP]) -> App:
 def test_the_app_has_both_fixes() -> None:
     app = App("t", broker="kafka://127.0.0.1:1", web_enabled=False, store="memory://")
     assert isinstance(app.tables.recovery, OrderedRecovery)
-    assert isinstance(app.consumer, SnapshotConsumer)
+    assert isinstance(app.consumer, SafeConsumer)
 
 
 def test_the_reconciler_is_built_on_that_app() -> None:
@@ -100,10 +102,10 @@ class Thread:
         return {tp: [0] for tp in active} if active is not None else {}
 
 
-def consumer_with(thread: Thread) -> SnapshotConsumer:
+def consumer_with(thread: Thread) -> SafeConsumer:
     app = App("t", broker="kafka://127.0.0.1:1", web_enabled=False, store="memory://")
     consumer = app.consumer
-    assert isinstance(consumer, SnapshotConsumer)
+    assert isinstance(consumer, SafeConsumer)
     consumer._thread = thread  # type: ignore[assignment]
     return consumer
 
@@ -134,3 +136,24 @@ def test_a_client_only_fetch_still_asks_for_every_partition() -> None:
     thread = Thread()
     asyncio.run(consumer_with(thread)._getmany(None, 1.0))
     assert thread.asked == [None]
+
+
+def test_offsets_are_committed_only_after_the_producer_is_flushed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[Any] = []
+    consumer = consumer_with(Thread())
+
+    class Producer:
+        async def flush(self) -> None:
+            await asyncio.sleep(0)   # the broker acknowledging what was sent
+            calls.append("producer flushed")
+
+    async def commit(self: Any, offsets: Any, start_new_transaction: bool = True) -> bool:
+        calls.append(("offsets committed", dict(offsets)))
+        return True
+
+    monkeypatch.setattr(consumer.app, "_producer", Producer(), raising=False)
+    monkeypatch.setattr(type(consumer).__mro__[1], "_commit_offsets", commit)
+    done = asyncio.run(consumer._commit_offsets({TP("reconcile.values", 0): 7}))
+    assert done and calls == ["producer flushed",
+                              ("offsets committed", {TP("reconcile.values", 0): 7})]
