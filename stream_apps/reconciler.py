@@ -78,20 +78,20 @@ def create_app(settings: Settings, app: str | None = None) -> faust.App:
     partitions = partition_count(settings, VALUES_TOPIC)  # as `up --partitions` made it
     ensure_topics(settings, [changelog_topic(name)], partitions)
     brokers = [f"kafka://{s.strip()}" for s in settings.bootstrap_servers.split(",")]
-    # faust.App plus two fixes without which a restart could drop input (see faust_fixes)
+    # faust.App plus three fixes without which a crash or restart could lose input
     fapp = faust_fixes.App(name, broker=brokers, store="memory://", web_enabled=False,
-                     topic_partitions=partitions, topic_replication_factor=1,
-                     broker_session_timeout=6.0, broker_heartbeat_interval=0.5,
-                     broker_commit_interval=1.0, consumer_auto_offset_reset="earliest",
-                     producer_acks=-1, table_cleanup_interval=3600.0,
-                     # batch changelog and case messages: with faust's default (no linger)
-                     # a produce request per table write was a fifth of the reconciler's CPU
-                     producer_linger=0.02,
-                     # the memory store's offsets come from this process's own reads of the
-                     # changelog, so a persisted offset above the high watermark only means a
-                     # broker that reports a low one: Tansu's is the last batch's first
-                     # offset + 1, and the check crashed a worker on a rebalance
-                     recovery_consistency_check=False)
+                           topic_partitions=partitions, topic_replication_factor=1,
+                           broker_session_timeout=6.0, broker_heartbeat_interval=0.5,
+                           broker_commit_interval=1.0, consumer_auto_offset_reset="earliest",
+                           producer_acks=-1, table_cleanup_interval=3600.0,
+                           # batch changelog and case messages: with faust's default (no linger)
+                           # a produce request per table write was a fifth of the reconciler's CPU
+                           producer_linger=0.02,
+                           # the memory store's offsets come from this process's own reads of the
+                           # changelog, so a persisted offset above the high watermark only means a
+                           # broker that reports a low one: Tansu's is the last batch's first
+                           # offset + 1, and the check crashed a worker on a rebalance
+                           recovery_consistency_check=False)
     values_topic = fapp.topic(VALUES_TOPIC, key_type=bytes, value_serializer="json",
                               partitions=partitions, internal=False)
     cases_topic = fapp.topic(CASES_TOPIC, key_type=bytes, value_serializer="json",
