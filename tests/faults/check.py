@@ -83,9 +83,10 @@ def compare(published: Mapping[str, str], invalid: Iterable[str],
 
 
 def compare_cases(figures: Figures, expected: set[tuple[str, str]],
-                  cases: Iterable[tuple[str, str, str]]) -> None:
+                  cases: Iterable[tuple[str, str, str]]) -> list[tuple[str, str]]:
     """``expected``: (entity, attribute) whose values differ; ``cases``: (entity, attribute,
-    status) per row of the ``cases`` table. Fills the figures' case counts."""
+    status) per row of the ``cases`` table. Fills the figures' case counts; returns the
+    missing pairs, sorted."""
     cases = list(cases)
     rows = Counter((e, a) for e, a, status in cases if status == "open")
     statuses: dict[tuple[str, str], list[str]] = {}
@@ -99,3 +100,4 @@ def compare_cases(figures: Figures, expected: set[tuple[str, str]],
     figures.examples += [f"no case for {e} {a} (rows: {statuses.get((e, a)) or 'none'})"
                          for e, a in missing[:3]] + \
         [f"unexpected case {e} {a}" for e, a in unexpected[:3]]
+    return missing

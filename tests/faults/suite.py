@@ -38,7 +38,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,7 @@ from govbus_core.kafka import consumer_config, ensure_topics
 from producers.outbox import install
 from producers.publisher import Change, Publisher
 from stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
+from stream_apps.reconciler import members
 from tests.faults.check import Figures, compare, compare_cases
 from tests.faults.processes import Broker, Postgres, Supervisor, cluster
 
@@ -256,22 +257,30 @@ def prepare_databases(pg: Postgres, catalogue: Catalogue, recipients: list[str])
     return agency
 
 
+def scan(settings: Settings, topics: list[str]) -> Iterator[Any]:
+    """Every message of ``topics`` (names or ``^`` patterns) from the beginning, once each,
+    until nothing new came for 8 s."""
+    consumer = Consumer(consumer_config(settings, f"faults-check-{uuid.uuid4().hex[:8]}"))
+    consumer.subscribe(topics)
+    seen: set[tuple[str, int, int]] = set()
+    idle = time.monotonic()
+    try:
+        while time.monotonic() - idle < 8:
+            for msg in consumer.consume(1000, 0.5):
+                key = (msg.topic(), msg.partition(), msg.offset())
+                if msg.error() or key in seen:
+                    continue
+                seen.add(key)
+                idle = time.monotonic()
+                yield msg
+    finally:
+        consumer.close()
+
+
 def read_deliveries(settings: Settings) -> list[tuple[str, str]]:
     """(recipient, event id) of every message on every deliver topic, from the beginning."""
-    consumer = Consumer(consumer_config(settings, f"faults-check-{uuid.uuid4().hex[:8]}"))
-    consumer.subscribe([r"^deliver\..*"])
-    seen: dict[tuple[str, int, int], tuple[str, str]] = {}
-    idle = time.monotonic()
-    while time.monotonic() - idle < 8:
-        for msg in consumer.consume(1000, 0.5):
-            if msg.error():
-                continue
-            key = (msg.topic(), msg.partition(), msg.offset())
-            if key not in seen:
-                seen[key] = (msg.topic().split(".")[1], json.loads(msg.value())["event_id"])
-                idle = time.monotonic()
-    consumer.close()
-    return list(seen.values())
+    return [(msg.topic().split(".")[1], json.loads(msg.value())["event_id"])
+            for msg in scan(settings, [r"^deliver\..*"])]
 
 
 def read_log(dsn: str) -> list[tuple[str, str, str]]:
@@ -420,38 +429,26 @@ def settle(plan: Plan, settings: Settings, pg: Postgres, agency: str, load: Load
                    "the reconciler to open exactly the expected cases", 1.0)
     except GovbusError as exc:
         say(str(exc))
-    compare_cases(figures, load.differing, read_cases(pg.url))
-    if figures.cases_missing:
-        figures.examples += where_values_went(settings, load.differing, read_cases(pg.url))
+    missing = compare_cases(figures, load.differing, read_cases(pg.url))
+    if missing:
+        figures.examples += where_values_went(settings, {e for e, _ in missing[:3]})
     return figures
 
 
-def where_values_went(settings: Settings, differing: set[tuple[str, str]],
-                      cases: list[tuple[str, str, str]]) -> list[str]:
-    """For a few missing cases, which stage lost them: the agencies whose values reached
-    ``reconcile.values`` and the statuses the reconciler wrote to ``reconcile.cases``."""
-    missing = sorted(differing - {(e, a) for e, a, status in cases if status == "open"})[:3]
-    wanted = {e for e, _ in missing}
+def where_values_went(settings: Settings, wanted: set[str]) -> list[str]:
+    """For the entities of a few missing cases, which stage lost them: the agencies whose
+    values reached ``reconcile.values`` and the statuses written to ``reconcile.cases``."""
     values: dict[str, list[str]] = {e: [] for e in wanted}
     emitted: dict[str, list[str]] = {e: [] for e in wanted}
-    consumer = Consumer(consumer_config(settings, f"faults-why-{uuid.uuid4().hex[:8]}"))
-    consumer.subscribe([VALUES_TOPIC, CASES_TOPIC])
-    idle = time.monotonic()
-    while time.monotonic() - idle < 8:
-        for msg in consumer.consume(1000, 0.5):
-            if msg.error():
-                continue
-            idle = time.monotonic()
-            doc = json.loads(msg.value())
-            if msg.topic() == CASES_TOPIC:
-                if doc.get("entity_key") in wanted:
-                    emitted[doc["entity_key"]].append(f"{doc['status']}@{msg.offset()}")
-                continue
-            for one in doc.get("bundle") or [doc]:
-                if one.get("entity") in wanted:
-                    values[one["entity"]].append(
-                        f"{one['agency']}@{msg.partition()}:{msg.offset()}")
-    consumer.close()
+    for msg in scan(settings, [VALUES_TOPIC, CASES_TOPIC]):
+        doc = json.loads(msg.value())
+        if msg.topic() == CASES_TOPIC:
+            if doc.get("entity_key") in wanted:
+                emitted[doc["entity_key"]].append(f"{doc['status']}@{msg.offset()}")
+            continue
+        for one in members(doc):
+            if one.get("entity") in wanted:
+                values[one["entity"]].append(f"{one['agency']}@{msg.partition()}:{msg.offset()}")
     return [f"  {e}: values on {VALUES_TOPIC}: {values[e] or 'none'}; case messages: "
             f"{emitted[e] or 'none'}" for e in sorted(wanted)]
 
