@@ -2,13 +2,15 @@
 
 - **confluent-kafka**: :class:`bench.gate_bench.Passthrough`, a plain consume→produce loop
   (batch 1000, manual commit after flush), in a forked process of the bench.
-- **faust**: a bare passthrough agent (``await topic.send`` per event), in the project's
-  virtualenv (faust-streaming is a project dependency): once with faust's default producer
-  settings, once with the 20 ms producer linger every govbus stage uses (about twice as fast
-  here, so the stricter baseline).
-- **Quix Streams** and **Bytewax**: bare passthrough apps, each in its own virtualenv under
-  ``bench/.venvs/`` (created on first use with ``pip install quixstreams`` / ``'bytewax[kafka]'``,
-  bench-only dependencies whose pins need not agree with the project's).
+- **faust**: a bare passthrough agent (``await topic.send`` per event): once with faust's
+  default producer settings, once with the 20 ms producer linger every govbus stage uses (about
+  twice as fast here, so the stricter baseline).
+- **Quix Streams** and **Bytewax**: bare passthrough apps.
+
+Each of the three runs in its own virtualenv under ``bench/.venvs/`` (created on first use
+with ``pip install 'faust-streaming<0.16'`` / ``quixstreams`` / ``'bytewax[kafka]'``):
+bench-only dependencies whose pins need not agree with the project's. (faust-streaming was a
+project dependency until the reconciler left it, issue 7.)
 
 Each peer reads the first N records of the ``ingest.*`` topics from the beginning (its own
 consumer group) and writes them to a scratch topic of its own; it runs as a subprocess
@@ -47,12 +49,14 @@ class Peer:
     args: tuple[str, ...] = ()  # extra arguments to its script
 
 
+FAUST = "faust-streaming>=0.15.3,<0.16"  # the version the bus ran its reconciler on
+
 PEERS = (
     # "bare": faust's own producer settings (linger 0), as the issue and DESIGN.md measured it
-    Peer("faust passthrough agent", "faust_passthrough.py", None, "faust-streaming", "faust"),
+    Peer("faust passthrough agent", "faust_passthrough.py", "faust", FAUST, "faust"),
     # and tuned with the producer linger every govbus stage uses: the stricter baseline
-    Peer("faust+linger20 passthrough agent", "faust_passthrough.py", None, "faust-streaming",
-         "faust", ("--linger-ms", "20")),
+    Peer("faust+linger20 passthrough agent", "faust_passthrough.py", "faust", FAUST, "faust",
+         ("--linger-ms", "20")),
     Peer("Quix Streams passthrough", "quix_passthrough.py", "quix", "quixstreams", "quixstreams"),
     Peer("Bytewax passthrough", "bytewax_passthrough.py", "bytewax", "bytewax[kafka]",
          "bytewax.connectors.kafka"),

@@ -38,7 +38,7 @@ from .report import BenchError, Say
 
 ROOT = Path(__file__).resolve().parent.parent
 # Processes that run next to the workers during every governed run, when their module exists:
-# the faust reconciler (its table needs a faust worker; one is enough for its volume).
+# the reconciler (a process of its own, as `govbus up` runs it; one is enough for its volume).
 COMPANIONS = [("reconciler", "stream_apps.reconciler")]
 
 # (requester, resource, fields or None for all, confidentiality agreement, provider's answer)

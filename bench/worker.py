@@ -54,8 +54,8 @@ TOPOLOGIES: dict[str, list[tuple[str, Factory]]] = {
 
 # Reconciliation runs in the governed pipeline whenever its stages exist: (name, module,
 # class taking (settings, group=...)). Adding a stage is adding one line here.
-# (The faust reconciler itself is a faust worker: the bench runs it as a process of its own
-# next to the workers, see bench.pipeline.COMPANIONS.)
+# (The reconciler runs as a process of its own next to the workers, as `govbus up` runs it,
+# off the workers' interpreter lock: see bench.pipeline.COMPANIONS.)
 OPTIONAL: dict[str, list[tuple[str, str, str]]] = {
     "hotpath": [("cases_sink", "consumers.cases_sink", "CasesSink")],  # it feeds itself
     "split": [("reconcile_feed", "stream_apps.reconcile_feed", "ReconcileFeed"),

@@ -8,7 +8,7 @@ is committed that was not done. :class:`BatchStage` is that loop, once; a stage 
 and writes :meth:`BatchStage.process`.
 
 Why not faust agents here: see the README's architecture section (per-event stream machinery
-cost more than the work on this path; faust keeps the reconciler's tables).
+cost more than the work on this path, and its table lost reconciler input under ``kill -9``).
 """
 
 from __future__ import annotations

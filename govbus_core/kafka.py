@@ -59,7 +59,7 @@ def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | No
     """Create the topics that do not exist yet, with an explicit partition count.
 
     Returns the names created. Explicit counts matter: auto-created topics get the broker's
-    default, and faust tables need source and changelog topics to agree.
+    default, and the reconcile bundles are produced to the partition each entity hashes to.
     """
     client = admin(settings)
     try:
@@ -113,7 +113,7 @@ def take(consumer: Any, max_records: int, timeout: float) -> list[Any]:
 
 
 def partition_count(settings: Settings, topic: str) -> int:
-    """Partitions of an existing topic: the table's changelog must have as many."""
+    """Partitions of an existing topic (to hash an entity to its partition of it)."""
     try:
         meta = admin(settings).list_topics(topic, timeout=15)
     except KafkaException as exc:

@@ -73,6 +73,9 @@ RECONCILE_FEED = Counter(
 RECONCILE_CASES = Counter(
     "govbus_reconcile_case_messages_total", "Case messages emitted by the reconciler",
     ["attribute", "status"])  # status: open | closed
+RECONCILER_VALUES = Counter(
+    "govbus_reconciler_values_total", "Value messages read by the reconciler",
+    ["outcome"])  # applied | malformed (a record that is no value message or bundle)
 CASES_SINK_RECORDS = Counter(
     "govbus_cases_sink_records_total", "Case messages read by the cases sink", ["outcome"])
 

@@ -8,6 +8,7 @@ working days and ``calendar_known`` says so.
 from __future__ import annotations
 
 import datetime as dt
+from functools import lru_cache
 
 import chinese_calendar
 
@@ -20,7 +21,10 @@ def calendar_known(day: dt.date) -> bool:
         return False
 
 
+@lru_cache(maxsize=4096)
 def is_workday(day: dt.date) -> bool:
+    """Cached: for a year the calendar does not know, chinese-calendar scans its whole table
+    before it gives up (≈ 10 µs), and the reconciler asks for every case's deadline."""
     try:
         return bool(chinese_calendar.is_workday(day))
     except NotImplementedError:

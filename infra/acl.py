@@ -72,8 +72,6 @@ _BUS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "delivery records (govbus.deliveries) and their log sink"),
     ("TOPIC", "reconcile.", ("READ", "WRITE", "DESCRIBE", "CREATE"),
      "reconciliation cases (Art. 19-20)"),
-    ("TOPIC", "govbus-", ("READ", "WRITE", "DESCRIBE", "CREATE"),
-     "changelog and repartition topics of the bus's faust apps"),
     ("GROUP", "govbus-", ("READ",), "consumer groups of the stream apps"),
 )
 

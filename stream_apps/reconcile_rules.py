@@ -13,7 +13,8 @@ same disagreement comes back after its case closed, a generation suffix (``.1``,
 it a new case instead of reopening the closed one; the state remembers only the last closed key
 per agency pair, which keeps it bounded.
 
-State of one ``entity|attribute`` (JSON, the faust table's value)::
+State of one ``entity|attribute`` (JSON, in the reconciler's ``reconcile_state`` row of its
+entity, under the attribute)::
 
     {"v": [agency, value, occurred_ms, event_id, resource, …],  # latest per agency, flat
      "o": {case_key: [other_agency, opened_ms]},                # open cases
@@ -239,7 +240,7 @@ def apply_entity(held: EntityState | None, changes: list[ValueChange], now_ms: i
                  deadline_days: int = 5) -> tuple[EntityState | None, list[Case]]:
     """Apply the changes of one value message (one entity, one per attribute) with
     :func:`apply`; return the entity's new states, or ``held`` itself when none changed (so
-    the caller writes its table, and its changelog, once per message or not at all), and the
+    the caller writes the entity's state once per message or not at all), and the
     case messages to emit."""
     states: EntityState = held or {}
     fresh: EntityState | None = None

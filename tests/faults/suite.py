@@ -14,7 +14,7 @@ two agencies, and seeded faults:
 - **PostgreSQL stopped and started** (the bus's own embedded server, never a shared one): the
   registry, grants, delivery log and the agency's outbox all live there.
 
-The reconciliation processes run too (the faust reconciler and the cases sink, and in the
+The reconciliation processes run too (the reconciler and the cases sink, and in the
 split topology the reconcile feed), started once the broker outage is over, and are killed
 like the others: the market-regulation register (the source of record) publishes every
 taxpayer the tax agency writes, with a different legal representative for a third of them and
@@ -70,8 +70,8 @@ TOPOLOGIES = {
     "split": {"gate": ["-m", "stream_apps.gate"], "router": ["-m", "stream_apps.router"],
               "sink": ["-m", "consumers.delivery_log"]},
 }
-# reconciliation, started once the broker outage is over (Tansu loses every topic, faust's
-# changelog among them, when it stops); the split topology also needs its reconcile feed
+# reconciliation, started once the broker outage is over (Tansu loses every topic when it
+# stops, reconcile.values among them); the split topology also needs its reconcile feed
 RECONCILIATION = {"reconciler": ["-m", "stream_apps.reconciler"],
                   "cases": ["-m", "consumers.cases_sink"]}
 FEED = {"feed": ["-m", "stream_apps.reconcile_feed"]}

@@ -1,5 +1,5 @@
 """A reconciliation pipeline for integration tests: gate, feed and cases sink in threads, the
-faust reconciler as a child process (so that ``kill -9`` is a real crash), on a real broker and
+reconciler as a child process (so that ``kill -9`` is a real crash), on a real broker and
 a real PostgreSQL."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def _die_with_parent() -> None:
 
 
 class Pipeline:
-    """Start/stop the stages; ``reconciler_*`` control the faust worker process."""
+    """Start/stop the stages; ``reconciler_*`` control the reconciler process."""
 
     def __init__(self, settings: Settings, logs: Path) -> None:
         self.settings, self.logs = settings, logs

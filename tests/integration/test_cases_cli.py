@@ -1,5 +1,5 @@
 """``govbus cases``, ``objection`` and ``complaint`` on real PostgreSQL (Art. 8, 19, 20, 29);
-the cases come from the real pipeline (broker, gate, feed, faust reconciler, sink)."""
+the cases come from the real pipeline (broker, gate, feed, reconciler, sink)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The reconciler end to end (Art. 8, 19, 20) on a real broker and PostgreSQL: events are
-published with the Publisher, pass the gate and the feed, the faust reconciler (a child
-process) keeps its table, and the cases sink writes ``cases``; assertions read PostgreSQL.
+published with the Publisher, pass the gate and the feed, the reconciler (a child process)
+keeps its state in PostgreSQL, and the cases sink writes ``cases``; assertions read
+PostgreSQL.
 
 The session database is shared: every test uses companies of its own (fresh credit codes) and
 looks only at their cases.
@@ -180,7 +181,7 @@ def test_a_reconciler_killed_mid_stream_neither_loses_nor_duplicates_cases(
         pipeline.reconciler_kill()                 # kill -9 mid-stream
         publish(settings, items[60:])              # more arrive while it is down
         killed_at = len(reader.poll())
-        pipeline.reconciler_start()                # rebuilds its table from the changelog
+        pipeline.reconciler_start()                # its state is in PostgreSQL
         wait_until(lambda: len(pipeline.cases(entities)) >= 30, 120,
                    "30 cases after the restart")
         rows = cases_of(settings.database_url, entities)
