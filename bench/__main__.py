@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             printed.append(line)
             say(line)
 
-        if "reconcile" in chosen:  # pure state, no broker or database needed
-            reconcile_bench.run(args.reconcile_entities, say_and_keep)
+        if "reconcile" in chosen:  # its state lives in PostgreSQL: a scratch database
+            with environment(need_broker=False, say=say) as env:
+                reconcile_bench.run(env.database_url, args.reconcile_entities, say_and_keep)
         if "pipeline" in chosen:  # its own broker and database: its topics hold only its data
             with environment(need_broker=True, say=say) as env:
                 pipeline_bench.run(env, args.pipeline_events, say, args.latency_rate,

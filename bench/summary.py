@@ -35,13 +35,14 @@ class Figures:
 
 
 def reconciler_figure(lines: list[str]) -> str | None:
-    """The reconciler table's row of ``bench.reconcile_bench`` (columns: bytes/entity,
+    """The reconciler state's row of ``bench.reconcile_bench`` (columns: bytes/entity,
     GiB per 1M, ratio to a plain dict of the raw values), as one summary cell."""
-    row = next((line for line in lines if "reconciler table" in line), None)
+    row = next((line for line in lines if "reconciler state in" in line), None)
     if row is None:
         return None
     per_entity, gib, ratio = row.split()[-3:]
-    return f"{gib} GiB ({per_entity} B/entity, {ratio}x a plain dict of the raw values)"
+    return (f"{gib} GiB in PostgreSQL ({per_entity} B/entity on disk, {ratio}x a plain dict "
+            "of the raw values in memory); the process holds one batch")
 
 
 def reconciler_line(figures: Figures) -> str:

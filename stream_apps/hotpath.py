@@ -16,7 +16,7 @@ Consumes ``^ingest\\..*`` and, per batch, decodes each event once and:
 4. only then commits its input offsets.
 
 A crash replays the batch: deliveries may be sent again (subscribers de-duplicate by the
-``event_id`` header), the log filters keys it already holds, the reconciler ignores values it
+``event_id`` header), the log filters keys it already holds, the reconciler absorbs values it
 holds, the counts skip offsets they counted. Nothing is lost, nothing is logged twice.
 
 Why one pass and not four stages joined by topics (the router and the reconcile feed reading

@@ -117,6 +117,19 @@ def reconcile(held: dict[str, EntityState | None],
     return changed, emitted
 
 
+def read_states(cur: Any, group: str, entities: list[str]) -> dict[str, EntityState | None]:
+    """The held states of ``entities`` (those it has), in the caller's transaction."""
+    cur.execute(SELECT, (group, entities))
+    return {entity: orjson.loads(state) for entity, state in cur.fetchall()}
+
+
+def write_states(cur: Any, group: str, changed: dict[str, EntityState]) -> None:
+    """Insert or replace the states of ``changed``, in the caller's transaction."""
+    if changed:
+        rows = [(group, entity, orjson.dumps(state).decode()) for entity, state in changed.items()]
+        psycopg2.extras.execute_values(cur, UPSERT, rows, page_size=len(rows))
+
+
 class Reconciler(BatchStage):
     """One reconciler worker; several may share the group (they split the partitions)."""
 
@@ -161,14 +174,10 @@ class Reconciler(BatchStage):
             with self._conn, self._conn.cursor() as cur:
                 for part in sorted({m.partition() for m in msgs}):
                     cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self.lock, part))
-                cur.execute(SELECT, (self.group, sorted({e for e, _ in records})))
-                held: dict[str, EntityState | None] = {
-                    entity: orjson.loads(state) for entity, state in cur.fetchall()}
+                held = read_states(cur, self.group, sorted({e for e, _ in records}))
                 changed, cases = reconcile(held, records, now_ms(), self.days)
                 self._send(cases)  # acknowledged before the state that produced them commits
-                if changed:
-                    rows = [(self.group, e, orjson.dumps(s).decode()) for e, s in changed.items()]
-                    psycopg2.extras.execute_values(cur, UPSERT, rows, page_size=len(rows))
+                write_states(cur, self.group, changed)
         except psycopg2.Error as exc:
             if self._conn is not None:
                 self._conn.close()

@@ -19,9 +19,10 @@ def test_percentile_nearest_rank() -> None:
 
 def test_reconciler_figure_from_its_printed_row() -> None:
     lines = ["== reconciler state: ...",
-             "  reconciler table (after changelog recovery)           412        0.38   2.10"]
-    assert reconciler_figure(lines) == "0.38 GiB (412 B/entity, 2.10x a plain dict of the raw " \
-                                       "values)"
+             "  reconciler state in PostgreSQL (table + index)      412        0.38   2.10"]
+    assert reconciler_figure(lines) == ("0.38 GiB in PostgreSQL (412 B/entity on disk, 2.10x a "
+                                        "plain dict of the raw values in memory); the process "
+                                        "holds one batch")
     assert reconciler_figure(["nothing here"]) is None
 
 
