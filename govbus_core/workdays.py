@@ -23,8 +23,8 @@ def calendar_known(day: dt.date) -> bool:
 
 @lru_cache(maxsize=4096)
 def is_workday(day: dt.date) -> bool:
-    """Cached: for a year the calendar does not know, chinese-calendar scans its whole table
-    before it gives up (≈ 10 µs), and the reconciler asks for every case's deadline."""
+    """Cached: chinese-calendar 1.11 checks every date against the range of its whole table
+    (24–40 µs per call here), and the reconciler counts the days of every case's deadline."""
     try:
         return bool(chinese_calendar.is_workday(day))
     except NotImplementedError:
