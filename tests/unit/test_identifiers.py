@@ -3,8 +3,11 @@
 import datetime as dt
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from govbus_core import identifiers as ids
+from govbus_core.identifiers import USCC_ALPHABET, resident_id_check_char, uscc_check_char
 
 # Published examples: GB 11643 sample number, and real registered credit codes.
 VALID_IDS = ["11010519491231002X", "440524188001010014"]
@@ -64,3 +67,34 @@ def test_every_single_character_change_is_caught() -> None:
 ])
 def test_division_codes(code: object, ok: bool) -> None:
     assert (ids.check_division_code(code) is None) is ok
+
+
+def _reference_id_char(first17: str) -> str:
+    """GB 11643 as the standard writes it: sum of digit × 2^(17-i) mod 11, per position."""
+    return "10X98765432"[sum(int(c) * pow(2, 17 - i, 11) for i, c in enumerate(first17)) % 11]
+
+
+def _reference_uscc_char(first17: str) -> str:
+    weights = [pow(3, i, 31) for i in range(17)]
+    total = sum(USCC_ALPHABET.index(c) * w for c, w in zip(first17, weights, strict=True))
+    return USCC_ALPHABET[(31 - total % 31) % 31]
+
+
+@given(st.text(alphabet="0123456789", min_size=17, max_size=17))
+def test_resident_id_check_char_equals_the_standard_formula(first17: str) -> None:
+    assert resident_id_check_char(first17) == _reference_id_char(first17)
+
+
+@given(st.text(alphabet=USCC_ALPHABET, min_size=17, max_size=17))
+def test_uscc_check_char_equals_the_standard_formula(first17: str) -> None:
+    assert uscc_check_char(first17) == _reference_uscc_char(first17)
+
+
+@pytest.mark.parametrize("fn, bad", [(resident_id_check_char, "1234567890123456"),
+                                     (resident_id_check_char, "1234567890123456７"),
+                                     (resident_id_check_char, "123456789012345678"),
+                                     (uscc_check_char, "91360502MA35X0I0"),
+                                     (uscc_check_char, "91360502MA35X0I00")])
+def test_check_chars_refuse_what_they_cannot_weigh(fn: object, bad: str) -> None:
+    with pytest.raises(ValueError):
+        fn(bad)  # type: ignore[operator]
