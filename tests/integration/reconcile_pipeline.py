@@ -56,7 +56,7 @@ class Pipeline:
         self.app_id = f"test-reconciler-{self.run_id}"
         self.workers: list[Any] = []
         self.threads: list[threading.Thread] = []
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.procs: list[subprocess.Popen[bytes]] = []  # reconcilers, in one consumer group
 
     def start(self) -> Pipeline:
         ensure_topics(self.settings, [VALUES_TOPIC, CASES_TOPIC])
@@ -70,34 +70,38 @@ class Pipeline:
         return self
 
     def reconciler_start(self) -> None:
+        """Start a reconciler; one started beside a running one joins its group."""
         env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
                             "DATABASE_URL": self.settings.database_url,
                             "GOVBUS_PARTITIONS": str(self.settings.partitions),
                             "GOVBUS_RECONCILER_ID": self.app_id}
         with open(self.logs / "reconciler.log", "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "stream_apps.reconciler"],
-                                         env=env, stdout=out, stderr=out, cwd=ROOT,
-                                         preexec_fn=_die_with_parent)
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "stream_apps.reconciler"], env=env, stdout=out,
+                stderr=out, cwd=ROOT, preexec_fn=_die_with_parent))
 
-    def reconciler_kill(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait(10)
+    def reconciler_kill(self, which: int = -1) -> None:
+        """``kill -9`` a running reconciler (the last started by default)."""
+        proc = self.procs.pop(which)
+        proc.kill()
+        proc.wait(10)
 
     def cases(self, entities: list[str]) -> list[dict[str, Any]]:
-        """The cases of ``entities`` in PostgreSQL; fails at once if the reconciler died."""
-        assert self.proc is not None and self.proc.poll() is None, (
-            f"the reconciler exited; see {self.logs / 'reconciler.log'}")
+        """The cases of ``entities`` in PostgreSQL; fails at once if a reconciler died."""
+        assert self.procs and all(p.poll() is None for p in self.procs), (
+            f"a reconciler exited; see {self.logs / 'reconciler.log'}")
         return cases_of(self.settings.database_url, entities)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
             try:
-                self.proc.wait(20)
+                proc.wait(20)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+                proc.kill()
+                proc.wait(10)
         for w in self.workers:
             w.stop()
         for t in self.threads:

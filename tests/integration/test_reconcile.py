@@ -15,14 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import Producer
 
 from govbus import runtime
 from govbus_core import db
 from govbus_core.catalogue import Catalogue
 from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics
+from govbus_core.kafka import ensure_topics, producer_config
 from producers.publisher import Change
-from stream_apps.reconcile_feed import CASES_TOPIC
+from stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
 from tests.integration.conftest import TansuBroker
 from tests.integration.helpers import TopicReader, wait_until
 from tests.integration.reconcile_pipeline import (
@@ -203,3 +204,35 @@ def test_a_reconciler_killed_mid_stream_neither_loses_nor_duplicates_cases(
         assert len(rows) == 30 and sum(r["status"] == "open" for r in rows) == 29
     finally:
         reader.close()
+
+
+def test_two_reconcilers_split_the_work_and_the_survivor_of_a_kill_loses_nothing(
+        pipeline: Pipeline, settings: Settings) -> None:
+    """A second reconciler joins the group (the partitions are split between them), records
+    that are no value messages are skipped without blocking what follows, and when one of the
+    two is killed the other takes its partitions over: every case opens exactly once."""
+    pipeline.reconciler_start()  # two members of one group now
+    producer = Producer(producer_config(settings))
+    for part in range(settings.partitions):  # ahead of every real value, on every partition
+        for junk in (b"not json", b'{"bundle": [{"entity": "company:x"}]}'):
+            producer.produce(VALUES_TOPIC, value=junk, partition=part)
+    assert producer.flush(10) == 0
+    rng = random.Random()
+    companies = [company(rng) for _ in range(80)]
+    entities = [entity(c) for c in companies]
+    items: list[tuple[str, str, Change]] = []
+    for i, c in enumerate(companies):
+        items.append((MR, LER, Change("c", c, occurred_ms=T0 + i)))
+        rep = "赵六" if i % 2 == 0 else c["legal_representative"]
+        items.append((TAX, TR, Change("c", tax_row(c, legal_representative=rep),
+                                      occurred_ms=T0 + 1000 + i)))
+    publish(settings, items[:80])
+    wait_until(lambda: len(pipeline.cases(entities)) >= 5, 90, "the first cases")
+    pipeline.reconciler_kill()  # kill -9 one of the two; the survivor gets its partitions
+    publish(settings, items[80:])
+    wait_until(lambda: len(pipeline.cases(entities)) >= 40, 120, "40 cases after the kill")
+    rows = cases_of(settings.database_url, entities)
+    assert len(rows) == 40 and all(r["status"] == "open" for r in rows)
+    assert sorted(r["entity_key"] for r in rows) == sorted(entities[0::2])
+    log = (pipeline.logs / "reconciler.log").read_text()
+    assert log.count("malformed value message") >= 2 * settings.partitions
