@@ -1,0 +1,120 @@
+"""Where the CPU of one governed run goes: µs of CPU per event, per process.
+
+``python -m bench.cpu [--events 20000] [--runs 4] [--py-spy FILE]``: a fresh broker and
+scratch database (:mod:`bench.env`), one worker as the pipeline benchmark runs it (with the
+reconciler beside it), warmed up; then ``--runs`` timed runs of ``--events`` events each,
+and for each the events/s and the CPU (user + system, from ``/proc/<pid>/stat``) that the
+worker, the reconciler, the broker and every PostgreSQL process spent, divided by the events.
+With ``--py-spy FILE`` (py-spy installed and allowed to attach), the worker is sampled during
+the last run, per thread, into FILE (py-spy's raw format). Linux only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+from . import workload
+from .env import environment
+from .pipeline import Feeder, file_grants, timed_feed, workers
+
+PROCESSES = ("worker", "reconciler", "tansu", "postgres")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def kind(pid: str) -> str | None:
+    """Which of :data:`PROCESSES` a process is, if any."""
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+        with open(f"/proc/{pid}/cmdline") as f:
+            cmd = f.read().replace("\0", " ")
+    except OSError:
+        return None
+    if comm.startswith("postgres"):
+        return "postgres"
+    if "tansu" in cmd and " broker" in cmd:
+        return "tansu"
+    if "bench.worker" in cmd:
+        return "worker"
+    if "stream_apps.reconciler" in cmd:
+        return "reconciler"
+    return None
+
+
+def snapshot() -> dict[str, float]:
+    out: dict[str, float] = dict.fromkeys(PROCESSES, 0.0)
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        name = kind(pid)
+        if name:
+            out[name] += cpu_seconds(int(pid))
+    return out
+
+
+def worker_pid() -> int:
+    return next(int(p) for p in filter(str.isdigit, os.listdir("/proc"))
+                if kind(p) == "worker")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.cpu", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--events", type=int, default=20000, help="events per run (20000)")
+    parser.add_argument("--runs", type=int, default=4, help="timed runs (4)")
+    parser.add_argument("--py-spy", metavar="FILE", help="sample the worker in the last run")
+    args = parser.parse_args(argv)
+    if args.events < 100 or args.runs < 1:
+        parser.error("--events needs at least 100 and --runs at least 1")
+    spy = shutil.which("py-spy") if args.py_spy else None
+    if args.py_spy and not spy:
+        parser.error("--py-spy: no py-spy on PATH (pip install py-spy)")
+    say = print
+    with environment(need_broker=True, say=say) as env:
+        feeder = Feeder(env, file_grants(env))
+        try:
+            with tempfile.TemporaryDirectory() as tmp, workers(
+                    env, 1, f"cpu-{uuid.uuid4().hex[:6]}", Path(tmp), say) as procs:
+                feeder.warm_up(procs)
+                for run in range(args.runs):
+                    batch = feeder.encode(workload.items(args.events, 0.02, seed=3000 + run))
+                    sampler = None
+                    if spy and run == args.runs - 1:
+                        sampler = subprocess.Popen(
+                            [spy, "record", "-p", str(worker_pid()), "-f", "raw", "--threads",
+                             "-r", "200", "-o", args.py_spy], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+                    before = snapshot()
+                    seconds, _ = timed_feed(feeder, batch, env.database_url, 300)
+                    after = snapshot()
+                    if sampler:
+                        sampler.send_signal(signal.SIGINT)  # py-spy writes its file on ^C
+                        sampler.wait(30)
+                    per_event = {p: (after[p] - before[p]) / args.events * 1e6
+                                 for p in PROCESSES}
+                    say(f"run {run + 1}: {args.events / seconds:,.0f} events/s; CPU µs per "
+                        "event: " + ", ".join(f"{p} {v:.0f}" for p, v in per_event.items())
+                        + f"; total {sum(per_event.values()):.0f}")
+        finally:
+            feeder.close()
+    if spy:
+        say(f"py-spy samples of the worker's last run: {args.py_spy}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
