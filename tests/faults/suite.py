@@ -15,8 +15,8 @@ two agencies, and seeded faults:
   registry, grants, delivery log and the agency's outbox all live there.
 
 The reconciliation processes run too (the reconciler and the cases sink, and in the
-split topology the reconcile feed), started once the broker outage is over, and are killed
-like the others: the market-regulation register (the source of record) publishes every
+split topology the reconcile feed), through the broker outage too, and are killed like the
+others: the market-regulation register (the source of record) publishes every
 taxpayer the tax agency writes, with a different legal representative for a third of them and
 a formatting-only difference in the address for another third.
 
@@ -70,8 +70,8 @@ TOPOLOGIES = {
     "split": {"gate": ["-m", "stream_apps.gate"], "router": ["-m", "stream_apps.router"],
               "sink": ["-m", "consumers.delivery_log"]},
 }
-# reconciliation, started once the broker outage is over (Tansu loses every topic when it
-# stops, reconcile.values among them); the split topology also needs its reconcile feed
+# reconciliation, running through the broker outage like the rest (its state is in
+# PostgreSQL); the split topology also needs its reconcile feed
 RECONCILIATION = {"reconciler": ["-m", "stream_apps.reconciler"],
                   "cases": ["-m", "consumers.cases_sink"]}
 FEED = {"feed": ["-m", "stream_apps.reconcile_feed"]}
@@ -329,7 +329,8 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
         sup = Supervisor(env, base / "logs")
         load = Load(settings, agency, plan.seed)
         try:
-            for name, argv in TOPOLOGIES[plan.topology].items():
+            reconciliation = RECONCILIATION | (FEED if plan.topology == "split" else {})
+            for name, argv in (TOPOLOGIES[plan.topology] | reconciliation).items():
                 sup.add(name, argv)
             sup.add("outbox", ["-m", "producers.outbox", "--dsn", agency, "--agency", "tax",
                                "--resource", "tax_registration", "--batch-size", "50",
@@ -337,9 +338,6 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
             sup.thread.start()
             outage_with_work(agency, broker, sup, load, broker_up, say)
             faults["broker stop with outbox work"] += 1
-            reconciliation = RECONCILIATION | (FEED if plan.topology == "split" else {})
-            for name, argv in reconciliation.items():
-                sup.add(name, argv)
             load.start()
             inject(plan, rng, sup, pg, faults, say)
             load.stop()
