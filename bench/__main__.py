@@ -34,6 +34,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="offered events/s of the latency phase (default 1000)")
     parser.add_argument("--latency-seconds", type=float, default=10.0, metavar="S",
                         help="length of the latency phase (default 10)")
+    parser.add_argument("--repeats", type=int, default=3, metavar="K",
+                        help="timed runs of each governed figure and each baseline; each "
+                             "reports its median run (default 3)")
     parser.add_argument("--reconcile-entities", type=int, default=100000, metavar="E",
                         help="entities in the reconciler memory benchmark (default 100000)")
     parser.add_argument("--only", choices=BENCHES, help="run just this benchmark")
@@ -42,6 +45,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--events, --verdict-events and --pipeline-events need at least 100")
     if args.latency_rate <= 0 or args.latency_seconds <= 0:
         parser.error("--latency-rate and --latency-seconds must be positive")
+    if args.repeats < 1:
+        parser.error("--repeats needs at least 1")
     return args
 
 
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         if "pipeline" in chosen:  # its own broker and database: its topics hold only its data
             with environment(need_broker=True, say=say) as env:
                 pipeline_bench.run(env, args.pipeline_events, say, args.latency_rate,
-                                   args.latency_seconds, reconcile=printed)
+                                   args.latency_seconds, reconcile=printed,
+                                   repeats=args.repeats)
     except (BenchError, GovbusError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1

@@ -32,7 +32,7 @@ from govbus_core.config import Settings
 from govbus_core.kafka import ensure_topics
 
 from .gate_bench import BATCH, Passthrough, timed_loop
-from .report import BenchError, Result, Say, isolated
+from .report import BenchError, Result, Say, isolated, median, rates
 
 HERE = Path(__file__).resolve().parent
 VENVS = HERE / ".venvs"
@@ -134,19 +134,24 @@ def confluent(settings: Settings, n: int) -> Result:
 
 
 def measure(settings: Settings, topics: list[str], n: int, say: Say,
-            timeout: float = 180.0) -> list[Measured]:
-    """Every baseline over the first ``n`` records of ``topics``; failures as reasons."""
+            timeout: float = 180.0, repeats: int = 1) -> list[Measured]:
+    """Every baseline over the first ``n`` records of ``topics``, ``repeats`` times each (its
+    figure: the median run); failures as reasons."""
     out: list[Measured] = []
     runs: list[tuple[str, Callable[[], Result]]] = [
         ("confluent-kafka consume→produce loop", lambda: confluent(settings, n))]
     runs += [(p.name, lambda p=p: run_script(p, settings, topics, n, timeout, say))  # type: ignore[misc]
              for p in PEERS]
     for name, run in runs:
+        done: list[Result] = []
         try:
-            out.append(Measured(name, run()))
-        except BenchError as exc:
+            for _ in range(repeats):
+                done.append(run())
+            out.append(Measured(name, median(done)))
+        except BenchError as exc:  # one failed run: no figure, rather than a chosen one
             out.append(Measured(name, None, str(exc)))
         last = out[-1]
-        say(f"  {last.name:<38} " + (f"{last.result.rate:>10,.0f} events/s"
+        runs_said = f" (median of {rates(done)})" if last.result and repeats > 1 else ""
+        say(f"  {last.name:<38} " + (f"{last.result.rate:>10,.0f} events/s{runs_said}"
                                      if last.result else f"not measured: {last.reason}"))
     return out

@@ -56,7 +56,7 @@ from .pipeline import (
     wait_log,
 )
 from .pipeline import workers as start_workers
-from .report import BenchError, Result, Say, isolated
+from .report import BenchError, Result, Say, isolated, median, rates
 from .summary import Figures, reconciler_figure, summarise
 
 TIMEOUT = 300.0
@@ -94,11 +94,14 @@ def delivered_latencies(env: Env, ids: set[str], expected: int) -> list[float]:
 
 
 def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: Path,
-             say: Say, latency: tuple[float, float] | None = None) -> dict[str, Any]:
-    """One governed run with ``workers`` processes; with ``latency`` (rate, seconds) also the
-    fixed-load latency phase."""
+             say: Say, latency: tuple[float, float] | None = None, repeats: int = 1
+             ) -> dict[str, Any]:
+    """``repeats`` timed runs of ``n`` fresh events with ``workers`` processes (the figure: the
+    median run); with ``latency`` (rate, seconds) first the fixed-load latency phase."""
     out: dict[str, Any] = {}
-    batch = feeder.encode(workload.items(n, 0.02, seed=2018 + workers))
+    batches = [feeder.encode(workload.items(n, 0.02, seed=2018 + workers + 1000 * r))
+               for r in range(repeats)]
+    batch = batches[0]
     with start_workers(env, workers, group, logs, say) as procs:
         rounds = feeder.warm_up(procs)
         say(f"  {workers} worker(s) started ({procs[0].stages}); warm after {rounds} round(s) "
@@ -116,11 +119,17 @@ def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: P
                 f"{out['latency'][0]:.0f} ms, p99 {out['latency'][1]:.0f} ms, max "
                 f"{max(lat):.0f} ms, mean {statistics.fmean(lat):.0f} ms over {len(lat)} "
                 "deliveries")
-        seconds, fed = timed_feed(feeder, batch, env.database_url, TIMEOUT)
-        out["e2e"] = Result(f"governed, {workers} worker(s)", n, seconds)
-        say(f"  {workers} worker(s): {n} events ({batch.bad} bad → DLQ) → {batch.deliveries} "
-            f"deliveries logged in {seconds:.2f} s = {n / seconds:,.0f} events/s "
-            f"(feeding took {fed:.2f} s)")
+        runs: list[Result] = []
+        for r, timed in enumerate(batches, 1):
+            seconds, fed = timed_feed(feeder, timed, env.database_url, TIMEOUT)
+            runs.append(Result(f"governed, {workers} worker(s)", n, seconds))
+            say(f"  {workers} worker(s), run {r} of {repeats}: {n} events ({timed.bad} bad → "
+                f"DLQ) → {timed.deliveries} deliveries logged in {seconds:.2f} s = "
+                f"{n / seconds:,.0f} events/s (feeding took {fed:.2f} s)")
+        out["e2e"] = median(runs)
+        if repeats > 1:
+            say(f"  {workers} worker(s): median {out['e2e'].rate:,.0f} events/s "
+                f"(runs: {rates(runs)})")
     out["deliveries_per_event"] = batch.deliveries / max(1, n - batch.bad)
     return out
 
@@ -179,7 +188,7 @@ def stage_capacities(env: Env, n: int, records: int, say: Say) -> tuple[Result, 
 
 def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,
         latency_seconds: float = 10.0, outbox_rows: int | None = None,
-        reconcile: list[str] | None = None) -> Figures:
+        reconcile: list[str] | None = None, repeats: int = 3) -> Figures:
     """The whole pipeline benchmark; ``reconcile``: the lines the reconciler's memory
     benchmark printed in this run, if it ran (its figure goes into the summary)."""
     say(f"\n== 4. governed pipeline: {n} events per run, {len(list(env.catalogue))} ingest "
@@ -193,8 +202,8 @@ def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,
     try:
         with tempfile.TemporaryDirectory(prefix="govbus-bench-workers-") as tmp:
             one = governed(env, feeder, 1, n, group, Path(tmp), say,
-                           latency=(latency_rate, latency_seconds))
-            two = governed(env, feeder, 2, n, group, Path(tmp), say)
+                           latency=(latency_rate, latency_seconds), repeats=repeats)
+            two = governed(env, feeder, 2, n, group, Path(tmp), say, repeats=repeats)
     finally:
         feeder.close()
         del feeder  # no client alive in this process when the next phases fork
@@ -209,6 +218,7 @@ def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,
         f"log sink alone {figures.sink.rate:,.0f} rows/s")
     figures.outbox = outbox_bench.run(env, outbox_rows or max(1000, n // 4), say)
     say(f"  baselines over the first {n} records of the same ingest topics:")
-    figures.peers = peers.measure(env.broker, catalogue_ingest(env.catalogue), n, say)
+    figures.peers = peers.measure(env.broker, catalogue_ingest(env.catalogue), n, say,
+                                  repeats=repeats)
     summarise(figures, say)
     return figures

@@ -35,7 +35,7 @@ def test_one_worker_logs_every_delivery_of_a_small_run(
     feeder = Feeder(env, recipients)
     try:
         out = pipeline_bench.governed(env, feeder, 1, 300, "smoke", tmp_path,
-                                      lines.append, latency=(200.0, 1.0))
+                                      lines.append, latency=(200.0, 1.0), repeats=2)
     finally:
         feeder.close()
     rows = log_head(env.database_url)
@@ -44,5 +44,7 @@ def test_one_worker_logs_every_delivery_of_a_small_run(
     p50, p99, samples, rate = out["latency"]
     assert 0 <= p50 <= p99 and samples > 0 and rate == 200.0
     assert report.ok and report.rows == rows
-    assert rows >= 300 * out["deliveries_per_event"] * 0.9
+    assert rows >= 2 * 300 * out["deliveries_per_event"] * 0.9  # both timed runs logged
+    assert sum("run 2 of 2" in line for line in lines) == 1
+    assert any("median" in line for line in lines)
     assert not [line for line in lines if "worker problems" in line], lines

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bench.peers import Measured
 from bench.pipeline_bench import percentile
-from bench.report import Result
+from bench.report import Result, median, rates
 from bench.summary import Figures, reconciler_figure, summarise
 
 
@@ -59,3 +59,11 @@ def test_floor_missed() -> None:
     assert next(x for x in out if "floor:" in x).endswith("MISSED")
     assert next(x for x in out if "2 workers ≥" in x).endswith("met")
     assert next(x for x in out if "p99 <" in x).endswith("met")
+
+
+def test_a_figure_of_several_runs_is_the_median_run() -> None:
+    runs = [Result("r", 1000, s) for s in (0.5, 0.2, 0.4)]
+    assert median(runs).seconds == 0.4                    # not the fastest
+    assert median(runs[:2]).seconds == 0.5                # of two, the slower
+    assert median(runs[:1]).seconds == 0.5
+    assert rates(runs) == "2,000 / 5,000 / 2,500"         # in the order they ran
