@@ -174,14 +174,39 @@ def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions:
 
 
 def start_apps(env_extra: dict[str, str], base: Path,
-               metrics_ports: dict[str, int] | None = None) -> dict[str, int]:
+               metrics_ports: dict[str, int] | None = None,
+               names: list[str] | None = None) -> dict[str, int]:
+    """Start the stream apps (``names`` only, if given); returns their pids by name."""
     env = os.environ.copy()
     env.update(env_extra)
     ports = metrics_ports or {}
     return {name: spawn([sys.executable, "-m", module], base / "logs" / f"{name}.log",
                         env | ({"GOVBUS_METRICS_PORT": str(ports[name])} if name in ports
                                else {}))
-            for name, module in STREAM_APPS.items()}
+            for name, module in STREAM_APPS.items() if names is None or name in names}
+
+
+def restart_dead_apps(state: dict[str, Any], base: Path, say: Say) -> list[str]:
+    """Start again the stream apps of a running runtime whose process has died, with the same
+    broker, database and metrics port (their logs go on in the same files); Prometheus too,
+    if it was started and died. Returns the names restarted."""
+    dead = [name for name, pid in state.get("apps", {}).items()
+            if name in STREAM_APPS and not pid_alive(pid)]
+    dead += [name for name in STREAM_APPS if name not in state.get("apps", {})]
+    state["apps"] = state.get("apps", {}) | start_apps(
+        {"KAFKA_BOOTSTRAP_SERVERS": state["bootstrap_servers"],
+         "DATABASE_URL": state["database_url"]}, base, state.get("metrics"), dead)
+    for name in dead:
+        say(f"stream app {name} had stopped; started again: pid {state['apps'][name]}, log "
+            f"{base / 'logs' / (name + '.log')}")
+    prometheus = state.get("prometheus", {}).get("pid")
+    if prometheus and not pid_alive(prometheus):
+        say("prometheus had stopped; starting it again")
+        state.pop("prometheus")
+        prom.up_local(state, base, say)
+        dead.append("prometheus")
+    runtime_file().write_text(json.dumps(state))
+    return dead
 
 
 def up(say: Say = print, partitions: int = 3) -> dict[str, Any]:
@@ -192,8 +217,17 @@ def up(say: Say = print, partitions: int = 3) -> dict[str, Any]:
     if current and all(pid_alive(p) for p in _pids(current)):
         say(f"govbus is already up (state in {base}); reusing it")
         return status()
+    core = [current.get("broker_pid"), current.get("postgres_pid")] if current else []
+    if current and current.get("apps") and current.get("bootstrap_servers") and \
+            current.get("database_url") and all(pid_alive(p) for p in core if p):
+        # broker and database alive: restart only what died. Starting over would restart the
+        # memory-only broker, and every event still on its topics would be gone with it.
+        say(f"govbus is up (state in {base}), but not all of it")
+        restart_dead_apps(current, base, say)
+        return status()
     if current:
-        say("a previous runtime is partly down; stopping what is left of it")
+        say("a previous runtime is partly down (its broker or database too); stopping what is "
+            "left of it and starting afresh")
         down(say=lambda _m: None)
     state: dict[str, Any] = {"state_dir": str(base), "started_at": time.time(), "apps": {}}
     runtime_file().write_text(json.dumps(state))  # so a failed `up` can be brought down

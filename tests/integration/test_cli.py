@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 from govbus.runtime import STREAM_APPS
 from govbus_core.catalogue import default_schemas_dir
 from govbus_core.config import Settings
-from tests.integration.helpers import TopicReader
+from tests.integration.helpers import TopicReader, wait_until
 
 
 def govbus(*args: str, env: dict[str, str] | None = None, timeout: float = 180
@@ -123,6 +124,19 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     assert "reusing" in again.stdout
     assert [c["pid"] for c in json.loads(govbus("status", "--json", env=env).stdout)[
         "components"].values()] == pids
+    # a stream app dies: `up` starts that one again and leaves the broker (and its topics) be
+    os.kill(status["components"]["reconciler"]["pid"], signal.SIGKILL)
+    wait_until(lambda: not json.loads(govbus("status", "--json", env=env).stdout)["up"], 10,
+               "status to see the reconciler gone")
+    mended = govbus("up", env=env)
+    assert mended.returncode == 0 and "reconciler had stopped; started again" in mended.stdout
+    after = json.loads(govbus("status", "--json", env=env).stdout)
+    assert after["up"]
+    assert after["components"]["broker"]["pid"] == status["components"]["broker"]["pid"]
+    assert after["components"]["reconciler"]["pid"] != status["components"]["reconciler"]["pid"]
+    assert {n: c["pid"] for n, c in after["components"].items() if n != "reconciler"} == {
+        n: c["pid"] for n, c in status["components"].items() if n != "reconciler"}
+    pids = [c["pid"] for c in after["components"].values()]
     down = govbus("down", env=env)
     assert down.returncode == 0 and down.stdout.count("stopped") == len(pids)
     assert len(pids) == 2 + len(STREAM_APPS) + bool(shutil.which("prometheus"))
