@@ -163,17 +163,24 @@ def test_the_same_events_in_another_order_give_the_same_cases(
             assert c["entity_key"] in transient and c["resolution"] == "agreed", c
 
 
-def test_a_reconciler_killed_mid_stream_neither_loses_nor_duplicates_cases(
-        pipeline: Pipeline, settings: Settings) -> None:
-    rng = random.Random()
-    companies = [company(rng) for _ in range(60)]
-    entities = [entity(c) for c in companies]
+def every_other_rep_differs(companies: list[dict]) -> list[tuple[str, str, Change]]:
+    """Each company from the source of record, then from tax: the legal representative of
+    every other one (the even ones) differs, so each of those must get one case."""
     items: list[tuple[str, str, Change]] = []
     for i, c in enumerate(companies):
         items.append((MR, LER, Change("c", c, occurred_ms=T0 + i)))
         rep = "赵六" if i % 2 == 0 else c["legal_representative"]
         items.append((TAX, TR, Change("c", tax_row(c, legal_representative=rep),
                                       occurred_ms=T0 + 1000 + i)))
+    return items
+
+
+def test_a_reconciler_killed_mid_stream_neither_loses_nor_duplicates_cases(
+        pipeline: Pipeline, settings: Settings) -> None:
+    rng = random.Random()
+    companies = [company(rng) for _ in range(60)]
+    entities = [entity(c) for c in companies]
+    items = every_other_rep_differs(companies)
     reader = TopicReader(settings, [CASES_TOPIC])
     try:
         publish(settings, items[:60])
@@ -188,7 +195,7 @@ def test_a_reconciler_killed_mid_stream_neither_loses_nor_duplicates_cases(
         rows = cases_of(settings.database_url, entities)
         assert len(rows) == 30 and all(r["status"] == "open" for r in rows)
         assert sorted(r["entity_key"] for r in rows) == sorted(entities[0::2])
-        # a correction after the restart closes a case opened before the kill: the table
+        # a correction after the restart closes a case opened before the kill: the state
         # still knew both values
         first = companies[0]
         publish(settings, [(TAX, TR, Change("u", tax_row(first), occurred_ms=T0 + 5000))])
@@ -220,12 +227,7 @@ def test_two_reconcilers_split_the_work_and_the_survivor_of_a_kill_loses_nothing
     rng = random.Random()
     companies = [company(rng) for _ in range(80)]
     entities = [entity(c) for c in companies]
-    items: list[tuple[str, str, Change]] = []
-    for i, c in enumerate(companies):
-        items.append((MR, LER, Change("c", c, occurred_ms=T0 + i)))
-        rep = "赵六" if i % 2 == 0 else c["legal_representative"]
-        items.append((TAX, TR, Change("c", tax_row(c, legal_representative=rep),
-                                      occurred_ms=T0 + 1000 + i)))
+    items = every_other_rep_differs(companies)
     publish(settings, items[:80])
     wait_until(lambda: len(pipeline.cases(entities)) >= 5, 90, "the first cases")
     pipeline.reconciler_kill()  # kill -9 one of the two; the survivor gets its partitions
