@@ -11,6 +11,7 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from govbus_core.catalogue import (
 from govbus_core.envelope import envelope_schema
 from govbus_core.errors import DatabaseError, RegistryError
 from govbus_core.serde import Codec
+from govbus_core.validation import Acceptor, compile_acceptor
 
 
 def fingerprint(resource: Resource) -> str:
@@ -43,6 +45,11 @@ class RegisteredSchema:
     contract: dict[str, Any]
     codec: Codec
     resource: Resource
+
+    @cached_property
+    def accepts(self) -> Acceptor:
+        """This version's :func:`~govbus_core.validation.compile_acceptor`, built once."""
+        return compile_acceptor(self.resource)
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,80 @@ def field_sizes(resource: Resource, event: Event, sender: str) -> Iterator[Viola
             yield Violation("field.nul_character", name, "Art. 7", NUL)
 
 
+COMPILED_RULES = (registered_provider, locality, row_image, identifiers, field_sizes)
+Acceptor = Callable[[Event, str], bool]
+LOCALITY_MEMO = 4096  # valid division codes an acceptor remembers (a city uses a few hundred)
+
+
+def compile_acceptor(resource: Resource) -> Acceptor:
+    """A predicate that is True only for an event in which :func:`check_event` finds nothing.
+
+    The gate's hot loop. :func:`check_event` interprets the catalogue for every event (the
+    rule list, each field's metadata, a generator per rule); this looks all of that up once
+    per resource and runs the same rules as straight-line checks, stopping at the first doubt.
+    False means "look closer", never "reject": the caller then runs :func:`check_event`, which
+    stays the one authority and names the violations. So the predicate only has to be sound
+    (True implies no violation), which ``tests/unit/test_validation.py`` checks on arbitrary
+    events; any exception (an event not shaped like a decoded envelope) counts as doubt.
+    """
+    if tuple(RULES) != COMPILED_RULES:  # a rule added since: this predicate would miss it
+        return _doubt
+    rid, provider, key_field = resource.id, resource.provider, resource.key_field or ""
+    ids = tuple((spec.name, CHECKS[spec.identifier], spec.nullable)
+                for spec in resource.fields if spec.identifier and spec.identifier in CHECKS)
+    valid_localities: set[str] = set()
+
+    def accept(event: Event, sender: str) -> bool:
+        try:
+            source = event["source"]
+            if sender != provider or source["agency"] != sender or \
+                    event.get("resource") not in (None, rid):
+                return False  # registered_provider
+            locality = source.get("locality")
+            if locality not in valid_localities:  # locality
+                if check_division_code(locality):
+                    return False
+                if len(valid_localities) < LOCALITY_MEMO:
+                    valid_localities.add(locality)
+            row = event.get("before") if event.get("op") == "d" else event.get("after")
+            if row is None or event.get("key") != row.get(key_field):
+                return False  # row_image
+            for name, check, nullable in ids:  # identifiers
+                value = row.get(name)
+                if value is None or value == "":
+                    if not nullable:
+                        return False
+                elif check(value):
+                    return False
+            return _sizes_ok(event, source)  # field_sizes
+        except (KeyError, TypeError, AttributeError, ValueError):
+            return False
+
+    return accept
+
+
+def _doubt(event: Event, sender: str) -> bool:
+    return False
+
+
+def _sizes_ok(event: Event, source: dict[str, Any]) -> bool:
+    """No value :func:`field_sizes` would object to."""
+    for part in (event.get("before"), event.get("after")):
+        if isinstance(part, dict):
+            for value in part.values():
+                if isinstance(value, str):
+                    if len(value) > MAX_TEXT_CHARS or "\x00" in value:
+                        return False
+                elif isinstance(value, bytes) and len(value) > MAX_TEXT_CHARS:
+                    return False
+    if not isinstance(source, dict):
+        return False
+    for value in (event.get("event_id"), event.get("key"), *source.values()):
+        if isinstance(value, str) and (len(value) > MAX_ENVELOPE_CHARS or "\x00" in value):
+            return False
+    return True
+
+
 def check_record_types(resource: Resource, parsed: Any, record: dict[str, Any]
                        ) -> list[Violation]:
     """Avro type conformance of one record, naming each offending field (Art. 7 data format).
