@@ -49,9 +49,10 @@ from govbus_core.errors import BrokerError, DatabaseError
 from govbus_core.event_counts import CountWriter, Judged
 from govbus_core.kafka import KnownTopics, consumer_config, producer_config
 from govbus_core.registry import SchemaRegistry
+from govbus_core.sharing import Grant
 from stream_apps import gate, router_metrics
 from stream_apps.gate import INGEST_PATTERN, NegativeCache, judged, reject
-from stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, owners, value_message
+from stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, ValueFeed, owners
 from stream_apps.router import (
     Acked,
     ControlPlane,
@@ -60,7 +61,7 @@ from stream_apps.router import (
     refresh_interval,
     routing_from,
 )
-from stream_apps.routing import Delivery, by_resource, delivery_record, route, with_meta
+from stream_apps.routing import Delivery, RoutePlan, by_resource, with_meta
 from stream_apps.verdict import judge
 
 log = logging.getLogger("govbus.hotpath")
@@ -68,11 +69,14 @@ GROUP = "govbus-hotpath"
 
 
 def log_entry(acked: Acked) -> LogEntry:
-    """The delivery-log entry of one acknowledged delivery: the record the split router sends
-    the log sink on ``govbus.deliveries``, without the JSON round trip."""
+    """The delivery-log entry of one acknowledged delivery: what the split router's record on
+    ``govbus.deliveries`` (:func:`stream_apps.routing.delivery_record`) gives the log sink,
+    without the record and its JSON round trip."""
     d, partition, offset, delivered_ms = acked
-    record = delivery_record(d, "exchange", partition, offset, delivered_ms, d.topic)
-    return LogEntry(**record | {"fields": tuple(d.fields), "masked_fields": tuple(d.masked)})
+    value = d.value
+    return LogEntry(value["event_id"], "exchange", value["provider"], d.recipient,
+                    value["resource"], d.grant_id, tuple(d.fields), tuple(d.masked), d.topic,
+                    partition, offset, delivered_ms)
 
 
 @dataclass
@@ -87,6 +91,25 @@ class Decided:
     acked: list[Acked] = field(default_factory=list)  # filled by the broker's callbacks
     counts: Counter[str] = field(default_factory=Counter)
     fed: Counter[str] = field(default_factory=Counter)
+
+
+@dataclass
+class _Plan:
+    """One resource's share of a batch: how its events are routed and fed, and its counts."""
+
+    resource: Resource
+    route: RoutePlan
+    feed: ValueFeed
+    accepted: int = 0
+    delivered: int = 0
+    withheld: int = 0
+    fed: int = 0
+
+    def count(self, out: Decided) -> None:
+        rid = self.resource.id
+        out.counts.update({f"accepted {rid}": self.accepted, f"delivered {rid}": self.delivered,
+                           f"withheld {rid}": self.withheld})
+        out.fed.update({"fed": self.fed, "no_canonical_values": self.accepted - self.fed})
 
 
 class HotPath(BatchStage):
@@ -171,38 +194,48 @@ class HotPath(BatchStage):
         deliveries and the reconciler's values."""
         grants = by_resource(self.control.current())
         at = dt.datetime.now(dt.UTC)
-        current: dict[str, Resource] = {}  # resource id -> with today's catalogue metadata
+        plans: dict[int | None, _Plan] = {}  # schema id -> what this batch does with its events
         out = Decided(Acks("outputs"))
+        producer, bundles = self.producer, self.bundles
         for msg in msgs:
             verdict = judge(msg.topic(), msg.value(), self.lookup)
             out.judged.append(judged(msg, verdict))
             if not verdict.accepted:
                 out.counts[f"rejected {verdict.violations[0].rule}"] += 1
-                reject(self.producer, self.topics, msg, verdict, out.acks.expect())
+                reject(producer, self.topics, msg, verdict, out.acks.expect())
                 continue
             raw, event = verdict.resource, verdict.event
             assert raw is not None and event is not None  # accepted: decoded
             # the accepted record, unchanged, for whoever audits or taps the accepted stream
-            produce(self.producer, verdict.output_topic, msg.key(), msg.value(),
+            produce(producer, verdict.output_topic, msg.key(), msg.value(),
                     out.acks.expect(), msg.headers())
-            resource = current.get(raw.id)
-            if resource is None:
-                resource = current[raw.id] = with_meta(raw, self.control.meta.get(raw.id))
-            out.accepted.append((msg, resource, event))
-            out.counts[f"accepted {resource.id}"] += 1
-            result = route(resource, event, grants.get(resource.id, []), at)
-            out.routed.append((resource, event, result))
+            plan = plans.get(verdict.schema_id)
+            if plan is None:
+                plan = plans[verdict.schema_id] = self._plan(raw, grants, at)
+            out.accepted.append((msg, plan.resource, event))
+            result = plan.route.route(event)
+            out.routed.append((plan.resource, event, result))
             out.deliveries += result.deliveries
-            out.counts[f"delivered {resource.id}"] += len(result.deliveries)
-            out.counts[f"withheld {resource.id}"] += result.withheld
-            values = value_message(raw, event, self.owner_of)
-            out.fed["fed" if values else "no_canonical_values"] += 1
+            plan.accepted += 1
+            plan.delivered += len(result.deliveries)
+            plan.withheld += result.withheld
+            values = plan.feed(event)
             if values:
-                self.bundles.add(*values)
+                bundles.add(*values)
+                plan.fed += 1
+        for plan in plans.values():
+            plan.count(out)
         self.topics.ensure({d.topic for d in out.deliveries})
-        self.bundles.send(self.producer, out.acks)
-        queue_deliveries(self.producer, out.deliveries, out.acks, out.acked)
+        bundles.send(producer, out.acks)
+        queue_deliveries(producer, out.deliveries, out.acks, out.acked)
         return out
+
+    def _plan(self, raw: Resource, grants: dict[str, list[Grant]], at: dt.datetime) -> _Plan:
+        """What this batch does with ``raw``'s events, looked up once: today's catalogue
+        metadata, the route over the grants in force, the canonical values to feed."""
+        resource = with_meta(raw, self.control.meta.get(raw.id))
+        return _Plan(resource, RoutePlan(resource, grants.get(raw.id, []), at),
+                     ValueFeed(raw, self.owner_of))
 
     def _observe(self, out: Decided, logged: AppendResult | None) -> None:
         """Statistics and Prometheus counters of a finished batch, once per label set."""

@@ -97,19 +97,33 @@ def owners(catalogue: Catalogue) -> dict[str, str]:
 def value_message(resource: Resource, event: dict[str, Any], owner_of: dict[str, str]
                   ) -> tuple[str, dict[str, Any]] | None:
     """(entity id, message) for an event's canonical values; None if it has none."""
-    canon = [(f.name, str(f.canonical)) for f in resource.fields
-             if f.canonical and f.canonical in owner_of]
-    if not canon or not event.get("key"):
-        return None
-    kind = canon[0][1].split(".", 1)[0]
-    entity = f"{kind}:{event['key']}"
-    after = event.get("after") if event.get("op") != "d" else None
-    values = {attr: (None if after is None or after.get(name) is None else str(after[name]))
-              for name, attr in canon}
-    return entity, {"entity": entity, "agency": event["source"]["agency"],
-                    "resource": resource.id, "event_id": event["event_id"],
-                    "occurred_ms": int(event["occurred_ms"]), "values": values,
-                    "owners": {attr: owner_of[attr] for attr in values}}
+    return ValueFeed(resource, owner_of)(event)
+
+
+class ValueFeed:
+    """:func:`value_message` of one resource, with its canonical fields looked up once (the
+    hot path keeps one per resource and batch)."""
+
+    __slots__ = ("canon", "kind", "owners", "resource_id")
+
+    def __init__(self, resource: Resource, owner_of: dict[str, str]) -> None:
+        self.canon = [(f.name, str(f.canonical)) for f in resource.fields
+                      if f.canonical and f.canonical in owner_of]
+        self.kind = self.canon[0][1].split(".", 1)[0] if self.canon else ""
+        self.owners = {attr: owner_of[attr] for _, attr in self.canon}
+        self.resource_id = resource.id
+
+    def __call__(self, event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+        if not self.canon or not event.get("key"):
+            return None
+        entity = f"{self.kind}:{event['key']}"
+        after = event.get("after") if event.get("op") != "d" else None
+        values = {attr: (None if after is None or after.get(name) is None else str(after[name]))
+                  for name, attr in self.canon}
+        return entity, {"entity": entity, "agency": event["source"]["agency"],
+                        "resource": self.resource_id, "event_id": event["event_id"],
+                        "occurred_ms": int(event["occurred_ms"]), "values": values,
+                        "owners": dict(self.owners)}
 
 
 class ReconcileFeed(BatchStage):

@@ -52,9 +52,9 @@ from stream_apps.router_metrics import Routed, observe
 from stream_apps.routing import (
     DELIVERY_TOPIC,
     Delivery,
+    RoutePlan,
     by_resource,
     delivery_record,
-    route,
     with_meta,
 )
 
@@ -278,8 +278,12 @@ class Router(BatchStage):
         decoded, offsets, counts = self._decode(msgs)
         deliveries: list[Delivery] = []
         routed: list[Routed] = []
+        plans: dict[str, RoutePlan] = {}  # resource id -> its route in this batch
         for _msg, resource, event in decoded:
-            result = route(resource, event, grants.get(resource.id, []), at)
+            plan = plans.get(resource.id)
+            if plan is None:
+                plan = plans[resource.id] = RoutePlan(resource, grants.get(resource.id, []), at)
+            result = plan.route(event)
             routed.append((resource, event, result))
             deliveries += result.deliveries
             counts[f"delivered {resource.id}"] += len(result.deliveries)

@@ -70,15 +70,8 @@ def project(resource: Resource, record: dict[str, Any] | None, grant: Grant
     Returns the projected record (None for None) and the masked fields it contains. Fields the
     grant names but the record lacks (an older schema version) are left out.
     """
-    masked = [f for f in grant.fields if f in grant.masked_fields]
-    if record is None:
-        return None, masked
-    out = {}
-    for name in grant.fields:
-        if name in record:
-            out[name] = mask_value(record[name]) if name in grant.masked_fields \
-                else record[name]
-    return out, masked
+    projection = _Projection(resource, grant)
+    return projection.record(record), list(projection.masked_listed)
 
 
 def grants_in_force(grants: Iterable[Grant], resource: Resource, at: dt.datetime
@@ -119,37 +112,83 @@ def offers(resource: Resource, method: str) -> bool:
 def delivered_value(resource: Resource, event: dict[str, Any], grant: Grant
                     ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """The JSON value a recipient receives for ``event`` under ``grant``."""
-    record, masked = project(resource, event.get("after"), grant)
-    before, _ = project(resource, event.get("before"), grant)
-    source = event.get("source") or {}
-    value = {"event_id": event["event_id"], "resource": resource.id, "op": event["op"],
-             "key": event["key"], "record": record, "before": before,
-             "provider": source.get("agency", resource.provider),
-             "locality": source.get("locality"), "occurred_ms": event["occurred_ms"],
-             "published_ms": event["ts_ms"], "grant_id": grant.grant_id,
-             "masked_fields": masked}
-    return value, tuple(masked)
+    value = _Projection(resource, grant).value(event)
+    return value, tuple(value["masked_fields"])
 
 
 def make_delivery(resource: Resource, event: dict[str, Any], grant: Grant) -> Delivery:
     """``event`` projected for the recipient of ``grant``."""
-    value, masked = delivered_value(resource, event, grant)
-    image = event.get("after") or event.get("before") or {}
-    fields = tuple(f for f in grant.fields if f in image)
-    return Delivery(grant.recipient, grant.grant_id, deliver_topic(grant.recipient, resource),
-                    value, fields, masked)
+    return _Projection(resource, grant).delivery(event)
+
+
+class _Projection:
+    """One grant's projection of one resource, with what it needs looked up once."""
+
+    __slots__ = ("grant", "resource", "topic", "masked", "masked_listed", "provider")
+
+    def __init__(self, resource: Resource, grant: Grant) -> None:
+        self.grant, self.resource = grant, resource
+        self.topic = deliver_topic(grant.recipient, resource)
+        self.masked = frozenset(grant.masked_fields)
+        self.masked_listed = [f for f in grant.fields if f in self.masked]  # as project()
+        self.provider = resource.provider
+
+    def record(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        """:func:`project`'s record."""
+        if row is None:
+            return None
+        if not self.masked_listed:
+            return {name: row[name] for name in self.grant.fields if name in row}
+        masked = self.masked
+        return {name: mask_value(row[name]) if name in masked else row[name]
+                for name in self.grant.fields if name in row}
+
+    def value(self, event: dict[str, Any]) -> dict[str, Any]:
+        source = event.get("source") or {}
+        return {"event_id": event["event_id"], "resource": self.resource.id,
+                "op": event["op"], "key": event["key"],
+                "record": self.record(event.get("after")),
+                "before": self.record(event.get("before")),
+                "provider": source.get("agency", self.provider),
+                "locality": source.get("locality"), "occurred_ms": event["occurred_ms"],
+                "published_ms": event["ts_ms"], "grant_id": self.grant.grant_id,
+                "masked_fields": list(self.masked_listed)}
+
+    def delivery(self, event: dict[str, Any]) -> Delivery:
+        image = event.get("after") or event.get("before") or {}
+        return Delivery(self.grant.recipient, self.grant.grant_id, self.topic,
+                        self.value(event), tuple(f for f in self.grant.fields if f in image),
+                        tuple(self.masked_listed))
+
+
+class RoutePlan:
+    """Routing of one resource against a set of grants at one moment, decided once.
+
+    The router and the hot path build one per resource and batch: the share class, the
+    provision methods, the grants in force and each grant's projection are the same for every
+    event of the batch, so only the projections run per event. :func:`route` is this for
+    a single event."""
+
+    def __init__(self, resource: Resource, grants: list[Grant], at: dt.datetime) -> None:
+        self.withheld = withheld_reason(resource)
+        self.query_only = None if self.withheld or offers(resource, "data_exchange") else \
+            f"{resource.id} is provided by online query only (Art. 17)"
+        self.projections = [] if self.withheld or self.query_only else [
+            _Projection(resource, g) for g in grants_in_force(grants, resource, at)]
+
+    def route(self, event: dict[str, Any]) -> RouteResult:
+        """Decide the deliveries of one decoded change event."""
+        if self.withheld:
+            return RouteResult(withheld=True, reason=self.withheld)
+        if self.query_only:
+            return RouteResult(reason=self.query_only)
+        return RouteResult(deliveries=[p.delivery(event) for p in self.projections])
 
 
 def route(resource: Resource, event: dict[str, Any], grants: list[Grant], at: dt.datetime
           ) -> RouteResult:
     """Decide the deliveries of one decoded change event at time ``at``."""
-    reason = withheld_reason(resource)
-    if reason:
-        return RouteResult(withheld=True, reason=reason)
-    if not offers(resource, "data_exchange"):
-        return RouteResult(reason=f"{resource.id} is provided by online query only (Art. 17)")
-    out = [make_delivery(resource, event, g) for g in grants_in_force(grants, resource, at)]
-    return RouteResult(deliveries=out)
+    return RoutePlan(resource, grants, at).route(event)
 
 
 def by_resource(grants: Iterable[Grant]) -> dict[str, list[Grant]]:

@@ -29,6 +29,7 @@ class Verdict:
     resource_id: str
     event: dict[str, Any] | None = None
     resource: Resource | None = None  # the schema's resource, once the payload decoded
+    schema_id: int | None = None  # the registered schema it decoded with
     violations: list[Violation] = field(default_factory=list)
 
     @property
@@ -70,7 +71,7 @@ def judge(topic: str, payload: bytes | None, lookup: Lookup) -> Verdict:
     except SerdeError as exc:
         verdict.violations.append(exc.violation)
         return verdict
-    verdict.event, verdict.resource = event, reg.resource
+    verdict.event, verdict.resource, verdict.schema_id = event, reg.resource, schema_id
     if not reg.accepts(event, agency):  # the usual case is settled by the compiled rules
         verdict.violations = check_event(reg.resource, event, agency)
     return verdict

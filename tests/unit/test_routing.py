@@ -9,8 +9,12 @@ import pytest
 
 from govbus_core.catalogue import Catalogue, Resource, load_catalogue
 from govbus_core.envelope import make_event
+from consumers.delivery_chain import parse_delivery
 from govbus_core.sharing import Grant
+from stream_apps.hotpath import log_entry
+from stream_apps.router import json_bytes
 from stream_apps.routing import (
+    RoutePlan,
     delivery_record,
     grant_for,
     mask_value,
@@ -191,3 +195,29 @@ def test_delivery_record(tax: Resource) -> None:
         "fields": ["uscc", "credit_rating"], "masked_fields": ["credit_rating"],
         "topic": "deliver.hrss.tax_registration", "partition": 2, "offset": 17,
         "delivered_ms": 5000}
+
+
+def test_a_plan_routes_a_batch_as_route_does_each_event(tax: Resource) -> None:
+    # the router and the hot path build one RoutePlan per resource and batch
+    grants = [grant("market_regulation", tax, ["uscc", "taxpayer_name", "legal_representative"],
+                    ("legal_representative",), grant_id=3),
+              grant("hrss", tax, ["uscc"], grant_id=4),
+              grant("public_security", tax, ["uscc"], grant_id=5, revoked_at=NOW - HOUR)]
+    events = [event(tax, COMPANY), event(tax, {**COMPANY, "legal_representative": "王五六七八"},
+                                         "u", before=COMPANY),
+              event(tax, None, "d", before=COMPANY)]  # type: ignore[arg-type]
+    plan = RoutePlan(tax, grants, NOW)
+    first = plan.route(events[0])
+    first.deliveries[0].value["masked_fields"].append("tampered")  # a consumer's mutation
+    for ev in events:
+        assert plan.route(ev) == route(tax, ev, grants, NOW)
+    assert [d.recipient for d in first.deliveries] == ["hrss", "market_regulation"]
+
+
+def test_the_hot_path_logs_what_the_split_router_reports(tax: Resource) -> None:
+    # log_entry skips the govbus.deliveries record; it must give the sink the same entry
+    g = grant("market_regulation", tax, ["uscc", "legal_representative"],
+              ("legal_representative",), grant_id=9)
+    [d] = route(tax, event(tax, COMPANY), [g], NOW).deliveries
+    record = delivery_record(d, "exchange", 2, 41, 1_700_000_000_123, d.topic)
+    assert log_entry((d, 2, 41, 1_700_000_000_123)) == parse_delivery(json_bytes(record))
