@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -66,6 +66,10 @@ from stream_apps.verdict import judge
 
 log = logging.getLogger("govbus.hotpath")
 GROUP = "govbus-hotpath"
+#: batches past judging and routing at once: one waiting for its acknowledgements, one being
+#: written (the timers of issue 7: a batch's settling, mostly waiting on the broker and on
+#: PostgreSQL, took as long as judging and routing the next one)
+SETTLING = 2
 
 
 def log_entry(acked: Acked) -> LogEntry:
@@ -131,23 +135,27 @@ class HotPath(BatchStage):
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         self.consumer.subscribe([pattern])
         self.topics = KnownTopics(settings, [VALUES_TOPIC])
-        # one batch settles (acks, log, state, commit) while the next is judged and routed
-        self._settler = ThreadPoolExecutor(1, thread_name_prefix="hotpath-settle")
-        self._inflight: tuple[list[Any], Future[None]] | None = None
+        # batches settle in a pipeline while the next is judged and routed: one thread waits
+        # for a batch's acknowledgements while another writes the batch before it
+        self._acker = ThreadPoolExecutor(1, thread_name_prefix="hotpath-acks")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="hotpath-write")
+        self._side = ThreadPoolExecutor(1, thread_name_prefix="hotpath-state")
+        self._inflight: deque[tuple[list[Any], Future[None]]] = deque()
         self._failed: list[Any] = []
         self.log = LogWriter(dsn)
 
     def idle(self) -> None:
         self.control.refresh_idle()
-        if self._inflight is not None and self._inflight[1].done():
-            self._join()  # a batch that failed while no new one came is replayed now
+        while self._inflight and self._inflight[0][1].done():
+            self._join(len(self._inflight) - 1)  # one that failed while none came: replay now
 
     def close(self) -> None:
         try:
-            self._join()  # let the batch in flight commit
+            self._join(0)  # let the batches in flight commit
         except (DatabaseError, BrokerError) as exc:
-            log.warning("last batch not settled, it will be replayed: %s", exc)
-        self._settler.shutdown()
+            log.warning("last batches not settled, they will be replayed: %s", exc)
+        for pool in (self._acker, self._writer, self._side):
+            pool.shutdown()
         self.producer.flush(30)
         super().close()
         self.state.close()
@@ -155,35 +163,54 @@ class HotPath(BatchStage):
         self.log.close()
 
     def process(self, msgs: list[Any]) -> None:
-        """Judge, route and produce this batch while the previous one settles; then hand this
-        one to the settling thread (at most one batch in flight)."""
+        """Judge, route and produce this batch while earlier ones settle; then hand it to the
+        settling pipeline (at most :data:`SETTLING` batches in it)."""
         msgs = usable(msgs)
         try:
             out = self._decide(msgs)
         finally:
-            self._join()  # the previous batch: settled, or this raises and both are replayed
-        self._inflight = (msgs, self._settler.submit(self._settle, msgs, out))
+            self._join(SETTLING - 1)  # or this raises and every unsettled batch is replayed
+        acked = self._acker.submit(out.acks.settle, self.producer)
+        before = self._inflight[-1][1] if self._inflight else None
+        self._inflight.append((msgs, self._writer.submit(self._settle, msgs, out, acked,
+                                                         before)))
 
-    def _settle(self, msgs: list[Any], out: Decided) -> None:
-        """Wait for the broker; log, keep state, count; then commit (in that order)."""
-        out.acks.settle(self.producer)
-        logged = self.log.append([log_entry(a) for a in out.acked]) if out.acked else None
-        self.state.write(out.accepted)
-        self.counts.write(out.judged)
+    def _settle(self, msgs: list[Any], out: Decided, acked: Future[None],
+                before: Future[None] | None) -> None:
+        """Once the broker acknowledged every output: log, keep state and count (the log and
+        the other two on their own connections at once); then commit (in that order). Runs in
+        the writer thread, batch after batch; a batch whose predecessor failed fails too,
+        so that no offset is committed past a batch that was not settled."""
+        acked.result()
+        if before is not None:
+            before.result()
+        kept = self._side.submit(self._keep, out)
+        try:
+            logged = self.log.append([log_entry(a) for a in out.acked]) if out.acked else None
+        finally:
+            kept.result()
         commit(self.consumer, next_offsets(msgs))
         self._observe(out, logged)
 
-    def _join(self) -> None:
-        """Wait for the batch in flight; if it failed, keep its records for the rewind."""
-        if self._inflight is None:
-            return
-        msgs, settling = self._inflight
-        self._inflight = None
-        try:
-            settling.result()
-        except (DatabaseError, BrokerError):
-            self._failed = msgs
-            raise
+    def _keep(self, out: Decided) -> None:
+        self.state.write(out.accepted)
+        self.counts.write(out.judged)
+
+    def _join(self, keep: int) -> None:
+        """Wait until at most ``keep`` batches are settling; if one failed, wait for all
+        (each fails after it) and keep their records for the rewind."""
+        while len(self._inflight) > keep:
+            msgs, settling = self._inflight[0]
+            try:
+                settling.result()
+            except (DatabaseError, BrokerError):
+                failed = [m for batch, _ in self._inflight for m in batch]
+                for _, later in self._inflight:
+                    later.exception()  # wait: it fails on this one
+                self._inflight.clear()
+                self._failed = failed
+                raise
+            self._inflight.popleft()
 
     def unsettled(self) -> list[Any]:
         failed, self._failed = self._failed, []

@@ -16,6 +16,7 @@ import pytest
 from confluent_kafka import Producer
 
 from consumers.delivery_log import verify
+from govbus_core import db
 from govbus_core.catalogue import Catalogue
 from govbus_core.config import Settings
 from govbus_core.kafka import ensure_topics, murmur2_partition, producer_config
@@ -143,3 +144,55 @@ def test_hotpath_killed_mid_stream_logs_every_delivery_once(
     assert report.ok, report.lines()
     print(f"\nhot path killed at {marks} logged; {len(rows)} log rows, {len(inbox.messages)} "
           f"messages delivered (re-sends: {len(inbox.messages) - N}); chain intact")
+
+
+FAIL_ONE = """
+CREATE TABLE IF NOT EXISTS test_refused_deliveries (event_id text PRIMARY KEY);
+CREATE OR REPLACE FUNCTION test_refuse_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM test_refused_deliveries WHERE event_id = NEW.event_id) THEN
+        RAISE EXCEPTION 'test: the log refuses %', NEW.event_id;
+    END IF;
+    RETURN NEW;
+END $$;
+DROP TRIGGER IF EXISTS test_refuse_delivery ON deliveries;
+CREATE TRIGGER test_refuse_delivery BEFORE INSERT ON deliveries
+    FOR EACH ROW EXECUTE FUNCTION test_refuse_delivery();
+"""
+
+
+def test_no_offset_is_committed_past_a_batch_that_failed(
+        settings: Settings, catalogue: Catalogue, request: pytest.FixtureRequest) -> None:
+    """Batches settle in a pipeline. The log refuses one event's delivery, so only the batch
+    holding it fails; the batches after it, already settling, must not commit their offsets
+    past it. A worker that then takes over the group (the first one stopped while the
+    refusal lasts) must still log every delivery, exactly once."""
+    dsn = settings.database_url
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute(FAIL_ONE)
+
+    def undo() -> None:
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("DROP TRIGGER IF EXISTS test_refuse_delivery ON deliveries; "
+                        "DROP TABLE IF EXISTS test_refused_deliveries")
+    request.addfinalizer(undo)
+    rng = random.Random(uuid.uuid4().int)
+    recipient = agency("hotfail")
+    grant(catalogue, dsn, recipient, TAX, ["uscc"])
+    ensure_topics(settings, [f"deliver.{recipient}.tax_registration"])
+    group = f"test-hotfail-{uuid.uuid4().hex[:8]}"
+    companies = [company(rng) for _ in range(200)]
+    ids = publish(settings, [Change("c", c) for c in companies])
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO test_refused_deliveries VALUES (%s)", (ids[0],))
+    with running(HotPath(settings, group=group, batch=20)) as first:
+        wait_until(lambda: first.stats["retries"] >= 2, 60, "the refused batch retried")
+        assert ids[0] not in {e for e, _ in logged(dsn, recipient)}
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("DELETE FROM test_refused_deliveries")
+    with running(HotPath(settings, group=group, batch=20)):
+        wait_until(lambda: len(logged(dsn, recipient)) >= len(ids), 90,
+                   "every delivery logged by the worker that took over")
+    assert sorted(e for e, _ in logged(dsn, recipient)) == sorted(ids)  # each exactly once
+    report = verify(dsn)
+    assert report.ok, report.lines()

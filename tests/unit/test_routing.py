@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from consumers.delivery_chain import parse_delivery
 from govbus_core.catalogue import Catalogue, Resource, load_catalogue
 from govbus_core.envelope import make_event
-from consumers.delivery_chain import parse_delivery
 from govbus_core.sharing import Grant
 from stream_apps.hotpath import log_entry
 from stream_apps.router import json_bytes
