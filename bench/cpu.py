@@ -4,7 +4,9 @@
 scratch database (:mod:`bench.env`), one worker as the pipeline benchmark runs it (with the
 reconciler beside it), warmed up; then ``--runs`` timed runs of ``--events`` events each,
 and for each the events/s and the CPU (user + system, from ``/proc/<pid>/stat``) that the
-worker, the reconciler, the broker and every PostgreSQL process spent, divided by the events.
+worker, the reconciler, the broker and every PostgreSQL process spent, divided by the events;
+then the whole machine's busy CPU per event (``/proc/stat``: the bench's own feeder and the
+kernel included) and how many cores were busy on average.
 With ``--py-spy FILE`` (py-spy installed and allowed to attach), the worker is sampled during
 the last run, per thread, into FILE (py-spy's raw format). Linux only.
 """
@@ -57,12 +59,22 @@ def kind(pid: str) -> str | None:
     return None
 
 
+def machine_seconds() -> float:
+    """Busy CPU of the whole machine so far, all cores (``/proc/stat``: all but idle and
+    iowait), in seconds: what the processes above, the bench's own feeder and the kernel
+    spent together."""
+    with open("/proc/stat") as f:
+        ticks = [int(t) for t in f.readline().split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def snapshot() -> dict[str, float]:
     out: dict[str, float] = dict.fromkeys(PROCESSES, 0.0)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         name = kind(pid)
         if name:
             out[name] += cpu_seconds(int(pid))
+    out["machine"] = machine_seconds()
     return out
 
 
@@ -106,9 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                         sampler.wait(30)
                     per_event = {p: (after[p] - before[p]) / args.events * 1e6
                                  for p in PROCESSES}
+                    busy = after["machine"] - before["machine"]
                     say(f"run {run + 1}: {args.events / seconds:,.0f} events/s; CPU µs per "
                         "event: " + ", ".join(f"{p} {v:.0f}" for p, v in per_event.items())
-                        + f"; total {sum(per_event.values()):.0f}")
+                        + f"; total {sum(per_event.values()):.0f}; whole machine "
+                        f"{busy / args.events * 1e6:.0f} ({busy / seconds:.2f} of "
+                        f"{os.cpu_count()} cores busy)")
         finally:
             feeder.close()
     if spy:
