@@ -141,18 +141,24 @@ class ControlPlane:
 
 
 class StateWriter:
-    """Keeps ``entity_state`` (latest record per entity) on one reused connection."""
+    """Keeps ``entity_state`` (latest record per entity) on one reused connection.
+
+    A batch travels as one JSON document per statement, unpacked by ``jsonb_to_recordset``:
+    one ``orjson`` call for the whole batch instead of a ``Json`` adapter and a formatted
+    ``VALUES`` row per event (``execute_values`` was ≈ 19 µs of the worker's CPU per event,
+    in-process)."""
 
     UPSERT = """INSERT INTO entity_state (resource_id, entity_key, record, event_id, locality,
-                    updated_ms) VALUES %s
+                    updated_ms)
+                SELECT r, k, rec, e, l, ms FROM jsonb_to_recordset(%s::jsonb)
+                    AS x(r text, k text, rec jsonb, e text, l text, ms bigint)
                 ON CONFLICT (resource_id, entity_key) DO UPDATE SET record = EXCLUDED.record,
                     event_id = EXCLUDED.event_id, locality = EXCLUDED.locality,
                     updated_ms = EXCLUDED.updated_ms
                 WHERE entity_state.updated_ms <= EXCLUDED.updated_ms"""
-    DELETE = """DELETE FROM entity_state s USING (VALUES %s) AS d(resource_id, entity_key,
-                    updated_ms)
-                WHERE s.resource_id = d.resource_id AND s.entity_key = d.entity_key
-                  AND s.updated_ms <= d.updated_ms"""
+    DELETE = """DELETE FROM entity_state s USING jsonb_to_recordset(%s::jsonb)
+                    AS d(r text, k text, ms bigint)
+                WHERE s.resource_id = d.r AND s.entity_key = d.k AND s.updated_ms <= d.ms"""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
@@ -161,10 +167,11 @@ class StateWriter:
     def write(self, decoded: list[Decoded]) -> None:
         """Apply the newest event per entity of a batch; replays are harmless."""
         latest = latest_per_entity(decoded)
-        upserts = [(r, k, psycopg2.extras.Json(e["after"], dumps=_dumps), e["event_id"],
-                    e["source"]["locality"], e["occurred_ms"])
+        upserts = [{"r": r, "k": k, "rec": e["after"], "e": e["event_id"],
+                    "l": e["source"]["locality"], "ms": e["occurred_ms"]}
                    for (r, k), e in latest.items() if e["op"] != "d"]
-        deletes = [(r, k, e["occurred_ms"]) for (r, k), e in latest.items() if e["op"] == "d"]
+        deletes = [{"r": r, "k": k, "ms": e["occurred_ms"]}
+                   for (r, k), e in latest.items() if e["op"] == "d"]
         if not upserts and not deletes:
             return
         try:
@@ -172,12 +179,9 @@ class StateWriter:
                 self._conn = db.connect(self.dsn)
             with self._conn, self._conn.cursor() as cur:
                 if upserts:
-                    psycopg2.extras.execute_values(cur, self.UPSERT, upserts,
-                                                   page_size=len(upserts))
+                    cur.execute(self.UPSERT, (_dumps(upserts),))
                 if deletes:
-                    psycopg2.extras.execute_values(cur, self.DELETE, deletes,
-                                                   template="(%s, %s, %s::bigint)",
-                                                   page_size=len(deletes))
+                    cur.execute(self.DELETE, (_dumps(deletes),))
         except psycopg2.Error as exc:
             self.close()
             raise DatabaseError(f"cannot update entity_state: {exc}") from exc
