@@ -15,7 +15,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -36,9 +36,12 @@ class MalformedDelivery(GovbusError):
 
 # --- records and hashes: pure -------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Delivery:
-    """One delivery as the router reports it."""
+class Delivery(NamedTuple):
+    """One delivery as the router reports it.
+
+    A named tuple rather than a frozen dataclass, like :class:`LoggedRow`: one is built per
+    delivery on the hot path, and a frozen dataclass's ``__init__`` cost four times as much
+    (1.5 against 0.35 µs for twelve fields, ``timeit``)."""
 
     event_id: str
     channel: str
@@ -58,9 +61,9 @@ class Delivery:
         return (self.event_id, self.recipient, self.channel)
 
 
-@dataclass(frozen=True)
-class LoggedRow:
-    """A row of ``deliveries`` as hashed; timestamps in microseconds since the epoch."""
+class LoggedRow(NamedTuple):
+    """A row of ``deliveries`` as hashed; timestamps in microseconds since the epoch. Immutable
+    (a named tuple, for :class:`Delivery`'s reason); ``_replace`` gives an altered copy."""
 
     seq: int
     event_id: str

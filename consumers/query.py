@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from typing import Any
 
 import psycopg2
@@ -113,7 +112,7 @@ def query(settings: Settings, agency: str, resource: str | Resource, key: str
     # Every query is its own log row (Art. 17, 24): the logged id carries a query id, so a
     # second query of an unchanged record is not taken for a replay of the first.
     query_id = uuid.uuid4().hex[:16]
-    logged = replace(delivery, value=delivery.value | {
+    logged = delivery._replace(value=delivery.value | {
         "event_id": f"{delivery.value['event_id']}#query-{query_id}"})
     producer = Producer(producer_config(settings))
     ensure_topics(settings, [DELIVERY_TOPIC])
@@ -148,7 +147,7 @@ def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
     for rows in _state_rows(dsn, res.id):
         # "channel" tells the subscriber to confirm receipt as a backfill, as it is logged
         deliveries: list[Delivery] = [
-            replace(d, value=d.value | {"channel": "backfill"})
+            d._replace(value=d.value | {"channel": "backfill"})
             for d in (make_delivery(res, _state_event(res, r), grant) for r in rows)]
         send_records(producer, send_deliveries(producer, deliveries), "backfill")
         sent += len(deliveries)

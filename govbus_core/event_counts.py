@@ -12,7 +12,7 @@ import datetime as dt
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import psycopg2
 import psycopg2.extensions
@@ -24,9 +24,9 @@ from govbus_core.errors import DatabaseError
 log = logging.getLogger("govbus.event_counts")
 
 
-@dataclass(frozen=True)
-class Judged:
-    """One gate verdict, reduced to what the counts keep (no event id, no record)."""
+class Judged(NamedTuple):
+    """One gate verdict, reduced to what the counts keep (no event id, no record). A named
+    tuple: the gate builds one per event (see :class:`consumers.delivery_chain.Delivery`)."""
 
     topic: str
     partition: int

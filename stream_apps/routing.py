@@ -20,7 +20,7 @@ import dataclasses
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from govbus_core.catalogue import META, SHARE_CLASSES, Resource
 from govbus_core.sharing import Grant
@@ -28,9 +28,9 @@ from govbus_core.sharing import Grant
 DELIVERY_TOPIC = "govbus.deliveries"
 
 
-@dataclass(frozen=True)
-class Delivery:
-    """One event, projected for one recipient under one grant."""
+class Delivery(NamedTuple):
+    """One event, projected for one recipient under one grant (a named tuple: one is built
+    per delivery, see :class:`consumers.delivery_chain.Delivery`)."""
 
     recipient: str
     grant_id: int

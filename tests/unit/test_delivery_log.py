@@ -4,7 +4,6 @@ evidence of every delivery, so tampering must show)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from typing import Any
@@ -134,7 +133,7 @@ def test_chain_covers_seq_and_timestamps() -> None:
     changes: list[dict[str, Any]] = [{"seq": 2}, {"logged_us": T0 + 1},
                                      {"delivered_us": delivered + 1}]
     for change in changes:
-        moved = dataclasses.replace(rows[0], **change)
+        moved = rows[0]._replace(**change)
         assert row_hash(moved.prev_hash, moved.content()) != rows[0].row_hash
 
 
@@ -158,14 +157,14 @@ def test_an_intact_log_verifies() -> None:
 
 def test_an_altered_row_is_named_by_its_seq() -> None:
     rows, head = log_of(10)
-    rows[4] = dataclasses.replace(rows[4], recipient="a_third_party")
+    rows[4] = rows[4]._replace(recipient="a_third_party")
     assert found(check(rows, head)) == [(5, "altered")]
 
 
 def test_an_altered_row_whose_hash_was_recomputed_breaks_the_next_link() -> None:
     rows, head = log_of(10)
-    forged = dataclasses.replace(rows[4], fields=["resident_id", "name", "phone"])
-    rows[4] = dataclasses.replace(forged, row_hash=row_hash(forged.prev_hash, forged.content()))
+    forged = rows[4]._replace(fields=["resident_id", "name", "phone"])
+    rows[4] = forged._replace(row_hash=row_hash(forged.prev_hash, forged.content()))
     assert found(check(rows, head)) == [(6, "broken_link")]
 
 
@@ -187,9 +186,9 @@ def test_deleting_the_first_or_newest_rows_shows_too() -> None:
 def test_a_row_inserted_between_others_does_not_chain() -> None:
     rows, head = log_of(6)
     # renumbering to make room changes every later row's content, seq included
-    inserted = dataclasses.replace(rows[2], event_id="forged")
-    shifted = [dataclasses.replace(r, seq=r.seq + 1) for r in rows[3:]]
-    report = check(rows[:3] + [dataclasses.replace(inserted, seq=4)] + shifted, head)
+    inserted = rows[2]._replace(event_id="forged")
+    shifted = [r._replace(seq=r.seq + 1) for r in rows[3:]]
+    report = check(rows[:3] + [inserted._replace(seq=4)] + shifted, head)
     assert (4, "altered") in found(report) and (7, "altered") in found(report)
     assert report.counts["head_mismatch"] == 1
 
@@ -198,24 +197,24 @@ def test_a_row_appended_outside_the_writer_is_beyond_the_head() -> None:
     rows, head = log_of(6)
     extra = chain([delivery(99)], head, T0 + 10**6)  # hashed correctly: only the head tells
     assert found(check(rows + extra, head)) == [(7, "head_mismatch")]
-    naive = dataclasses.replace(extra[0], row_hash="f" * 64)
+    naive = extra[0]._replace(row_hash="f" * 64)
     assert found(check(rows + [naive], head)) == [(7, "altered"), (7, "head_mismatch")]
 
 
 def test_a_replaced_row_and_a_rewritten_link_are_reported() -> None:
     rows, head = log_of(6)
-    swapped = rows[:2] + [dataclasses.replace(rows[3], seq=3),
-                          dataclasses.replace(rows[2], seq=4)] + rows[4:]
+    swapped = rows[:2] + [rows[3]._replace(seq=3),
+                          rows[2]._replace(seq=4)] + rows[4:]
     kinds = found(check(swapped, head))
     assert {(3, "altered"), (4, "altered"), (3, "broken_link")} <= set(kinds)
-    rows[3] = dataclasses.replace(rows[3], prev_hash="a" * 64)
+    rows[3] = rows[3]._replace(prev_hash="a" * 64)
     assert found(check(rows, head)) == [(4, "broken_link"), (4, "altered")]
 
 
 def test_a_row_logged_before_its_predecessor_is_out_of_order() -> None:
     rows, head = log_of(4)
-    early = dataclasses.replace(rows[3], logged_us=T0 - 1)
-    early = dataclasses.replace(early, row_hash=row_hash(early.prev_hash, early.content()))
+    early = rows[3]._replace(logged_us=T0 - 1)
+    early = early._replace(row_hash=row_hash(early.prev_hash, early.content()))
     rows[3] = early
     report = check(rows, Head(4, early.row_hash))
     assert found(report) == [(4, "out_of_order")]
@@ -229,7 +228,7 @@ def test_a_missing_or_wrong_head_is_reported() -> None:
 
 def test_report_counts_every_problem_but_keeps_a_bounded_list() -> None:
     rows, head = log_of(30)
-    rows = [dataclasses.replace(r, provider="x") for r in rows]
+    rows = [r._replace(provider="x") for r in rows]
     report = check(rows, head, max_problems=5)
     assert report.counts["altered"] == 30 and len(report.problems) == 5
     body = report.as_dict()
@@ -251,7 +250,7 @@ def test_any_single_field_change_is_caught_at_its_seq(n: int, data: st.DataObjec
     old = getattr(rows[i], name)
     new: Any = (old + "x" if isinstance(old, str) else old + 1 if isinstance(old, int)
                 else [*old, "x"] if isinstance(old, list) else "x")
-    rows[i] = dataclasses.replace(rows[i], **{name: new})
+    rows[i] = rows[i]._replace(**{name: new})
     report = check(rows, head)
     assert not report.ok
     assert any(p.seq in (i + 1, i + 2) for p in report.problems), found(report)
