@@ -45,12 +45,15 @@ from consumers.delivery_chain import (
     Key,
     LoggedRow,
     MalformedDelivery,
+    Prepared,
     Problem,
     VerifyReport,
     canonical,
     chain,
     dedupe,
+    link,
     parse_delivery,
+    prepare,
     row_hash,
 )
 from govbus_core import db, metrics
@@ -109,42 +112,43 @@ def _copy_value(value: Any) -> str:
     return text.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(text) else text
 
 
-def _copy_rows(rows: Sequence[LoggedRow]) -> io.StringIO:
-    """``rows`` in COPY's text format.
+Ready = tuple[Prepared, str]  # a delivery rendered ahead, and its COPY columns 2-13
 
-    The log's hot loop (``make bench``): values that repeat across a batch (field lists,
-    timestamps) are formatted once, and a row's text is checked for characters COPY must
-    escape once, not value by value; only a row that has one is formatted value by value."""
+
+def _ready(deliveries: Sequence[Delivery]) -> list[Ready]:
+    """Everything of each row that does not depend on its place in the chain, rendered before
+    the writer's lock: the hashed content but for seq and logged_us (:func:`prepare`), and the
+    COPY text of the columns from ``event_id`` to ``delivered_at``.
+
+    Values that repeat across a batch (field lists, timestamps) are formatted once, and a row's
+    text is checked for characters COPY must escape once, not value by value; only a row that
+    has one is formatted value by value."""
     text = _copy_value
     arrays: dict[tuple[str, ...], str] = {}
-    stamps: dict[int | None, str] = {}
+    stamps: dict[int, str] = {}
 
-    def array(names: list[str]) -> str:
+    def array(names: Sequence[str]) -> str:
         key = tuple(names)
         found = arrays.get(key)
         if found is None:
-            found = arrays[key] = text(names)
+            found = arrays[key] = text(list(names))
         return found
 
-    def stamp(us: int | None) -> str:
-        found = stamps.get(us)
-        if found is None:
-            found = stamps[us] = _at_us(int(us or 0)).isoformat()
-        return found
-
-    lines = []
-    for r in rows:
-        plain = (r.event_id, r.channel, r.provider, r.recipient, r.resource, r.topic or "")
+    out = []
+    for d in deliveries:
+        p = prepare(d)
+        stamp = stamps.get(p.delivered_us)
+        if stamp is None:
+            stamp = stamps[p.delivered_us] = _at_us(p.delivered_us).isoformat()
+        plain = (d.event_id, d.channel, d.provider, d.recipient, d.resource, d.topic or "")
         if _COPY_SPECIAL.search("".join(plain)):
-            strings = [text(v) for v in (*plain[:5], r.topic)]
+            strings = [text(v) for v in (*plain[:5], d.topic)]
         else:
-            strings = [*plain[:5], "\\N" if r.topic is None else r.topic]
-        lines.append("\t".join((
-            str(r.seq), *strings[:5], str(r.grant_id), array(r.fields),
-            array(r.masked_fields), strings[5], text(r.partition), text(r.offset),
-            stamp(r.delivered_us), stamp(r.logged_us), r.prev_hash, r.row_hash)))  # hex
-    lines.append("")
-    return io.StringIO("\n".join(lines))
+            strings = [*plain[:5], "\\N" if d.topic is None else d.topic]
+        out.append((p, "\t".join((*strings[:5], str(d.grant_id), array(p.fields),
+                                   array(p.masked_fields), strings[5], text(d.partition),
+                                   text(d.offset), stamp))))
+    return out
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,7 @@ def append(conn: psycopg2.extensions.connection, deliveries: Sequence[Delivery]
     (event_id, recipient, channel) refuses if any was logged before; only then, after a
     replay, are the logged keys looked up and left out.
     """
+    fresh = _ready(dedupe(deliveries, set()))  # before the lock: it serialises every writer
     with conn.cursor() as cur:
         cur.execute("SET LOCAL lock_timeout = '30s'")
         cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
@@ -175,13 +180,13 @@ def append(conn: psycopg2.extensions.connection, deliveries: Sequence[Delivery]
         head = Head(int(found[0]), str(found[1]), found[2])
         cur.execute(f"SELECT {_US.format('clock_timestamp()')}")
         logged_us = max(int(cur.fetchone()[0]), head.logged_us or 0)  # type: ignore[index]
-        fresh = dedupe(deliveries, set())
         cur.execute("SAVEPOINT optimistic")
         try:
             rows = _copy(cur, fresh, head, logged_us)
         except psycopg2.errors.UniqueViolation:  # a replay: some are logged already
             cur.execute("ROLLBACK TO SAVEPOINT optimistic")
-            fresh = dedupe(fresh, _logged(cur, [d.key for d in fresh]))
+            logged = _logged(cur, [p.delivery.key for p, _ in fresh])
+            fresh = [r for r in fresh if r[0].delivery.key not in logged]
             rows = _copy(cur, fresh, head, logged_us)
         if not rows:
             return AppendResult(0, len(deliveries), head)
@@ -201,17 +206,20 @@ def _logged(cur: Any, keys: list[Key]) -> set[Key]:
     return {(str(e), str(r), str(c)) for e, r, c in cur.fetchall()}
 
 
-def _copy(cur: Any, deliveries: list[Delivery], head: Head, logged_us: int
-          ) -> list[LoggedRow]:
-    """Chain ``deliveries`` after ``head`` and COPY them (never before the head's time)."""
-    if not deliveries:
+def _copy(cur: Any, ready: list[Ready], head: Head, logged_us: int) -> list[LoggedRow]:
+    """Chain ``ready`` rows after ``head`` and COPY them (never before the head's time)."""
+    if not ready:
         return []
-    rows = chain(deliveries, head, logged_us)
+    rows = link([p for p, _ in ready], head, logged_us)
+    logged_at = _at_us(logged_us).isoformat()
+    lines = [f"{r.seq}\t{columns}\t{logged_at}\t{r.prev_hash}\t{r.row_hash}"  # hex
+             for r, (_, columns) in zip(rows, ready, strict=True)]
+    lines.append("")
     # COPY rather than INSERT ... VALUES: no per-row statement text to build and parse
     cur.copy_expert(
         "COPY deliveries (seq, event_id, channel, provider, recipient, resource_id, "
         "grant_id, fields, masked_fields, topic, kafka_partition, kafka_offset, "
-        "delivered_at, logged_at, prev_hash, row_hash) FROM STDIN", _copy_rows(rows))
+        "delivered_at, logged_at, prev_hash, row_hash) FROM STDIN", io.StringIO("\n".join(lines)))
     return rows
 
 

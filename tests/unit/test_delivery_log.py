@@ -254,3 +254,29 @@ def test_any_single_field_change_is_caught_at_its_seq(n: int, data: st.DataObjec
     report = check(rows, head)
     assert not report.ok
     assert any(p.seq in (i + 1, i + 2) for p in report.problems), found(report)
+
+
+AWKWARD = st.lists(st.sampled_from(['a', '"', '\\', ',', ':', '-', '1', '2', '王', '\n', '{', '}',
+                                    '"seq":-2,', ',"logged_us":-1,']),
+                   min_size=1, max_size=8).map("".join).filter(str.strip)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(AWKWARD, AWKWARD, st.lists(AWKWARD, max_size=3),
+                          st.none() | AWKWARD, st.none() | st.integers(0, 2**63 - 1),
+                          st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=6),
+       st.integers(0, 2**40), st.integers(0, 2**62))
+def test_the_rendered_ahead_chain_hashes_what_content_defines(
+        parts: list[tuple[Any, ...]], seq: int, logged_us: int) -> None:
+    # the writer renders each row before its lock, then fills in seq and logged_us (link);
+    # whatever the values hold (the placeholders' own text included), the hash must be
+    # row_hash(prev, content()) — what `log verify` recomputes
+    deliveries = [Delivery(f"e-{i}{event}", "exchange", "p", recipient, "r", grant, tuple(names),
+                           (), topic, None if offset is None else 1, offset, 1_700_000_000_123)
+                  for i, (event, recipient, names, topic, offset, grant) in enumerate(parts)]
+    rows = chain(deliveries, Head(seq, GENESIS), logged_us)
+    assert [r.seq for r in rows] == list(range(seq + 1, seq + 1 + len(rows)))
+    prev = GENESIS
+    for r in rows:
+        assert r.prev_hash == prev and r.row_hash == row_hash(prev, r.content())
+        prev = r.row_hash
