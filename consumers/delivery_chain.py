@@ -218,10 +218,11 @@ def prepare(d: Delivery) -> Prepared:
          "fields": fields, "masked_fields": masked, "topic": d.topic,
          "partition": d.partition, "offset": d.offset, "delivered_us": delivered_us,
          "logged_us": _LOGGED}, option=orjson.OPT_SORT_KEYS)
-    # a string value cannot hold these bytes: its quotes would be escaped
-    head, rest = text.split(_AT_LOGGED)
-    middle, tail = rest.split(_AT_SEQ)
-    return Prepared(d, fields, masked, delivered_us, head, middle, tail)
+    # a string value cannot hold these bytes (its quotes would be escaped): each is found once
+    i = text.index(_AT_LOGGED)
+    j = text.index(_AT_SEQ, i)
+    return Prepared(d, fields, masked, delivered_us, text[:i], text[i + len(_AT_LOGGED):j],
+                    text[j + len(_AT_SEQ):])
 
 
 def link(prepared: Sequence[Prepared], head: Head, logged_us: int) -> list[LoggedRow]:
@@ -229,10 +230,9 @@ def link(prepared: Sequence[Prepared], head: Head, logged_us: int) -> list[Logge
     linked. The log writer's serial step: two concatenations and a hash per row."""
     rows, prev = [], head.row_hash
     sha256 = hashlib.sha256
-    at_logged = b',"logged_us":' + str(logged_us).encode() + b","
     for seq, p in enumerate(prepared, start=head.seq + 1):
-        content = b"".join((p.head, at_logged, p.middle, b',"seq":', str(seq).encode(), b",",
-                            p.tail))
+        content = b'%s,"logged_us":%d,%s,"seq":%d,%s' % (p.head, logged_us, p.middle, seq,
+                                                          p.tail)
         digest = sha256(prev.encode() + content).hexdigest()
         d = p.delivery
         rows.append(LoggedRow(seq, d.event_id, d.channel, d.provider, d.recipient, d.resource,
