@@ -22,7 +22,6 @@ from confluent_kafka import Consumer
 from govbus_core import db, metrics
 from govbus_core.batching import BatchStage, commit, next_offsets, serve, usable
 from govbus_core.config import Settings
-from govbus_core.errors import DatabaseError
 from govbus_core.kafka import consumer_config, ensure_topics
 
 log = logging.getLogger("govbus.cases_sink")
@@ -85,12 +84,11 @@ class CasesSink(BatchStage):
         super().__init__(Consumer(consumer_config(settings, group)), batch)
         self.settings = settings
         self.consumer.subscribe([CASES_TOPIC])
-        self._conn: psycopg2.extensions.connection | None = None
+        self.db = db.Reused(settings.database_url)
 
     def close(self) -> None:
         super().close()
-        if self._conn is not None:
-            self._conn.close()
+        self.db.close()
 
     def process(self, msgs: list[Any]) -> None:
         cases: list[dict[str, Any]] = []
@@ -105,15 +103,8 @@ class CasesSink(BatchStage):
                           msg.partition(), msg.offset(), exc)
                 self.stats["malformed"] += 1
                 metrics.CASES_SINK_RECORDS.labels("malformed").inc()
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.settings.database_url)
-            self.stats["written"] += write(self._conn, cases)
-        except psycopg2.Error as exc:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            raise DatabaseError(f"cannot write cases: {exc}") from exc
+        with self.db.use("cannot write cases") as conn:
+            self.stats["written"] += write(conn, cases)
         self.stats["read"] += len(cases)
         metrics.CASES_SINK_RECORDS.labels("read").inc(len(cases))
         commit(self.consumer, next_offsets(msgs))

@@ -304,29 +304,14 @@ class LogWriter:
     PostgreSQL fails (the connection is then dropped and opened again on the next call)."""
 
     def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._conn: psycopg2.extensions.connection | None = None
+        self.db = db.Reused(dsn)
 
     def append(self, deliveries: Sequence[Delivery]) -> AppendResult:
-        try:
-            if self._conn is None:
-                self._conn = db.connect(self.dsn)
-            with self._conn:
-                return append(self._conn, deliveries)
-        except psycopg2.Error as exc:
-            self.close()
-            raise DatabaseError(f"delivery log write failed: {exc}") from exc
-        except DatabaseError:
-            self.close()
-            raise
+        with self.db.use("delivery log write failed") as conn, conn:
+            return append(conn, deliveries)
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            except psycopg2.Error:
-                pass
-            self._conn = None
+        self.db.close()
 
 
 # --- the sink -----------------------------------------------------------------------------

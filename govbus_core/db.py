@@ -8,8 +8,8 @@ don't race.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg2
@@ -41,6 +41,48 @@ def transaction(dsn: str) -> Iterator[psycopg2.extensions.connection]:
             yield conn
     finally:
         conn.close()
+
+
+class Reused:
+    """One connection kept across calls by a long-running writer: opened when first needed, and
+    dropped after any PostgreSQL error, so that the next call starts on a fresh one (the
+    writer's batch is rewound and retried meanwhile).
+
+    ``with reused.use("cannot update entity_state") as conn:`` gives the connection and turns
+    a ``psycopg2.Error`` in the block into a :class:`DatabaseError` with that prefix (a
+    ``DatabaseError`` raised in the block drops the connection too). ``on_connect`` prepares
+    each new connection (type casters, say)."""
+
+    def __init__(self, dsn: str, on_connect: Callable[[psycopg2.extensions.connection], None]
+                 | None = None) -> None:
+        self.dsn, self.on_connect = dsn, on_connect
+        self._conn: psycopg2.extensions.connection | None = None
+
+    def connection(self) -> psycopg2.extensions.connection:
+        """The connection, opened now if there is none (DatabaseError if it cannot be)."""
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.dsn)
+            if self.on_connect is not None:
+                self.on_connect(self._conn)
+        return self._conn
+
+    @contextmanager
+    def use(self, failing: str) -> Iterator[psycopg2.extensions.connection]:
+        try:
+            yield self.connection()
+        except psycopg2.Error as exc:
+            self.close()
+            raise DatabaseError(f"{failing}: {exc}") from exc
+        except DatabaseError:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Drop the connection; a failure to close it is of no interest."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(psycopg2.Error):
+                conn.close()
 
 
 def redact(dsn: str) -> str:

@@ -112,7 +112,7 @@ class CountWriter:
         self.dsn, self.max_pending = dsn, max_pending
         self.pending: list[Judged] = []
         self.dropped = 0
-        self._conn: psycopg2.extensions.connection | None = None
+        self.db = db.Reused(dsn)
 
     def write(self, judged: Sequence[Judged]) -> int:
         """Count ``judged`` and whatever waits; returns how many were counted now."""
@@ -120,11 +120,9 @@ class CountWriter:
         if not self.pending:
             return 0
         try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.dsn)
-            counted = record(self._conn, self.pending, dt.datetime.now(dt.UTC))
+            with self.db.use("cannot record the gate's counts") as conn:
+                counted = record(conn, self.pending, dt.datetime.now(dt.UTC))
         except DatabaseError as exc:
-            self.close()
             excess = len(self.pending) - self.max_pending
             if excess > 0:
                 self.dropped += excess
@@ -136,6 +134,4 @@ class CountWriter:
         return counted
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.db.close()

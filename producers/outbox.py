@@ -32,7 +32,6 @@ Not captured: ``TRUNCATE`` (no row triggers). Published rows stay in the outbox:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import signal
@@ -209,6 +208,12 @@ class OutboxRow:
     occurred_at: Any
 
 
+
+def _exact_jsonb(conn: psycopg2.extensions.connection) -> None:
+    """Read jsonb numerics exactly, as Decimal, not as floats."""
+    psycopg2.extras.register_default_jsonb(conn, loads=partial(json.loads, parse_float=Decimal))
+
+
 class OutboxRelay:
     """Publishes one resource's outbox rows from the agency's database to its ingest topic."""
 
@@ -224,7 +229,7 @@ class OutboxRelay:
         self.resource = provider_resource(catalogue, agency, resource)
         self.publisher = Publisher(settings, catalogue, producer=self._new_producer())
         self.published = self.refused = 0
-        self._conn: psycopg2.extensions.connection | None = None
+        self.db = db.Reused(self.dsn, on_connect=_exact_jsonb)
         self._stop = threading.Event()
 
     def _new_producer(self) -> Producer:
@@ -239,22 +244,9 @@ class OutboxRelay:
         old.flush(0)
         self.publisher.producer = self._new_producer()
 
-    def _connection(self) -> psycopg2.extensions.connection:
-        if self._conn is None or self._conn.closed:
-            self._conn = db.connect(self.dsn)
-            loads = partial(json.loads, parse_float=Decimal)  # numerics exactly, not floats
-            psycopg2.extras.register_default_jsonb(self._conn, loads=loads)
-        return self._conn
-
-    def _drop_connection(self) -> None:
-        with contextlib.suppress(psycopg2.Error):
-            if self._conn is not None:
-                self._conn.close()
-        self._conn = None
-
     def backlog(self) -> int:
         """How many rows of this resource wait to be published (refused rows excluded)."""
-        conn = self._connection()
+        conn = self.db.connection()
         with conn, conn.cursor() as cur:
             cur.execute("SELECT count(*) FROM govbus_outbox.events WHERE published_at IS NULL "
                         "AND rejected_at IS NULL AND agency = %s AND resource = %s",
@@ -332,7 +324,7 @@ class OutboxRelay:
 
         Raises BrokerError, after marking the acknowledged prefix, when the broker failed;
         DatabaseError or psycopg2.OperationalError when the agency database did."""
-        conn = self._connection()
+        conn = self.db.connection()
         try:
             with conn, conn.cursor() as cur:
                 rows = self._claim(cur)
@@ -367,7 +359,7 @@ class OutboxRelay:
                 if broker:
                     self._reset_producer()
                 else:
-                    self._drop_connection()
+                    self.db.close()
                 if not stop_event.is_set():
                     (progress or log.warning)(f"{'broker' if broker else 'database'} "
                                               f"unavailable, nothing lost, retrying in "
@@ -385,7 +377,7 @@ class OutboxRelay:
 
     def close(self) -> None:
         """Release the database connection and the producer (no pending marks remain)."""
-        self._drop_connection()
+        self.db.close()
         self.publisher.producer.flush(1)
 
 

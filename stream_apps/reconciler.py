@@ -49,7 +49,6 @@ from govbus_core import db, metrics
 from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
 from govbus_core.config import Settings, _int_env
 from govbus_core.envelope import now_ms
-from govbus_core.errors import DatabaseError
 from govbus_core.kafka import consumer_config, ensure_topics, producer_config
 from stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
 from stream_apps.reconcile_rules import EntityState, ValueChange, apply_entity
@@ -144,14 +143,13 @@ class Reconciler(BatchStage):
         self.days = deadline_days()
         self.lock = lock_key(self.group)
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
-        self._conn: psycopg2.extensions.connection | None = None
+        self.db = db.Reused(settings.database_url)
         self.consumer.subscribe([VALUES_TOPIC])
 
     def close(self) -> None:
         self.producer.flush(30)
         super().close()
-        if self._conn is not None:
-            self._conn.close()
+        self.db.close()
 
     def _records(self, msgs: list[Any]) -> list[tuple[str, list[ValueChange]]]:
         records: list[tuple[str, list[ValueChange]]] = []
@@ -168,21 +166,14 @@ class Reconciler(BatchStage):
     def process(self, msgs: list[Any]) -> None:
         msgs = usable(msgs)
         records = self._records(msgs)
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.settings.database_url)
-            with self._conn, self._conn.cursor() as cur:
-                for part in sorted({m.partition() for m in msgs}):
-                    cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self.lock, part))
-                held = read_states(cur, self.group, sorted({e for e, _ in records}))
-                changed, cases = reconcile(held, records, now_ms(), self.days)
-                self._send(cases)  # acknowledged before the state that produced them commits
-                write_states(cur, self.group, changed)
-        except psycopg2.Error as exc:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            raise DatabaseError(f"cannot keep the reconciler's state: {exc}") from exc
+        with self.db.use("cannot keep the reconciler's state") as conn, conn, \
+                conn.cursor() as cur:
+            for part in sorted({m.partition() for m in msgs}):
+                cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (self.lock, part))
+            held = read_states(cur, self.group, sorted({e for e, _ in records}))
+            changed, cases = reconcile(held, records, now_ms(), self.days)
+            self._send(cases)  # acknowledged before the state that produced them commits
+            write_states(cur, self.group, changed)
         self.stats["values"] += len(records)
         metrics.RECONCILER_VALUES.labels("applied").inc(len(records))
         self.stats["entities changed"] += len(changed)

@@ -161,8 +161,7 @@ class StateWriter:
                 WHERE s.resource_id = d.r AND s.entity_key = d.k AND s.updated_ms <= d.ms"""
 
     def __init__(self, dsn: str) -> None:
-        self.dsn = dsn
-        self._conn: psycopg2.extensions.connection | None = None
+        self.db = db.Reused(dsn)
 
     def write(self, decoded: list[Decoded]) -> None:
         """Apply the newest event per entity of a batch; replays are harmless."""
@@ -174,22 +173,14 @@ class StateWriter:
                    for (r, k), e in latest.items() if e["op"] == "d"]
         if not upserts and not deletes:
             return
-        try:
-            if self._conn is None or self._conn.closed:
-                self._conn = db.connect(self.dsn)
-            with self._conn, self._conn.cursor() as cur:
-                if upserts:
-                    cur.execute(self.UPSERT, (_dumps(upserts),))
-                if deletes:
-                    cur.execute(self.DELETE, (_dumps(deletes),))
-        except psycopg2.Error as exc:
-            self.close()
-            raise DatabaseError(f"cannot update entity_state: {exc}") from exc
+        with self.db.use("cannot update entity_state") as conn, conn, conn.cursor() as cur:
+            if upserts:
+                cur.execute(self.UPSERT, (_dumps(upserts),))
+            if deletes:
+                cur.execute(self.DELETE, (_dumps(deletes),))
 
     def close(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self.db.close()
 
 
 def _dumps(value: Any) -> str:

@@ -47,7 +47,7 @@ def test_counts_wait_in_memory_while_postgresql_is_away(dsn: str) -> None:
     assert writer.write(batch(range(0, 100))) == 0  # no exception: the gate goes on
     assert writer.write(batch(range(100, 200))) == 0
     assert len(writer.pending) == 150 and writer.dropped == 50
-    writer.dsn = dsn  # PostgreSQL is back
+    writer.db.dsn = dsn  # PostgreSQL is back
     assert writer.write(batch(range(200, 210))) == 160
     assert writer.pending == []
     writer.close()
