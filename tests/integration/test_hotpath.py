@@ -24,7 +24,7 @@ from producers.publisher import Change
 from stream_apps.hotpath import HotPath
 from stream_apps.reconcile_feed import VALUES_TOPIC
 from tests.integration.helpers import TopicReader, running, wait_until
-from tests.integration.test_restarts import N, Processes, logged, paced_feed
+from tests.integration.test_restarts import N, Processes, further, logged, paced_feed
 from tests.integration.test_router import TAX, agency, company, grant, publish
 
 
@@ -121,7 +121,7 @@ def test_hotpath_killed_mid_stream_logs_every_delivery_once(
     dsn = settings.database_url
     marks = []
     for _ in range(2):
-        target = len(logged(dsn, recipient)) + 100
+        target = further(dsn, recipient)
         wait_until(lambda t=target: len(logged(dsn, recipient)) >= t, 90,  # type: ignore[misc]
                    f"deliveries logged before the kill (logs in {tmp_path})")
         processes.kill("hotpath")
