@@ -109,7 +109,7 @@ class CountWriter:
     """
 
     def __init__(self, dsn: str, max_pending: int = 500_000) -> None:
-        self.dsn, self.max_pending = dsn, max_pending
+        self.max_pending = max_pending
         self.pending: list[Judged] = []
         self.dropped = 0
         self.db = db.Reused(dsn)

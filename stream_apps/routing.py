@@ -124,10 +124,10 @@ def make_delivery(resource: Resource, event: dict[str, Any], grant: Grant) -> De
 class _Projection:
     """One grant's projection of one resource, with what it needs looked up once."""
 
-    __slots__ = ("grant", "resource", "topic", "masked", "masked_listed", "provider")
+    __slots__ = ("grant", "resource_id", "topic", "masked", "masked_listed", "provider")
 
     def __init__(self, resource: Resource, grant: Grant) -> None:
-        self.grant, self.resource = grant, resource
+        self.grant, self.resource_id = grant, resource.id
         self.topic = deliver_topic(grant.recipient, resource)
         self.masked = frozenset(grant.masked_fields)
         self.masked_listed = [f for f in grant.fields if f in self.masked]  # as project()
@@ -145,7 +145,7 @@ class _Projection:
 
     def value(self, event: dict[str, Any]) -> dict[str, Any]:
         source = event.get("source") or {}
-        return {"event_id": event["event_id"], "resource": self.resource.id,
+        return {"event_id": event["event_id"], "resource": self.resource_id,
                 "op": event["op"], "key": event["key"],
                 "record": self.record(event.get("after")),
                 "before": self.record(event.get("before")),
