@@ -4,7 +4,8 @@
 scratch database (:mod:`bench.env`), one worker as the pipeline benchmark runs it (with the
 reconciler beside it), warmed up; then ``--runs`` timed runs of ``--events`` events each,
 and for each the events/s and the CPU (user + system, from ``/proc/<pid>/stat``) that the
-worker, the reconciler, the broker and every PostgreSQL process spent, divided by the events;
+worker, its settling process, the reconciler, the broker, every PostgreSQL process and this
+process (the feeder) spent, divided by the events;
 then the whole machine's busy CPU per event (``/proc/stat``: the bench's own feeder and the
 kernel included) and how many cores were busy on average.
 With ``--py-spy FILE`` (py-spy installed and allowed to attach), the worker is sampled during
@@ -26,7 +27,7 @@ from . import workload
 from .env import environment
 from .pipeline import Feeder, file_grants, timed_feed, workers
 
-PROCESSES = ("worker", "reconciler", "tansu", "postgres")
+PROCESSES = ("worker", "settler", "reconciler", "tansu", "postgres", "feeder")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -54,6 +55,10 @@ def kind(pid: str) -> str | None:
         return "tansu"
     if "bench.worker" in cmd:
         return "worker"
+    if "stream_apps.settler" in cmd:
+        return "settler"
+    if int(pid) == os.getpid():
+        return "feeder"  # this process: it encodes and feeds the events
     if "stream_apps.reconciler" in cmd:
         return "reconciler"
     return None

@@ -34,6 +34,17 @@ def _grant(row: tuple[Any, ...]) -> Grant:
 def load_grants(dsn: str, resource_id: str | None = None, recipient: str | None = None
                 ) -> list[Grant]:
     """Every grant (revoked ones too: ``Grant.in_force`` decides at a given time)."""
+    try:
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            return read_grants(cur, resource_id, recipient)
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot read grants: {exc}") from exc
+
+
+def read_grants(cur: Any, resource_id: str | None = None, recipient: str | None = None
+                ) -> list[Grant]:
+    """:func:`load_grants` on the caller's cursor (a stage that reloads them every second
+    keeps its connection)."""
     where, params = ["true"], []
     if resource_id:
         where.append("resource_id = %s")
@@ -41,13 +52,9 @@ def load_grants(dsn: str, resource_id: str | None = None, recipient: str | None 
     if recipient:
         where.append("recipient = %s")
         params.append(recipient)
-    try:
-        with db.transaction(dsn) as conn, conn.cursor() as cur:
-            cur.execute(f"SELECT {_GRANT_COLS} FROM grants WHERE {' AND '.join(where)} "
-                        "ORDER BY grant_id", params)
-            return [_grant(r) for r in cur.fetchall()]
-    except psycopg2.Error as exc:
-        raise DatabaseError(f"cannot read grants: {exc}") from exc
+    cur.execute(f"SELECT {_GRANT_COLS} FROM grants WHERE {' AND '.join(where)} "
+                "ORDER BY grant_id", params)
+    return [_grant(r) for r in cur.fetchall()]
 
 
 def now() -> dt.datetime:

@@ -161,6 +161,7 @@ class HotPath(BatchStage):
         self.state.close()
         self.counts.close()
         self.log.close()
+        self.control.close()
 
     def process(self, msgs: list[Any]) -> None:
         """Judge, route and produce this batch while earlier ones settle; then hand it to the

@@ -26,7 +26,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import psycopg2
@@ -95,17 +95,24 @@ def load_catalogue_meta(dsn: str) -> dict[str, dict[str, Any]]:
     """The current catalogue metadata of every resource (share class, provision methods)."""
     try:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
-            cur.execute("SELECT resource_id, metadata FROM catalogue_resources")
-            return {row[0]: row[1] for row in cur.fetchall()}
+            return read_catalogue_meta(cur)
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot read the catalogue: {exc}") from exc
+
+
+def read_catalogue_meta(cur: Any) -> dict[str, dict[str, Any]]:
+    """:func:`load_catalogue_meta` on the caller's cursor."""
+    cur.execute("SELECT resource_id, metadata FROM catalogue_resources")
+    return {row[0]: row[1] for row in cur.fetchall()}
 
 
 class ControlPlane:
     """Grants and catalogue metadata, cached and reloaded every ``refresh_s`` seconds."""
 
     def __init__(self, dsn: str, refresh_s: float, group: str = "govbus-router") -> None:
-        self.dsn, self.refresh_s = dsn, refresh_s
+        self.refresh_s = refresh_s
+        # kept: a connection per reload had PostgreSQL start a backend every second
+        self.db = db.Reused(dsn)
         self._gauges = (metrics.ROUTER_GRANTS.labels(group),
                         metrics.ROUTER_GRANTS_LOADED.labels(group))
         self.grants: list[Grant] = []
@@ -116,8 +123,10 @@ class ControlPlane:
     def reload(self) -> None:
         """Load now; DatabaseError if PostgreSQL cannot answer."""
         started = dt.datetime.now(dt.UTC)
-        grants = sharing_store.load_grants(self.dsn)
-        meta = load_catalogue_meta(self.dsn)
+        with self.db.use("cannot read grants and the catalogue") as conn, conn, \
+                conn.cursor() as cur:
+            grants = sharing_store.read_grants(cur)
+            meta = read_catalogue_meta(cur)
         self.grants, self.meta, self.loaded_at = grants, meta, started
         self._due = time.monotonic() + self.refresh_s
         self._gauges[0].set(len(grants))
@@ -128,6 +137,9 @@ class ControlPlane:
         if time.monotonic() >= self._due:
             self.reload()
         return self.grants
+
+    def close(self) -> None:
+        self.db.close()
 
     def refresh_idle(self) -> None:
         """Reload if due while no events flow; a failure is logged and retried later."""
@@ -165,22 +177,42 @@ class StateWriter:
 
     def write(self, decoded: list[Decoded]) -> None:
         """Apply the newest event per entity of a batch; replays are harmless."""
-        latest = latest_per_entity(decoded)
-        upserts = [{"r": r, "k": k, "rec": e["after"], "e": e["event_id"],
-                    "l": e["source"]["locality"], "ms": e["occurred_ms"]}
-                   for (r, k), e in latest.items() if e["op"] != "d"]
-        deletes = [{"r": r, "k": k, "ms": e["occurred_ms"]}
-                   for (r, k), e in latest.items() if e["op"] == "d"]
+        self.apply(state_rows(decoded))
+
+    def apply(self, rows: StateRows) -> None:
+        """Apply rows :func:`state_rows` rendered (maybe in another process)."""
+        upserts, deletes = rows
         if not upserts and not deletes:
             return
         with self.db.use("cannot update entity_state") as conn, conn, conn.cursor() as cur:
             if upserts:
-                cur.execute(self.UPSERT, (_dumps(upserts),))
+                cur.execute(self.UPSERT, (upserts,))
             if deletes:
-                cur.execute(self.DELETE, (_dumps(deletes),))
+                cur.execute(self.DELETE, (deletes,))
 
     def close(self) -> None:
         self.db.close()
+
+
+class StateRows(NamedTuple):
+    """A batch's ``entity_state`` changes as the JSON documents :class:`StateWriter` sends
+    (None: no such change): plain strings, so that the hot path can hand them to its
+    settling process (:mod:`stream_apps.settler`) as they are."""
+
+    upserts: str | None
+    deletes: str | None
+
+
+def state_rows(decoded: list[Decoded]) -> StateRows:
+    """The newest event per entity of a batch, as upserts and deletes."""
+    latest = latest_per_entity(decoded)
+    upserts = [{"r": r, "k": k, "rec": e["after"], "e": e["event_id"],
+                "l": e["source"]["locality"], "ms": e["occurred_ms"]}
+               for (r, k), e in latest.items() if e["op"] != "d"]
+    deletes = [{"r": r, "k": k, "ms": e["occurred_ms"]}
+               for (r, k), e in latest.items() if e["op"] == "d"]
+    return StateRows(_dumps(upserts) if upserts else None,
+                     _dumps(deletes) if deletes else None)
 
 
 def _dumps(value: Any) -> str:
@@ -265,6 +297,7 @@ class Router(BatchStage):
         self.producer.flush(30)
         super().close()
         self.state.close()
+        self.control.close()
 
     def process(self, msgs: list[Any]) -> None:
         """Route, deliver, log the deliveries, keep the state, then commit (in that order)."""
