@@ -10,9 +10,10 @@ Consumes ``^ingest\\..*`` and, per batch, decodes each event once and:
    ``GOVBUS_GRANT_REFRESH_S``) to ``deliver.<recipient>.<resource>``, and sends its
    canonical values to ``reconcile.values``, bundled per partition
    (:class:`stream_apps.reconcile_feed.Bundles`);
-3. waits until the broker acknowledged every output, then appends one row per acknowledged
-   delivery to the delivery log (hash chain, :func:`consumers.delivery_log.append`), keeps
-   ``entity_state`` and the gate's counts;
+3. waits until the broker acknowledged every output, then has its settling process
+   (:mod:`stream_apps.settler`, a child process: off this one's interpreter lock) append one
+   row per acknowledged delivery to the delivery log (hash chain,
+   :func:`consumers.delivery_log.append`), keep ``entity_state`` and the gate's counts;
 4. only then commits its input offsets.
 
 A crash replays the batch: deliveries may be sent again (subscribers de-duplicate by the
@@ -40,13 +41,12 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from consumers.delivery_chain import Delivery as LogEntry
-from consumers.delivery_log import AppendResult, LogWriter
 from govbus_core import metrics
 from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
 from govbus_core.catalogue import Resource, load_catalogue
 from govbus_core.config import Settings
 from govbus_core.errors import BrokerError, DatabaseError
-from govbus_core.event_counts import CountWriter, Judged
+from govbus_core.event_counts import Judged
 from govbus_core.kafka import KnownTopics, consumer_config, producer_config
 from govbus_core.registry import SchemaRegistry
 from govbus_core.sharing import Grant
@@ -56,12 +56,13 @@ from stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, ValueFeed, owners
 from stream_apps.router import (
     Acked,
     ControlPlane,
-    StateWriter,
     queue_deliveries,
     refresh_interval,
     routing_from,
+    state_rows,
 )
 from stream_apps.routing import Delivery, RoutePlan, by_resource, with_meta
+from stream_apps.settler import Batch, Settled, Settler
 from stream_apps.verdict import judge
 
 log = logging.getLogger("govbus.hotpath")
@@ -129,20 +130,18 @@ class HotPath(BatchStage):
         self.lookup = NegativeCache(SchemaRegistry(dsn))
         self.control = ControlPlane(dsn, refresh_s or refresh_interval(), group)
         self.owner_of = owners(load_catalogue(settings.schemas_dir))
-        self.state = StateWriter(dsn)
-        self.counts = CountWriter(dsn)
         self.bundles = Bundles.on_broker(settings)
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         self.consumer.subscribe([pattern])
         self.topics = KnownTopics(settings, [VALUES_TOPIC])
         # batches settle in a pipeline while the next is judged and routed: one thread waits
-        # for a batch's acknowledgements while another writes the batch before it
+        # for a batch's acknowledgements while another has the batch before it written, by
+        # the settling process (stream_apps.settler), off this process's interpreter lock
         self._acker = ThreadPoolExecutor(1, thread_name_prefix="hotpath-acks")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hotpath-write")
-        self._side = ThreadPoolExecutor(1, thread_name_prefix="hotpath-state")
         self._inflight: deque[tuple[list[Any], Future[None]]] = deque()
         self._failed: list[Any] = []
-        self.log = LogWriter(dsn)
+        self.settler = Settler(dsn)
 
     def idle(self) -> None:
         self.control.refresh_idle()
@@ -154,13 +153,11 @@ class HotPath(BatchStage):
             self._join(0)  # let the batches in flight commit
         except (DatabaseError, BrokerError) as exc:
             log.warning("last batches not settled, they will be replayed: %s", exc)
-        for pool in (self._acker, self._writer, self._side):
+        for pool in (self._acker, self._writer):
             pool.shutdown()
         self.producer.flush(30)
         super().close()
-        self.state.close()
-        self.counts.close()
-        self.log.close()
+        self.settler.close()
         self.control.close()
 
     def process(self, msgs: list[Any]) -> None:
@@ -178,24 +175,18 @@ class HotPath(BatchStage):
 
     def _settle(self, msgs: list[Any], out: Decided, acked: Future[None],
                 before: Future[None] | None) -> None:
-        """Once the broker acknowledged every output: log, keep state and count (the log and
-        the other two on their own connections at once); then commit (in that order). Runs in
-        the writer thread, batch after batch; a batch whose predecessor failed fails too,
-        so that no offset is committed past a batch that was not settled."""
+        """Once the broker acknowledged every output: have the settling process log, keep
+        state and count; then commit (in that order). Runs in the writer thread, batch after
+        batch; a batch whose predecessor failed fails too, so that no offset is committed
+        past a batch that was not settled."""
         acked.result()
         if before is not None:
             before.result()
-        kept = self._side.submit(self._keep, out)
-        try:
-            logged = self.log.append([log_entry(a) for a in out.acked]) if out.acked else None
-        finally:
-            kept.result()
+        logged = self.settler.settle(Batch([tuple(log_entry(a)) for a in out.acked],
+                                           state_rows(out.accepted),
+                                           [tuple(j) for j in out.judged]))
         commit(self.consumer, next_offsets(msgs))
         self._observe(out, logged)
-
-    def _keep(self, out: Decided) -> None:
-        self.state.write(out.accepted)
-        self.counts.write(out.judged)
 
     def _join(self, keep: int) -> None:
         """Wait until at most ``keep`` batches are settling; if one failed, wait for all
@@ -265,14 +256,14 @@ class HotPath(BatchStage):
         return _Plan(resource, RoutePlan(resource, grants.get(raw.id, []), at),
                      ValueFeed(raw, self.owner_of))
 
-    def _observe(self, out: Decided, logged: AppendResult | None) -> None:
+    def _observe(self, out: Decided, logged: Settled) -> None:
         """Statistics and Prometheus counters of a finished batch, once per label set."""
         self.stats.update(+out.counts)
         gate.observe(out.judged)
         router_metrics.observe(out.routed, out.acked)
         for outcome, n in out.fed.items():
             metrics.RECONCILE_FEED.labels(outcome).inc(n)
-        if logged:
+        if out.acked:
             self.stats["logged"] += logged.written
             self.stats["duplicates"] += logged.duplicates
             metrics.LOG_RECORDS.labels("written").inc(logged.written)
