@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 import datetime as dt
-from operator import mul
+import re
+import time
 
 # GB/T 2260 province-level prefixes (including 71 Taiwan, 81 Hong Kong, 82 Macao).
 PROVINCE_PREFIXES = frozenset({
@@ -20,18 +21,48 @@ PROVINCE_PREFIXES = frozenset({
     "65", "71", "81", "82",
 })
 
-_ID_WEIGHTS = tuple(pow(2, 17 - i, 11) for i in range(17))
 _ID_CHECK = "10X98765432"  # index: weighted sum mod 11
 
-_ID_ZERO = ord("0") * sum(_ID_WEIGHTS)  # what the ASCII codes of 17 digits add to the sum
-
 USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-_USCC_WEIGHTS = (1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28)
-_USCC_VALUE = {c: i for i, c in enumerate(USCC_ALPHABET)}
+_USCC = re.compile(f"[{USCC_ALPHABET}]*")
+# each character of the alphabet as the digit of its value in int()'s bases up to 36
+_USCC_DIGITS = str.maketrans(USCC_ALPHABET, "0123456789abcdefghijklmnopqrstu")
 
-# The weighted sums below run as map() over C functions rather than a generator of int() calls:
-# the gate checks every identifier of every event, and this was most of its Art. 12 cost
-# (14 → 5 µs per event, bench workload).
+# The weighted sums run inside int(): the gate checks every identifier of every event.
+# Read in base b, digits d_i give sum(d_i * b**k_i); modulo m that is the weighted sum with
+# weights w**k_i whenever b = w (mod m). GB 11643 weighs 2**k mod 11, so base 13 (= 2 mod 11);
+# GB 32100 weighs 3**k mod 31 from the left, so base 34 (= 3 mod 31), read reversed. Only
+# strings already checked to hold nothing but such digits reach int() (it would also take
+# signs, spaces and underscores). tests/unit/test_identifiers.py checks both against the
+# standards' formulas. 1.2 -> 0.3 µs for a resident id (timeit).
+
+_BORN: dict[str, dt.date | None] = {}  # YYYYMMDD -> its date (None: not a calendar date)
+_BORN_MEMO = 80_000  # more than every date from 1850 to 2100
+_today: tuple[int, dt.date] = (-1, dt.date.min)
+
+
+def _birth_date(digits: str) -> dt.date | None:
+    """The date of 8 ASCII digits, or None; remembered (there are few)."""
+    try:
+        return _BORN[digits]
+    except KeyError:
+        pass
+    try:
+        born: dt.date | None = dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
+    except ValueError:
+        born = None
+    if len(_BORN) < _BORN_MEMO:
+        _BORN[digits] = born
+    return born
+
+
+def _date_today() -> dt.date:
+    """Today's local date, looked up at most once a minute."""
+    global _today
+    minute = int(time.time() // 60)
+    if _today[0] != minute:
+        _today = (minute, dt.date.today())
+    return _today[1]
 
 
 def check_division_code(code: object) -> str | None:
@@ -49,7 +80,7 @@ def resident_id_check_char(first17: str) -> str:
     """The GB 11643 check character for the first 17 digits."""
     if len(first17) != 17 or not (first17.isascii() and first17.isdigit()):
         raise ValueError(f"a GB 11643 check character needs 17 digits, not {first17!r}")
-    return _ID_CHECK[(sum(map(mul, first17.encode(), _ID_WEIGHTS)) - _ID_ZERO) % 11]
+    return _ID_CHECK[2 * int(first17, 13) % 11]
 
 
 def check_resident_id(value: object, today: dt.date | None = None) -> str | None:
@@ -62,11 +93,10 @@ def check_resident_id(value: object, today: dt.date | None = None) -> str | None
     region = check_division_code(body[:6])
     if region is not None and not region.startswith("names a whole"):
         return f"address code {body[:6]}: {region}"
-    try:
-        born = dt.date(int(body[6:10]), int(body[10:12]), int(body[12:14]))
-    except ValueError:
+    born = _birth_date(body[6:14])
+    if born is None:
         return f"birth date {body[6:14]} is not a calendar date"
-    if born > (today or dt.date.today()) or born.year < 1850:
+    if born > (today or _date_today()) or born.year < 1850:
         return f"birth date {born.isoformat()} is out of range"
     expected = resident_id_check_char(body)
     if check.upper() != expected:
@@ -78,10 +108,10 @@ def uscc_check_char(first17: str) -> str:
     """The GB 32100 check character for the first 17 characters."""
     if len(first17) != 17:
         raise ValueError(f"a GB 32100 check character needs 17 characters, not {first17!r}")
-    try:
-        total = sum(map(mul, map(_USCC_VALUE.__getitem__, first17), _USCC_WEIGHTS))
-    except KeyError as exc:
-        raise ValueError(f"{exc.args[0]!r} is not in the GB 32100 alphabet") from None
+    if not _USCC.fullmatch(first17):
+        bad = next(c for c in first17 if c not in USCC_ALPHABET)
+        raise ValueError(f"{bad!r} is not in the GB 32100 alphabet")
+    total = int(first17.translate(_USCC_DIGITS)[::-1], 34)
     return USCC_ALPHABET[(31 - total % 31) % 31]
 
 
@@ -89,8 +119,8 @@ def check_uscc(value: object) -> str | None:
     """Check an 18-character unified social credit code (GB 32100)."""
     if not isinstance(value, str) or len(value) != 18:
         return "must be 18 characters (GB 32100 unified social credit code)"
-    bad = sorted({c for c in value if c not in USCC_ALPHABET})
-    if bad:
+    if not _USCC.fullmatch(value):
+        bad = sorted({c for c in value if c not in USCC_ALPHABET})
         return f"characters {''.join(bad)!r} are not in the GB 32100 alphabet"
     region = check_division_code(value[2:8])
     if region is not None and not region.startswith("names a whole"):

@@ -98,3 +98,20 @@ def test_uscc_check_char_equals_the_standard_formula(first17: str) -> None:
 def test_check_chars_refuse_what_they_cannot_weigh(fn: object, bad: str) -> None:
     with pytest.raises(ValueError):
         fn(bad)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("first17", ["9136050_MA35X0I00", "+1360502MA35X0A00", "91360502MA35X0a00",
+                                     "91360502 A35X0A00", "913605０2MA35X0A00"])
+def test_uscc_check_char_refuses_what_int_would_read(first17: str) -> None:
+    with pytest.raises(ValueError, match="not in the GB 32100 alphabet"):
+        uscc_check_char(first17)
+    reason = ids.check_uscc(first17 + "0")
+    assert reason is not None and "alphabet" in reason
+
+
+@pytest.mark.parametrize("value", ["110105194902300021", "110105194913010021"])
+def test_a_remembered_birth_date_gives_the_same_answer(value: str) -> None:
+    first = ids.check_resident_id(value)
+    assert first is not None and "not a calendar date" in first
+    assert ids.check_resident_id(value) == first
+    assert ids.check_resident_id("11010519491231002X") is None
