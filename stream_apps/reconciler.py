@@ -80,10 +80,11 @@ def members(message: dict[str, Any]) -> list[dict[str, Any]]:
 
 def changes(message: dict[str, Any]) -> list[ValueChange]:
     """The value changes one value message carries, one per canonical attribute."""
-    return [ValueChange(entity=message["entity"], attribute=attr, agency=message["agency"],
-                        owner=message["owners"][attr], value=value,
-                        occurred_ms=int(message["occurred_ms"]),
-                        event_id=str(message["event_id"]), resource=message["resource"])
+    entity, agency, owners = message["entity"], message["agency"], message["owners"]
+    occurred_ms, event_id = int(message["occurred_ms"]), str(message["event_id"])
+    resource = message["resource"]
+    return [ValueChange(entity, attr, agency, owners[attr], value, occurred_ms, event_id,
+                        resource)
             for attr, value in sorted(message["values"].items())]
 
 

@@ -171,3 +171,10 @@ def test_random_histories_keep_state_bounded() -> None:
                     for t in range(500)])
     assert len(held_values(state)) <= 4 and len(state.get("o", {})) <= 3
     assert len(state.get("r", {})) <= 3
+
+
+def test_remembered_normal_forms_keep_types_apart_and_take_any_value() -> None:
+    assert normalise(1) == "1" and normalise(True) == "true" and normalise(1) == "1"
+    assert normalise(["Ａ", "b"]) == normalise(["A", "b"])  # cannot be remembered: computed
+    for _ in range(2):  # the second time from memory
+        assert normalise("中山路 １号", "person.residence_address") == "中山路1号"
