@@ -31,7 +31,7 @@ def observe(routed: Sequence[Routed], acked: Sequence[Acked]) -> None:
         events[(str(resource.provider), resource.id)] += 1
         if result.withheld:
             withheld[(str(resource.provider), resource.id, share)] += 1
-    latency: dict[str, Any] = {}  # resource -> its histogram child, looked up once
+    latency: dict[str, list[float]] = {}  # resource -> its deliveries' latencies
     now = now_ms()
     for delivery, _partition, _offset, delivered_ms in acked:
         value = delivery.value
@@ -40,10 +40,10 @@ def observe(routed: Sequence[Routed], acked: Sequence[Acked]) -> None:
                    share_class.get(resource_id, "unknown"))] += 1
         published = value.get("published_ms")
         if isinstance(published, int):
-            child = latency.get(resource_id)
-            if child is None:
-                child = latency[resource_id] = metrics.DELIVERY_LATENCY.labels(resource_id)
-            child.observe(max(0, (delivered_ms or now) - published) / 1000)
+            seconds = max(0, (delivered_ms or now) - published) / 1000
+            latency.setdefault(resource_id, []).append(seconds)
+    for resource_id, amounts in latency.items():
+        metrics.observe_many(metrics.DELIVERY_LATENCY.labels(resource_id), amounts)
     for counter, counts in ((metrics.ROUTER_EVENTS, events),
                             (metrics.ROUTER_WITHHELD, withheld),
                             (metrics.ROUTER_DELIVERIES, delivered)):

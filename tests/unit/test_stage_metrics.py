@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
-from prometheus_client import REGISTRY
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
 from govbus_core.event_counts import Judged
+from govbus_core.metrics import observe_many
 from stream_apps.gate import observe as gate_observe
 from stream_apps.router_metrics import observe as router_observe
 from stream_apps.routing import RouteResult
@@ -51,3 +55,37 @@ def test_router_counts_events_withheld_deliveries_and_times_each_delivery() -> N
                   resource="unit_a.shared", share_class="unconditional") == 1
     assert sample("govbus_delivery_latency_seconds_count", resource="unit_a.shared") == 3
     assert sample("govbus_delivery_latency_seconds_sum", resource="unit_a.shared") == 0.75
+
+
+@given(st.lists(st.one_of(st.sampled_from([0.0, 0.005, 0.1, 0.25, 1.0, 2.5, 10.0, 1e9]),
+                          st.floats(min_value=0, max_value=1e6)), max_size=60))
+def test_many_observations_at_once_expose_what_one_by_one_does(amounts: list[float]) -> None:
+    registry = CollectorRegistry()
+    one = Histogram("unit_one_seconds", "h", ["r"], registry=registry,
+                    buckets=(0.005, 0.1, 0.25, 1.0, 2.5, 10.0))
+    many = Histogram("unit_many_seconds", "h", ["r"], registry=registry,
+                     buckets=(0.005, 0.1, 0.25, 1.0, 2.5, 10.0))
+    child = one.labels("x")
+    for a in amounts:
+        child.observe(a)
+    observe_many(many.labels("x"), amounts)
+    observe_many(many.labels("x"), [])
+
+    def exposed(name: str) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name.replace(name, ""), s.labels, s.value)
+                for m in registry.collect() if m.name == name for s in m.samples
+                if not s.name.endswith("_created")]
+    assert _same(exposed("unit_many_seconds"), exposed("unit_one_seconds"))
+
+
+def _same(a: list[tuple[str, dict[str, str], float]],
+          b: list[tuple[str, dict[str, str], float]]) -> bool:
+    return len(a) == len(b) and all(
+        x[:2] == y[:2] and math.isclose(x[2], y[2], rel_tol=1e-9, abs_tol=1e-9)
+        for x, y in zip(a, b, strict=True))
+
+
+def test_a_histogram_without_the_expected_insides_is_observed_one_by_one() -> None:
+    seen: list[float] = []
+    observe_many(SimpleNamespace(observe=seen.append), [0.5, 2.0])
+    assert seen == [0.5, 2.0]
