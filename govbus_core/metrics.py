@@ -87,6 +87,10 @@ CASES_SINK_RECORDS = Counter(
 BATCH_RETRIES = Counter(
     "govbus_batch_retries_total", "Batches rewound after a database or broker failure",
     ["component"])
+OFFSET_COMMIT_FAILURES = Counter(
+    "govbus_offset_commit_failures_total",
+    "Asynchronous offset commits the broker refused (the batch is replayed after a restart)",
+    ["component"])
 
 
 def observe_many(child: Any, amounts: Sequence[float]) -> None:

@@ -14,7 +14,8 @@ Consumes ``^ingest\\..*`` and, per batch, decodes each event once and:
    (:mod:`stream_apps.settler`, a child process: off this one's interpreter lock) append one
    row per acknowledged delivery to the delivery log (hash chain,
    :func:`consumers.delivery_log.append`), keep ``entity_state`` and the gate's counts;
-4. only then commits its input offsets.
+4. only then commits its input offsets (from a thread of its own, without waiting for the
+   broker: :class:`govbus_core.batching.Committer`).
 
 A crash replays the batch: deliveries may be sent again (subscribers de-duplicate by the
 ``event_id`` header), the log filters keys it already holds, the reconciler absorbs values it
@@ -42,7 +43,15 @@ from confluent_kafka import Consumer, Producer
 
 from consumers.delivery_chain import Delivery as LogEntry
 from govbus_core import metrics
-from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
+from govbus_core.batching import (
+    Acks,
+    BatchStage,
+    Committer,
+    next_offsets,
+    produce,
+    serve,
+    usable,
+)
 from govbus_core.catalogue import Resource, load_catalogue
 from govbus_core.config import Settings
 from govbus_core.errors import BrokerError, DatabaseError
@@ -124,7 +133,9 @@ class HotPath(BatchStage):
 
     def __init__(self, settings: Settings, group: str = GROUP, pattern: str = INGEST_PATTERN,
                  batch: int = 2000, refresh_s: float | None = None) -> None:
-        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.committer = Committer(self.component)
+        super().__init__(Consumer(consumer_config(settings, group,
+                                                  on_commit=self.committer.answer)), batch)
         self.settings = settings
         dsn = settings.database_url
         self.lookup = NegativeCache(SchemaRegistry(dsn))
@@ -158,6 +169,7 @@ class HotPath(BatchStage):
             log.warning("last batches not settled, they will be replayed: %s", exc)
         for pool in (self._acker, self._writer):
             pool.shutdown()
+        self.committer.close(self.consumer)
         self.producer.flush(30)
         super().close()
         self.settler.close()
@@ -188,7 +200,7 @@ class HotPath(BatchStage):
         logged = self.settler.settle(Batch([tuple(log_entry(a)) for a in out.acked],
                                            state_rows(out.accepted),
                                            [tuple(j) for j in out.judged]))
-        commit(self.consumer, next_offsets(msgs))
+        self.committer.submit(self.consumer, next_offsets(msgs))
         self._observe(out, logged)
 
     def _join(self, keep: int) -> None:

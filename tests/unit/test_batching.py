@@ -4,12 +4,22 @@ integration tests and the fault suite)."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from prometheus_client import REGISTRY
 
-from govbus_core.batching import Acks, BatchStage, commit, next_offsets, rewind, usable
+from govbus_core.batching import (
+    Acks,
+    BatchStage,
+    Committer,
+    commit,
+    next_offsets,
+    rewind,
+    usable,
+)
 from govbus_core.errors import BrokerError, DatabaseError
 
 
@@ -247,3 +257,57 @@ def test_settle_refuses_a_message_produced_without_expect() -> None:
     answer(None, None)
     with pytest.raises(RuntimeError, match="without expect"):
         acks.settle(Producer())  # type: ignore[arg-type]
+
+
+class CommitRecorder:
+    """Records commits; the first one waits until released (a broker that is slow to
+    answer); ``assignment`` is what the consumer still owns."""
+
+    def __init__(self, assignment: list[tuple[str, int]]) -> None:
+        self.commits: list[tuple[bool, dict[tuple[str, int], int]]] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self._assignment = assignment
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> None:
+        self.entered.set()
+        if not self.commits:
+            assert self.release.wait(10)
+        self.commits.append((asynchronous,
+                             {(tp.topic, tp.partition): tp.offset for tp in offsets}))
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition(t, p) for t, p in self._assignment]
+
+
+def test_committer_merges_what_settles_while_a_commit_waits_and_commits_the_rest_at_close(
+        ) -> None:
+    consumer = CommitRecorder(assignment=[("a", 0), ("a", 1)])
+    committer = Committer("unit")
+    committer.submit(consumer, {("a", 0): 6})
+    assert consumer.entered.wait(10)  # the first commit is under way, and slow
+    committer.submit(consumer, {("a", 0): 9, ("a", 1): 4})  # returns at once
+    committer.submit(consumer, {("a", 1): 7, ("b", 0): 3})
+    consumer.release.set()
+    committer.close(consumer)
+    assert consumer.commits[0] == (True, {("a", 0): 6})
+    assert consumer.commits[1] == (True, {("a", 0): 9, ("a", 1): 7, ("b", 0): 3})  # merged
+    # at close, synchronously, what was settled of the partitions still assigned
+    assert consumer.commits[2] == (False, {("a", 0): 9, ("a", 1): 7})
+    assert len(consumer.commits) == 3
+
+
+def test_committer_counts_and_survives_commits_the_broker_refused() -> None:
+    consumer = CommitRecorder(assignment=[])
+    consumer.release.set()
+    committer = Committer("unit_refused")
+    before = REGISTRY.get_sample_value("govbus_offset_commit_failures_total",
+                                       {"component": "unit_refused"}) or 0.0
+    committer.answer(KafkaError(KafkaError.REBALANCE_IN_PROGRESS), [])
+    committer.answer(None, [TopicPartition("a", 0, 5)])  # fine
+    committer.answer(KafkaError(KafkaError._NO_OFFSET), [])  # nothing to commit: fine
+    committer.submit(consumer, {("a", 0): 6})
+    committer.close(consumer)
+    assert REGISTRY.get_sample_value("govbus_offset_commit_failures_total",
+                                     {"component": "unit_refused"}) == before + 1
+    assert consumer.commits == [(True, {("a", 0): 6})]  # none at close: nothing assigned
