@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from consumers.delivery_log import DeliveryLogSink
+from govbus_core.batching import tune_gc
 from govbus_core.config import Settings
 from stream_apps.gate import Gate
 from stream_apps.hotpath import HotPath
@@ -105,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     stages = [(name, make(settings, args.group)) for name, make in [*core, *extra]]
     print("stages " + " ".join(name for name, _ in stages)
           + "".join(f"; not present: {m}" for m in missing), flush=True)
+    tune_gc()  # as serve() does for each stage `govbus up` starts
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -13,6 +13,7 @@ cost more than the work on this path, and its table lost reconciler input under 
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import threading
@@ -304,6 +305,22 @@ class BatchStage:
         return self.stats
 
 
+#: the collector's thresholds for a long-running stage (Python's default: 700, 10, 10)
+GC_THRESHOLDS = (100_000, 10, 10)
+
+
+def tune_gc() -> None:
+    """For a long-running stage, once it is built: what start-up made (modules, schemas,
+    codecs, the catalogue) is moved out of the collector's sight (``gc.freeze``), and the
+    youngest generation is collected every 100,000 allocations instead of every 700. A stage
+    allocates dicts and tuples for every event, almost none of them in reference cycles;
+    scanning them was 5% of the hot path's instructions (cachegrind over ``bench.inprocess``:
+    589k against 558k per event). Cycles are still collected, a little later."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def serve(name: str, make: Callable[[], BatchStage], describe: Callable[[Any], str]) -> None:
     """A stage's ``python -m`` entry point: build it from the environment, serve its metrics,
     run it until SIGTERM or SIGINT. A configuration or connection error at start exits 1 with
@@ -318,6 +335,7 @@ def serve(name: str, make: Callable[[], BatchStage], describe: Callable[[Any], s
         raise SystemExit(1) from exc
     signal.signal(signal.SIGTERM, stage.stop)
     signal.signal(signal.SIGINT, stage.stop)
+    tune_gc()
     log.info("%s started: %s", name, describe(stage))
     stage.run()
     log.info("%s stopped: %s", name, dict(stage.stats))

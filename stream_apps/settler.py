@@ -37,6 +37,7 @@ from typing import Any, NamedTuple
 
 from consumers.delivery_chain import Delivery as LogEntry
 from consumers.delivery_log import LogWriter
+from govbus_core.batching import tune_gc
 from govbus_core.errors import DatabaseError
 from govbus_core.event_counts import CountWriter, Judged
 from stream_apps.router import StateRows, StateWriter
@@ -179,6 +180,7 @@ class _Writers:
 def serve(sock: socket.socket) -> None:
     """Answer the worker's requests until it closes its end."""
     writers = _Writers(receive(sock))
+    tune_gc()
     try:
         while True:
             try:

@@ -4,6 +4,7 @@ integration tests and the fault suite)."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from typing import Any
 
@@ -12,12 +13,14 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import REGISTRY
 
 from govbus_core.batching import (
+    GC_THRESHOLDS,
     Acks,
     BatchStage,
     Committer,
     commit,
     next_offsets,
     rewind,
+    tune_gc,
     usable,
 )
 from govbus_core.errors import BrokerError, DatabaseError
@@ -311,3 +314,14 @@ def test_committer_counts_and_survives_commits_the_broker_refused() -> None:
     assert REGISTRY.get_sample_value("govbus_offset_commit_failures_total",
                                      {"component": "unit_refused"}) == before + 1
     assert consumer.commits == [(True, {("a", 0): 6})]  # none at close: nothing assigned
+
+
+def test_tune_gc_freezes_what_start_up_built_and_collects_less_often() -> None:
+    old = gc.get_threshold()
+    try:
+        tune_gc()
+        assert gc.get_threshold() == GC_THRESHOLDS and GC_THRESHOLDS[0] > old[0]
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*old)
