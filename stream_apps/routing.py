@@ -124,14 +124,18 @@ def make_delivery(resource: Resource, event: dict[str, Any], grant: Grant) -> De
 class _Projection:
     """One grant's projection of one resource, with what it needs looked up once."""
 
-    __slots__ = ("grant", "resource_id", "topic", "masked", "masked_listed", "provider")
+    __slots__ = ("grant", "resource_id", "topic", "masked", "masked_listed", "masked_tuple",
+                 "provider", "fields", "field_set")
 
     def __init__(self, resource: Resource, grant: Grant) -> None:
         self.grant, self.resource_id = grant, resource.id
         self.topic = deliver_topic(grant.recipient, resource)
         self.masked = frozenset(grant.masked_fields)
         self.masked_listed = [f for f in grant.fields if f in self.masked]  # as project()
+        self.masked_tuple = tuple(self.masked_listed)
         self.provider = resource.provider
+        self.fields = tuple(grant.fields)
+        self.field_set = frozenset(grant.fields)
 
     def record(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
         """:func:`project`'s record."""
@@ -156,9 +160,11 @@ class _Projection:
 
     def delivery(self, event: dict[str, Any]) -> Delivery:
         image = event.get("after") or event.get("before") or {}
+        # the fields the record has: all of the grant's, but for an older schema version
+        fields = self.fields if self.field_set <= image.keys() else \
+            tuple(f for f in self.fields if f in image)
         return Delivery(self.grant.recipient, self.grant.grant_id, self.topic,
-                        self.value(event), tuple(f for f in self.grant.fields if f in image),
-                        tuple(self.masked_listed))
+                        self.value(event), fields, self.masked_tuple)
 
 
 class RoutePlan:

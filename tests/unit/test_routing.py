@@ -77,6 +77,14 @@ def test_grant_delivers_only_its_fields(tax: Resource) -> None:
     assert d.fields == ("uscc", "taxpayer_name")
 
 
+def test_a_delivery_lists_only_the_granted_fields_its_record_has(tax: Resource) -> None:
+    g = grant("hrss", tax, ["tax_authority", "uscc", "no_longer_there"], masked=("uscc",))
+    [d] = route(tax, event(tax, COMPANY), [g], NOW).deliveries  # a record of an older version
+    assert d.fields == ("tax_authority", "uscc") and d.masked == ("uscc",)
+    [d] = route(tax, event(tax, {**COMPANY, "no_longer_there": "x"}), [g], NOW).deliveries
+    assert d.fields == ("tax_authority", "uscc", "no_longer_there")
+
+
 def test_update_projects_before_image_too(tax: Resource) -> None:
     g = grant("hrss", tax, ["uscc", "registered_address"])
     newer = COMPANY | {"registered_address": "渝水区新址", "tax_authority": "x"}
