@@ -31,6 +31,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -163,10 +164,12 @@ def log_as_records(env: Env, limit: int) -> int:
     return len(rows)
 
 
-def stage_capacities(env: Env, n: int, records: int, say: Say) -> tuple[Result, Result]:
+def stage_capacities(env: Env, n: int, records: int, say: Say, repeats: int = 1
+                     ) -> tuple[Result, Result]:
     """The router alone over ``validated.*``; the log sink alone over ``govbus.deliveries``
-    (filled from the governed runs' log, since the hot path logs without that topic)."""
-    run_id = uuid.uuid4().hex[:8]
+    (filled from the governed runs' log, since the hot path logs without that topic). Each
+    the median of ``repeats`` runs, each in a group of its own (the sink into an emptied log
+    every time): one run on these shared cores moved its figure by half."""
     report = verify(env.database_url)
     rows = log_head(env.database_url)
     if not report.ok:
@@ -174,16 +177,31 @@ def stage_capacities(env: Env, n: int, records: int, say: Say) -> tuple[Result, 
     records = log_as_records(env, records)
     say(f"  delivery log of the governed runs: {rows} rows, hash chain verified; the first "
         f"{records} sent to govbus.deliveries as delivery records, then the log emptied for "
-        "the sink-alone run")
-    reset_log(env.database_url)
-    sink = isolated(lambda: timed_loop("delivery-log sink alone (rows)", lambda: (
-        DeliveryLogSink(env.broker, group=f"bench-sink-{run_id}")), records))
-    written = log_head(env.database_url)
-    if written < records:
-        raise BenchError(f"sink alone: {written} rows written for {records} records")
-    router = isolated(lambda: timed_loop("router alone (events)", lambda: Router(
-        env.broker, group=f"bench-router-{run_id}"), n))
-    return router, sink
+        "each sink-alone run")
+    sinks, routers = [], []
+    for _ in range(repeats):
+        reset_log(env.database_url)
+        sinks.append(isolated(partial(_sink_alone, env, records)))
+        written = log_head(env.database_url)
+        if written < records:
+            raise BenchError(f"sink alone: {written} rows written for {records} records")
+    for _ in range(repeats):
+        routers.append(isolated(partial(_router_alone, env, n)))
+    if repeats > 1:
+        say(f"  router alone runs: {rates(routers)} events/s; log sink alone runs: "
+            f"{rates(sinks)} rows/s")
+    return median(routers), median(sinks)
+
+
+def _sink_alone(env: Env, records: int) -> Result:
+    group = f"bench-sink-{uuid.uuid4().hex[:8]}"
+    return timed_loop("delivery-log sink alone (rows)",
+                      lambda: DeliveryLogSink(env.broker, group=group), records)
+
+
+def _router_alone(env: Env, n: int) -> Result:
+    group = f"bench-router-{uuid.uuid4().hex[:8]}"
+    return timed_loop("router alone (events)", lambda: Router(env.broker, group=group), n)
 
 
 def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,
@@ -211,7 +229,7 @@ def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,
     figures.latency = one.get("latency")
     figures.deliveries_per_event = one["deliveries_per_event"]
     records = min(log_head(env.database_url), int(n * figures.deliveries_per_event))
-    figures.router, figures.sink = stage_capacities(env, n, records, say)
+    figures.router, figures.sink = stage_capacities(env, n, records, say, repeats)
     say(f"  router alone {figures.router.rate:,.0f} events/s "
         f"(× {figures.deliveries_per_event:.2f} deliveries each = "
         f"{figures.router.rate * figures.deliveries_per_event:,.0f} delivery records/s); "
