@@ -39,7 +39,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from consumers.delivery_log import DeliveryLogSink, verify
 from govbus_core import db
-from govbus_core.batching import produce
+from govbus_core.batching import produce, tune_gc
 from govbus_core.kafka import consumer_config, ensure_topics, producer_config
 from stream_apps.router import Router, json_bytes
 from stream_apps.routing import DELIVERY_TOPIC
@@ -196,12 +196,19 @@ def stage_capacities(env: Env, n: int, records: int, say: Say, repeats: int = 1
 def _sink_alone(env: Env, records: int) -> Result:
     group = f"bench-sink-{uuid.uuid4().hex[:8]}"
     return timed_loop("delivery-log sink alone (rows)",
-                      lambda: DeliveryLogSink(env.broker, group=group), records)
+                      lambda: _served(DeliveryLogSink(env.broker, group=group)), records)
 
 
 def _router_alone(env: Env, n: int) -> Result:
     group = f"bench-router-{uuid.uuid4().hex[:8]}"
-    return timed_loop("router alone (events)", lambda: Router(env.broker, group=group), n)
+    return timed_loop("router alone (events)",
+                      lambda: _served(Router(env.broker, group=group)), n)
+
+
+def _served(stage: Any) -> Any:
+    """``stage`` as ``serve()`` runs it: built, then the collector tuned."""
+    tune_gc()
+    return stage
 
 
 def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,

@@ -57,7 +57,7 @@ from consumers.delivery_chain import (
     row_hash,
 )
 from govbus_core import db, metrics
-from govbus_core.batching import BatchStage, commit, next_offsets, usable
+from govbus_core.batching import BatchStage, Committer, next_offsets, usable
 from govbus_core.config import Settings
 from govbus_core.errors import BrokerError, ConfigError, DatabaseError
 from govbus_core.kafka import consumer_config, ensure_topics
@@ -323,7 +323,9 @@ class DeliveryLogSink(BatchStage):
 
     def __init__(self, settings: Settings, group: str = GROUP, topic: str = TOPIC,
                  batch: int = BATCH) -> None:
-        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.committer = Committer(self.component)  # commits off this thread (see there)
+        super().__init__(Consumer(consumer_config(settings, group,
+                                                  on_commit=self.committer.answer)), batch)
         self.settings, self.topic = settings, topic
         self.writer = LogWriter(settings.database_url)
 
@@ -340,6 +342,7 @@ class DeliveryLogSink(BatchStage):
         return super().run()
 
     def close(self) -> None:
+        self.committer.close(self.consumer)
         super().close()
         self.writer.close()
 
@@ -356,7 +359,7 @@ class DeliveryLogSink(BatchStage):
                 log.error("malformed delivery record %s[%d]@%d (key %r), not logged: %s",
                           msg.topic(), msg.partition(), msg.offset(), msg.key(), exc)
         result = self.writer.append(good) if good else None
-        commit(self.consumer, next_offsets(msgs))  # a failed commit replays: dedupe filters
+        self.committer.submit(self.consumer, next_offsets(msgs))  # a lost one replays: dedupe
         self.stats["malformed"] += malformed
         metrics.LOG_RECORDS.labels("malformed").inc(malformed)
         if result:

@@ -9,7 +9,8 @@ deliveries with :func:`stream_apps.routing.route` against the grants in force, a
    partition and offset the broker gave it, and waits again;
 3. upserts the latest record of each entity into ``entity_state`` (for online query and
    backfill, Art. 17) in one statement, deletes in another;
-4. only then commits its input offsets.
+4. only then commits its input offsets (from a thread of its own, without waiting for the
+   broker: :class:`govbus_core.batching.Committer`).
 
 At-least-once: a crash replays a batch, re-producing deliveries that the delivery-log sink
 de-duplicates by (event_id, recipient, channel). Grants and catalogue metadata are reloaded
@@ -35,7 +36,15 @@ import psycopg2.extras
 from confluent_kafka import Consumer, KafkaError, Producer
 
 from govbus_core import db, metrics, sharing_store
-from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
+from govbus_core.batching import (
+    Acks,
+    BatchStage,
+    Committer,
+    next_offsets,
+    produce,
+    serve,
+    usable,
+)
 from govbus_core.config import Settings
 from govbus_core.envelope import now_ms
 from govbus_core.errors import (
@@ -280,7 +289,9 @@ class Router(BatchStage):
     def __init__(self, settings: Settings, group: str = "govbus-router",
                  pattern: str = VALIDATED_PATTERN, batch: int = 1000,
                  refresh_s: float | None = None) -> None:
-        super().__init__(Consumer(consumer_config(settings, group)), batch)
+        self.committer = Committer(self.component)  # commits off this thread (see there)
+        super().__init__(Consumer(consumer_config(settings, group,
+                                                  on_commit=self.committer.answer)), batch)
         self.settings = settings
         self.registry = SchemaRegistry(settings.database_url)
         self.control = ControlPlane(settings.database_url, refresh_s or refresh_interval(),
@@ -294,6 +305,7 @@ class Router(BatchStage):
         self.control.refresh_idle()
 
     def close(self) -> None:
+        self.committer.close(self.consumer)
         self.producer.flush(30)
         super().close()
         self.state.close()
@@ -320,7 +332,7 @@ class Router(BatchStage):
         acked = send_deliveries(self.producer, deliveries)
         send_records(self.producer, acked, "exchange")
         self.state.write(decoded)
-        commit(self.consumer, offsets)
+        self.committer.submit(self.consumer, offsets)
         self.stats.update(+counts)
         observe(routed, acked)
 
