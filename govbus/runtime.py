@@ -36,10 +36,19 @@ Say = Callable[[str], None]
 
 
 def free_port(start: int = 19092) -> int:
+    """The first port from ``start`` that nothing listens on and that can be bound: a port
+    an outgoing connection used a moment ago (TIME_WAIT, for a minute) refuses the broker's
+    bind although nothing listens there (seen: a PostgreSQL client's ephemeral port)."""
     for port in range(start, start + 200):
         with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) != 0:
-                return port
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
     raise GovbusError(f"no free port in {start}..{start + 199}")
 
 
