@@ -26,6 +26,7 @@ from pathlib import Path
 from . import workload
 from .env import environment
 from .pipeline import Feeder, file_grants, timed_feed, workers
+from .report import machine_seconds
 
 PROCESSES = ("worker", "settler", "reconciler", "tansu", "postgres", "feeder")
 
@@ -64,22 +65,13 @@ def kind(pid: str) -> str | None:
     return None
 
 
-def machine_seconds() -> float:
-    """Busy CPU of the whole machine so far, all cores (``/proc/stat``: all but idle and
-    iowait), in seconds: what the processes above, the bench's own feeder and the kernel
-    spent together."""
-    with open("/proc/stat") as f:
-        ticks = [int(t) for t in f.readline().split()[1:]]
-    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-
-
 def snapshot() -> dict[str, float]:
     out: dict[str, float] = dict.fromkeys(PROCESSES, 0.0)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         name = kind(pid)
         if name:
             out[name] += cpu_seconds(int(pid))
-    out["machine"] = machine_seconds()
+    out["machine"] = machine_seconds() or 0.0
     return out
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -57,7 +58,7 @@ from .pipeline import (
     wait_log,
 )
 from .pipeline import workers as start_workers
-from .report import BenchError, Result, Say, isolated, median, rates
+from .report import BenchError, Result, Say, isolated, machine_seconds, median, rates
 from .summary import Figures, reconciler_figure, summarise
 
 TIMEOUT = 300.0
@@ -122,11 +123,16 @@ def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: P
                 "deliveries")
         runs: list[Result] = []
         for r, timed in enumerate(batches, 1):
+            busy = machine_seconds()
             seconds, fed = timed_feed(feeder, timed, env.database_url, TIMEOUT)
-            runs.append(Result(f"governed, {workers} worker(s)", n, seconds))
+            after = machine_seconds()
+            cores = (after - busy) / seconds if after is not None and busy is not None else None
+            runs.append(Result(f"governed, {workers} worker(s)", n, seconds, busy_cores=cores))
             say(f"  {workers} worker(s), run {r} of {repeats}: {n} events ({timed.bad} bad → "
                 f"DLQ) → {timed.deliveries} deliveries logged in {seconds:.2f} s = "
-                f"{n / seconds:,.0f} events/s (feeding took {fed:.2f} s)")
+                f"{n / seconds:,.0f} events/s (feeding took {fed:.2f} s"
+                + (f"; {cores:.2f} of {os.cpu_count()} cores busy" if cores is not None else "")
+                + ")")
         out["e2e"] = median(runs)
         if repeats > 1:
             say(f"  {workers} worker(s): median {out['e2e'].rate:,.0f} events/s "

@@ -59,10 +59,23 @@ class Result:
     seconds: float
     peak_kib: int = 0
     growth_kib: int = 0
+    busy_cores: float | None = None  # the whole machine's, on average over the run
 
     @property
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
+
+
+def machine_seconds() -> float | None:
+    """Busy CPU of the whole machine so far, all cores (``/proc/stat``: all but idle and
+    iowait), in seconds: what every process (the bench's own feeder included) and the kernel
+    spent together. None where there is no ``/proc/stat`` (not Linux)."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(t) for t in f.readline().split()[1:]]
+    except OSError:
+        return None
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def median(results: list[Result]) -> Result:

@@ -4,6 +4,7 @@ the issue's targets, each marked met or missed by what was measured (never assum
 from __future__ import annotations
 
 import importlib.util
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -51,6 +52,19 @@ def reconciler_line(figures: Figures) -> str:
     if importlib.util.find_spec("bench.reconcile_bench") is None:
         return "not measured: reconciler not present"
     return "not measured in this run (it runs without --only, or with --only reconcile)"
+
+
+def scaling_bound(one: Result | None, two: Result | None, cores: int) -> str | None:
+    """What the machine allowed a second worker: with one worker ``one.busy_cores`` of
+    ``cores`` were busy (the whole machine: broker, PostgreSQL, reconciler and the bench's
+    feeder run on it too), so twice that work needs twice those cores, and the most a second
+    worker can add is ``cores / one.busy_cores`` (at most 2). None if not measured."""
+    if one is None or two is None or not one.busy_cores or two.busy_cores is None:
+        return None
+    ceiling = min(2.0, cores / one.busy_cores)
+    return (f"cores busy (whole machine): 1 worker {one.busy_cores:.2f}, 2 workers "
+            f"{two.busy_cores:.2f} of {cores}; twice the work of 1 worker needs "
+            f"{2 * one.busy_cores:.2f}: this machine's ceiling {ceiling:.2f}x")
 
 
 def _verdict(ok: bool | None) -> str:
@@ -101,6 +115,9 @@ def summarise(f: Figures, say: Say) -> None:
         ratio = value / base
         say(f"    {label:<48} {ratio:>6.2f}x  "
             + (_verdict(ratio >= want) if want is not None else ""))
+    bound = scaling_bound(f.one, f.two, os.cpu_count() or 1)
+    if bound:
+        say(f"      {bound}")
     if f.router and f.sink:
         records = f.router.rate * f.deliveries_per_event
         say(f"    {'log sink ≥ router (rows/s vs its delivery records/s)':<48} "

@@ -6,7 +6,7 @@ from __future__ import annotations
 from bench.peers import Measured
 from bench.pipeline_bench import percentile
 from bench.report import Result, median, rates
-from bench.summary import Figures, reconciler_figure, summarise
+from bench.summary import Figures, reconciler_figure, scaling_bound, summarise
 
 
 def test_percentile_nearest_rank() -> None:
@@ -67,3 +67,22 @@ def test_a_figure_of_several_runs_is_the_median_run() -> None:
     assert median(runs[:2]).seconds == 0.5                # of two, the slower
     assert median(runs[:1]).seconds == 0.5
     assert rates(runs) == "2,000 / 5,000 / 2,500"         # in the order they ran
+
+
+def test_scaling_bound_from_the_cores_busy() -> None:
+    one = Result("1", 1000, 0.1, busy_cores=1.6)
+    two = Result("2", 1000, 0.1, busy_cores=1.98)
+    line = scaling_bound(one, two, 2)
+    assert line is not None
+    assert "1 worker 1.60, 2 workers 1.98 of 2" in line
+    assert "needs 3.20" in line
+    assert line.endswith("ceiling 1.25x")                          # 2 / 1.6
+    assert scaling_bound(Result("1", 1, 1, busy_cores=0.5), two, 8).endswith("ceiling 2.00x")
+    assert scaling_bound(Result("1", 1, 1), two, 2) is None        # not measured: no line
+    out: list[str] = []
+    f = figures(one=9000, two=9500, p99=100)
+    f.one, f.two = (Result("1", 1000, 1000 / 9000, busy_cores=1.6),
+                    Result("2", 1000, 1000 / 9500, busy_cores=2.0))
+    summarise(f, out.append)
+    at = next(i for i, x in enumerate(out) if "2 workers ≥" in x)
+    assert "ceiling" in out[at + 1]                                # under its target
