@@ -101,40 +101,40 @@ class Head:
     logged_us: int | None = None
 
 
-def _text(obj: dict[str, Any], name: str) -> str:
-    value = obj[name]
-    if not isinstance(value, str) or not value.strip():
+def _text(value: Any, name: str) -> str:
+    if type(value) is not str or not value.strip():  # orjson gives str, never a subclass
         raise MalformedDelivery(f"{name}: expected a non-empty string, got {value!r:.60}")
     if "\x00" in value:  # PostgreSQL text cannot hold it
         raise MalformedDelivery(f"{name}: contains a NUL character")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:  # a lone surrogate from a JSON escape
-        raise MalformedDelivery(f"{name}: not valid Unicode ({exc.reason})") from exc
+    # no lone surrogate can be here: orjson refuses one in its input (parse_delivery)
     return value
 
 
-def _int(obj: dict[str, Any], name: str, low: int, high: int) -> int:
-    value = obj[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    if type(value) is not int or not low <= value <= high:  # bool is not int here
         raise MalformedDelivery(f"{name}: expected an integer in [{low}, {high}], "
                                 f"got {value!r:.60}")
     return value
 
 
-def _names(obj: dict[str, Any], name: str) -> tuple[str, ...]:
-    value = obj[name]
-    if not isinstance(value, list):
+def _names(value: Any, name: str) -> tuple[str, ...]:
+    if type(value) is not list:
         raise MalformedDelivery(f"{name}: expected a list of field names, got {value!r:.60}")
-    return tuple(_text({name: v}, name) for v in value)
+    for v in value:
+        _text(v, name)
+    return tuple(value)
+
+
+_MAX_INT64 = 2**63 - 1
 
 
 def parse_delivery(value: bytes | str | None) -> Delivery:
     """Parse and check one ``govbus.deliveries`` value; :class:`MalformedDelivery` if bad.
 
     Every check here keeps a record from failing later inside PostgreSQL (NUL characters,
-    integers out of range), where it would stall the sink instead of being set aside.
-    Unknown keys are ignored, so the router can add some without the log losing deliveries.
+    integers out of range, text that is not Unicode), where it would stall the sink instead of
+    being set aside. Unknown keys are ignored, so the router can add some without the log
+    losing deliveries.
     """
     if value is None:
         raise MalformedDelivery("empty value (tombstone)")
@@ -144,24 +144,27 @@ def parse_delivery(value: bytes | str | None) -> Delivery:
         if "surrogate in string" in str(exc):  # a lone \\ud800 escape: not valid Unicode
             raise MalformedDelivery(f"not valid Unicode: {exc}") from exc
         raise MalformedDelivery(f"not JSON: {exc}") from exc
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise MalformedDelivery(f"expected a JSON object, got {type(obj).__name__}")
-    missing = [f for f in FIELDS if f not in obj]
-    if missing:
-        raise MalformedDelivery(f"missing key(s): {', '.join(missing)}")
-    channel = _text(obj, "channel")
-    if channel not in CHANNELS:
-        raise MalformedDelivery(f"channel: {channel!r} is not one of {', '.join(CHANNELS)}")
-    kafka = {k: obj[k] for k in ("topic", "partition", "offset")}
-    return Delivery(
-        event_id=_text(obj, "event_id"), channel=channel, provider=_text(obj, "provider"),
-        recipient=_text(obj, "recipient"), resource=_text(obj, "resource"),
-        grant_id=_int(obj, "grant_id", -(2**63), 2**63 - 1),
-        fields=_names(obj, "fields"), masked_fields=_names(obj, "masked_fields"),
-        topic=None if kafka["topic"] is None else _text(kafka, "topic"),
-        partition=None if kafka["partition"] is None else _int(kafka, "partition", 0, 2**31 - 1),
-        offset=None if kafka["offset"] is None else _int(kafka, "offset", 0, 2**63 - 1),
-        delivered_ms=_int(obj, "delivered_ms", 0, MAX_MS))
+    try:
+        channel, topic, partition, offset = (obj["channel"], obj["topic"], obj["partition"],
+                                             obj["offset"])
+        d = Delivery(_text(obj["event_id"], "event_id"), channel,
+                     _text(obj["provider"], "provider"), _text(obj["recipient"], "recipient"),
+                     _text(obj["resource"], "resource"),
+                     _int(obj["grant_id"], "grant_id", -_MAX_INT64 - 1, _MAX_INT64),
+                     _names(obj["fields"], "fields"),
+                     _names(obj["masked_fields"], "masked_fields"),
+                     None if topic is None else _text(topic, "topic"),
+                     None if partition is None else _int(partition, "partition", 0, 2**31 - 1),
+                     None if offset is None else _int(offset, "offset", 0, _MAX_INT64),
+                     _int(obj["delivered_ms"], "delivered_ms", 0, MAX_MS))
+    except KeyError:
+        missing = [f for f in FIELDS if f not in obj]
+        raise MalformedDelivery(f"missing key(s): {', '.join(missing)}") from None
+    if channel not in CHANNELS:  # also anything not a string
+        raise MalformedDelivery(f"channel: {channel!r:.60} is not one of {', '.join(CHANNELS)}")
+    return d
 
 
 def canonical(content: Mapping[str, Any]) -> bytes:

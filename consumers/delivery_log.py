@@ -124,14 +124,16 @@ def _ready(deliveries: Sequence[Delivery]) -> list[Ready]:
     text is checked for characters COPY must escape once, not value by value; only a row that
     has one is formatted value by value."""
     text = _copy_value
-    arrays: dict[tuple[str, ...], str] = {}
+    arrays: dict[Any, str] = {}  # field names: a tuple (or a list: formatted every time)
     stamps: dict[int, str] = {}
+    special = _COPY_SPECIAL.search
 
     def array(names: Sequence[str]) -> str:
-        key = tuple(names)
-        found = arrays.get(key)
+        if type(names) is not tuple:
+            return text(list(names))
+        found = arrays.get(names)
         if found is None:
-            found = arrays[key] = text(list(names))
+            found = arrays[names] = text(list(names))
         return found
 
     out = []
@@ -140,14 +142,19 @@ def _ready(deliveries: Sequence[Delivery]) -> list[Ready]:
         stamp = stamps.get(p.delivered_us)
         if stamp is None:
             stamp = stamps[p.delivered_us] = _at_us(p.delivered_us).isoformat()
-        plain = (d.event_id, d.channel, d.provider, d.recipient, d.resource, d.topic or "")
-        if _COPY_SPECIAL.search("".join(plain)):
-            strings = [text(v) for v in (*plain[:5], d.topic)]
+        topic = d.topic
+        plain = (d.event_id, d.channel, d.provider, d.recipient, d.resource, topic or "")
+        if special("".join(plain)):
+            strings = [text(v) for v in plain[:5]]
+            topic = text(topic)
         else:
-            strings = [*plain[:5], "\\N" if d.topic is None else d.topic]
-        out.append((p, "\t".join((*strings[:5], str(d.grant_id), array(p.fields),
-                                   array(p.masked_fields), strings[5], text(d.partition),
-                                   text(d.offset), stamp))))
+            strings = list(plain[:5])
+            topic = "\\N" if topic is None else topic
+        partition, offset = d.partition, d.offset
+        out.append((p, "\t".join((*strings, str(d.grant_id), array(d.fields),
+                                   array(d.masked_fields), topic,
+                                   "\\N" if partition is None else str(partition),
+                                   "\\N" if offset is None else str(offset), stamp))))
     return out
 
 

@@ -96,6 +96,12 @@ def test_query_deliveries_have_no_kafka_position_and_unknown_keys_are_ignored() 
     (json.dumps(RECORD | {"delivered_ms": 10**16}), "delivered_ms"),
     (json.dumps(RECORD | {"fields": "name"}), "fields"),
     (json.dumps(RECORD | {"masked_fields": [1]}), "masked_fields"),
+    (json.dumps(RECORD | {"fields": ["name", " "]}), "fields: expected a non-empty string"),
+    (json.dumps(RECORD | {"channel": ["exchange"]}), "channel"),
+    (json.dumps(RECORD | {"topic": 3}), "topic"),
+    (json.dumps(RECORD | {"provider": None}), "provider"),
+    (json.dumps({k: v for k, v in RECORD.items() if k not in ("fields", "offset")}),
+     "missing key(s): fields, offset"),
 ])
 def test_malformed_records_are_refused_with_a_reason(value: Any, reason: str) -> None:
     with pytest.raises(MalformedDelivery, match=reason.replace("(", r"\(").replace(")", r"\)")):
