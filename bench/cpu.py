@@ -1,14 +1,14 @@
 """Where the CPU of one governed run goes: µs of CPU per event, per process.
 
-``python -m bench.cpu [--events 20000] [--runs 4] [--py-spy FILE]``: a fresh broker and
-scratch database (:mod:`bench.env`), one worker as the pipeline benchmark runs it (with the
-reconciler beside it), warmed up; then ``--runs`` timed runs of ``--events`` events each,
-and for each the events/s and the CPU (user + system, from ``/proc/<pid>/stat``) that the
-worker, its settling process, the reconciler, the broker, every PostgreSQL process and this
-process (the feeder) spent, divided by the events;
-then the whole machine's busy CPU per event (``/proc/stat``: the bench's own feeder and the
-kernel included) and how many cores were busy on average.
-With ``--py-spy FILE`` (py-spy installed and allowed to attach), the worker is sampled during
+``python -m bench.cpu [--events 20000] [--runs 4] [--workers 1] [--py-spy FILE]``: a fresh
+broker and scratch database (:mod:`bench.env`), one worker (or ``--workers``, in one group)
+as the pipeline benchmark runs it (with the reconciler beside it), warmed up; then ``--runs``
+timed runs of ``--events`` events each, and for each the events/s and the CPU (user +
+system, from ``/proc/<pid>/stat``) that the workers, their settling processes, the
+reconciler, the broker, every PostgreSQL process and this process (the feeder) spent, divided
+by the events; then the whole machine's busy CPU per event (``/proc/stat``: the bench's own
+feeder and the kernel included) and how many cores were busy on average.
+With ``--py-spy FILE`` (py-spy installed and allowed to attach), a worker is sampled during
 the last run, per thread, into FILE (py-spy's raw format). Linux only.
 """
 
@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "\n\n")[0])
     parser.add_argument("--events", type=int, default=20000, help="events per run (20000)")
     parser.add_argument("--runs", type=int, default=4, help="timed runs (4)")
+    parser.add_argument("--workers", type=int, default=1, choices=(1, 2, 3, 4),
+                        help="worker processes in the group (1); CPU is summed over them")
     parser.add_argument("--py-spy", metavar="FILE", help="sample the worker in the last run")
     args = parser.parse_args(argv)
     if args.events < 100 or args.runs < 1:
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         feeder = Feeder(env, file_grants(env))
         try:
             with tempfile.TemporaryDirectory() as tmp, workers(
-                    env, 1, f"cpu-{uuid.uuid4().hex[:6]}", Path(tmp), say) as procs:
+                    env, args.workers, f"cpu-{uuid.uuid4().hex[:6]}", Path(tmp), say) as procs:
                 feeder.warm_up(procs)
                 for run in range(args.runs):
                     batch = feeder.encode(workload.items(args.events, 0.02, seed=3000 + run))
