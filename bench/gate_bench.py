@@ -35,7 +35,7 @@ from stream_apps.gate import INGEST_PATTERN, Gate
 
 from . import workload
 from .env import Env
-from .report import BenchError, Memory, Result, Say, isolated, table
+from .report import BenchError, Memory, Result, Say, isolated, machine_seconds, table
 
 BATCH = 1000  # the gate's default batch
 TIMEOUT = 120.0
@@ -78,17 +78,18 @@ class Clock:
     def __init__(self, target: int) -> None:
         self.target, self.count = target, 0
         self.first = self.last = 0.0
+        self.busy: list[float | None] = [None, None]  # the machine's busy CPU at first, last
         self.done = threading.Event()
         self.error: BaseException | None = None
 
     def wrap(self, process: Callable[[list[Any]], None]) -> Callable[[list[Any]], None]:
         def timed(msgs: list[Any]) -> None:
             if not self.first:
-                self.first = time.perf_counter()
+                self.first, self.busy[0] = time.perf_counter(), machine_seconds()
             process(msgs)  # returns after every output is acknowledged and input committed
             self.count += sum(1 for m in msgs if not m.error())
             if self.count >= self.target and not self.done.is_set():
-                self.last = time.perf_counter()
+                self.last, self.busy[1] = time.perf_counter(), machine_seconds()
                 self.done.set()
         return timed
 
@@ -121,7 +122,10 @@ def timed_loop(name: str, make: Callable[[], Loop], n: int) -> Result:
     finally:
         loop.stop()
         thread.join(60)
-    return Result(name, n, clock.last - clock.first, peak, growth)
+    seconds = clock.last - clock.first
+    first, last = clock.busy
+    cores = (last - first) / seconds if first is not None and last is not None and seconds else None
+    return Result(name, n, seconds, peak, growth, busy_cores=cores)
 
 
 def count_outputs(settings: Settings, topics: list[str], expected: int) -> Counter[str]:

@@ -121,7 +121,9 @@ def run_script(peer: Peer, settings: Settings, topics: list[str], n: int, timeou
     figure = json.loads(lines[-1])
     if int(figure["events"]) < n or float(figure["seconds"]) <= 0:
         raise BenchError(f"passed {figure['events']} of {n} events")
-    return Result(peer.name, int(figure["events"]), float(figure["seconds"]))
+    seconds, busy = float(figure["seconds"]), float(figure.get("busy") or 0.0)
+    return Result(peer.name, int(figure["events"]), seconds,
+                  busy_cores=busy / seconds if busy > 0 else None)
 
 
 def confluent(settings: Settings, n: int) -> Result:

@@ -65,6 +65,13 @@ class Result:
     def rate(self) -> float:
         return self.events / self.seconds if self.seconds > 0 else float("inf")
 
+    @property
+    def cpu_us(self) -> float | None:
+        """The whole machine's busy CPU per event over the run, in µs (None: not measured)."""
+        if self.busy_cores is None or not self.events:
+            return None
+        return self.busy_cores * self.seconds / self.events * 1e6
+
 
 def machine_seconds() -> float | None:
     """Busy CPU of the whole machine so far, all cores (``/proc/stat``: all but idle and

@@ -67,6 +67,27 @@ def scaling_bound(one: Result | None, two: Result | None, cores: int) -> str | N
             f"{2 * one.busy_cores:.2f}: this machine's ceiling {ceiling:.2f}x")
 
 
+def cpu_line(f: Figures) -> str | None:
+    """The whole machine's busy CPU per event of each figure that measured it."""
+    parts = [(label, r.cpu_us) for label, r in
+             (("governed 1 worker", f.one), ("2 workers", f.two), ("router alone", f.router),
+              *((p.name.split(" ")[0], p.result) for p in f.peers))
+             if r is not None and r.cpu_us is not None]
+    if not parts:
+        return None
+    return ("whole-machine CPU µs per event (broker, PostgreSQL and all): "
+            + "; ".join(f"{label} {us:,.0f}" for label, us in parts))
+
+
+def work_line(one: Result | None, peer: Result | None) -> str | None:
+    """How much more CPU an event costs the governed path than the peer's passthrough: the
+    throughput ratio a machine of these cores allows at best, all else equal."""
+    if one is None or peer is None or one.cpu_us is None or not peer.cpu_us:
+        return None
+    return (f"CPU per event: governed {one.cpu_us:,.0f} µs, the peer {peer.cpu_us:,.0f} µs: "
+            f"{one.cpu_us / peer.cpu_us:.1f}x the work per event")
+
+
 def _verdict(ok: bool | None) -> str:
     return "met" if ok else ("MISSED" if ok is not None else "not measured")
 
@@ -91,6 +112,9 @@ def summarise(f: Figures, say: Say) -> None:
         ratios = " ".join(f"{r.rate / p.rate:>8.2f}x" if p.rate else f"{'n/a':>9}"
                           for p in f.peers)
         say(f"  {label:<44} {r.rate:>12,.0f}  {ratios}")
+    cpu = cpu_line(f)
+    if cpu:
+        say(f"  {cpu}")
     if f.latency:
         p50, p99, count, rate = f.latency
         say(f"  {'p50 / p99 publish→delivered at ' + format(rate, ',.0f') + '/s':<44} "
@@ -115,6 +139,10 @@ def summarise(f: Figures, say: Say) -> None:
         ratio = value / base
         say(f"    {label:<48} {ratio:>6.2f}x  "
             + (_verdict(ratio >= want) if want is not None else ""))
+        if label.startswith("goal:"):
+            work = work_line(f.one, next((p.result for p in f.peers if "Quix" in p.name), None))
+            if work:
+                say(f"      {work}")
     bound = scaling_bound(f.one, f.two, os.cpu_count() or 1)
     if bound:
         say(f"      {bound}")

@@ -12,13 +12,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout
+from bench.report import machine_seconds  # noqa: E402 - stdlib only: any venv imports it
 
 args = argparse.ArgumentParser()
 args.add_argument("--bootstrap", required=True)
@@ -27,12 +32,12 @@ args.add_argument("--out", required=True)
 args.add_argument("--n", type=int, required=True)
 args.add_argument("--group", default="")
 opts = args.parse_args()
-clock = {"first": 0.0, "count": 0}
+clock = {"first": 0.0, "count": 0, "busy": 0.0}
 
 
 def forward(msg: Any) -> KafkaSinkMessage:
     if not clock["first"]:
-        clock["first"] = time.perf_counter()
+        clock["first"], clock["busy"] = time.perf_counter(), (machine_seconds() or 0.0)
     clock["count"] += 1
     return KafkaSinkMessage(msg.key, msg.value)
 
@@ -40,7 +45,8 @@ def forward(msg: Any) -> KafkaSinkMessage:
 def done(_item: Any) -> None:
     if clock["count"] >= opts.n:
         seconds = time.perf_counter() - clock["first"]
-        print(json.dumps({"events": clock["count"], "seconds": seconds}), flush=True)
+        print(json.dumps({"events": clock["count"], "seconds": seconds,
+                          "busy": (machine_seconds() or 0.0) - clock["busy"]}), flush=True)
         os._exit(0)  # the source tails forever; the measurement is complete
 
 

@@ -86,3 +86,18 @@ def test_scaling_bound_from_the_cores_busy() -> None:
     summarise(f, out.append)
     at = next(i for i, x in enumerate(out) if "2 workers ≥" in x)
     assert "ceiling" in out[at + 1]                                # under its target
+
+
+def test_cpu_per_event_and_the_work_against_quix() -> None:
+    f = figures(one=10000, two=10500, p99=100)
+    f.one = Result("1", 10000, 1.0, busy_cores=1.5)                  # 150 µs per event
+    f.peers[2] = Measured("Quix Streams passthrough", Result("q", 50000, 1.0, busy_cores=1.25))
+    assert f.one.cpu_us == 150.0 and Result("x", 10, 1.0).cpu_us is None
+    out: list[str] = []
+    summarise(f, out.append)
+    cpu = next(x for x in out if "CPU µs per event" in x)
+    assert "governed 1 worker 150" in cpu and "; Quix 25" in cpu
+    assert "router alone" not in cpu                                 # not measured: not shown
+    at = next(i for i, x in enumerate(out) if "goal:" in x)
+    assert out[at + 1].strip().startswith("CPU per event: governed 150 µs, the peer 25 µs")
+    assert out[at + 1].endswith("6.0x the work per event")
