@@ -4,7 +4,7 @@ pays for, measured away from the noise of the shared cores.
 ``python -m bench.inprocess [--events 20000] [--repeats 7] [--db] [--passes P]``: a scratch
 database with the bench's grants (:mod:`bench.env`, :func:`bench.pipeline.file_grants`), the
 bench workload encoded as ingest records, then per 2,000-record batch what a hot-path worker
-does with them: judge and route (:meth:`HotPath._decide`, its producer replaced by one that
+does with them: judge and route (:meth:`stream_apps.hotpath.Decider.decide`, given a producer that
 only keeps the delivery callbacks), answer the callbacks as the broker would, build the log
 entries, chain them and render their COPY text; with ``--db`` also the real ``entity_state``,
 count and log writes. Prints µs of this process's CPU per event for each part, the least of
@@ -33,7 +33,7 @@ from govbus_core.catalogue import load_catalogue
 from govbus_core.event_counts import CountWriter
 from govbus_core.registry import SchemaRegistry
 from stream_apps.gate import NegativeCache
-from stream_apps.hotpath import HotPath, log_entry
+from stream_apps.hotpath import Decider, log_entry
 from stream_apps.reconcile_feed import Bundles, owners
 from stream_apps.router import ControlPlane, StateWriter
 
@@ -106,15 +106,10 @@ class NoTopics:
         pass
 
 
-def decider(dsn: str) -> HotPath:
-    """A hot path with what ``_decide`` uses, and no broker."""
-    stage = object.__new__(HotPath)
-    stage.lookup = NegativeCache(SchemaRegistry(dsn))
-    stage.control = ControlPlane(dsn, 3600.0, "bench-inprocess")
-    stage.owner_of = owners(load_catalogue())
-    stage.bundles = Bundles(3)
-    stage.topics = NoTopics()  # type: ignore[assignment]
-    return stage
+def decider(dsn: str) -> Decider:
+    """The hot path's judging and routing, with no broker (no topic needs creating)."""
+    return Decider(NegativeCache(SchemaRegistry(dsn)), ControlPlane(dsn, 3600.0, "bench-inprocess"),
+                   owners(load_catalogue()), Bundles(3), NoTopics())  # type: ignore[arg-type]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             records.append(Record(e.topic, e.key.encode(), e.payload,
                                   [("event_id", e.event_id.encode())], i))
         batches = [records[i:i + BATCH] for i in range(0, len(records), BATCH)]
-        stage, dsn = decider(env.database_url), env.database_url
+        decide, dsn = decider(env.database_url).decide, env.database_url
         writers = (StateWriter(dsn), CountWriter(dsn), LogWriter(dsn)) if args.db else None
 
         def one_pass() -> dict[str, float]:
@@ -148,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                                 "row_hash = %s", (GENESIS,))
                 conn.close()
             for batch in batches:
-                stage.producer = Outbox()  # type: ignore[assignment]
+                outbox = Outbox()
                 marks = [time.process_time()]
-                out = stage._decide(batch)
+                out = decide(batch, outbox)  # type: ignore[arg-type]
                 marks.append(time.process_time())
-                for callback in stage.producer.callbacks:  # type: ignore[attr-defined]
+                for callback in outbox.callbacks:
                     callback(None, Acked())
                 marks.append(time.process_time())
                 entries = [log_entry(a) for a in out.acked]

@@ -132,6 +132,68 @@ class _Plan:
         out.fed.update({"fed": self.fed, "no_canonical_values": self.accepted - self.fed})
 
 
+class Decider:
+    """What the hot path does with a batch before anything is settled: judge every record,
+    route the accepted ones over the grants in force, bundle their canonical values for the
+    reconciler, and produce all of it through the producer it is given, without waiting.
+    Holds what that needs from one batch to the next (the schema lookup, the control plane's
+    grants and catalogue metadata, the catalogue's owners, the bundles, the topics known to
+    exist); :mod:`bench.inprocess` builds one without a broker."""
+
+    def __init__(self, lookup: NegativeCache, control: ControlPlane,
+                 owner_of: dict[str, str], bundles: Bundles, topics: KnownTopics) -> None:
+        self.lookup, self.control, self.owner_of = lookup, control, owner_of
+        self.bundles, self.topics = bundles, topics
+
+    def decide(self, msgs: list[Any], producer: Producer) -> Decided:
+        """Judge and route every record; produce DLQ and validated records, collect the
+        deliveries and the reconciler's values, and produce them (without waiting)."""
+        grants = by_resource(self.control.current())
+        at = dt.datetime.now(dt.UTC)
+        plans: dict[int | None, _Plan] = {}  # schema id -> what this batch does with its events
+        out = Decided(Acks("outputs"))
+        bundles = self.bundles
+        for msg in msgs:
+            verdict = judge(msg.topic(), msg.value(), self.lookup)
+            out.judged.append(judged(msg, verdict))
+            if not verdict.accepted:
+                out.counts[f"rejected {verdict.violations[0].rule}"] += 1
+                reject(producer, self.topics, msg, verdict, out.acks.expect())
+                continue
+            raw, event = verdict.resource, verdict.event
+            assert raw is not None and event is not None  # accepted: decoded
+            # the accepted record, unchanged, for whoever audits or taps the accepted stream
+            produce(producer, verdict.output_topic, msg.key(), msg.value(),
+                    out.acks.expect(), msg.headers())
+            plan = plans.get(verdict.schema_id)
+            if plan is None:
+                plan = plans[verdict.schema_id] = self._plan(raw, grants, at)
+            out.accepted.append((msg, plan.resource, event))
+            result = plan.route.route(event)
+            out.routed.append((plan.resource, event, result))
+            out.deliveries += result.deliveries
+            plan.accepted += 1
+            plan.delivered += len(result.deliveries)
+            plan.withheld += result.withheld
+            values = plan.feed(event)
+            if values:
+                bundles.add(*values)
+                plan.fed += 1
+        for plan in plans.values():
+            plan.count(out)
+        self.topics.ensure({d.topic for d in out.deliveries})
+        bundles.send(producer, out.acks)
+        queue_deliveries(producer, out.deliveries, out.acks, out.acked)
+        return out
+
+    def _plan(self, raw: Resource, grants: dict[str, list[Grant]], at: dt.datetime) -> _Plan:
+        """What this batch does with ``raw``'s events, looked up once: today's catalogue
+        metadata, the route over the grants in force, the canonical values to feed."""
+        resource = with_meta(raw, self.control.meta.get(raw.id))
+        return _Plan(resource, RoutePlan(resource, grants.get(raw.id, []), at),
+                     ValueFeed(raw, self.owner_of))
+
+
 class HotPath(BatchStage):
     """One hot-path worker; several may run in the same consumer group."""
 
@@ -144,16 +206,16 @@ class HotPath(BatchStage):
                                                   on_commit=self.committer.answer)), batch)
         self.settings = settings
         dsn = settings.database_url
-        self.lookup = NegativeCache(SchemaRegistry(dsn))
         self.control = ControlPlane(dsn, refresh_s or refresh_interval(), group)
-        self.owner_of = owners(load_catalogue(settings.schemas_dir))
-        self.bundles = Bundles.on_broker(settings)
+        self.decider = Decider(NegativeCache(SchemaRegistry(dsn)), self.control,
+                               owners(load_catalogue(settings.schemas_dir)),
+                               Bundles.on_broker(settings),
+                               KnownTopics(settings, [VALUES_TOPIC]))
         # lz4: the broker stores and serves each batch as it is, so it copies less (Tansu's
         # CPU per event 61-82 against 84-101 µs, bench.cpu); consumers decompress, any client
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20,
                                                              "compression.type": "lz4"}))
         self.consumer.subscribe([pattern])
-        self.topics = KnownTopics(settings, [VALUES_TOPIC])
         # batches settle in a pipeline while the next is judged and routed: one thread waits
         # for a batch's acknowledgements while another has the batch before it written, by
         # the settling process (stream_apps.settler), off this process's interpreter lock
@@ -186,7 +248,7 @@ class HotPath(BatchStage):
         settling pipeline (at most :data:`SETTLING` batches in it)."""
         msgs = usable(msgs)
         try:
-            out = self._decide(msgs)
+            out = self.decider.decide(msgs, self.producer)
         finally:
             self._join(SETTLING - 1)  # or this raises and every unsettled batch is replayed
         acked = self._acker.submit(out.acks.settle, self.producer)
@@ -228,54 +290,6 @@ class HotPath(BatchStage):
     def unsettled(self) -> list[Any]:
         failed, self._failed = self._failed, []
         return failed
-
-    def _decide(self, msgs: list[Any]) -> Decided:
-        """Judge and route every record; produce DLQ and validated records, collect the
-        deliveries and the reconciler's values."""
-        grants = by_resource(self.control.current())
-        at = dt.datetime.now(dt.UTC)
-        plans: dict[int | None, _Plan] = {}  # schema id -> what this batch does with its events
-        out = Decided(Acks("outputs"))
-        producer, bundles = self.producer, self.bundles
-        for msg in msgs:
-            verdict = judge(msg.topic(), msg.value(), self.lookup)
-            out.judged.append(judged(msg, verdict))
-            if not verdict.accepted:
-                out.counts[f"rejected {verdict.violations[0].rule}"] += 1
-                reject(producer, self.topics, msg, verdict, out.acks.expect())
-                continue
-            raw, event = verdict.resource, verdict.event
-            assert raw is not None and event is not None  # accepted: decoded
-            # the accepted record, unchanged, for whoever audits or taps the accepted stream
-            produce(producer, verdict.output_topic, msg.key(), msg.value(),
-                    out.acks.expect(), msg.headers())
-            plan = plans.get(verdict.schema_id)
-            if plan is None:
-                plan = plans[verdict.schema_id] = self._plan(raw, grants, at)
-            out.accepted.append((msg, plan.resource, event))
-            result = plan.route.route(event)
-            out.routed.append((plan.resource, event, result))
-            out.deliveries += result.deliveries
-            plan.accepted += 1
-            plan.delivered += len(result.deliveries)
-            plan.withheld += result.withheld
-            values = plan.feed(event)
-            if values:
-                bundles.add(*values)
-                plan.fed += 1
-        for plan in plans.values():
-            plan.count(out)
-        self.topics.ensure({d.topic for d in out.deliveries})
-        bundles.send(producer, out.acks)
-        queue_deliveries(producer, out.deliveries, out.acks, out.acked)
-        return out
-
-    def _plan(self, raw: Resource, grants: dict[str, list[Grant]], at: dt.datetime) -> _Plan:
-        """What this batch does with ``raw``'s events, looked up once: today's catalogue
-        metadata, the route over the grants in force, the canonical values to feed."""
-        resource = with_meta(raw, self.control.meta.get(raw.id))
-        return _Plan(resource, RoutePlan(resource, grants.get(raw.id, []), at),
-                     ValueFeed(raw, self.owner_of))
 
     def _observe(self, out: Decided, logged: Settled) -> None:
         """Statistics and Prometheus counters of a finished batch, once per label set."""
