@@ -35,7 +35,16 @@ from stream_apps.gate import INGEST_PATTERN, Gate
 
 from . import workload
 from .env import Env
-from .report import BenchError, Memory, Result, Say, isolated, machine_seconds, table
+from .report import (
+    BenchError,
+    Memory,
+    Result,
+    Say,
+    cores_busy,
+    isolated,
+    machine_seconds,
+    table,
+)
 
 BATCH = 1000  # the gate's default batch
 TIMEOUT = 120.0
@@ -123,8 +132,7 @@ def timed_loop(name: str, make: Callable[[], Loop], n: int) -> Result:
         loop.stop()
         thread.join(60)
     seconds = clock.last - clock.first
-    first, last = clock.busy
-    cores = (last - first) / seconds if first is not None and last is not None and seconds else None
+    cores = cores_busy(clock.busy[0], clock.busy[1], seconds)
     return Result(name, n, seconds, peak, growth, busy_cores=cores)
 
 

@@ -58,7 +58,16 @@ from .pipeline import (
     wait_log,
 )
 from .pipeline import workers as start_workers
-from .report import BenchError, Result, Say, isolated, machine_seconds, median, rates
+from .report import (
+    BenchError,
+    Result,
+    Say,
+    cores_busy,
+    isolated,
+    machine_seconds,
+    median,
+    rates,
+)
 from .summary import Figures, reconciler_figure, summarise
 
 TIMEOUT = 300.0
@@ -126,7 +135,7 @@ def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: P
             busy = machine_seconds()
             seconds, fed = timed_feed(feeder, timed, env.database_url, TIMEOUT)
             after = machine_seconds()
-            cores = (after - busy) / seconds if after is not None and busy is not None else None
+            cores = cores_busy(busy, after, seconds)
             runs.append(Result(f"governed, {workers} worker(s)", n, seconds, busy_cores=cores))
             say(f"  {workers} worker(s), run {r} of {repeats}: {n} events ({timed.bad} bad → "
                 f"DLQ) → {timed.deliveries} deliveries logged in {seconds:.2f} s = "

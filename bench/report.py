@@ -85,6 +85,14 @@ def machine_seconds() -> float | None:
     return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
+def cores_busy(before: float | None, after: float | None, seconds: float) -> float | None:
+    """Cores busy on average between two :func:`machine_seconds` readings ``seconds`` apart
+    (None when either is missing)."""
+    if before is None or after is None or seconds <= 0:
+        return None
+    return (after - before) / seconds
+
+
 def median(results: list[Result]) -> Result:
     """The run with the median time (of an even number, the slower of the middle two): what a
     figure of several runs reports, so that one lucky or unlucky run decides nothing."""
