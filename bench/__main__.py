@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from govbus_core.errors import GovbusError
+from govbus.core.errors import GovbusError
 
 from . import gate_bench, pipeline_bench, publish_bench, reconcile_bench, verdict_bench
 from .env import environment

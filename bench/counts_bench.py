@@ -14,7 +14,7 @@ import argparse
 import statistics
 import time
 
-from govbus_core.event_counts import CountWriter, Judged
+from govbus.core.event_counts import CountWriter, Judged
 
 from .env import environment
 

@@ -56,11 +56,11 @@ def kind(pid: str) -> str | None:
         return "tansu"
     if "bench.worker" in cmd:
         return "worker"
-    if "stream_apps.settler" in cmd:
+    if "govbus.stream_apps.settler" in cmd:
         return "settler"
     if int(pid) == os.getpid():
         return "feeder"  # this process: it encodes and feeds the events
-    if "stream_apps.reconciler" in cmd:
+    if "govbus.stream_apps.reconciler" in cmd:
         return "reconciler"
     return None
 

@@ -6,7 +6,7 @@ ingest topics first. Then, one after the other, each with its own consumer group
 - baseline: a plain confluent-kafka consume→produce loop, same batch size, same producer
   settings, manual synchronous commit after flush, from the same ingest topics into a scratch
   topic;
-- the gate (``stream_apps.gate.Gate``), into ``validated.*`` and ``dlq.*``.
+- the gate (``govbus.stream_apps.gate.Gate``), into ``validated.*`` and ``dlq.*``.
 
 Each runs in a thread of a forked process of its own, so both start from the same memory
 state. Its clock starts when its first batch is consumed (so the consumer-group join, ~4 s on
@@ -27,11 +27,11 @@ from typing import Any, Protocol
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from govbus import runtime
-from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, usable
-from govbus_core.config import Settings
-from govbus_core.kafka import consumer_config, ensure_topics, producer_config
-from producers.publisher import Publisher
-from stream_apps.gate import INGEST_PATTERN, Gate
+from govbus.core.batching import Acks, BatchStage, commit, next_offsets, produce, usable
+from govbus.core.config import Settings
+from govbus.core.kafka import consumer_config, ensure_topics, producer_config
+from govbus.producers.publisher import Publisher
+from govbus.stream_apps.gate import INGEST_PATTERN, Gate
 
 from . import workload
 from .env import Env
@@ -189,7 +189,7 @@ def run(env: Env, n: int, say: Say) -> None:
     base = isolated(lambda: timed_loop("baseline: consume→produce loop", lambda: Passthrough(
         settings, f"bench-passthrough-{run_id}", scratch, BATCH), n))
     copied = count_outputs(settings, [scratch], n)
-    gate = isolated(lambda: timed_loop("stream_apps.gate.Gate", lambda: Gate(
+    gate = isolated(lambda: timed_loop("govbus.stream_apps.gate.Gate", lambda: Gate(
         settings, group=f"bench-gate-{run_id}", batch=BATCH), n))
     outputs = [t for t in runtime.catalogue_topics(env.catalogue)
                if not t.startswith("ingest.")]

@@ -4,8 +4,8 @@ pays for, measured away from the noise of the shared cores.
 ``python -m bench.inprocess [--events 20000] [--repeats 7] [--db] [--passes P]``: a scratch
 database with the bench's grants (:mod:`bench.env`, :func:`bench.pipeline.file_grants`), the
 bench workload encoded as ingest records, then per 2,000-record batch what a hot-path worker
-does with them: judge and route (:meth:`stream_apps.hotpath.Decider.decide`, given a producer that
-only keeps the delivery callbacks), answer the callbacks as the broker would, build the log
+does with them: judge and route (:meth:`govbus.stream_apps.hotpath.Decider.decide`, given a producer
+that only keeps the delivery callbacks), answer the callbacks as the broker would, build the log
 entries, chain them and render their COPY text; with ``--db`` also the real ``entity_state``,
 count and log writes. Prints µs of this process's CPU per event for each part, the least of
 ``--repeats`` passes (the machine's speed drifts by ±30% over minutes; the least is the
@@ -27,15 +27,15 @@ from typing import Any
 
 import psycopg2
 
-from consumers.delivery_chain import GENESIS, Head
-from consumers.delivery_log import LogWriter, _copy, _ready
-from govbus_core.catalogue import load_catalogue
-from govbus_core.event_counts import CountWriter
-from govbus_core.registry import SchemaRegistry
-from stream_apps.gate import NegativeCache
-from stream_apps.hotpath import Decider, log_entry
-from stream_apps.reconcile_feed import Bundles, owners
-from stream_apps.router import ControlPlane, StateWriter
+from govbus.consumers.delivery_chain import GENESIS, Head
+from govbus.consumers.delivery_log import LogWriter, _copy, _ready
+from govbus.core.catalogue import load_catalogue
+from govbus.core.event_counts import CountWriter
+from govbus.core.registry import SchemaRegistry
+from govbus.stream_apps.gate import NegativeCache
+from govbus.stream_apps.hotpath import Decider, log_entry
+from govbus.stream_apps.reconcile_feed import Bundles, owners
+from govbus.stream_apps.router import ControlPlane, StateWriter
 
 from . import workload
 from .env import environment

@@ -1,7 +1,7 @@
 """The outbox adapter's events/s: rows captured by the trigger, relayed to the ingest topic.
 
 A scratch schema in the bench database plays the agency's database: a population table with
-the outbox trigger installed (``producers.outbox.install``), ``rows`` residents inserted in
+the outbox trigger installed (``govbus.producers.outbox.install``), ``rows`` residents inserted in
 one transaction (the trigger writes one outbox row each). The clock runs from the relay's
 first batch to the last row marked published, through ``OutboxRelay.run_once`` (claim with
 ``FOR UPDATE SKIP LOCKED``, contract checks, Avro, idempotent produce, wait for the
@@ -17,8 +17,8 @@ import uuid
 import psycopg2.extras
 
 from govbus import sample
-from govbus_core import db
-from producers.outbox import OutboxRelay, install
+from govbus.core import db
+from govbus.producers.outbox import OutboxRelay, install
 
 from .env import Env
 from .report import BenchError, Result, Say

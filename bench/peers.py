@@ -28,8 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics
 
 from .gate_bench import BATCH, Passthrough, timed_loop
 from .report import BenchError, Result, Say, isolated, median, rates

@@ -26,12 +26,12 @@ from typing import Any, BinaryIO
 import psycopg2.extensions
 from confluent_kafka import Producer
 
-from govbus_core import db, sharing_store
-from govbus_core.batching import produce
-from govbus_core.catalogue import Catalogue
-from govbus_core.kafka import producer_config
-from govbus_core.registry import SchemaRegistry
-from stream_apps.routing import grants_in_force, offers, withheld_reason
+from govbus.core import db, sharing_store
+from govbus.core.batching import produce
+from govbus.core.catalogue import Catalogue
+from govbus.core.kafka import producer_config
+from govbus.core.registry import SchemaRegistry
+from govbus.stream_apps.routing import grants_in_force, offers, withheld_reason
 
 from . import workload
 from .env import Env
@@ -40,7 +40,7 @@ from .report import BenchError, Say
 ROOT = Path(__file__).resolve().parent.parent
 # Processes that run next to the workers during every governed run, when their module exists:
 # the reconciler (a process of its own, as `govbus up` runs it; one is enough for its volume).
-COMPANIONS = [("reconciler", "stream_apps.reconciler")]
+COMPANIONS = [("reconciler", "govbus.stream_apps.reconciler")]
 
 # (requester, resource, fields or None for all, confidentiality agreement, provider's answer)
 # unconditional to three agencies (one projected with the phone masked), on application
@@ -72,7 +72,7 @@ def file_grants(env: Env) -> dict[str, int]:
                                  answer == "approve", "bench")
     grants = sharing_store.load_grants(env.database_url)
     at = dt.datetime.now(dt.UTC)
-    # as stream_apps.routing.route decides: not shared (Art. 15) or online query only
+    # as govbus.stream_apps.routing.route decides: not shared (Art. 15) or online query only
     # (Art. 17) reaches nobody, the rest reaches every grant in force
     return {r.id: (0 if withheld_reason(r) or not offers(r, "data_exchange")
                    else len(grants_in_force(grants, r, at))) for r in env.catalogue}

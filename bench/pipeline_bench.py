@@ -38,12 +38,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from consumers.delivery_log import DeliveryLogSink, verify
-from govbus_core import db
-from govbus_core.batching import produce, tune_gc
-from govbus_core.kafka import consumer_config, ensure_topics, producer_config
-from stream_apps.router import Router, json_bytes
-from stream_apps.routing import DELIVERY_TOPIC
+from govbus.consumers.delivery_log import DeliveryLogSink, verify
+from govbus.core import db
+from govbus.core.batching import produce, tune_gc
+from govbus.core.kafka import consumer_config, ensure_topics, producer_config
+from govbus.stream_apps.router import Router, json_bytes
+from govbus.stream_apps.routing import DELIVERY_TOPIC
 
 from . import outbox_bench, peers, workload
 from .env import Env

@@ -15,9 +15,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from govbus_core.kafka import producer_config
-from govbus_core.registry import SchemaRegistry
-from producers.publisher import Publisher
+from govbus.core.kafka import producer_config
+from govbus.core.registry import SchemaRegistry
+from govbus.producers.publisher import Publisher
 
 from . import workload
 from .env import Env
@@ -75,7 +75,7 @@ def _publisher(env: Env, groups: dict[tuple[str, str, bool], list[Any]], n: int)
     pub.close()
     if problems or published != n:
         raise BenchError(f"publisher: {published} of {n} published; {problems[:3]}")
-    return Result("producers.publisher.Publisher", n, seconds, peak, growth)
+    return Result("govbus.producers.publisher.Publisher", n, seconds, peak, growth)
 
 
 def run(env: Env, n: int, say: Say) -> None:

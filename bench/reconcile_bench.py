@@ -2,9 +2,9 @@
 
 The reconciler keeps its state in PostgreSQL (``reconcile_state``, one row per entity) and
 nothing between batches in memory. This builds that state exactly as the reconciler does —
-:func:`stream_apps.reconciler.reconcile` over batches of value messages, the changed states
-written with :func:`stream_apps.reconciler.write_states`, a batch's states read back first
-with :func:`stream_apps.reconciler.read_states` — for N companies with three canonical
+:func:`govbus.stream_apps.reconciler.reconcile` over batches of value messages, the changed states
+written with :func:`govbus.stream_apps.reconciler.write_states`, a batch's states read back first
+with :func:`govbus.stream_apps.reconciler.read_states` — for N companies with three canonical
 attributes each, held by the source of record (market regulation) and by tax, with 4 % of
 tax's legal representatives different (an open case) and 6 % of addresses differing only in
 formatting.
@@ -29,9 +29,9 @@ import tracemalloc
 import uuid
 from typing import Any
 
-from govbus_core import db
-from stream_apps.reconcile_rules import ValueChange
-from stream_apps.reconciler import read_states, reconcile, write_states
+from govbus.core import db
+from govbus.stream_apps.reconcile_rules import ValueChange
+from govbus.stream_apps.reconciler import read_states, reconcile, write_states
 
 from .report import Say
 

@@ -1,6 +1,6 @@
 """Benchmark 2: what the gate's verdict costs in CPU, without a broker.
 
-``stream_apps.verdict.judge`` over M framed events in memory, against a baseline that only
+``govbus.stream_apps.verdict.judge`` over M framed events in memory, against a baseline that only
 unframes, looks the schema up (cached) and Avro-decodes the same bytes: the ratio is what the
 contract rules (providers, Art. 12 identifiers, locality, envelope) add to bare decoding.
 """
@@ -11,9 +11,9 @@ import gc
 import time
 from collections import Counter
 
-from govbus_core.registry import SchemaRegistry
-from govbus_core.serde import unframe
-from stream_apps.verdict import judge
+from govbus.core.registry import SchemaRegistry
+from govbus.core.serde import unframe
+from govbus.stream_apps.verdict import judge
 
 from . import workload
 from .env import Env

@@ -26,12 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from consumers.delivery_log import DeliveryLogSink
-from govbus_core.batching import tune_gc
-from govbus_core.config import Settings
-from stream_apps.gate import Gate
-from stream_apps.hotpath import HotPath
-from stream_apps.router import Router
+from govbus.consumers.delivery_log import DeliveryLogSink
+from govbus.core.batching import tune_gc
+from govbus.core.config import Settings
+from govbus.stream_apps.gate import Gate
+from govbus.stream_apps.hotpath import HotPath
+from govbus.stream_apps.router import Router
 
 
 class Stage(Protocol):
@@ -58,9 +58,9 @@ TOPOLOGIES: dict[str, list[tuple[str, Factory]]] = {
 # (The reconciler runs as a process of its own next to the workers, as `govbus up` runs it,
 # off the workers' interpreter lock: see bench.pipeline.COMPANIONS.)
 OPTIONAL: dict[str, list[tuple[str, str, str]]] = {
-    "hotpath": [("cases_sink", "consumers.cases_sink", "CasesSink")],  # it feeds itself
-    "split": [("reconcile_feed", "stream_apps.reconcile_feed", "ReconcileFeed"),
-              ("cases_sink", "consumers.cases_sink", "CasesSink")],
+    "hotpath": [("cases_sink", "govbus.consumers.cases_sink", "CasesSink")],  # it feeds itself
+    "split": [("reconcile_feed", "govbus.stream_apps.reconcile_feed", "ReconcileFeed"),
+              ("cases_sink", "govbus.consumers.cases_sink", "CasesSink")],
 }
 
 

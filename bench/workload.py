@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from govbus import sample
+from govbus.core.catalogue import Catalogue, Resource
+from govbus.core.envelope import make_event
+from govbus.core.registry import RegisteredSchema, SchemaRegistry
+from govbus.core.serde import frame
 from govbus.demo import corrupt
-from govbus_core.catalogue import Catalogue, Resource
-from govbus_core.envelope import make_event
-from govbus_core.registry import RegisteredSchema, SchemaRegistry
-from govbus_core.serde import frame
-from producers.publisher import DEFAULT_LOCALITY, Change
+from govbus.producers.publisher import DEFAULT_LOCALITY, Change
 
 SAMPLE_SIZE = 3000  # distinct rows generated; larger workloads cycle them
 

@@ -1,10 +1,11 @@
 """The cases sink: ``reconcile.cases`` → the ``cases`` table, in batches, idempotently.
 
-Every message is a full snapshot of one case (see :mod:`stream_apps.reconcile_rules`); the sink
-upserts by ``case_key`` with one rule: only an *open* row changes. An open case takes the newest
-values or becomes closed; a closed or resolved case never reopens, so replays, re-emissions after
-a reconciler restart and late duplicates change nothing. Several messages of one case in one
-batch collapse first (closed wins over open). Offsets are committed after the database commit.
+Every message is a full snapshot of one case (see :mod:`govbus.stream_apps.reconcile_rules`);
+the sink upserts by ``case_key`` with one rule: only an *open* row changes. An open case takes
+the newest values or becomes closed; a closed or resolved case never reopens, so replays,
+re-emissions after a reconciler restart and late duplicates change nothing. Several messages of
+one case in one batch collapse first (closed wins over open). Offsets are committed after the
+database commit.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import psycopg2.extensions
 import psycopg2.extras
 from confluent_kafka import Consumer
 
-from govbus_core import db, metrics
-from govbus_core.batching import BatchStage, commit, next_offsets, serve, usable
-from govbus_core.config import Settings
-from govbus_core.kafka import consumer_config, ensure_topics
+from govbus.core import db, metrics
+from govbus.core.batching import BatchStage, commit, next_offsets, serve, usable
+from govbus.core.config import Settings
+from govbus.core.kafka import consumer_config, ensure_topics
 
 log = logging.getLogger("govbus.cases_sink")
 CASES_TOPIC = "reconcile.cases"
@@ -111,7 +112,7 @@ class CasesSink(BatchStage):
 
 
 def main() -> None:
-    """``python -m consumers.cases_sink``: run until SIGTERM or SIGINT."""
+    """``python -m govbus.consumers.cases_sink``: run until SIGTERM or SIGINT."""
     serve("cases sink", lambda: CasesSink(Settings.from_env()),
           lambda _: f"{CASES_TOPIC} → PostgreSQL")
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from govbus_core.errors import GovbusError
+from govbus.core.errors import GovbusError
 
 CHANNELS = ("exchange", "query", "backfill")  # Art. 17: online query, data exchange; backfills
 GENESIS = "0" * 64

@@ -7,7 +7,7 @@ replay writes nothing twice, because keys (event_id, recipient, channel) already
 are filtered out, and duplicates within a batch dropped, under the writer's lock.
 
 Tamper evidence: ``row_hash = sha256(prev_hash + canonical(row))``, chained from row to row
-(records, hashes and checks are pure, in :mod:`consumers.delivery_chain`). Seqs are assigned
+(records, hashes and checks are pure, in :mod:`govbus.consumers.delivery_chain`). Seqs are assigned
 by the writer, not by a sequence, so a rolled-back batch leaves no gap. One writer at a time
 (``pg_advisory_xact_lock``) keeps the chain linear when several sinks run; ``delivery_log_head``
 (migration 0003) records the last row, so deleting the newest rows shows. :func:`verify` walks
@@ -36,7 +36,7 @@ import psycopg2.extensions
 import psycopg2.extras
 from confluent_kafka import Consumer
 
-from consumers.delivery_chain import (
+from govbus.consumers.delivery_chain import (
     CHANNELS,
     GENESIS,
     ChainChecker,
@@ -56,11 +56,11 @@ from consumers.delivery_chain import (
     prepare,
     row_hash,
 )
-from govbus_core import db, metrics
-from govbus_core.batching import BatchStage, Committer, next_offsets, usable
-from govbus_core.config import Settings
-from govbus_core.errors import BrokerError, ConfigError, DatabaseError
-from govbus_core.kafka import consumer_config, ensure_topics
+from govbus.core import db, metrics
+from govbus.core.batching import BatchStage, Committer, next_offsets, usable
+from govbus.core.config import Settings
+from govbus.core.errors import BrokerError, ConfigError, DatabaseError
+from govbus.core.kafka import consumer_config, ensure_topics
 
 __all__ = ["CHANNELS", "GENESIS", "GROUP", "TOPIC", "AppendResult", "ChainChecker", "Delivery",
            "DeliveryLogSink", "Head", "Key", "LogWriter", "LoggedRow", "MalformedDelivery",
@@ -376,8 +376,8 @@ class DeliveryLogSink(BatchStage):
             metrics.LOG_RECORDS.labels("duplicate").inc(result.duplicates)
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m consumers.delivery_log``: run one sink until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m consumers.delivery_log",
+    """``python -m govbus.consumers.delivery_log``: run one sink until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m govbus.consumers.delivery_log",
                                      description="Write govbus.deliveries to the delivery log.")
     parser.add_argument("--batch-size", type=int, default=BATCH)
     parser.add_argument("--group", default=GROUP)

@@ -20,16 +20,16 @@ from typing import Any
 import psycopg2
 from confluent_kafka import Producer
 
-from govbus_core import db, sharing_store
-from govbus_core.catalogue import Resource
-from govbus_core.config import Settings
-from govbus_core.envelope import now_ms
-from govbus_core.errors import DatabaseError, GovbusError
-from govbus_core.kafka import ensure_topics, producer_config
-from govbus_core.registry import SchemaRegistry
-from govbus_core.sharing import Grant, SharingError
-from stream_apps.router import load_catalogue_meta, send_deliveries, send_records
-from stream_apps.routing import (
+from govbus.core import db, sharing_store
+from govbus.core.catalogue import Resource
+from govbus.core.config import Settings
+from govbus.core.envelope import now_ms
+from govbus.core.errors import DatabaseError, GovbusError
+from govbus.core.kafka import ensure_topics, producer_config
+from govbus.core.registry import SchemaRegistry
+from govbus.core.sharing import Grant, SharingError
+from govbus.stream_apps.router import load_catalogue_meta, send_deliveries, send_records
+from govbus.stream_apps.routing import (
     DELIVERY_TOPIC,
     Delivery,
     deliver_topic,

@@ -1,7 +1,7 @@
 """An agency's subscriber: the deliveries of its grants in force, printed or applied to a table.
 
 It reads only ``deliver.<agency>.<resource>`` for the agency's grants in force — literal topic
-names from :func:`govbus_core.sharing_store.load_grants`, re-read every few seconds so a new
+names from :func:`govbus.core.sharing_store.load_grants`, re-read every few seconds so a new
 grant is picked up and a revoked or expired one dropped; never a pattern that could match
 another agency's topics (Art. 24: shared data goes only to the entitled agency). Messages of a
 topic whose grant has ended are not used.
@@ -34,14 +34,14 @@ import psycopg2.extras
 from confluent_kafka import Consumer, TopicPartition
 from psycopg2 import sql
 
-from consumers.delivery_log import confirm_receipts
-from govbus_core import access, db
-from govbus_core.batching import BatchStage, commit, usable
-from govbus_core.config import Settings
-from govbus_core.errors import BrokerError, DatabaseError, GovbusError
-from govbus_core.kafka import consumer_config
-from govbus_core.sharing import Grant
-from govbus_core.sharing_store import load_grants, now
+from govbus.consumers.delivery_log import confirm_receipts
+from govbus.core import access, db
+from govbus.core.batching import BatchStage, commit, usable
+from govbus.core.config import Settings
+from govbus.core.errors import BrokerError, DatabaseError, GovbusError
+from govbus.core.kafka import consumer_config
+from govbus.core.sharing import Grant
+from govbus.core.sharing_store import load_grants, now
 
 log = logging.getLogger("govbus.subscriber")
 AGENCY = re.compile(r"^[a-z0-9_]+$")

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from govbus_core.errors import GovbusError
+from govbus.core.errors import GovbusError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -72,7 +72,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- catalogue -------------------------------------------------------------------------------
 
 def _catalogue(args: argparse.Namespace, strict: bool = True) -> Any:
-    from govbus_core.catalogue import default_schemas_dir, load_catalogue
+    from govbus.core.catalogue import default_schemas_dir, load_catalogue
 
     return load_catalogue(Path(args.schemas) if args.schemas else default_schemas_dir(),
                           strict=strict)
@@ -81,14 +81,14 @@ def _catalogue(args: argparse.Namespace, strict: bool = True) -> Any:
 def _database_url() -> str | None:
     import os
 
-    from govbus_core.config import read_runtime
+    from govbus.core.config import read_runtime
 
     return os.environ.get("DATABASE_URL") or read_runtime().get("database_url")  # type: ignore
 
 
 def cmd_catalogue_check(args: argparse.Namespace) -> int:
-    from govbus_core.catalogue_check import check_catalogue, errors_only
-    from govbus_core.registry import registered_contracts
+    from govbus.core.catalogue_check import check_catalogue, errors_only
+    from govbus.core.registry import registered_contracts
 
     catalogue = _catalogue(args, strict=False)
     registered: dict[str, list[dict[str, Any]]] | None = None
@@ -117,7 +117,7 @@ def cmd_catalogue_check(args: argparse.Namespace) -> int:
 
 
 def cmd_catalogue_sync(args: argparse.Namespace) -> int:
-    from govbus_core import db, registry
+    from govbus.core import db, registry
 
     url = _database_url()
     if not url:
@@ -184,8 +184,8 @@ def read_jsonl(path: str) -> Iterator[tuple[int, Any, str | None]]:
 
 
 def cmd_publish(args: argparse.Namespace) -> int:
-    from govbus_core.config import Settings
-    from producers.publisher import Change, Publisher
+    from govbus.core.config import Settings
+    from govbus.producers.publisher import Change, Publisher
 
     try:
         lines = list(read_jsonl(args.file))
@@ -225,14 +225,14 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_gate(args: argparse.Namespace) -> int:
-    from stream_apps import gate
+    from govbus.stream_apps import gate
 
     gate.main()
     return 0
 
 
 def cmd_outbox(args: argparse.Namespace) -> int:
-    from producers import outbox
+    from govbus.producers import outbox
 
     return outbox.main(passthrough(args.rest))
 

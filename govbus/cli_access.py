@@ -7,12 +7,12 @@ import argparse
 import json
 from typing import Any
 
-from govbus_core import access
-from govbus_core.config import state_dir
+from govbus.core import access
+from govbus.core.config import state_dir
 
 
 def _dsn() -> str:
-    from govbus_core.config import Settings
+    from govbus.core.config import Settings
 
     return Settings.from_env().database_url
 

@@ -8,13 +8,13 @@ import json
 from typing import Any
 
 from govbus.cli_access import token_arg
-from govbus_core.access import require
+from govbus.core.access import require
 
 OVERDUE = "  ** OVERDUE **"
 
 
 def _dsn() -> str:
-    from govbus_core.config import Settings
+    from govbus.core.config import Settings
 
     return Settings.from_env().database_url
 
@@ -38,7 +38,7 @@ def case_lines(c: dict[str, Any]) -> list[str]:
 
 
 def cmd_cases_list(args: argparse.Namespace) -> int:
-    from govbus_core import cases_store
+    from govbus.core import cases_store
 
     rows = cases_store.list_cases(_dsn(), args.agency, args.status, args.overdue, args.entity)
     lines = [line for c in rows for line in case_lines(c)]
@@ -51,7 +51,7 @@ def cmd_cases_list(args: argparse.Namespace) -> int:
 
 
 def cmd_cases_resolve(args: argparse.Namespace) -> int:
-    from govbus_core import cases_store
+    from govbus.core import cases_store
 
     require(_dsn(), args.actor, args.token_file)  # Art. 24: only the owner's credential
     out = cases_store.resolve(_dsn(), args.case_id, args.actor, args.resolution, args.note)
@@ -70,8 +70,8 @@ def objection_lines(o: dict[str, Any]) -> list[str]:
 
 
 def cmd_objection_file(args: argparse.Namespace) -> int:
-    from govbus_core import objections
-    from govbus_core.catalogue import load_catalogue
+    from govbus.core import objections
+    from govbus.core.catalogue import load_catalogue
 
     require(_dsn(), args.actor, args.token_file)  # Art. 24: one agency cannot file as another
     out = objections.file(_dsn(), load_catalogue(args.schemas), args.kind, args.actor,
@@ -84,7 +84,7 @@ def cmd_objection_file(args: argparse.Namespace) -> int:
 
 
 def cmd_objection_answer(args: argparse.Namespace) -> int:
-    from govbus_core import objections
+    from govbus.core import objections
 
     require(_dsn(), args.actor, args.token_file)
     out = objections.answer(_dsn(), args.objection_id, args.actor, args.answer)
@@ -93,7 +93,7 @@ def cmd_objection_answer(args: argparse.Namespace) -> int:
 
 
 def cmd_objection_list(args: argparse.Namespace) -> int:
-    from govbus_core import objections
+    from govbus.core import objections
 
     rows = objections.list_all(_dsn(), args.kind, args.agency, args.status, args.overdue)
     _emit(args, rows, [line for o in rows for line in objection_lines(o)]

@@ -17,8 +17,8 @@ from typing import Any
 
 from govbus import report_render as render
 from govbus import reports
-from govbus_core.config import read_runtime
-from govbus_core.errors import ConfigError
+from govbus.core.config import read_runtime
+from govbus.core.errors import ConfigError
 
 
 def _dsn() -> str:

@@ -11,12 +11,12 @@ from typing import Any
 from govbus import cli_reports
 from govbus.cli import passthrough
 from govbus.cli_access import token_arg
-from govbus_core.access import INFORMATION_CENTER, require
-from govbus_core.errors import GovbusError
+from govbus.core.access import INFORMATION_CENTER, require
+from govbus.core.errors import GovbusError
 
 
 def _dsn() -> str:
-    from govbus_core.config import Settings
+    from govbus.core.config import Settings
 
     return Settings.from_env().database_url
 
@@ -39,8 +39,8 @@ def _until(text: str | None) -> dt.datetime | None:
 
 
 def cmd_request(args: argparse.Namespace) -> int:
-    from govbus_core import sharing_store
-    from govbus_core.catalogue import load_catalogue
+    from govbus.core import sharing_store
+    from govbus.core.catalogue import load_catalogue
 
     agency, _, name = args.resource.partition(".")
     resource = load_catalogue().get(agency, name)
@@ -59,7 +59,7 @@ def cmd_request(args: argparse.Namespace) -> int:
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    from govbus_core import sharing_store
+    from govbus.core import sharing_store
 
     approve = args.command == "approve"
     require(_dsn(), args.actor, args.token_file)
@@ -71,7 +71,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from govbus_core import sharing_store
+    from govbus.core import sharing_store
 
     require(_dsn(), args.actor, args.token_file)
     out = sharing_store.revoke(_dsn(), args.grant_id, args.actor, args.reason)
@@ -80,7 +80,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_grants(args: argparse.Namespace) -> int:
-    from govbus_core import sharing_store
+    from govbus.core import sharing_store
 
     rows = sharing_store.list_grants(_dsn(), args.agency, args.resource, args.active)
     _emit(args, rows, [
@@ -92,7 +92,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
 
 
 def cmd_requests(args: argparse.Namespace) -> int:
-    from govbus_core import sharing_store
+    from govbus.core import sharing_store
 
     rows = sharing_store.list_requests(_dsn(), args.agency, args.status, args.overdue)
     _emit(args, rows, [
@@ -104,7 +104,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
 
 
 def cmd_report_filings(args: argparse.Namespace) -> int:
-    from govbus_core import sharing_store
+    from govbus.core import sharing_store
 
     rows = sharing_store.list_filings(_dsn(), args.year)
     _emit(args, rows, [
@@ -115,8 +115,8 @@ def cmd_report_filings(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from consumers import query
-    from govbus_core.config import Settings
+    from govbus.consumers import query
+    from govbus.core.config import Settings
 
     require(_dsn(), args.agency, args.token_file)
     out = query.query(Settings.from_env(), args.agency, args.resource, args.key)
@@ -125,8 +125,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from consumers import query
-    from govbus_core.config import Settings
+    from govbus.consumers import query
+    from govbus.core.config import Settings
 
     require(_dsn(), args.agency, args.token_file)
     count = query.backfill(Settings.from_env(), args.agency, args.resource)
@@ -135,7 +135,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    from consumers import delivery_log
+    from govbus.consumers import delivery_log
 
     # an agency reads its own rows (as recipient or provider); the whole log is the IC's
     require(_dsn(), args.recipient or args.provider or INFORMATION_CENTER, args.token_file)
@@ -148,7 +148,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def cmd_log_verify(args: argparse.Namespace) -> int:
-    from consumers import delivery_log
+    from govbus.consumers import delivery_log
 
     report = delivery_log.verify(_dsn())
     _emit(args, report.as_dict(), report.lines())
@@ -156,13 +156,13 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_subscribe(args: argparse.Namespace) -> int:
-    from consumers import subscriber
+    from govbus.consumers import subscriber
 
     return subscriber.main(passthrough(args.rest))
 
 
 def cmd_acl(args: argparse.Namespace) -> int:
-    from infra import acl
+    from govbus.infra import acl
 
     return acl.main(passthrough(args.rest))
 

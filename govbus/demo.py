@@ -22,12 +22,12 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from govbus import demo_sharing, runtime, sample
-from govbus_core.config import Settings
-from govbus_core.errors import GovbusError
-from govbus_core.identifiers import resident_id_check_char
-from govbus_core.kafka import consumer_config
-from govbus_core.serde import frame
-from producers.publisher import Change, Publisher
+from govbus.core.config import Settings
+from govbus.core.errors import GovbusError
+from govbus.core.identifiers import resident_id_check_char
+from govbus.core.kafka import consumer_config
+from govbus.core.serde import frame
+from govbus.producers.publisher import Change, Publisher
 
 
 @dataclass
@@ -179,7 +179,7 @@ def summary(tally: Tally, say: runtime.Say) -> bool:
 def share_summary(settings: Settings, routing: demo_sharing.Routing, tally: Tally,
                   timeout: float, say: runtime.Say) -> bool:
     """Deliveries, masking, withheld events and the verified log."""
-    from consumers import delivery_log
+    from govbus.consumers import delivery_log
 
     demo_sharing.expect(routing, tally.accepted)
     demo_sharing.collect(settings, routing, tally.ids, timeout, say)

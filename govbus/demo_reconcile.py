@@ -18,10 +18,10 @@ from typing import Any
 import psycopg2.extras
 
 from govbus import runtime, sample
-from govbus_core import cases_store, db
-from govbus_core.config import Settings
-from producers.publisher import Change, Publisher
-from stream_apps.reconcile_rules import normalise
+from govbus.core import cases_store, db
+from govbus.core.config import Settings
+from govbus.producers.publisher import Change, Publisher
+from govbus.stream_apps.reconcile_rules import normalise
 
 LER, TAX = "market_regulation.legal_entity_register", "tax.tax_registration"
 REP = "company.legal_representative"

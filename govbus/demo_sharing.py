@@ -12,10 +12,10 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from govbus import runtime
-from govbus_core import db, sharing_store
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from govbus_core.kafka import consumer_config
+from govbus.core import db, sharing_store
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import consumer_config
 
 # (requester, resource, fields or None, confidentiality agreement, provider's answer)
 REQUESTS: list[tuple[str, str, list[str] | None, str | None, str | None]] = [

@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from govbus_core.errors import GovbusError
+from govbus.core.errors import GovbusError
 
-INFRA = Path(__file__).resolve().parent.parent / "infra"
+INFRA = Path(__file__).parent / "infra"  # the package govbus.infra, in a checkout or installed
 PROMETHEUS_DIR = INFRA / "prometheus"
 ALERT_RULES = PROMETHEUS_DIR / "alerts.yml"
 DASHBOARDS = INFRA / "grafana"

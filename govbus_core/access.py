@@ -26,8 +26,8 @@ from typing import Any
 
 import psycopg2
 
-from govbus_core import db
-from govbus_core.errors import DatabaseError, GovbusError
+from govbus.core import db
+from govbus.core.errors import DatabaseError, GovbusError
 
 TOKEN_ENV, TOKEN_FILE_ENV = "GOVBUS_TOKEN", "GOVBUS_TOKEN_FILE"
 INFORMATION_CENTER = "information_center"

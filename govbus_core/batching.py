@@ -25,9 +25,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from govbus_core import metrics
-from govbus_core.errors import BrokerError, DatabaseError, GovbusError
-from govbus_core.kafka import take
+from govbus.core import metrics
+from govbus.core.errors import BrokerError, DatabaseError, GovbusError
+from govbus.core.kafka import take
 
 log = logging.getLogger("govbus.batch")
 Offsets = dict[tuple[str, int], int]

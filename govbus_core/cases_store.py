@@ -1,6 +1,6 @@
 """Reconciliation cases in PostgreSQL: listing and resolution by the owner (Art. 8, 20).
 
-Cases are written by the cases sink (:mod:`consumers.cases_sink`); here they are read and
+Cases are written by the cases sink (:mod:`govbus.consumers.cases_sink`); here they are read and
 resolved. Only the source-of-record agency that owns a case may resolve it (Art. 8: it verifies
 the datum), and only while it is open; a resolved case is never reopened by the reconciler.
 """
@@ -13,8 +13,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from govbus_core import db
-from govbus_core.errors import DatabaseError, GovbusError
+from govbus.core import db
+from govbus.core.errors import DatabaseError, GovbusError
 
 STATUSES = ("open", "closed", "resolved")
 RESOLUTIONS = ("corrected", "confirmed", "dismissed")

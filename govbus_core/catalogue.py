@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from govbus_core.errors import GovbusError
+from govbus.core.errors import GovbusError
 
 DATABASE_CLASSES = ("foundational", "thematic", "departmental")  # Art. 3
 SHARE_CLASSES = ("unconditional", "on_application", "not_shared")  # Art. 15
@@ -232,7 +232,7 @@ def load_catalogue(root: Path | None = None, *, strict: bool = True) -> Catalogu
         resources[res.id] = res
     catalogue = Catalogue(root=root, resources=resources)
     if strict:
-        from govbus_core.catalogue_check import check_catalogue, errors_only
+        from govbus.core.catalogue_check import check_catalogue, errors_only
 
         errors = errors_only(check_catalogue(catalogue))
         if errors:

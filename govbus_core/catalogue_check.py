@@ -2,7 +2,7 @@
 
 Each rule is one function registered with :func:`resource_rule` (looks at one contract) or
 :func:`catalogue_rule` (looks across the catalogue); adding a rule is adding one function.
-Errors make :func:`govbus_core.catalogue.load_catalogue` with ``strict=True`` refuse the
+Errors make :func:`govbus.core.catalogue.load_catalogue` with ``strict=True`` refuse the
 catalogue; warnings (an overdue review) are reported but do not block.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 
 import fastavro
 
-from govbus_core.catalogue import (
+from govbus.core.catalogue import (
     DATABASE_CLASSES,
     META,
     PROVISION_METHODS,
@@ -26,8 +26,8 @@ from govbus_core.catalogue import (
     parse_period,
     strip_meta,
 )
-from govbus_core.compat import check_backward_transitive
-from govbus_core.identifiers import CHECKS
+from govbus.core.compat import check_backward_transitive
+from govbus.core.identifiers import CHECKS
 
 ERROR, WARNING = "error", "warning"
 REVIEW_DAYS = 365  # Art. 13: each agency reviews its entries once a year

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from govbus_core.catalogue import default_schemas_dir
-from govbus_core.errors import ConfigError
+from govbus.core.catalogue import default_schemas_dir
+from govbus.core.errors import ConfigError
 
 ENV_KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "GOVBUS_STATE_DIR", "GOVBUS_SCHEMAS_DIR",
             "GOVBUS_KAFKA_SESSION_TIMEOUT_MS", "GOVBUS_PARTITIONS")

@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg2
 import psycopg2.extensions
 
-from govbus_core.errors import DatabaseError
+from govbus.core.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _LOCK_KEY = 0x60B05  # advisory lock id for migrations

@@ -11,7 +11,7 @@ import time
 import uuid
 from typing import Any
 
-from govbus_core.catalogue import Resource
+from govbus.core.catalogue import Resource
 
 OPS = ("c", "u", "d", "r")  # create, update, delete, read (snapshot)
 OP_NAMES = {"create": "c", "update": "u", "delete": "d", "snapshot": "r"}

@@ -18,15 +18,15 @@ import psycopg2
 import psycopg2.extensions
 import psycopg2.extras
 
-from govbus_core import db
-from govbus_core.errors import DatabaseError
+from govbus.core import db
+from govbus.core.errors import DatabaseError
 
 log = logging.getLogger("govbus.event_counts")
 
 
 class Judged(NamedTuple):
     """One gate verdict, reduced to what the counts keep (no event id, no record). A named
-    tuple: the gate builds one per event (see :class:`consumers.delivery_chain.Delivery`)."""
+    tuple: the gate builds one per event (see :class:`govbus.consumers.delivery_chain.Delivery`)."""
 
     topic: str
     partition: int

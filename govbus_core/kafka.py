@@ -14,8 +14,8 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from govbus_core.config import Settings
-from govbus_core.errors import BrokerError
+from govbus.core.config import Settings
+from govbus.core.errors import BrokerError
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:

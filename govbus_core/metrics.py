@@ -9,7 +9,7 @@ person or company id. Each long-running process calls :func:`serve` at start-up:
 Why counters in the processes and gauges in the ops exporter: counters (events, rejections,
 deliveries) and the latency histogram are facts only the stream loop sees; open cases, overdue
 requests, staleness and consumer lag are facts of PostgreSQL and the broker, read at scrape
-time by :mod:`stream_apps.ops_exporter`, so the reconciler and the control plane need no code
+time by :mod:`govbus.stream_apps.ops_exporter`, so the reconciler and the control plane need no code
 for them.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from govbus_core.errors import ConfigError
+from govbus.core.errors import ConfigError
 
 # --- the gate (Art. 7, 8, 12) -------------------------------------------------------------
 GATE_EVENTS = Counter(

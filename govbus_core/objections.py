@@ -21,11 +21,11 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from govbus_core import db
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import _int_env
-from govbus_core.errors import DatabaseError, GovbusError
-from govbus_core.workdays import add_working_days
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import _int_env
+from govbus.core.errors import DatabaseError, GovbusError
+from govbus.core.workdays import add_working_days
 
 KINDS = ("objection", "complaint")
 CENTER, OFFICE = "information_center", "municipal_office"

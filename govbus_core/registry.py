@@ -18,18 +18,18 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from govbus_core import db
-from govbus_core.catalogue import (
+from govbus.core import db
+from govbus.core.catalogue import (
     Catalogue,
     CatalogueError,
     Resource,
     resource_from_schema,
     strip_meta,
 )
-from govbus_core.envelope import envelope_schema
-from govbus_core.errors import DatabaseError, RegistryError
-from govbus_core.serde import Codec
-from govbus_core.validation import Acceptor, compile_acceptor
+from govbus.core.envelope import envelope_schema
+from govbus.core.errors import DatabaseError, RegistryError
+from govbus.core.serde import Codec
+from govbus.core.validation import Acceptor, compile_acceptor
 
 
 def fingerprint(resource: Resource) -> str:
@@ -48,7 +48,7 @@ class RegisteredSchema:
 
     @cached_property
     def accepts(self) -> Acceptor:
-        """This version's :func:`~govbus_core.validation.compile_acceptor`, built once."""
+        """This version's :func:`~govbus.core.validation.compile_acceptor`, built once."""
         return compile_acceptor(self.resource)
 
 
@@ -120,7 +120,7 @@ def registered_contracts(dsn: str) -> dict[str, list[dict[str, Any]]]:
 
 def sync(dsn: str, catalogue: Catalogue) -> list[SyncResult]:
     """Register the catalogue in one transaction; refuse it whole if check finds an error."""
-    from govbus_core.catalogue_check import check_catalogue, errors_only
+    from govbus.core.catalogue_check import check_catalogue, errors_only
 
     errors = errors_only(check_catalogue(catalogue, registered_contracts(dsn)))
     if errors:

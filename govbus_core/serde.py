@@ -11,7 +11,7 @@ from typing import Any
 
 import fastavro
 
-from govbus_core.errors import SerdeError, Violation
+from govbus.core.errors import SerdeError, Violation
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")

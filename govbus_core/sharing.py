@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from govbus_core.catalogue import Resource
-from govbus_core.errors import GovbusError
-from govbus_core.workdays import add_working_days
+from govbus.core.catalogue import Resource
+from govbus.core.errors import GovbusError
+from govbus.core.workdays import add_working_days
 
 PLATFORM = "information_center"  # the operator decides what the rules decide (Art. 18)
 

@@ -12,10 +12,10 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from govbus_core import db
-from govbus_core.catalogue import Resource
-from govbus_core.errors import DatabaseError
-from govbus_core.sharing import (
+from govbus.core import db
+from govbus.core.catalogue import Resource
+from govbus.core.errors import DatabaseError
+from govbus.core.sharing import (
     PLATFORM,
     Grant,
     SharingError,

@@ -12,9 +12,9 @@ import fastavro
 import fastavro.validation
 from fastavro._validate_common import ValidationError
 
-from govbus_core.catalogue import Resource
-from govbus_core.errors import Violation
-from govbus_core.identifiers import CHECKS, check_division_code
+from govbus.core.catalogue import Resource
+from govbus.core.errors import Violation
+from govbus.core.identifiers import CHECKS, check_division_code
 
 Event = dict[str, Any]
 Rule = Callable[[Resource, Event, str], Iterator[Violation]]

@@ -1,1 +1,2 @@
-"""Operations: Kafka ACL plans (``infra.acl``); compose files, Prometheus and Grafana config."""
+"""Operations: Kafka ACL plans (``govbus.infra.acl``); compose files, Prometheus and Grafana
+config."""

@@ -48,9 +48,9 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
-from govbus_core.catalogue import Catalogue
-from govbus_core.errors import BrokerError, GovbusError
-from govbus_core.sharing import Grant
+from govbus.core.catalogue import Catalogue
+from govbus.core.errors import BrokerError, GovbusError
+from govbus.core.sharing import Grant
 
 NAME = re.compile(r"^[a-z0-9_]+$")
 BUS_PRINCIPAL = "User:govbus"
@@ -81,7 +81,7 @@ class AclError(GovbusError):
 
 
 def subscriber_group(agency: str) -> str:
-    """The consumer group of an agency's subscriber (``consumers.subscriber``)."""
+    """The consumer group of an agency's subscriber (``govbus.consumers.subscriber``)."""
     return f"govbus-subscriber-{agency}"
 
 
@@ -344,9 +344,9 @@ def main(argv: list[str] | None = None) -> int:
                    "nothing")
     p.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    from govbus_core.catalogue import load_catalogue
-    from govbus_core.config import Settings
-    from govbus_core.sharing_store import load_grants
+    from govbus.core.catalogue import load_catalogue
+    from govbus.core.config import Settings
+    from govbus.core.sharing_store import load_grants
 
     try:
         settings = Settings.from_env()

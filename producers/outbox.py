@@ -51,12 +51,12 @@ import psycopg2.extras
 from confluent_kafka import Producer
 from psycopg2 import sql
 
-from govbus_core import db, metrics
-from govbus_core.catalogue import Catalogue, Resource, load_catalogue
-from govbus_core.config import Settings
-from govbus_core.errors import BrokerError, DatabaseError, GovbusError
-from govbus_core.kafka import producer_config
-from producers.publisher import DEFAULT_LOCALITY, Change, Publisher
+from govbus.core import db, metrics
+from govbus.core.catalogue import Catalogue, Resource, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.errors import BrokerError, DatabaseError, GovbusError
+from govbus.core.kafka import producer_config
+from govbus.producers.publisher import DEFAULT_LOCALITY, Change, Publisher
 
 log = logging.getLogger("govbus.outbox")
 _LOCK_SPACE = "govbus_outbox"
@@ -334,7 +334,7 @@ class OutboxRelay:
                 done, error = self._mark(cur, sent, refused, results)
         except psycopg2.errors.UndefinedTable as exc:
             raise OutboxError("no outbox in the agency database: install it first "
-                              "(python -m producers.outbox --install --table ...)") from exc
+                              "(python -m govbus.producers.outbox --install --table ...)") from exc
         self.published += done
         self.refused += len(refused)
         metrics.OUTBOX_PUBLISHED.labels(self.agency, self.resource.id).inc(done)
@@ -385,7 +385,7 @@ class OutboxRelay:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m producers.outbox",
+        prog="python -m govbus.producers.outbox",
         description="Relay an agency's transactional outbox to the bus. Broker and schema "
                     "registry come from KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (or the "
                     "embedded runtime of `govbus up`).")
@@ -404,7 +404,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m producers.outbox``; also behind ``govbus outbox``. Returns the exit code."""
+    """``python -m govbus.producers.outbox``; also behind ``govbus outbox``. Returns the exit
+    code."""
     args = _parser().parse_args(argv)
     if args.install and not args.table:
         _parser().error("--install needs --table")

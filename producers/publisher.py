@@ -16,15 +16,15 @@ from typing import Any
 import fastavro
 from confluent_kafka import Producer
 
-from govbus_core.batching import produce
-from govbus_core.catalogue import Catalogue, Resource, load_catalogue
-from govbus_core.config import Settings
-from govbus_core.envelope import OP_NAMES, OPS, make_event
-from govbus_core.errors import Violation
-from govbus_core.kafka import producer_config
-from govbus_core.registry import RegisteredSchema, SchemaRegistry
-from govbus_core.serde import frame
-from govbus_core.validation import check_event, check_record_types
+from govbus.core.batching import produce
+from govbus.core.catalogue import Catalogue, Resource, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.envelope import OP_NAMES, OPS, make_event
+from govbus.core.errors import Violation
+from govbus.core.kafka import producer_config
+from govbus.core.registry import RegisteredSchema, SchemaRegistry
+from govbus.core.serde import frame
+from govbus.core.validation import check_event, check_record_types
 
 DEFAULT_LOCALITY = os.environ.get("GOVBUS_LOCALITY", "360502")  # Yushui District, Xinyu
 

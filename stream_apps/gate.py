@@ -1,7 +1,7 @@
 """The gate: validates every ingest event, in batches.
 
 Consumes ``^ingest\\..*`` (new ingest topics are picked up by metadata refresh), decides each
-record with :func:`stream_apps.verdict.judge`, forwards accepted records unchanged to
+record with :func:`govbus.stream_apps.verdict.judge`, forwards accepted records unchanged to
 ``validated.<agency>.<resource>`` and rejected ones to ``dlq.<agency>`` with their reasons, and
 commits its input offsets only after every output is acknowledged: a crash replays, it never
 loses. Downstream stages de-duplicate by the ``event_id`` header.
@@ -20,8 +20,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from govbus_core import metrics
-from govbus_core.batching import (
+from govbus.core import metrics
+from govbus.core.batching import (
     Acks,
     BatchStage,
     DeliveryCallback,
@@ -31,13 +31,13 @@ from govbus_core.batching import (
     serve,
     usable,
 )
-from govbus_core.config import Settings
-from govbus_core.envelope import now_ms
-from govbus_core.errors import RegistryError
-from govbus_core.event_counts import CountWriter, Judged
-from govbus_core.kafka import KnownTopics, consumer_config, producer_config
-from govbus_core.registry import RegisteredSchema, SchemaRegistry
-from stream_apps.verdict import Verdict, dlq_record, judge
+from govbus.core.config import Settings
+from govbus.core.envelope import now_ms
+from govbus.core.errors import RegistryError
+from govbus.core.event_counts import CountWriter, Judged
+from govbus.core.kafka import KnownTopics, consumer_config, producer_config
+from govbus.core.registry import RegisteredSchema, SchemaRegistry
+from govbus.stream_apps.verdict import Verdict, dlq_record, judge
 
 log = logging.getLogger("govbus.gate")
 INGEST_PATTERN = r"^ingest\..*"
@@ -137,7 +137,7 @@ def observe(judged: list[Judged]) -> None:
 
 
 def main() -> None:
-    """``python -m stream_apps.gate``: run one gate until SIGTERM or SIGINT."""
+    """``python -m govbus.stream_apps.gate``: run one gate until SIGTERM or SIGINT."""
     serve("gate", lambda: Gate(Settings.from_env()), lambda _: f"consuming {INGEST_PATTERN}")
 
 

@@ -2,20 +2,20 @@
 
 Consumes ``^ingest\\..*`` and, per batch, decodes each event once and:
 
-1. judges it (:func:`stream_apps.verdict.judge`: framing, registered schema, Art. 12
+1. judges it (:func:`govbus.stream_apps.verdict.judge`: framing, registered schema, Art. 12
    identifiers, locality); a rejected one goes to ``dlq.<agency>`` with its reasons, an
    accepted one, unchanged, to ``validated.<agency>.<resource>`` (the accepted stream, for
    audit and for anyone who taps it; the hot path itself does not read it back);
-2. routes an accepted one (:func:`stream_apps.routing.route`, grants reloaded every
+2. routes an accepted one (:func:`govbus.stream_apps.routing.route`, grants reloaded every
    ``GOVBUS_GRANT_REFRESH_S``) to ``deliver.<recipient>.<resource>``, and sends its
    canonical values to ``reconcile.values``, bundled per partition
-   (:class:`stream_apps.reconcile_feed.Bundles`);
+   (:class:`govbus.stream_apps.reconcile_feed.Bundles`);
 3. waits until the broker acknowledged every output, then has its settling process
-   (:mod:`stream_apps.settler`, a child process: off this one's interpreter lock) append one
+   (:mod:`govbus.stream_apps.settler`, a child process: off this one's interpreter lock) append one
    row per acknowledged delivery to the delivery log (hash chain,
-   :func:`consumers.delivery_log.append`), keep ``entity_state`` and the gate's counts;
+   :func:`govbus.consumers.delivery_log.append`), keep ``entity_state`` and the gate's counts;
 4. only then commits its input offsets (from a thread of its own, without waiting for the
-   broker: :class:`govbus_core.batching.Committer`).
+   broker: :class:`govbus.core.batching.Committer`).
 
 A crash replays the batch: deliveries may be sent again (subscribers de-duplicate by the
 ``event_id`` header), the log filters keys it already holds, the reconciler absorbs values it
@@ -24,8 +24,9 @@ holds, the counts skip offsets they counted. Nothing is lost, nothing is logged 
 Why one pass and not four stages joined by topics (the router and the reconcile feed reading
 ``validated.*``, the log sink reading ``govbus.deliveries``): each hop fetched and decoded
 every event or delivery again, in the same process, on the same cores. The split stages
-(:mod:`stream_apps.gate`, :mod:`stream_apps.router`, :mod:`stream_apps.reconcile_feed`,
-:mod:`consumers.delivery_log`) share every function used here and stay available for a
+(:mod:`govbus.stream_apps.gate`, :mod:`govbus.stream_apps.router`,
+:mod:`govbus.stream_apps.reconcile_feed`, :mod:`govbus.consumers.delivery_log`) share every
+function used here and stay available for a
 deployment that wants them as separate processes (never beside a hot path on the same
 ingest topics: both would route). See the README's architecture section for the figures.
 """
@@ -41,9 +42,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from consumers.delivery_chain import Delivery as LogEntry
-from govbus_core import metrics
-from govbus_core.batching import (
+from govbus.consumers.delivery_chain import Delivery as LogEntry
+from govbus.core import metrics
+from govbus.core.batching import (
     Acks,
     BatchStage,
     Committer,
@@ -52,17 +53,17 @@ from govbus_core.batching import (
     serve,
     usable,
 )
-from govbus_core.catalogue import Resource, load_catalogue
-from govbus_core.config import Settings
-from govbus_core.errors import BrokerError, DatabaseError
-from govbus_core.event_counts import Judged
-from govbus_core.kafka import KnownTopics, consumer_config, producer_config
-from govbus_core.registry import SchemaRegistry
-from govbus_core.sharing import Grant
-from stream_apps import gate, router_metrics
-from stream_apps.gate import INGEST_PATTERN, NegativeCache, judged, reject
-from stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, ValueFeed, owners
-from stream_apps.router import (
+from govbus.core.catalogue import Resource, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.errors import BrokerError, DatabaseError
+from govbus.core.event_counts import Judged
+from govbus.core.kafka import KnownTopics, consumer_config, producer_config
+from govbus.core.registry import SchemaRegistry
+from govbus.core.sharing import Grant
+from govbus.stream_apps import gate, router_metrics
+from govbus.stream_apps.gate import INGEST_PATTERN, NegativeCache, judged, reject
+from govbus.stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, ValueFeed, owners
+from govbus.stream_apps.router import (
     Acked,
     ControlPlane,
     queue_deliveries,
@@ -70,9 +71,9 @@ from stream_apps.router import (
     routing_from,
     state_rows,
 )
-from stream_apps.routing import Delivery, RoutePlan, by_resource, with_meta
-from stream_apps.settler import Batch, Settled, Settler
-from stream_apps.verdict import judge
+from govbus.stream_apps.routing import Delivery, RoutePlan, by_resource, with_meta
+from govbus.stream_apps.settler import Batch, Settled, Settler
+from govbus.stream_apps.verdict import judge
 
 log = logging.getLogger("govbus.hotpath")
 GROUP = "govbus-hotpath"
@@ -87,7 +88,7 @@ SETTLING = 4
 
 def log_entry(acked: Acked) -> LogEntry:
     """The delivery-log entry of one acknowledged delivery: what the split router's record on
-    ``govbus.deliveries`` (:func:`stream_apps.routing.delivery_record`) gives the log sink,
+    ``govbus.deliveries`` (:func:`govbus.stream_apps.routing.delivery_record`) gives the log sink,
     without the record and its JSON round trip."""
     return LogEntry._make(log_fields(acked))
 
@@ -221,7 +222,7 @@ class HotPath(BatchStage):
         self.consumer.subscribe([pattern])
         # batches settle in a pipeline while the next is judged and routed: one thread waits
         # for a batch's acknowledgements while another has the batch before it written, by
-        # the settling process (stream_apps.settler), off this process's interpreter lock
+        # the settling process (govbus.stream_apps.settler), off this process's interpreter lock
         self._acker = ThreadPoolExecutor(1, thread_name_prefix="hotpath-acks")
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="hotpath-write")
         self._inflight: deque[tuple[list[Any], Future[None]]] = deque()
@@ -309,7 +310,7 @@ class HotPath(BatchStage):
 
 
 def main() -> None:
-    """``python -m stream_apps.hotpath``: run one hot-path worker until SIGTERM or SIGINT."""
+    """``python -m govbus.stream_apps.hotpath``: run one hot-path worker until SIGTERM or SIGINT."""
     serve("hot path", lambda: HotPath(Settings.from_env()), routing_from(INGEST_PATTERN))
 
 

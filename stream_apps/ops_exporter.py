@@ -1,6 +1,6 @@
 """The ops exporter: what PostgreSQL and the broker know, as Prometheus gauges at scrape time.
 
-One process (``python -m stream_apps.ops_exporter``, started by ``govbus up``) with a custom
+One process (``python -m govbus.stream_apps.ops_exporter``, started by ``govbus up``) with a custom
 collector: every scrape reads the catalogue, the gate's durable counts, requests, cases and
 objections, and the consumer groups' committed offsets, so the numbers are never older than
 the scrape and the reconciler and control plane need no metrics code of their own.
@@ -31,10 +31,10 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.core import REGISTRY, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from govbus_core import db, metrics
-from govbus_core.config import Settings
-from govbus_core.errors import GovbusError
-from stream_apps.ops_queries import OPTIONAL_SOURCES, QUERIES, staleness
+from govbus.core import db, metrics
+from govbus.core.config import Settings
+from govbus.core.errors import GovbusError
+from govbus.stream_apps.ops_queries import OPTIONAL_SOURCES, QUERIES, staleness
 
 log = logging.getLogger("govbus.ops_exporter")
 
@@ -153,7 +153,7 @@ def consumer_lag(settings: Settings, timeout: float = 5.0) -> dict[str, int]:
 
 
 def main() -> None:
-    """``python -m stream_apps.ops_exporter``: serve the gauges until SIGTERM or SIGINT."""
+    """``python -m govbus.stream_apps.ops_exporter``: serve the gauges until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
                         "%(message)s")
     try:

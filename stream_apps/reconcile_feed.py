@@ -27,20 +27,20 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer
 
-from govbus_core import metrics
-from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
-from govbus_core.catalogue import Catalogue, Resource, load_catalogue
-from govbus_core.config import Settings
-from govbus_core.errors import RegistryError, SerdeError
-from govbus_core.kafka import (
+from govbus.core import metrics
+from govbus.core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
+from govbus.core.catalogue import Catalogue, Resource, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.errors import RegistryError, SerdeError
+from govbus.core.kafka import (
     consumer_config,
     ensure_topics,
     murmur2_partition,
     partition_count,
     producer_config,
 )
-from govbus_core.registry import SchemaRegistry
-from govbus_core.serde import unframe
+from govbus.core.registry import SchemaRegistry
+from govbus.core.serde import unframe
 
 log = logging.getLogger("govbus.reconcile_feed")
 VALIDATED_PATTERN = r"^validated\..*"
@@ -174,7 +174,7 @@ class ReconcileFeed(BatchStage):
 
 
 def main() -> None:
-    """``python -m stream_apps.reconcile_feed``: run until SIGTERM or SIGINT."""
+    """``python -m govbus.stream_apps.reconcile_feed``: run until SIGTERM or SIGINT."""
     serve("reconcile feed", lambda: ReconcileFeed(Settings.from_env()),
           lambda _: f"{VALIDATED_PATTERN} → {VALUES_TOPIC}")
 

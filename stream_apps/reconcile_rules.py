@@ -32,7 +32,7 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from govbus_core.workdays import add_working_days
+from govbus.core.workdays import add_working_days
 
 State = dict[str, Any]
 Case = dict[str, Any]
@@ -93,7 +93,7 @@ _remembered = lru_cache(maxsize=1 << 16, typed=True)(normalised)  # typed: True 
 class ValueChange(NamedTuple):
     """One agency's value of one canonical attribute of one entity, from one event. A named
     tuple: the reconciler builds one per value, and a frozen dataclass's ``__init__`` cost
-    four times as much (see :class:`consumers.delivery_chain.Delivery`)."""
+    four times as much (see :class:`govbus.consumers.delivery_chain.Delivery`)."""
 
     entity: str           # '<kind>:<identifier>', e.g. 'company:91360502MA…'
     attribute: str        # canonical attribute, e.g. 'company.legal_representative'

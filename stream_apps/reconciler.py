@@ -1,12 +1,12 @@
 """The reconciler: a batch stage with its state in PostgreSQL (Art. 8, 19, 20).
 
-Reads ``reconcile.values`` (written by the hot path or :mod:`stream_apps.reconcile_feed` in
+Reads ``reconcile.values`` (written by the hot path or :mod:`govbus.stream_apps.reconcile_feed` in
 bundles, one message per partition and batch, each entity in the partition its id hashes to,
 so every agency's values of one entity meet in one partition; single value messages are read
 too), keeps per entity and canonical attribute the latest value of each agency in the
 ``reconcile_state`` table (one row per entity) and writes every case it opens, keeps open or
 closes to ``reconcile.cases`` (JSON, keyed by case key) for the cases sink. The rules are pure
-functions in :mod:`stream_apps.reconcile_rules`; this module is the wiring.
+functions in :mod:`govbus.stream_apps.reconcile_rules`; this module is the wiring.
 
 One batch, in this order:
 
@@ -45,13 +45,13 @@ import psycopg2.extensions
 import psycopg2.extras
 from confluent_kafka import Consumer, Producer
 
-from govbus_core import db, metrics
-from govbus_core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
-from govbus_core.config import Settings, _int_env
-from govbus_core.envelope import now_ms
-from govbus_core.kafka import consumer_config, ensure_topics, producer_config
-from stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
-from stream_apps.reconcile_rules import EntityState, ValueChange, apply_entity
+from govbus.core import db, metrics
+from govbus.core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
+from govbus.core.config import Settings, _int_env
+from govbus.core.envelope import now_ms
+from govbus.core.kafka import consumer_config, ensure_topics, producer_config
+from govbus.stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
+from govbus.stream_apps.reconcile_rules import EntityState, ValueChange, apply_entity
 
 log = logging.getLogger("govbus.reconciler")
 
@@ -191,7 +191,7 @@ class Reconciler(BatchStage):
 
 
 def main() -> None:
-    """``python -m stream_apps.reconciler``: run until SIGTERM or SIGINT."""
+    """``python -m govbus.stream_apps.reconciler``: run until SIGTERM or SIGINT."""
     serve("reconciler", lambda: Reconciler(Settings.from_env()),
           lambda r: f"{VALUES_TOPIC} → {CASES_TOPIC}, state in PostgreSQL as {r.group!r}")
 

@@ -1,7 +1,7 @@
 """The router: share-class routing of every validated event, in batches (Art. 15, 17, 25).
 
 Consumes ``^validated\\..*``, decodes each event with the schema registry, decides its
-deliveries with :func:`stream_apps.routing.route` against the grants in force, and per batch:
+deliveries with :func:`govbus.stream_apps.routing.route` against the grants in force, and per batch:
 
 1. produces each delivery to ``deliver.<recipient>.<resource>`` (JSON; key = entity key;
    headers ``event_id``, ``grant_id``) and waits for the acknowledgements;
@@ -10,13 +10,13 @@ deliveries with :func:`stream_apps.routing.route` against the grants in force, a
 3. upserts the latest record of each entity into ``entity_state`` (for online query and
    backfill, Art. 17) in one statement, deletes in another;
 4. only then commits its input offsets (from a thread of its own, without waiting for the
-   broker: :class:`govbus_core.batching.Committer`).
+   broker: :class:`govbus.core.batching.Committer`).
 
 At-least-once: a crash replays a batch, re-producing deliveries that the delivery-log sink
 de-duplicates by (event_id, recipient, channel). Grants and catalogue metadata are reloaded
 every ``GOVBUS_GRANT_REFRESH_S`` seconds (default 1.0), so a grant or revocation takes effect
 without a restart. A batch loop rather than a faust agent, for the gate's reasons (see
-:mod:`stream_apps.gate`).
+:mod:`govbus.stream_apps.gate`).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ import psycopg2.extensions
 import psycopg2.extras
 from confluent_kafka import Consumer, KafkaError, Producer
 
-from govbus_core import db, metrics, sharing_store
-from govbus_core.batching import (
+from govbus.core import db, metrics, sharing_store
+from govbus.core.batching import (
     Acks,
     BatchStage,
     Committer,
@@ -45,20 +45,20 @@ from govbus_core.batching import (
     serve,
     usable,
 )
-from govbus_core.config import Settings
-from govbus_core.envelope import now_ms
-from govbus_core.errors import (
+from govbus.core.config import Settings
+from govbus.core.envelope import now_ms
+from govbus.core.errors import (
     ConfigError,
     DatabaseError,
     RegistryError,
     SerdeError,
 )
-from govbus_core.kafka import KnownTopics, consumer_config, producer_config
-from govbus_core.registry import SchemaRegistry
-from govbus_core.serde import unframe
-from govbus_core.sharing import Grant
-from stream_apps.router_metrics import Routed, observe
-from stream_apps.routing import (
+from govbus.core.kafka import KnownTopics, consumer_config, producer_config
+from govbus.core.registry import SchemaRegistry
+from govbus.core.serde import unframe
+from govbus.core.sharing import Grant
+from govbus.stream_apps.router_metrics import Routed, observe
+from govbus.stream_apps.routing import (
     DELIVERY_TOPIC,
     Delivery,
     RoutePlan,
@@ -206,7 +206,7 @@ class StateWriter:
 class StateRows(NamedTuple):
     """A batch's ``entity_state`` changes as the JSON documents :class:`StateWriter` sends
     (None: no such change): plain strings, so that the hot path can hand them to its
-    settling process (:mod:`stream_apps.settler`) as they are."""
+    settling process (:mod:`govbus.stream_apps.settler`) as they are."""
 
     upserts: str | None
     deletes: str | None
@@ -368,7 +368,7 @@ def routing_from(pattern: str) -> Callable[[Any], str]:
 
 
 def main() -> None:
-    """``python -m stream_apps.router``: run one router until SIGTERM or SIGINT."""
+    """``python -m govbus.stream_apps.router``: run one router until SIGTERM or SIGINT."""
     serve("router", lambda: Router(Settings.from_env()), routing_from(VALIDATED_PATTERN))
 
 

@@ -6,9 +6,9 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from govbus_core import metrics
-from govbus_core.envelope import now_ms
-from stream_apps.routing import Delivery, RouteResult
+from govbus.core import metrics
+from govbus.core.envelope import now_ms
+from govbus.stream_apps.routing import Delivery, RouteResult
 
 Routed = tuple[Any, dict[str, Any], RouteResult]  # (Resource, event, what routing decided)
 Acked = tuple[Delivery, int | None, int | None, int]  # as router.send_deliveries returns

@@ -1,7 +1,7 @@
 """Share-class routing as pure functions: which agency receives what of a change event.
 
-No I/O here; the router loop (:mod:`stream_apps.router`) and the online query
-(:mod:`consumers.query`) call these and do the producing and storing.
+No I/O here; the router loop (:mod:`govbus.stream_apps.router`) and the online query
+(:mod:`govbus.consumers.query`) call these and do the producing and storing.
 
 - Art. 15: *unconditional* and *on application* resources go only to agencies holding a grant
   in force (an unconditional request is granted at once, Art. 18, so a grant doubles as the
@@ -22,15 +22,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from govbus_core.catalogue import META, SHARE_CLASSES, Resource
-from govbus_core.sharing import Grant
+from govbus.core.catalogue import META, SHARE_CLASSES, Resource
+from govbus.core.sharing import Grant
 
 DELIVERY_TOPIC = "govbus.deliveries"
 
 
 class Delivery(NamedTuple):
     """One event, projected for one recipient under one grant (a named tuple: one is built
-    per delivery, see :class:`consumers.delivery_chain.Delivery`)."""
+    per delivery, see :class:`govbus.consumers.delivery_chain.Delivery`)."""
 
     recipient: str
     grant_id: int

@@ -12,7 +12,7 @@ socket is private to the two processes):
 
 - the worker sends the DSN first (never on a command line), then one :class:`Batch` per
   batch, in commit order, and waits for its reply before it commits the batch's offsets;
-- the child writes the log (:func:`consumers.delivery_log.append`) while a second thread
+- the child writes the log (:func:`govbus.consumers.delivery_log.append`) while a second thread
   writes ``entity_state`` and the counts, each on its own connection, and replies
   ``("ok", written, duplicates)``, ``("failed", why)`` (PostgreSQL: the worker rewinds and
   retries the batch) or ``("crashed", why)`` (a bug: the worker stops, as it would have);
@@ -35,12 +35,12 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
-from consumers.delivery_chain import Delivery as LogEntry
-from consumers.delivery_log import LogWriter
-from govbus_core.batching import tune_gc
-from govbus_core.errors import DatabaseError
-from govbus_core.event_counts import CountWriter, Judged
-from stream_apps.router import StateRows, StateWriter
+from govbus.consumers.delivery_chain import Delivery as LogEntry
+from govbus.consumers.delivery_log import LogWriter
+from govbus.core.batching import tune_gc
+from govbus.core.errors import DatabaseError
+from govbus.core.event_counts import CountWriter, Judged
+from govbus.stream_apps.router import StateRows, StateWriter
 
 log = logging.getLogger("govbus.settler")
 _LENGTH = struct.Struct(">Q")
@@ -101,7 +101,7 @@ class Settler:
         ours, theirs = socket.socketpair()
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "stream_apps.settler", str(theirs.fileno())],
+                [sys.executable, "-m", "govbus.stream_apps.settler", str(theirs.fileno())],
                 pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         except OSError as exc:
             ours.close()
@@ -200,13 +200,13 @@ def serve(sock: socket.socket) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m stream_apps.settler FD``: started by :class:`Settler` only."""
+    """``python -m govbus.stream_apps.settler FD``: started by :class:`Settler` only."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not args[0].isdigit():
-        raise SystemExit("usage: python -m stream_apps.settler FD (started by a hot-path "
+        raise SystemExit("usage: python -m govbus.stream_apps.settler FD (started by a hot-path "
                          "worker, which passes it its end of a socket pair)")
     with socket.socket(fileno=int(args[0])) as sock:
         try:

@@ -14,11 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from govbus_core.catalogue import Resource
-from govbus_core.errors import RegistryError, SerdeError, Violation
-from govbus_core.registry import RegisteredSchema
-from govbus_core.serde import unframe
-from govbus_core.validation import check_event
+from govbus.core.catalogue import Resource
+from govbus.core.errors import RegistryError, SerdeError, Violation
+from govbus.core.registry import RegisteredSchema
+from govbus.core.serde import unframe
+from govbus.core.validation import check_event
 
 Lookup = Callable[[int], RegisteredSchema]  # raises RegistryError when unknown
 

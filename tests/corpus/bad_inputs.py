@@ -15,10 +15,10 @@ from typing import Any
 
 import fastavro
 
-from govbus_core.envelope import envelope_schema, make_event
-from govbus_core.registry import RegisteredSchema
-from govbus_core.serde import frame
-from producers.publisher import Change
+from govbus.core.envelope import envelope_schema, make_event
+from govbus.core.registry import RegisteredSchema
+from govbus.core.serde import frame
+from govbus.producers.publisher import Change
 
 SchemaFor = Callable[[str], RegisteredSchema]  # resource id → its latest registered schema
 POP = "public_security.population_register"

@@ -46,17 +46,17 @@ from typing import Any
 import psycopg2
 from confluent_kafka import Consumer
 
-from consumers.delivery_log import verify
 from govbus import runtime, sample
-from govbus_core import db, registry, sharing_store
-from govbus_core.catalogue import Catalogue, load_catalogue
-from govbus_core.config import Settings
-from govbus_core.errors import GovbusError
-from govbus_core.kafka import consumer_config, ensure_topics
-from producers.outbox import install
-from producers.publisher import Change, Publisher
-from stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
-from stream_apps.reconciler import members
+from govbus.consumers.delivery_log import verify
+from govbus.core import db, registry, sharing_store
+from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.errors import GovbusError
+from govbus.core.kafka import consumer_config, ensure_topics
+from govbus.producers.outbox import install
+from govbus.producers.publisher import Change, Publisher
+from govbus.stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
+from govbus.stream_apps.reconciler import members
 from tests.faults.check import Figures, compare, compare_cases
 from tests.faults.processes import Broker, Postgres, Supervisor, cluster
 
@@ -65,16 +65,17 @@ TAX, POP = "tax.tax_registration", "public_security.population_register"
 # the bus's processes per topology: the hot path as `govbus up` runs it (with the sink that
 # logs queries and backfills), or the split stages joined by topics
 TOPOLOGIES = {
-    "hotpath": {"hotpath": ["-m", "stream_apps.hotpath"],
-                "sink": ["-m", "consumers.delivery_log"]},
-    "split": {"gate": ["-m", "stream_apps.gate"], "router": ["-m", "stream_apps.router"],
-              "sink": ["-m", "consumers.delivery_log"]},
+    "hotpath": {"hotpath": ["-m", "govbus.stream_apps.hotpath"],
+                "sink": ["-m", "govbus.consumers.delivery_log"]},
+    "split": {"gate": ["-m", "govbus.stream_apps.gate"],
+              "router": ["-m", "govbus.stream_apps.router"],
+              "sink": ["-m", "govbus.consumers.delivery_log"]},
 }
 # reconciliation, running through the broker outage like the rest (its state is in
 # PostgreSQL); the split topology also needs its reconcile feed
-RECONCILIATION = {"reconciler": ["-m", "stream_apps.reconciler"],
-                  "cases": ["-m", "consumers.cases_sink"]}
-FEED = {"feed": ["-m", "stream_apps.reconcile_feed"]}
+RECONCILIATION = {"reconciler": ["-m", "govbus.stream_apps.reconciler"],
+                  "cases": ["-m", "govbus.consumers.cases_sink"]}
+FEED = {"feed": ["-m", "govbus.stream_apps.reconcile_feed"]}
 REP = "company.legal_representative"
 Say = Callable[[str], None]
 
@@ -332,7 +333,7 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
             reconciliation = RECONCILIATION | (FEED if plan.topology == "split" else {})
             for name, argv in (TOPOLOGIES[plan.topology] | reconciliation).items():
                 sup.add(name, argv)
-            sup.add("outbox", ["-m", "producers.outbox", "--dsn", agency, "--agency", "tax",
+            sup.add("outbox", ["-m", "govbus.producers.outbox", "--dsn", agency, "--agency", "tax",
                                "--resource", "tax_registration", "--batch-size", "50",
                                "--message-timeout-ms", "3000"])
             sup.thread.start()

@@ -23,11 +23,11 @@ import psycopg2
 import pytest
 
 from govbus import runtime
-from govbus_core import db, registry
-from govbus_core.catalogue import Catalogue, load_catalogue
-from govbus_core.config import Settings
-from govbus_core.errors import DatabaseError
-from govbus_core.kafka import ensure_topics
+from govbus.core import db, registry
+from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.errors import DatabaseError
+from govbus.core.kafka import ensure_topics
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 

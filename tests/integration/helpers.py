@@ -11,8 +11,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message
 
-from govbus_core.config import Settings
-from govbus_core.kafka import consumer_config
+from govbus.core.config import Settings
+from govbus.core.kafka import consumer_config
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:

@@ -17,23 +17,23 @@ from typing import Any
 
 import psycopg2.extras
 
-from consumers.cases_sink import CasesSink
 from govbus import sample
-from govbus_core import db
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics
-from producers.publisher import Change, Publisher
-from stream_apps.gate import Gate
-from stream_apps.reconcile_feed import (
+from govbus.consumers.cases_sink import CasesSink
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics
+from govbus.producers.publisher import Change, Publisher
+from govbus.stream_apps.gate import Gate
+from govbus.stream_apps.reconcile_feed import (
     CASES_TOPIC,
     VALUES_TOPIC,
     ReconcileFeed,
     owners,
     value_message,
 )
-from stream_apps.reconcile_rules import apply_entity
-from stream_apps.reconciler import changes
+from govbus.stream_apps.reconcile_rules import apply_entity
+from govbus.stream_apps.reconciler import changes
 
 ROOT = Path(__file__).resolve().parents[2]
 MR, TAX = "market_regulation", "tax"
@@ -77,7 +77,7 @@ class Pipeline:
                             "GOVBUS_RECONCILER_ID": self.app_id}
         with open(self.logs / "reconciler.log", "ab") as out:
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "stream_apps.reconciler"], env=env, stdout=out,
+                [sys.executable, "-m", "govbus.stream_apps.reconciler"], env=env, stdout=out,
                 stderr=out, cwd=ROOT, preexec_fn=_die_with_parent))
 
     def reconciler_kill(self, which: int = -1) -> None:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from govbus_core import access, db, sharing_store
-from govbus_core.catalogue import Catalogue
+from govbus.core import access, db, sharing_store
+from govbus.core.catalogue import Catalogue
 from tests.integration.test_cli import govbus
 
 

@@ -1,4 +1,4 @@
-"""``infra.acl`` against the real Tansu broker, which does not support ACLs: apply says so
+"""``govbus.infra.acl`` against the real Tansu broker, which does not support ACLs: apply says so
 clearly (and the process survives: librdkafka aborts on Tansu's CreateAcls answer), while the
 plan from the real grants table still comes out."""
 
@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from govbus_core.catalogue import Catalogue
-from govbus_core.errors import BrokerError
-from govbus_core.sharing_store import file_request
-from infra.acl import advertised_apis, apply, main, plan
+from govbus.core.catalogue import Catalogue
+from govbus.core.errors import BrokerError
+from govbus.core.sharing_store import file_request
+from govbus.infra.acl import advertised_apis, apply, main, plan
 from tests.integration.conftest import TansuBroker
 
 NOW = dt.datetime.now(dt.UTC)

@@ -11,8 +11,8 @@ from collections import Counter
 
 from confluent_kafka import Consumer
 
-from govbus_core.config import Settings
-from govbus_core.kafka import consumer_config, ensure_topics
+from govbus.core.config import Settings
+from govbus.core.kafka import consumer_config, ensure_topics
 
 TOPICS = [f"ingest.assign{i}.records" for i in range(5)]
 

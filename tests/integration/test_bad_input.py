@@ -15,12 +15,12 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Producer
 
-from govbus_core.catalogue import CatalogueError
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics
-from govbus_core.registry import SchemaRegistry
-from producers.publisher import Change, Publisher
-from stream_apps.gate import Gate
+from govbus.core.catalogue import CatalogueError
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics
+from govbus.core.registry import SchemaRegistry
+from govbus.producers.publisher import Change, Publisher
+from govbus.stream_apps.gate import Gate
 from tests.corpus.bad_inputs import (
     GATE_CORPUS,
     PERSON,

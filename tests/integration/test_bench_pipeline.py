@@ -11,12 +11,12 @@ from pathlib import Path
 from bench import pipeline_bench
 from bench.env import Env
 from bench.pipeline import Feeder, file_grants, log_head
-from consumers.delivery_log import verify
 from govbus import runtime
-from govbus_core import db, registry
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics
+from govbus.consumers.delivery_log import verify
+from govbus.core import db, registry
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics
 
 
 def test_one_worker_logs_every_delivery_of_a_small_run(

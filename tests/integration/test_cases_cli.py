@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from govbus_core import access, db, sharing_store
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from producers.publisher import Change
-from stream_apps.reconcile_feed import CASES_TOPIC
+from govbus.core import access, db, sharing_store
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.producers.publisher import Change
+from govbus.stream_apps.reconcile_feed import CASES_TOPIC
 from tests.integration.helpers import TopicReader, wait_until
 from tests.integration.reconcile_pipeline import MR, TAX, Pipeline, company, publish, tax_row
 from tests.integration.test_cli import govbus

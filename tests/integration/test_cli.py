@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from govbus.core.catalogue import default_schemas_dir
+from govbus.core.config import Settings
 from govbus.runtime import STREAM_APPS
-from govbus_core.catalogue import default_schemas_dir
-from govbus_core.config import Settings
 from tests.integration.helpers import TopicReader, wait_until
 
 

@@ -13,12 +13,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from consumers.delivery_log import DeliveryLogSink
 from govbus import sample
-from govbus_core import db
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from producers.publisher import Change, Publisher
+from govbus.consumers.delivery_log import DeliveryLogSink
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.producers.publisher import Change, Publisher
 from tests.integration.helpers import wait_until
 from tests.integration.test_router import agency, grant, pipeline  # noqa: F401  (fixture)
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import psycopg2
 import pytest
 
-from govbus_core import db
-from govbus_core.errors import DatabaseError
+from govbus.core import db
+from govbus.core.errors import DatabaseError
 
 
 def backend(conn: psycopg2.extensions.connection) -> int:

@@ -21,11 +21,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from consumers import delivery_log as dl
-from govbus_core import db
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from govbus_core.kafka import admin, ensure_topics, producer_config
+from govbus.consumers import delivery_log as dl
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import admin, ensure_topics, producer_config
 from tests.integration.helpers import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def start_sink(settings: Settings, log: Path, topic: str, group: str) -> subproc
     env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                         "DATABASE_URL": settings.database_url}
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "consumers.delivery_log", "--topic",
+        return subprocess.Popen([sys.executable, "-m", "govbus.consumers.delivery_log", "--topic",
                                  topic, "--group", group, "--batch-size", "100"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=out, cwd=ROOT)
 

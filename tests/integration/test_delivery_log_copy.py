@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from consumers import delivery_log as dl
-from govbus_core import db
+from govbus.consumers import delivery_log as dl
+from govbus.core import db
 
 AWKWARD = ["plain", 'quo"te', "back\\slash", "tab\there", "new\nline", "com,ma", "{brace}",
            "NULL", "\\N", "住址", " spaced "]

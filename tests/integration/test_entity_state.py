@@ -9,8 +9,8 @@ from typing import Any
 
 import psycopg2.extras
 
-from govbus_core import db
-from stream_apps.router import StateWriter
+from govbus.core import db
+from govbus.stream_apps.router import StateWriter
 
 RESOURCE = "tax.tax_registration"
 

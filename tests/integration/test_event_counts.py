@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from govbus_core import db
-from govbus_core.event_counts import CountWriter, Judged
+from govbus.core import db
+from govbus.core.event_counts import CountWriter, Judged
 from tests.integration.conftest import scratch_database
 
 TOPIC = "ingest.tax.tax_registration"

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka import Producer
 
-from govbus_core.config import Settings
-from govbus_core.registry import SchemaRegistry
-from govbus_core.serde import frame
-from producers.publisher import Change, Publisher
-from stream_apps.gate import Gate
+from govbus.core.config import Settings
+from govbus.core.registry import SchemaRegistry
+from govbus.core.serde import frame
+from govbus.producers.publisher import Change, Publisher
+from govbus.stream_apps.gate import Gate
 from tests.integration.helpers import TopicReader
 
 PERSON = {"resident_id": "11010519491231002X", "name": "王芳", "gender": "F",

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from consumers.delivery_log import verify
-from govbus_core import db
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics, murmur2_partition, producer_config
-from producers.publisher import Change
-from stream_apps.hotpath import HotPath
-from stream_apps.reconcile_feed import VALUES_TOPIC
+from govbus.consumers.delivery_log import verify
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics, murmur2_partition, producer_config
+from govbus.producers.publisher import Change
+from govbus.stream_apps.hotpath import HotPath
+from govbus.stream_apps.reconcile_feed import VALUES_TOPIC
 from tests.integration.helpers import TopicReader, running, wait_until
 from tests.integration.test_restarts import N, Processes, further, logged, paced_feed
 from tests.integration.test_router import TAX, agency, company, grant, publish
@@ -111,7 +111,7 @@ def test_hotpath_killed_mid_stream_logs_every_delivery_once(
     request.addfinalizer(inbox.close)
     processes = Processes(settings, tmp_path)
     request.addfinalizer(processes.stop_all)
-    processes.start("hotpath", "stream_apps.hotpath")
+    processes.start("hotpath", "govbus.stream_apps.hotpath")
 
     published: list[str] = []
     kills_done = threading.Event()  # the last third of the feed comes after both crashes
@@ -126,7 +126,7 @@ def test_hotpath_killed_mid_stream_logs_every_delivery_once(
                    f"deliveries logged before the kill (logs in {tmp_path})")
         processes.kill("hotpath")
         marks.append(len(logged(dsn, recipient)))
-        processes.start("hotpath", "stream_apps.hotpath")
+        processes.start("hotpath", "govbus.stream_apps.hotpath")
     kills_done.set()
     assert marks[-1] < N, "the kills came after the stream's end"
     feeder.join(120)

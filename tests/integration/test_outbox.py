@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from govbus_core import db
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from govbus_core.identifiers import resident_id_check_char
-from govbus_core.kafka import consumer_config, ensure_topics
-from govbus_core.registry import SchemaRegistry
-from govbus_core.serde import unframe
-from producers.outbox import OutboxError, OutboxRelay, install, to_record
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.identifiers import resident_id_check_char
+from govbus.core.kafka import consumer_config, ensure_topics
+from govbus.core.registry import SchemaRegistry
+from govbus.core.serde import unframe
+from govbus.producers.outbox import OutboxError, OutboxRelay, install, to_record
 from tests.integration.conftest import TansuBroker
 from tests.integration.helpers import wait_until
 
@@ -289,7 +289,7 @@ def test_contract_breach_is_refused_and_queue_moves_on(
 def _relay_process(tansu: TansuBroker, dsn: str, log: Path) -> subprocess.Popen[bytes]:
     env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap, "DATABASE_URL": dsn}
     with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "producers.outbox", "--dsn", dsn,
+        return subprocess.Popen([sys.executable, "-m", "govbus.producers.outbox", "--dsn", dsn,
                                  "--agency", AGENCY, "--resource", RESOURCE,
                                  "--batch-size", "50"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=out,

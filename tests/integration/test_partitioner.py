@@ -1,5 +1,5 @@
 """The bundling feed places each entity where a keyed Kafka producer would (real broker):
-:func:`govbus_core.kafka.murmur2_partition` must agree with librdkafka's ``murmur2_random``
+:func:`govbus.core.kafka.murmur2_partition` must agree with librdkafka's ``murmur2_random``
 (the Java clients' default), or one entity's values would split across partitions and the
 reconciler would never see them side by side."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from confluent_kafka import Producer
 
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics, murmur2_partition, partition_count, producer_config
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics, murmur2_partition, partition_count, producer_config
 
 
 def test_murmur2_matches_the_keyed_producer(settings: Settings) -> None:

@@ -31,16 +31,17 @@ import pytest
 from confluent_kafka import Producer
 
 from govbus import prom, runtime, sample
-from govbus_core import db, registry, sharing_store
-from govbus_core.catalogue import Catalogue, load_catalogue
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics, producer_config
-from producers.publisher import Change, Publisher
+from govbus.core import db, registry, sharing_store
+from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics, producer_config
+from govbus.producers.publisher import Change, Publisher
 from tests.integration.conftest import TansuBroker, scratch_database
 from tests.integration.helpers import wait_until
 
-APPS = {"gate": "stream_apps.gate", "router": "stream_apps.router",
-        "delivery_log": "consumers.delivery_log", "ops_exporter": "stream_apps.ops_exporter"}
+APPS = {"gate": "govbus.stream_apps.gate", "router": "govbus.stream_apps.router",
+        "delivery_log": "govbus.consumers.delivery_log",
+        "ops_exporter": "govbus.stream_apps.ops_exporter"}
 PEOPLE, ADOPTIONS, GARBAGE = 12, 3, 3
 POPULATION, ADOPTION = "public_security.population_register", "civil_affairs.adoption_register"
 

@@ -18,12 +18,12 @@ import pytest
 from confluent_kafka import Producer
 
 from govbus import runtime
-from govbus_core import db
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics, producer_config
-from producers.publisher import Change
-from stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics, producer_config
+from govbus.producers.publisher import Change
+from govbus.stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
 from tests.integration.conftest import TansuBroker
 from tests.integration.helpers import TopicReader, wait_until
 from tests.integration.reconcile_pipeline import (

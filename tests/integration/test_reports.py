@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from govbus import reports
-from govbus_core import db, registry
-from govbus_core.catalogue import load_catalogue
+from govbus.core import db, registry
+from govbus.core.catalogue import load_catalogue
 
 EVENTS = [  # day, agency, resource, outcome, rule, events, last_at
     ("2024-12-31", "tax", "tax.tax_registration", "accepted", "", 7, "2024-12-31 10:00"),

@@ -22,14 +22,14 @@ from pathlib import Path
 
 import pytest
 
-from consumers.delivery_log import verify
-from govbus_core import db
-from govbus_core.catalogue import Catalogue
-from govbus_core.config import Settings
-from govbus_core.kafka import ensure_topics
-from producers.publisher import Change, Publisher
-from stream_apps.gate import Gate
-from stream_apps.routing import DELIVERY_TOPIC
+from govbus.consumers.delivery_log import verify
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics
+from govbus.producers.publisher import Change, Publisher
+from govbus.stream_apps.gate import Gate
+from govbus.stream_apps.routing import DELIVERY_TOPIC
 from tests.integration.helpers import TopicReader, wait_until
 from tests.integration.test_router import TAX, agency, company, grant
 
@@ -116,8 +116,8 @@ def test_router_and_sink_killed_mid_stream_log_every_delivery_once(
     gate = Gate(settings, group=f"test-gate-{uuid.uuid4().hex[:8]}", batch=100)
     gate_thread = threading.Thread(target=gate.run, daemon=True)
     gate_thread.start()
-    processes.start("router", "stream_apps.router")
-    processes.start("sink", "consumers.delivery_log")
+    processes.start("router", "govbus.stream_apps.router")
+    processes.start("sink", "govbus.consumers.delivery_log")
 
     published: list[str] = []
 
@@ -134,13 +134,13 @@ def test_router_and_sink_killed_mid_stream_log_every_delivery_once(
         router_killed.set()
         at_router_kill = len(logged(dsn, recipient))
         target = further(dsn, recipient)
-        processes.start("router", "stream_apps.router")
+        processes.start("router", "govbus.stream_apps.router")
         wait_until(lambda: len(logged(dsn, recipient)) >= target, 90,
                    f"the restarted router's deliveries to be logged (logs in {tmp_path})")
         processes.kill("sink")
         sink_killed.set()
         at_sink_kill = len(logged(dsn, recipient))
-        processes.start("sink", "consumers.delivery_log")
+        processes.start("sink", "govbus.consumers.delivery_log")
         assert at_sink_kill < N, "the kills came after the stream's end"
         feeder.join(120)
         assert len(published) == N

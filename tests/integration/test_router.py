@@ -21,17 +21,17 @@ import psycopg2.extras
 import pytest
 from confluent_kafka import Message
 
-from consumers.query import RecordNotFound, backfill, query
 from govbus import sample
-from govbus_core import db, sharing_store
-from govbus_core.catalogue import Catalogue, Resource
-from govbus_core.config import Settings
-from govbus_core.kafka import admin, ensure_topics
-from govbus_core.sharing import SharingError
-from producers.publisher import Change, Publisher
-from stream_apps.gate import Gate
-from stream_apps.router import Router
-from stream_apps.routing import DELIVERY_TOPIC
+from govbus.consumers.query import RecordNotFound, backfill, query
+from govbus.core import db, sharing_store
+from govbus.core.catalogue import Catalogue, Resource
+from govbus.core.config import Settings
+from govbus.core.kafka import admin, ensure_topics
+from govbus.core.sharing import SharingError
+from govbus.producers.publisher import Change, Publisher
+from govbus.stream_apps.gate import Gate
+from govbus.stream_apps.router import Router
+from govbus.stream_apps.routing import DELIVERY_TOPIC
 from tests.integration.helpers import TopicReader, wait_until
 
 TAX = "tax.tax_registration"

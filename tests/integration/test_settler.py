@@ -13,13 +13,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from consumers import delivery_log as dl
-from consumers.delivery_chain import Delivery as LogEntry
-from govbus_core import db
-from govbus_core.errors import DatabaseError
-from govbus_core.event_counts import Judged
-from stream_apps.router import StateRows, json_bytes
-from stream_apps.settler import Batch, Settler, receive, send
+from govbus.consumers import delivery_log as dl
+from govbus.consumers.delivery_chain import Delivery as LogEntry
+from govbus.core import db
+from govbus.core.errors import DatabaseError
+from govbus.core.event_counts import Judged
+from govbus.stream_apps.router import StateRows, json_bytes
+from govbus.stream_apps.settler import Batch, Settler, receive, send
 from tests.integration.helpers import wait_until
 
 RESOURCE = "tax.tax_registration"

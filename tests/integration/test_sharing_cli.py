@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from govbus_core import access, db
+from govbus.core import access, db
 from tests.integration.test_cli import govbus
 
 TOKENS: dict[tuple[str, str], str] = {}

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_INVALID, Consumer, Producer, TopicPartition
 
-from consumers.subscriber import Subscriber, SubscriberError, TableSink, main
-from govbus_core import access, db
-from govbus_core.catalogue import Catalogue, default_schemas_dir
-from govbus_core.config import Settings
-from govbus_core.kafka import consumer_config, ensure_topics
-from govbus_core.sharing_store import decide, file_request, revoke
+from govbus.consumers.subscriber import Subscriber, SubscriberError, TableSink, main
+from govbus.core import access, db
+from govbus.core.catalogue import Catalogue, default_schemas_dir
+from govbus.core.config import Settings
+from govbus.core.kafka import consumer_config, ensure_topics
+from govbus.core.sharing_store import decide, file_request, revoke
 from tests.integration.helpers import wait_until
 
 POP = "public_security.population_register"

@@ -18,10 +18,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from govbus import sample
-from govbus_core import validation
-from govbus_core.catalogue import Catalogue, Resource, load_catalogue
-from govbus_core.envelope import make_event
-from govbus_core.validation import check_event, compile_acceptor
+from govbus.core import validation
+from govbus.core.catalogue import Catalogue, Resource, load_catalogue
+from govbus.core.envelope import make_event
+from govbus.core.validation import check_event, compile_acceptor
 
 CATALOGUE: Catalogue = load_catalogue()
 RESOURCES: list[Resource] = sorted(CATALOGUE, key=lambda r: r.id)

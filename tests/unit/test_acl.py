@@ -8,9 +8,9 @@ import json
 
 import pytest
 
-from govbus_core.catalogue import Catalogue, load_catalogue
-from govbus_core.sharing import Grant
-from infra.acl import (
+from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.sharing import Grant
+from govbus.infra.acl import (
     BUS_PRINCIPAL,
     AclEntry,
     AclError,

@@ -12,14 +12,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from govbus_core.catalogue import Catalogue, CatalogueError, load_catalogue
-from govbus_core.config import Settings
-from govbus_core.envelope import envelope_schema
-from govbus_core.errors import RegistryError
-from govbus_core.registry import RegisteredSchema
-from govbus_core.serde import Codec
-from producers.publisher import Change, Publisher
-from stream_apps.verdict import Verdict, judge
+from govbus.core.catalogue import Catalogue, CatalogueError, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.envelope import envelope_schema
+from govbus.core.errors import RegistryError
+from govbus.core.registry import RegisteredSchema
+from govbus.core.serde import Codec
+from govbus.producers.publisher import Change, Publisher
+from govbus.stream_apps.verdict import Verdict, judge
 from tests.corpus.bad_inputs import (
     GATE_CORPUS,
     PERSON,

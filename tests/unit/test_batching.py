@@ -12,7 +12,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from prometheus_client import REGISTRY
 
-from govbus_core.batching import (
+from govbus.core.batching import (
     GC_THRESHOLDS,
     Acks,
     BatchStage,
@@ -23,7 +23,7 @@ from govbus_core.batching import (
     tune_gc,
     usable,
 )
-from govbus_core.errors import BrokerError, DatabaseError
+from govbus.core.errors import BrokerError, DatabaseError
 
 
 class Msg:

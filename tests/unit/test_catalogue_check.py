@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from govbus_core import catalogue_check as cc
-from govbus_core.catalogue import CatalogueError, Resource, load_catalogue
-from govbus_core.catalogue_check import Finding, check_catalogue, errors_only
+from govbus.core import catalogue_check as cc
+from govbus.core.catalogue import CatalogueError, Resource, load_catalogue
+from govbus.core.catalogue_check import Finding, check_catalogue, errors_only
 
 SHIPPED = Path(__file__).resolve().parents[2] / "schemas"
 TODAY = dt.date(2026, 11, 25)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from govbus_core.compat import check_backward_transitive, incompatibilities
+from govbus.core.compat import check_backward_transitive, incompatibilities
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 

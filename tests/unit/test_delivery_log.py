@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.delivery_chain import (
+from govbus.consumers.delivery_chain import (
     GENESIS,
     ChainChecker,
     Delivery,

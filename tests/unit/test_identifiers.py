@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from govbus_core import identifiers as ids
-from govbus_core.identifiers import USCC_ALPHABET, resident_id_check_char, uscc_check_char
+from govbus.core import identifiers as ids
+from govbus.core.identifiers import USCC_ALPHABET, resident_id_check_char, uscc_check_char
 
 # Published examples: GB 11643 sample number, and real registered credit codes.
 VALID_IDS = ["11010519491231002X", "440524188001010014"]

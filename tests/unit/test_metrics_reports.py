@@ -12,11 +12,11 @@ import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from govbus import prom, report_calc, report_render
-from govbus_core import metrics
-from govbus_core.errors import ConfigError
-from govbus_core.event_counts import Judged, aggregate, countable
-from stream_apps import ops_exporter
-from stream_apps.ops_queries import staleness
+from govbus.core import metrics
+from govbus.core.errors import ConfigError
+from govbus.core.event_counts import Judged, aggregate, countable
+from govbus.stream_apps import ops_exporter
+from govbus.stream_apps.ops_queries import staleness
 
 UTC = dt.UTC
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from govbus_core.batching import Acks
-from govbus_core.kafka import murmur2_partition
-from stream_apps.reconcile_feed import Bundles
-from stream_apps.reconcile_rules import ValueChange, apply, apply_entity
-from stream_apps.reconciler import changes, members
+from govbus.core.batching import Acks
+from govbus.core.kafka import murmur2_partition
+from govbus.stream_apps.reconcile_feed import Bundles
+from govbus.stream_apps.reconcile_rules import ValueChange, apply, apply_entity
+from govbus.stream_apps.reconciler import changes, members
 
 ENTITY, OWNER = "company:91360502MA35X0000X", "market_regulation"
 REP, ADDR = "company.legal_representative", "company.registered_address"

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from stream_apps.reconcile_rules import (
+from govbus.stream_apps.reconcile_rules import (
     CHINA,
     ValueChange,
     apply,

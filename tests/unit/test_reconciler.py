@@ -12,8 +12,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from stream_apps.reconcile_rules import EntityState, ValueChange
-from stream_apps.reconciler import lock_key, parse, reconcile
+from govbus.stream_apps.reconcile_rules import EntityState, ValueChange
+from govbus.stream_apps.reconciler import lock_key, parse, reconcile
 
 OWNER, TAX, HRSS = "market_regulation", "tax", "hrss"
 REP = "company.legal_representative"

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_apps.router import json_bytes
+from govbus.stream_apps.router import json_bytes
 
 
 def reference(value: Any) -> bytes:

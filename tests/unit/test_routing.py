@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from consumers.delivery_chain import parse_delivery
-from govbus_core.catalogue import Catalogue, Resource, load_catalogue
-from govbus_core.envelope import make_event
-from govbus_core.sharing import Grant
-from stream_apps.hotpath import log_entry
-from stream_apps.router import json_bytes
-from stream_apps.routing import (
+from govbus.consumers.delivery_chain import parse_delivery
+from govbus.core.catalogue import Catalogue, Resource, load_catalogue
+from govbus.core.envelope import make_event
+from govbus.core.sharing import Grant
+from govbus.stream_apps.hotpath import log_entry
+from govbus.stream_apps.router import json_bytes
+from govbus.stream_apps.routing import (
     RoutePlan,
     delivery_record,
     grant_for,

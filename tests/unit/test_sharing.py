@@ -6,9 +6,9 @@ import datetime as dt
 
 import pytest
 
-from govbus_core.catalogue import Catalogue, load_catalogue
-from govbus_core.sharing import SharingError, decide_request
-from govbus_core.workdays import add_working_days, working_days_between
+from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.sharing import SharingError, decide_request
+from govbus.core.workdays import add_working_days, working_days_between
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
-from govbus_core.event_counts import Judged
-from govbus_core.metrics import observe_many
-from stream_apps.gate import observe as gate_observe
-from stream_apps.router_metrics import observe as router_observe
-from stream_apps.routing import RouteResult
+from govbus.core.event_counts import Judged
+from govbus.core.metrics import observe_many
+from govbus.stream_apps.gate import observe as gate_observe
+from govbus.stream_apps.router_metrics import observe as router_observe
+from govbus.stream_apps.routing import RouteResult
 
 
 def sample(name: str, **labels: str) -> float:

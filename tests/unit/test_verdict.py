@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from govbus_core.catalogue import Catalogue, load_catalogue
-from govbus_core.envelope import envelope_schema, make_event
-from govbus_core.errors import RegistryError
-from govbus_core.registry import RegisteredSchema
-from govbus_core.serde import Codec, frame
-from stream_apps.verdict import Verdict, judge
+from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.envelope import envelope_schema, make_event
+from govbus.core.errors import RegistryError
+from govbus.core.registry import RegisteredSchema
+from govbus.core.serde import Codec, frame
+from govbus.stream_apps.verdict import Verdict, judge
 
 PERSON = {"resident_id": "11010519491231002X", "name": "王芳", "gender": "F",
           "birth_date": "1949-12-31", "ethnicity": None, "residence_address": "渝水区1号",
