@@ -21,7 +21,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from functools import partial
+from typing import Any, NamedTuple
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -33,6 +34,52 @@ log = logging.getLogger("govbus.batch")
 Offsets = dict[tuple[str, int], int]
 DeliveryCallback = Callable[[Any, Any], None]
 QUIET = (KafkaError._PARTITION_EOF, KafkaError.UNKNOWN_TOPIC_OR_PART)
+#: errors that no retry of the same record cures (the record itself is too large or invalid):
+#: such a record is set aside with its reason, per record, and its batch goes on. Retrying the
+#: batch would stop every agency's deliveries behind one record, for ever. Errors of the
+#: broker or of the client's rights (unreachable, not authorized) are not here: the batch is
+#: retried, and an alert fires on the retries (fail closed).
+NON_RETRIABLE = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE,
+                           KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD})
+Source = tuple[str, int, int]  # topic, partition, offset of the record an output came from
+
+
+class SetAside(NamedTuple):
+    """An output the broker or the client refused for good, with what is known of it."""
+
+    topic: str  # where it was to go
+    key: Any
+    value: bytes | None
+    error: str  # the error's name, e.g. MSG_SIZE_TOO_LARGE
+    reason: str
+    source: Source | None
+
+
+class Unsent:
+    """What a delivery callback is given for a record the client refused at ``produce``."""
+
+    def __init__(self, topic: str, key: Any, value: bytes | None) -> None:
+        self._topic, self._key, self._value = topic, key, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> Any:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def partition(self) -> None:
+        return None
+
+    def offset(self) -> None:
+        return None
+
+
+def set_aside(err: KafkaError | None) -> bool:
+    """Whether ``err`` means that this record can never be produced as it is."""
+    return err is not None and err.code() in NON_RETRIABLE
 
 
 def usable(msgs: Iterable[Any]) -> list[Any]:
@@ -158,7 +205,10 @@ def produce(producer: Producer, topic: str, key: Any, value: bytes | None,
             on_delivery: DeliveryCallback | None, headers: Any = None,
             partition: int | None = None) -> None:
     """Produce one message (to ``partition``, or where the producer's partitioner puts its
-    key), waiting while the client's local queue is full."""
+    key), waiting while the client's local queue is full. A record the client refuses for good
+    (:data:`NON_RETRIABLE`: larger than ``message.max.bytes``, say) is answered to
+    ``on_delivery`` as the broker's refusal would be, so that it is set aside with the rest
+    of its batch's answers; without a callback it raises."""
     while True:
         try:
             if partition is None:
@@ -171,6 +221,10 @@ def produce(producer: Producer, topic: str, key: Any, value: bytes | None,
         except BufferError:
             producer.poll(0.1)  # let acknowledgements drain
         except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if on_delivery is not None and isinstance(err, KafkaError) and set_aside(err):
+                on_delivery(err, Unsent(topic, key, value))
+                return
             raise BrokerError(f"cannot produce to {topic}: {exc}") from exc
 
 
@@ -180,37 +234,62 @@ class Acks:
     Used as the delivery callback. :meth:`wait` flushes the whole producer; a stage that
     produces the next batch while this one settles counts its own messages instead
     (:meth:`expect` per message, then :meth:`settle`). Callbacks may run in either thread:
-    answers are list appends, which need no lock."""
+    answers are list appends, which need no lock.
+
+    A record refused for good (:func:`set_aside`) is no failure of the batch: it is kept in
+    :attr:`set_aside`, with its reason and, when :meth:`expect` was given it, the position of
+    the record it came from, for the stage to file (the hot path's ``quarantine``), and
+    counted in ``govbus_records_set_aside_total``."""
 
     def __init__(self, what: str) -> None:
         self.what = what
         self.failures: list[str] = []
+        self.set_aside: list[SetAside] = []
         self.expected = 0
         self.uncounted = 0
         self._answers: list[bool] = []
 
-    def __call__(self, err: KafkaError | None, _msg: Any) -> None:
+    def __call__(self, err: KafkaError | None, msg: Any) -> None:
         self.uncounted += 1  # produced without expect(): fine for wait(), a bug for settle()
-        self.answer(err)
+        self.answer(err, "", msg)
 
-    def _counted(self, err: KafkaError | None, _msg: Any) -> None:
-        self.answer(err)
+    def _counted(self, err: KafkaError | None, msg: Any) -> None:
+        self.answer(err, "", msg)
 
-    def answer(self, err: KafkaError | None, where: str = "") -> None:
-        """Record one acknowledgement or failure (``where``: a prefix for its message)."""
+    def _sourced(self, source: Source, err: KafkaError | None, msg: Any) -> None:
+        self.answer(err, "", msg, source)
+
+    def answer(self, err: KafkaError | None, where: str = "", msg: Any = None,
+               source: Source | None = None) -> None:
+        """Record one acknowledgement, failure or record set aside (``where``: a prefix for
+        its message; ``msg``: the record, as the delivery callback has it)."""
         if err is not None:
-            self.failures.append(f"{where}{err}")
+            if set_aside(err) and msg is not None:
+                self._set_aside(err, msg, source)
+            else:
+                self.failures.append(f"{where}{err}")
         self._answers.append(err is None)
+
+    def _set_aside(self, err: KafkaError, msg: Any, source: Source | None) -> None:
+        value = msg.value()
+        size = len(value) if value is not None else 0
+        reason = (f"{err.name()}: the broker or the client refused this {size}-byte record "
+                  f"for {msg.topic()} ({err.str()}); set aside, not retried")
+        self.set_aside.append(SetAside(msg.topic(), msg.key(), value, err.name(), reason,
+                                       source))
+        metrics.RECORDS_SET_ASIDE.labels(err.name()).inc()
+        log.error("%s: %s", self.what, reason)
 
     @property
     def pending(self) -> int:
         """Messages counted by :meth:`expect` and not answered yet."""
         return self.expected - len(self._answers)
 
-    def expect(self) -> DeliveryCallback:
-        """Count one more message; returns the callback to produce it with."""
+    def expect(self, source: Source | None = None) -> DeliveryCallback:
+        """Count one more message; returns the callback to produce it with (``source``: the
+        position of the record it comes from, kept if it is set aside)."""
         self.expected += 1
-        return self._counted
+        return self._counted if source is None else partial(self._sourced, source)
 
     def wait(self, producer: Producer, timeout: float = 60.0) -> None:
         remaining = producer.flush(timeout)

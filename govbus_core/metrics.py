@@ -91,6 +91,14 @@ OFFSET_COMMIT_FAILURES = Counter(
     "govbus_offset_commit_failures_total",
     "Asynchronous offset commits the broker refused (the batch is replayed after a restart)",
     ["component"])
+RECORDS_SET_ASIDE = Counter(
+    "govbus_records_set_aside_total",
+    "Output records refused for good (too large, invalid) and set aside instead of retried",
+    ["error"])
+QUARANTINED = Counter(
+    "govbus_quarantined_total",
+    "Payloads filed in the quarantine table for their provider, by stage (gate, produce)",
+    ["agency", "stage"])
 
 
 def observe_many(child: Any, amounts: Sequence[float]) -> None:

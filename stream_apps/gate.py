@@ -119,7 +119,9 @@ def reject(producer: Producer, topics: KnownTopics, msg: Any, verdict: Verdict,
     unknown agency still gets its DLQ), with the first violated rule as a header."""
     event_id = dict(msg.headers() or []).get("event_id")
     value = dlq_record(verdict, msg.topic(), msg.partition(), msg.offset(), msg.key(),
-                       msg.value(), event_id.decode() if isinstance(event_id, bytes) else None,
+                       msg.value(),
+                       event_id.decode("utf-8", "replace") if isinstance(event_id, bytes)
+                       else None,
                        now_ms())
     topics.ensure([verdict.output_topic])
     produce(producer, verdict.output_topic, msg.key(), value, on_delivery,

@@ -43,7 +43,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer
 
 from govbus.consumers.delivery_chain import Delivery as LogEntry
-from govbus.core import metrics
+from govbus.core import metrics, quarantine
 from govbus.core.batching import (
     Acks,
     BatchStage,
@@ -73,7 +73,7 @@ from govbus.stream_apps.router import (
 )
 from govbus.stream_apps.routing import Delivery, RoutePlan, by_resource, with_meta
 from govbus.stream_apps.settler import Batch, Settled, Settler
-from govbus.stream_apps.verdict import judge
+from govbus.stream_apps.verdict import Verdict, judge
 
 log = logging.getLogger("govbus.hotpath")
 GROUP = "govbus-hotpath"
@@ -115,6 +115,7 @@ class Decided:
     acked: list[Acked] = field(default_factory=list)  # filled by the broker's callbacks
     counts: Counter[str] = field(default_factory=Counter)
     fed: Counter[str] = field(default_factory=Counter)
+    quarantined: list[quarantine.Row] = field(default_factory=list)  # rejected, whole
 
 
 @dataclass
@@ -134,6 +135,17 @@ class _Plan:
         out.counts.update({f"accepted {rid}": self.accepted, f"delivered {rid}": self.delivered,
                            f"withheld {rid}": self.withheld})
         out.fed.update({"fed": self.fed, "no_canonical_values": self.accepted - self.fed})
+
+
+def rejected(msg: Any, verdict: Verdict) -> quarantine.Row:
+    """The quarantine row of a rejected record: its whole payload, for its provider."""
+    event_id = dict(msg.headers() or []).get("event_id")
+    first = verdict.violations[0]
+    return quarantine.rejected(
+        verdict.agency, first.rule, str(first)[:1000], msg.topic(), msg.partition(),
+        msg.offset(),
+        event_id.decode("utf-8", "replace")[:200] if isinstance(event_id, bytes) else None,
+        msg.key(), msg.value())
 
 
 class Decider:
@@ -162,13 +174,16 @@ class Decider:
             out.judged.append(judged(msg, verdict))
             if not verdict.accepted:
                 out.counts[f"rejected {verdict.violations[0].rule}"] += 1
-                reject(producer, self.topics, msg, verdict, out.acks.expect())
+                source = (msg.topic(), msg.partition(), msg.offset())
+                out.quarantined.append(rejected(msg, verdict))
+                reject(producer, self.topics, msg, verdict, out.acks.expect(source))
                 continue
             raw, event = verdict.resource, verdict.event
             assert raw is not None and event is not None  # accepted: decoded
             # the accepted record, unchanged, for whoever audits or taps the accepted stream
             produce(producer, verdict.output_topic, msg.key(), msg.value(),
-                    out.acks.expect(), msg.headers())
+                    out.acks.expect((msg.topic(), msg.partition(), msg.offset())),
+                    msg.headers())
             plan = plans.get(verdict.schema_id)
             if plan is None:
                 plan = plans[verdict.schema_id] = self._plan(raw, grants, at)
@@ -269,9 +284,11 @@ class HotPath(BatchStage):
         acked.result()
         if before is not None:
             before.result()
+        filed = [*out.quarantined, *map(quarantine.refused, out.acks.set_aside)]
         logged = self.settler.settle(Batch([log_fields(a) for a in out.acked],
                                            state_rows(out.accepted),
-                                           [tuple(j) for j in out.judged]))
+                                           [tuple(j) for j in out.judged], filed))
+        out.quarantined = filed
         self.committer.submit(self.consumer, next_offsets(msgs))
         self._observe(out, logged)
 
@@ -302,6 +319,10 @@ class HotPath(BatchStage):
         router_metrics.observe(out.routed, out.acked)
         for outcome, n in out.fed.items():
             metrics.RECONCILE_FEED.labels(outcome).inc(n)
+        for (agency, stage), n in Counter((q.agency, q.stage) for q in out.quarantined).items():
+            metrics.QUARANTINED.labels(agency, stage).inc(n)
+        if out.acks.set_aside:
+            self.stats["set aside"] += len(out.acks.set_aside)
         if out.acked:
             self.stats["logged"] += logged.written
             self.stats["duplicates"] += logged.duplicates

@@ -260,7 +260,7 @@ def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is None:  # recorded before it is counted: settle() then sees it
                 acked.append((delivery, msg.partition(), msg.offset(), now_ms()))
-            acks.answer(err, f"{delivery.topic}: ")
+            acks.answer(err, f"{delivery.topic}: ", msg)
         return on_delivery
 
     for d in deliveries:

@@ -1,5 +1,5 @@
 """The hot path's settling process: a child of each hot-path worker that writes, per batch,
-the delivery log, ``entity_state`` and the gate's counts.
+the delivery log, ``entity_state``, the gate's counts and the quarantined payloads.
 
 Why a process: the worker is bound by its interpreter lock. Rendering and chaining the log
 rows and the writes around them took a quarter of the time the lock was held (py-spy
@@ -32,11 +32,13 @@ import socket
 import struct
 import subprocess
 import sys
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 from govbus.consumers.delivery_chain import Delivery as LogEntry
 from govbus.consumers.delivery_log import LogWriter
+from govbus.core import quarantine
 from govbus.core.batching import tune_gc
 from govbus.core.errors import DatabaseError
 from govbus.core.event_counts import CountWriter, Judged
@@ -55,6 +57,7 @@ class Batch(NamedTuple):
     entries: list[tuple[Any, ...]]
     state: StateRows
     judged: list[tuple[Any, ...]]
+    quarantined: Sequence[tuple[Any, ...]] = ()  # quarantine.Row: rejected or set aside, whole
 
 
 class Settled(NamedTuple):
@@ -156,6 +159,7 @@ class _Writers:
 
     def __init__(self, dsn: str) -> None:
         self.log, self.state, self.counts = LogWriter(dsn), StateWriter(dsn), CountWriter(dsn)
+        self.quarantine = quarantine.Writer(dsn)
         self._side = ThreadPoolExecutor(1, thread_name_prefix="settler-state")
 
     def settle(self, batch: Batch) -> Settled:
@@ -170,10 +174,11 @@ class _Writers:
     def _keep(self, batch: Batch) -> None:
         self.state.apply(batch.state)
         self.counts.write([Judged._make(j) for j in batch.judged])
+        self.quarantine.write(batch.quarantined)
 
     def close(self) -> None:
         self._side.shutdown()
-        for writer in (self.log, self.state, self.counts):
+        for writer in (self.log, self.state, self.counts, self.quarantine):
             writer.close()
 
 

@@ -9,6 +9,7 @@ violations that explain why (the DLQ record), never dropped.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,16 +79,51 @@ def judge(topic: str, payload: bytes | None, lookup: Lookup) -> Verdict:
 
 
 
+#: what a DLQ record keeps of the rejected payload and key, of each reason and of the list of
+#: reasons: bounded, so that the record fits every topic whatever the input was (the whole
+#: payload is kept in the ``quarantine`` table, where size does not matter)
+PAYLOAD_PREFIX_BYTES = 512
+KEY_PREFIX_CHARS = 200
+TEXT_CHARS = 300
+MAX_REASONS = 10
+#: no DLQ record is larger than this, whatever the input (checked by tests): each text at most
+#: TEXT_CHARS characters of at most 6 bytes in JSON (a control character escaped), well
+#: under any topic's ``max.message.bytes``
+DLQ_RECORD_MAX_BYTES = 128 * 1024
+
+
+def _clip(text: str | None, limit: int = TEXT_CHARS) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return text[:limit] + f"… ({len(text)} characters)"
+
+
+def payload_digest(payload: bytes | None) -> str:
+    """The hex SHA-256 of a payload: how a DLQ record names its quarantined bytes."""
+    return hashlib.sha256(payload or b"").hexdigest()
+
+
 def dlq_record(verdict: Verdict, topic: str, partition: int, offset: int, key: bytes | None,
                payload: bytes | None, event_id: str | None, now_ms: int) -> bytes:
-    """The machine-readable DLQ value: why, where from, and the original bytes."""
+    """The machine-readable DLQ value: why, where from, and what the payload was, bounded
+    (at most :data:`DLQ_RECORD_MAX_BYTES`): its digest, its size and its first
+    :data:`PAYLOAD_PREFIX_BYTES` bytes. The whole payload is in the ``quarantine`` table,
+    found by ``source`` and ``payload.sha256`` (``govbus quarantine show``)."""
+    body = payload or b""
+    reasons = [{k: _clip(v) for k, v in r.as_dict().items()}
+               for r in verdict.violations[:MAX_REASONS]]
+    key_text = key.decode("utf-8", "replace") if key else None
     return json.dumps({
-        "reasons": [v.as_dict() for v in verdict.violations],
-        "rule": verdict.violations[0].rule,
-        "resource": verdict.resource_id,
-        "event_id": event_id or (verdict.event or {}).get("event_id"),
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "key": key.decode("utf-8", "replace") if key else None,
-        "payload_b64": base64.b64encode(payload or b"").decode(),
+        "reasons": reasons,
+        "reasons_total": len(verdict.violations),
+        "rule": _clip(verdict.violations[0].rule),
+        "resource": _clip(verdict.resource_id),
+        "event_id": _clip(event_id or (verdict.event or {}).get("event_id"), KEY_PREFIX_CHARS),
+        "source": {"topic": _clip(topic), "partition": partition, "offset": offset},
+        "key": _clip(key_text, KEY_PREFIX_CHARS),
+        "key_sha256": hashlib.sha256(key).hexdigest() if key else None,
+        "payload": {"bytes": len(body), "sha256": payload_digest(body),
+                    "prefix_b64": base64.b64encode(body[:PAYLOAD_PREFIX_BYTES]).decode(),
+                    "quarantined": True},
         "rejected_ms": now_ms,
     }, ensure_ascii=False).encode()

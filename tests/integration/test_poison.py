@@ -1,0 +1,86 @@
+"""One bad record never stops the bus: garbage records of 2 MB and 760 KB between valid
+events, on a real broker and a real PostgreSQL. The valid events are delivered and logged; each
+bad record is set aside exactly once: one bounded record on ``dlq.<agency>`` and one row with
+its whole payload in ``quarantine`` for its provider (Art. 19); no batch is retried."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from confluent_kafka import Producer
+
+from govbus.core import db
+from govbus.core.catalogue import Catalogue
+from govbus.core.config import Settings
+from govbus.core.kafka import ensure_topics, producer_config
+from govbus.producers.publisher import Change
+from govbus.stream_apps.hotpath import HotPath
+from govbus.stream_apps.verdict import DLQ_RECORD_MAX_BYTES
+from tests.integration.helpers import TopicReader, running, wait_until
+from tests.integration.test_restarts import logged
+from tests.integration.test_router import TAX, agency, company, grant, publish
+
+
+@pytest.fixture
+def hotpath(settings: Settings) -> Iterator[HotPath]:
+    with running(HotPath(settings, group=f"test-poison-{uuid.uuid4().hex[:8]}",
+                         batch=200)) as stage:
+        yield stage
+
+
+def quarantined(dsn: str, keys: list[bytes]) -> list[tuple[bytes, str, int, bytes]]:
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT record_key, payload_sha256, payload_bytes, payload FROM quarantine "
+                    "WHERE record_key = ANY(%s)", ([bytes(k) for k in keys],))
+        return [(bytes(k), d, n, bytes(p)) for k, d, n, p in cur.fetchall()]
+
+
+def test_oversized_garbage_is_set_aside_once_and_valid_events_flow(
+        settings: Settings, catalogue: Catalogue, hotpath: HotPath) -> None:
+    rng = random.Random(uuid.uuid4().int)
+    recipient = agency("poison")
+    grant(catalogue, settings.database_url, recipient, TAX, ["uscc", "taxpayer_name"])
+    inbox_topic = f"deliver.{recipient}.tax_registration"
+    ensure_topics(settings, [inbox_topic])
+    dlq = TopicReader(settings, ["dlq.tax"])
+    try:
+        big = {f"poison-2mb-{uuid.uuid4().hex}".encode(): os.urandom(2 * 1024 * 1024),
+               f"poison-760kb-{uuid.uuid4().hex}".encode(): os.urandom(760 * 1024)}
+        raw = Producer(producer_config(settings, **{"message.max.bytes": 4 * 1024 * 1024}))
+        ids: set[str] = set()
+        for key, garbage in big.items():  # valid events before, between and after them
+            ids |= set(publish(settings, [Change("c", company(rng)) for _ in range(15)]))
+            raw.produce(f"ingest.{TAX}", key=key, value=garbage)
+            assert raw.flush(30) == 0, "the broker took the garbage record"
+        ids |= set(publish(settings, [Change("c", company(rng)) for _ in range(15)]))
+
+        wait_until(lambda: {e for e, _ in logged(settings.database_url, recipient)} >= ids, 90,
+                   "every valid event delivered and logged despite the garbage")
+
+        def dlq_records() -> list[tuple[bytes, bytes]]:
+            return [(m.key(), m.value()) for m in dlq.poll() if m.key() in big]
+        wait_until(lambda: len(dlq_records()) >= len(big), 60, "both garbage records on dlq.tax")
+        wait_until(lambda: len(quarantined(settings.database_url, list(big))) >= len(big), 30,
+                   "both garbage records in quarantine")
+        seen = dlq_records()  # everything read so far: a duplicate would show here
+        assert sorted(k for k, _ in seen) == sorted(big), "each set aside exactly once"
+        for key, value in seen:
+            assert len(value) <= DLQ_RECORD_MAX_BYTES, len(value)
+            record = json.loads(value)
+            assert record["rule"] == "wire.magic_byte"
+            assert record["payload"]["bytes"] == len(big[key])
+            assert record["payload"]["sha256"] == hashlib.sha256(big[key]).hexdigest()
+        rows = quarantined(settings.database_url, list(big))
+        assert len(rows) == len(big)
+        for key, digest, size, payload in rows:
+            assert payload == big[key] and size == len(big[key])
+            assert digest == hashlib.sha256(payload).hexdigest()
+        assert hotpath.stats["retries"] == 0, "no batch was retried"
+    finally:
+        dlq.close()
