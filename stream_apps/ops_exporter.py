@@ -10,7 +10,8 @@ the scrape and the reconciler and control plane need no metrics code of their ow
 - open and overdue reconciliation cases per owning agency (Art. 19-20);
 - unanswered and overdue objections and complaints per agency they concern (Art. 29);
 - consumer lag per group (committed offset vs high watermark; Tansu undercounts watermarks,
-  see README).
+  see README), and the sums of each group's committed and end offsets: a group whose commits
+  stop while its input grows is stuck (``GovbusConsumerStalled``).
 
 Tables of a stage not deployed yet (``cases``, ``objections``) are reported as
 ``govbus_ops_source_up{source=...} 0`` and their gauges are absent, not zero.
@@ -97,12 +98,24 @@ class OpsCollector(Collector):
         family = GaugeMetricFamily("govbus_consumer_lag",
                                    "Records not yet committed by a consumer group, summed over "
                                    "its partitions", labels=["group"])
+        committed = GaugeMetricFamily(
+            "govbus_consumer_committed_offsets",
+            "Sum of a consumer group's committed offsets: it stops moving when the group is "
+            "stuck", labels=["group"])
+        ends = GaugeMetricFamily(
+            "govbus_consumer_input_offsets",
+            "Sum of the end offsets of a consumer group's partitions: its input",
+            labels=["group"])
         try:
-            for group, lag in consumer_lag(self.settings, self.timeout).items():
-                family.add_metric([group], lag)
+            for group, (done, end) in consumer_offsets(self.settings, self.timeout).items():
+                family.add_metric([group], max(0, end - done))
+                committed.add_metric([group], done)
+                ends.add_metric([group], end)
         except KafkaException as exc:
             log.warning("scrape without consumer lag: %s", exc)
         yield family
+        yield committed
+        yield ends
 
 
 _DB_GAUGES = {  # query key: (metric, help, optional source)
@@ -125,6 +138,13 @@ _DB_GAUGES = {  # query key: (metric, help, optional source)
 
 def consumer_lag(settings: Settings, timeout: float = 5.0) -> dict[str, int]:
     """Per consumer group: sum over its committed partitions of (high watermark - committed)."""
+    return {group: max(0, end - done)
+            for group, (done, end) in consumer_offsets(settings, timeout).items()}
+
+
+def consumer_offsets(settings: Settings, timeout: float = 5.0) -> dict[str, tuple[int, int]]:
+    """Per consumer group: (sum of its committed offsets, sum of those partitions' high
+    watermarks). A group whose first stays while the second grows is stuck."""
     conf: dict[str, str | int | float | bool] = {
         "bootstrap.servers": settings.bootstrap_servers}
     admin = AdminClient(conf)
@@ -135,19 +155,20 @@ def consumer_lag(settings: Settings, timeout: float = 5.0) -> dict[str, int]:
     watermarks = Consumer(conf | {"group.id": "govbus-ops-exporter",
                                   "enable.auto.commit": False})
     try:
-        lag: dict[str, int] = {}
+        found: dict[str, tuple[int, int]] = {}
         for name in names:
             future = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(name)],
                                                        request_timeout=timeout)[name]
-            total = 0
+            done = end = 0
             for tp in future.result().topic_partitions or []:
                 if tp.offset < 0:
                     continue
                 _low, high = watermarks.get_watermark_offsets(
                     TopicPartition(tp.topic, tp.partition), timeout=timeout)
-                total += max(0, high - tp.offset)
-            lag[name] = total
-        return lag
+                done += tp.offset
+                end += max(high, tp.offset)
+            found[name] = (done, end)
+        return found
     finally:
         watermarks.close()
 

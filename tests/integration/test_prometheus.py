@@ -181,12 +181,24 @@ def test_metric_values_match_the_workload(observed: Observed) -> None:
     wait_until(lambda: {"govbus-gate", "govbus-router", "govbus-delivery-log"} <= lag_groups(),
                60, "consumer lag of the three groups", step=0.5)
 
+    def offsets(metric: str) -> dict[str, float]:
+        return {g["metric"]["group"]: float(g["value"][1])
+                for g in prom.query(url, metric)["data"]["result"]}
+    # what GovbusConsumerStalled compares: each group's commits against its input
+    wait_until(lambda: {"govbus-gate", "govbus-router"} <= set(offsets(
+        "govbus_consumer_committed_offsets")), 60, "committed offsets per group", step=0.5)
+    committed, ends = offsets("govbus_consumer_committed_offsets"), \
+        offsets("govbus_consumer_input_offsets")
+    assert committed["govbus-gate"] > 0  # it committed what it gated
+    assert all(committed[g] <= ends[g] for g in committed), (committed, ends)
+
 
 def test_no_event_or_person_ids_in_labels(observed: Observed) -> None:
     series = prom.query(observed.url, '{__name__=~"govbus_.*"}')["data"]["result"]
     assert series
     allowed = {"__name__", "agency", "resource", "outcome", "rule", "provider", "recipient",
-               "share_class", "le", "group", "source", "component", "instance", "job"}
+               "share_class", "le", "group", "source", "component", "instance", "job",
+               "stage", "error"}
     for s in series:
         assert set(s["metric"]) <= allowed, s["metric"]
         for label, val in s["metric"].items():  # no resident id, credit code, event id
