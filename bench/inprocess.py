@@ -32,6 +32,7 @@ from govbus.consumers.delivery_log import LogWriter, _copy, _ready
 from govbus.core.catalogue import load_catalogue
 from govbus.core.event_counts import CountWriter
 from govbus.core.registry import SchemaRegistry
+from govbus.stream_apps.event_ids import EventIds
 from govbus.stream_apps.gate import NegativeCache
 from govbus.stream_apps.hotpath import Decider, log_entry
 from govbus.stream_apps.reconcile_feed import Bundles, owners
@@ -109,7 +110,8 @@ class NoTopics:
 def decider(dsn: str) -> Decider:
     """The hot path's judging and routing, with no broker (no topic needs creating)."""
     return Decider(NegativeCache(SchemaRegistry(dsn)), ControlPlane(dsn, 3600.0, "bench-inprocess"),
-                   owners(load_catalogue()), Bundles(3), NoTopics())  # type: ignore[arg-type]
+                   owners(load_catalogue()), Bundles(3), NoTopics(),  # type: ignore[arg-type]
+                   EventIds(dsn))
 
 
 def main(argv: list[str] | None = None) -> int:

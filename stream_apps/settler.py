@@ -42,6 +42,7 @@ from govbus.core import quarantine
 from govbus.core.batching import tune_gc
 from govbus.core.errors import DatabaseError
 from govbus.core.event_counts import CountWriter, Judged
+from govbus.stream_apps import event_ids
 from govbus.stream_apps.router import StateRows, StateWriter
 
 log = logging.getLogger("govbus.settler")
@@ -58,6 +59,7 @@ class Batch(NamedTuple):
     state: StateRows
     judged: list[tuple[Any, ...]]
     quarantined: Sequence[tuple[Any, ...]] = ()  # quarantine.Row: rejected or set aside, whole
+    accepted_ids: Sequence[tuple[str, bytes, str]] = ()  # event_ids.Row
 
 
 class Settled(NamedTuple):
@@ -160,6 +162,7 @@ class _Writers:
     def __init__(self, dsn: str) -> None:
         self.log, self.state, self.counts = LogWriter(dsn), StateWriter(dsn), CountWriter(dsn)
         self.quarantine = quarantine.Writer(dsn)
+        self.ids = event_ids.Writer(dsn)
         self._side = ThreadPoolExecutor(1, thread_name_prefix="settler-state")
 
     def settle(self, batch: Batch) -> Settled:
@@ -175,10 +178,11 @@ class _Writers:
         self.state.apply(batch.state)
         self.counts.write([Judged._make(j) for j in batch.judged])
         self.quarantine.write(batch.quarantined)
+        self.ids.write(batch.accepted_ids)
 
     def close(self) -> None:
         self._side.shutdown()
-        for writer in (self.log, self.state, self.counts, self.quarantine):
+        for writer in (self.log, self.state, self.counts, self.quarantine, self.ids):
             writer.close()
 
 
