@@ -9,13 +9,15 @@ import hashlib
 import json
 import os
 import random
+import stat
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
 
-from govbus.core import db
+from govbus.core import access, db
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics, producer_config
@@ -23,6 +25,7 @@ from govbus.producers.publisher import Change
 from govbus.stream_apps.hotpath import HotPath
 from govbus.stream_apps.verdict import DLQ_RECORD_MAX_BYTES
 from tests.integration.helpers import TopicReader, running, wait_until
+from tests.integration.test_access import cli
 from tests.integration.test_restarts import logged
 from tests.integration.test_router import TAX, agency, company, grant, publish
 
@@ -42,7 +45,7 @@ def quarantined(dsn: str, keys: list[bytes]) -> list[tuple[bytes, str, int, byte
 
 
 def test_oversized_garbage_is_set_aside_once_and_valid_events_flow(
-        settings: Settings, catalogue: Catalogue, hotpath: HotPath) -> None:
+        settings: Settings, catalogue: Catalogue, hotpath: HotPath, tmp_path: Path) -> None:
     rng = random.Random(uuid.uuid4().int)
     recipient = agency("poison")
     grant(catalogue, settings.database_url, recipient, TAX, ["uscc", "taxpayer_name"])
@@ -82,5 +85,27 @@ def test_oversized_garbage_is_set_aside_once_and_valid_events_flow(
             assert payload == big[key] and size == len(big[key])
             assert digest == hashlib.sha256(payload).hexdigest()
         assert hotpath.stats["retries"] == 0, "no batch was retried"
+        provider_reads_its_quarantine(settings.database_url, big, tmp_path)
     finally:
         dlq.close()
+
+
+def provider_reads_its_quarantine(dsn: str, big: dict[bytes, bytes], folder: Path) -> None:
+    """``govbus quarantine``: the provider lists its rows and writes a whole payload out (mode
+    600); another agency's token sees no such row (Art. 24)."""
+    digests = {hashlib.sha256(p).hexdigest(): p for p in big.values()}
+    code, out, err = cli(dsn, "quarantine", "list", "--agency", "tax", "--json",
+                         token=access.issue(dsn, "tax", "test"))
+    assert code == 0, err
+    mine = [r for r in json.loads(out) if r["payload_sha256"] in digests]
+    assert len(mine) == len(big) and {r["stage"] for r in mine} == {"gate"}
+    row = mine[0]
+    target = folder / "payload.bin"
+    code, _, err = cli(dsn, "quarantine", "show", str(row["id"]), "--agency", "tax", "--out",
+                       str(target), token=access.issue(dsn, "tax", "test"))
+    assert code == 0, err
+    assert target.read_bytes() == digests[row["payload_sha256"]]
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    code, _, err = cli(dsn, "quarantine", "show", str(row["id"]), "--agency", "hrss",
+                       token=access.issue(dsn, "hrss", "test"))
+    assert code == 1 and f"no quarantined record {row['id']} of hrss" in err, err

@@ -1,0 +1,94 @@
+"""``govbus quarantine``: the payloads the bus set aside, for the agency that provided them.
+
+Each DLQ record is bounded; the whole payload it names is here (Art. 19: the provider
+corrects its data). An agency sees its own rows only, with its token (Art. 24); the
+information center sees every agency's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any
+
+from govbus.cli_access import token_arg
+from govbus.core import quarantine
+from govbus.core.access import INFORMATION_CENTER, require
+from govbus.core.errors import GovbusError
+
+
+def _dsn() -> str:
+    from govbus.core.config import Settings
+
+    return Settings.from_env().database_url
+
+
+def _printable(text: Any) -> str:
+    """Free text (a reason, a key) without control characters that would reach a terminal."""
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    actor = args.agency or INFORMATION_CENTER
+    require(_dsn(), actor, args.token_file)
+    rows = quarantine.listing(_dsn(), args.agency, args.limit)
+    if args.json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+        return 0
+    if not rows:
+        print(f"nothing quarantined{' for ' + args.agency if args.agency else ''}")
+    for r in rows:
+        print(f"{r['id']:>8}  {r['quarantined_at'][:19]}  {r['agency']}  {r['stage']}  "
+              f"{_printable(r['rule'])}  {r['payload_bytes']} bytes  {r['topic']}"
+              f"[{r['kafka_partition']}]@{r['kafka_offset']}")
+        print(f"          {_printable(r['reason'])[:300]}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    actor = args.agency or INFORMATION_CENTER
+    require(_dsn(), actor, args.token_file)
+    found = quarantine.fetch(_dsn(), args.id)
+    if found is None or (actor != INFORMATION_CENTER and found[0]["agency"] != actor):
+        # another agency's row is as absent as a missing one (Art. 24)
+        raise GovbusError(f"no quarantined record {args.id}"
+                          + (f" of {actor}" if actor != INFORMATION_CENTER else ""))
+    meta, key, payload = found
+    if args.agency and meta["agency"] != args.agency:
+        require(_dsn(), args.agency, args.token_file)
+        raise GovbusError(f"quarantined record {args.id} is not {args.agency}'s (Art. 24)")
+    require(_dsn(), args.agency or INFORMATION_CENTER, args.token_file)
+    if args.out:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(payload or b"")
+        meta["written_to"] = args.out
+    if args.json:
+        print(json.dumps({**meta, "key": (key or b"").decode("utf-8", "replace")},
+                         ensure_ascii=False, indent=2, default=str))
+    else:
+        for name, value in meta.items():
+            print(f"{name:>16}: {_printable(value)}")
+        print(f"{'key':>16}: {_printable((key or b'').decode('utf-8', 'replace'))[:300]}")
+        if not args.out:
+            print(f"{'payload':>16}: {len(payload or b'')} bytes (--out FILE writes them)")
+    return 0
+
+
+def register(sub: Any, add: Any) -> None:
+    """Add ``quarantine list|show`` to the ``govbus`` parser."""
+    q = sub.add_parser("quarantine", help="payloads set aside for their provider (Art. 19)",
+                       description="Payloads the gate rejected or the broker refused, whole, "
+                       "for the agency that provided them (its DLQ records are bounded).")
+    qsub = q.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = add("list", cmd_list, "the newest quarantined records", parent=qsub)
+    p.add_argument("--agency", help="the providing agency (default: every agency; the "
+                   "information center only)")
+    p.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+    token_arg(p)
+    p = add("show", cmd_show, "one quarantined record; --out writes its payload", parent=qsub)
+    p.add_argument("id", type=int)
+    p.add_argument("--agency", help="the providing agency (default: the information center)")
+    p.add_argument("--out", help="write the whole payload to this file (mode 600)")
+    token_arg(p)
