@@ -19,6 +19,15 @@ from govbus.core.errors import ConfigError
 ENV_KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "GOVBUS_STATE_DIR", "GOVBUS_SCHEMAS_DIR",
             "GOVBUS_KAFKA_SESSION_TIMEOUT_MS", "GOVBUS_PARTITIONS")
 
+DAY_MS = 24 * 3600 * 1000
+#: topic retention by kind (docs/deployment.md): ingest and validated cover a week's outage of
+#: the hot path, deliver a subscriber offline over the longest public holiday (Spring
+#: Festival, 8-9 days); the DLQ three days, as a record holds a prefix of a rejected payload,
+#: possibly personal data (Art. 25), whose whole copy is in the quarantine table
+RETENTION_DEFAULTS_MS = {"ingest": 7 * DAY_MS, "validated": 7 * DAY_MS,
+                         "deliver": 14 * DAY_MS, "dlq": 3 * DAY_MS}
+MESSAGE_MAX_BYTES = 1024 * 1024
+
 
 def state_dir() -> Path:
     """Where the embedded runtime keeps its data, logs and pid files."""
@@ -62,6 +71,15 @@ class Settings:
     schemas_dir: Path
     session_timeout_ms: int = 6000
     partitions: int = 3
+    #: topics created get the broker's default replication factor when None (KIP-464)
+    replication_factor: int | None = None
+    retention_ingest_ms: int = RETENTION_DEFAULTS_MS["ingest"]
+    retention_validated_ms: int = RETENTION_DEFAULTS_MS["validated"]
+    retention_deliver_ms: int = RETENTION_DEFAULTS_MS["deliver"]
+    #: short: a DLQ record holds a prefix of personal data; the payload is in quarantine
+    retention_dlq_ms: int = RETENTION_DEFAULTS_MS["dlq"]
+    #: the producers' message.max.bytes; topics allow this plus the batch framing
+    message_max_bytes: int = MESSAGE_MAX_BYTES
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -80,4 +98,20 @@ class Settings:
                    schemas_dir=schemas,
                    session_timeout_ms=_int_env("GOVBUS_KAFKA_SESSION_TIMEOUT_MS", 6000, 1000,
                                                300000),
-                   partitions=_int_env("GOVBUS_PARTITIONS", 3, 1, 1024))
+                   partitions=_int_env("GOVBUS_PARTITIONS", 3, 1, 1024),
+                   **topic_settings())
+
+
+def topic_settings() -> dict[str, Any]:
+    """The topic settings of the environment (see docs/deployment.md): replication factor
+    (unset: the broker's default), retention per kind of topic, the record size limit."""
+    raw_rf = os.environ.get("GOVBUS_REPLICATION_FACTOR")
+    retention = {f"retention_{kind}_ms": _int_env(f"GOVBUS_RETENTION_{kind.upper()}_MS",
+                                                  default, 3600 * 1000, 3650 * DAY_MS)
+                 for kind, default in RETENTION_DEFAULTS_MS.items()}
+    return {"replication_factor": None if raw_rf in (None, "") else
+            _int_env("GOVBUS_REPLICATION_FACTOR", 3, 1, 16),
+            # at least 256 KiB: every DLQ record (at most 128 KiB) fits with its key; at most
+            # 64 MiB, under the clients' receive.message.max.bytes (100 MB)
+            "message_max_bytes": _int_env("GOVBUS_MESSAGE_MAX_BYTES", MESSAGE_MAX_BYTES,
+                                          256 * 1024, 64 * 1024 * 1024), **retention}

@@ -7,8 +7,10 @@ than loses. Short group timeouts: with librdkafka defaults a first join takes ~2
 
 from __future__ import annotations
 
+import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
@@ -19,10 +21,13 @@ from govbus.core.errors import BrokerError
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Idempotent, ``acks=all``; ``message.max.bytes`` from ``GOVBUS_MESSAGE_MAX_BYTES``, the
+    limit every topic's ``max.message.bytes`` is derived from (:func:`topic_spec`)."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "enable.idempotence": True,
         "acks": "all",
+        "message.max.bytes": settings.message_max_bytes,
         "linger.ms": 5,
         "message.timeout.ms": 30000,
         "socket.keepalive.enable": True,
@@ -60,9 +65,90 @@ def admin(settings: Settings) -> AdminClient:
     return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
 
 
+#: what a topic's ``max.message.bytes`` allows over the producers' ``message.max.bytes``.
+#: librdkafka refuses a record whose key, value and headers exceed ``message.max.bytes``, and
+#: fills a produce request (request header, batch header, records) up to that size, but puts
+#: a first record in its batch whatever its size: a batch the broker checks against
+#: ``max.message.bytes`` is then at most that record plus its framing (at most 36 bytes of
+#: varints) plus the 61-byte batch header. Compression never enlarges a batch (librdkafka
+#: sends a batch uncompressed when compressing would enlarge it).
+TOPIC_FRAMING_HEADROOM = 1024
+
+#: the kinds of topic (the DESIGN topic table), by name pattern, first match wins. By prefix,
+#: whatever follows it: a DLQ named after a malformed ingest topic still gets the DLQ's
+#: short retention
+TOPIC_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    (kind, re.compile(pattern)) for kind, pattern in (
+        ("ingest", r"ingest\..+"),
+        ("validated", r"validated\..+"),
+        ("deliver", r"deliver\..+"),
+        ("dlq", r"dlq\..+"),
+        ("notices", r"notices\..+"),
+        ("reconcile_values", r"reconcile\.values"),
+        ("reconcile_cases", r"reconcile\.cases"),
+        ("deliveries", r"govbus\.deliveries"),
+        ("checkpoints", r"govbus\.log\.checkpoints"),
+        ("control", r"govbus\.control"),
+    ))
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    """How :func:`ensure_topics` creates a topic: its kind, its replication factor (-1: the
+    broker's ``default.replication.factor``, KIP-464) and its topic configs."""
+
+    name: str
+    kind: str
+    replication_factor: int
+    configs: Mapping[str, str]
+
+
+def topic_kind(name: str) -> str:
+    """The kind of a topic by its name (:data:`TOPIC_KINDS`); ``other`` for a name outside the
+    topic table (a test's or an operator's tap), which gets the broker's defaults."""
+    for kind, pattern in TOPIC_KINDS:
+        if pattern.fullmatch(name):
+            return kind
+    return "other"
+
+
+def topic_spec(settings: Settings, name: str) -> TopicSpec:
+    """The replication factor and configs of topic ``name``, from its name alone (the hot path
+    creates ``deliver.*`` and ``dlq.*`` topics as it first needs them) and the settings.
+
+    - ingest, validated, deliver, DLQ: ``delete`` after ``GOVBUS_RETENTION_<KIND>_MS``;
+      ``notices.*`` and ``govbus.deliveries`` (the feed of the delivery log, which is the
+      record) as deliver topics, ``reconcile.values`` as validated ones (its values come from
+      validated events; the reconciler's state is in PostgreSQL);
+    - ``reconcile.cases`` and ``govbus.control``: ``compact``, the latest snapshot per key
+      (case, subject) is the state a sink rebuilt from the start needs;
+    - ``govbus.log.checkpoints``: kept (``retention.ms=-1``), the signed checkpoints are
+      what agencies check the log against;
+    - every topic: ``max.message.bytes`` = ``GOVBUS_MESSAGE_MAX_BYTES`` +
+      :data:`TOPIC_FRAMING_HEADROOM`, so a record a govbus producer accepts is never refused.
+    """
+    kind = topic_kind(name)
+    retention = {"ingest": settings.retention_ingest_ms,
+                 "validated": settings.retention_validated_ms,
+                 "reconcile_values": settings.retention_validated_ms,
+                 "deliver": settings.retention_deliver_ms,
+                 "notices": settings.retention_deliver_ms,
+                 "deliveries": settings.retention_deliver_ms,
+                 "dlq": settings.retention_dlq_ms,
+                 "checkpoints": -1}
+    configs = {"max.message.bytes": str(settings.message_max_bytes + TOPIC_FRAMING_HEADROOM)}
+    if kind in retention:
+        configs |= {"cleanup.policy": "delete", "retention.ms": str(retention[kind])}
+    elif kind in ("reconcile_cases", "control"):
+        configs |= {"cleanup.policy": "compact"}
+    replication = settings.replication_factor
+    return TopicSpec(name, kind, -1 if replication is None else replication, configs)
+
+
 def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | None = None,
                   timeout: float = 15.0) -> list[str]:
-    """Create the topics that do not exist yet, with an explicit partition count.
+    """Create the topics that do not exist yet, with an explicit partition count and the
+    replication factor and configs of :func:`topic_spec`. An existing topic is left as it is.
 
     Returns the names created. Explicit counts matter: auto-created topics get the broker's
     default, and the reconcile bundles are produced to the partition each entity hashes to.
@@ -76,8 +162,10 @@ def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | No
     if not wanted:
         return []
     count = partitions or settings.partitions
-    futures = client.create_topics([NewTopic(n, count, 1) for n in wanted],
-                                   operation_timeout=timeout)
+    specs = {n: topic_spec(settings, n) for n in wanted}
+    futures = client.create_topics(
+        [NewTopic(n, count, s.replication_factor, config=dict(s.configs))
+         for n, s in specs.items()], operation_timeout=timeout)
     created = []
     for name, fut in futures.items():
         try:
@@ -85,7 +173,13 @@ def ensure_topics(settings: Settings, names: Iterable[str], partitions: int | No
             created.append(name)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise BrokerError(f"cannot create topic {name}: {exc}") from exc
+                spec = specs[name]
+                factor = ("the broker's default" if spec.replication_factor == -1
+                          else spec.replication_factor)
+                raise BrokerError(
+                    f"cannot create topic {name} ({count} partitions, replication factor "
+                    f"{factor} (GOVBUS_REPLICATION_FACTOR), configs {dict(spec.configs)}): "
+                    f"{exc}") from exc
     return created
 
 
