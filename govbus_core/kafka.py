@@ -66,12 +66,12 @@ def admin(settings: Settings) -> AdminClient:
 
 
 #: what a topic's ``max.message.bytes`` allows over the producers' ``message.max.bytes``.
-#: librdkafka refuses a record whose key, value and headers exceed ``message.max.bytes``, and
-#: fills a produce request (request header, batch header, records) up to that size, but puts
-#: a first record in its batch whatever its size: a batch the broker checks against
-#: ``max.message.bytes`` is then at most that record plus its framing (at most 36 bytes of
-#: varints) plus the 61-byte batch header. Compression never enlarges a batch (librdkafka
-#: sends a batch uncompressed when compressing would enlarge it).
+#: librdkafka refuses a record whose largest wire size (key, value, headers and the record's
+#: varint framing) exceeds ``message.max.bytes``, and fills a produce request (request header,
+#: batch header, records) up to that size, but puts a first record in its batch whatever its
+#: size: a batch the broker checks against ``max.message.bytes`` is then at most that record
+#: plus the 61-byte batch header. Compression never enlarges a batch (librdkafka sends a batch
+#: uncompressed when compressing would enlarge it). 1024 bytes cover this with room to spare.
 TOPIC_FRAMING_HEADROOM = 1024
 
 #: the kinds of topic (the DESIGN topic table), by name pattern, first match wins. By prefix,

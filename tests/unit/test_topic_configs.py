@@ -91,9 +91,9 @@ def test_replication_factor_is_the_brokers_default_unless_set() -> None:
 
 @given(limit=st.integers(256 * 1024, 64 * 1024 * 1024))
 def test_a_record_the_producer_accepts_fits_every_topic(limit: int) -> None:
-    """librdkafka refuses a record whose key + value + headers exceed message.max.bytes and
-    may send a record that large alone in a batch: the batch adds the record's framing (at
-    most 36 bytes of varints) and the 61-byte batch header; the topic must take that."""
+    """librdkafka refuses a record whose wire size exceeds message.max.bytes and may send a
+    record that large alone in a batch, which adds the 61-byte batch header; the topic must
+    take that (36 more bytes: as if the record's varint framing were not counted)."""
     settings = Settings("b", "d", Path("s"), message_max_bytes=limit)
     producer = producer_config(settings)["message.max.bytes"]
     assert producer == limit
