@@ -1,7 +1,8 @@
 """An event id names one event (Art. 19: the provider's data is accurate and consistent).
 
 The hot path accepts an event only if its id was never accepted for a *different* record: the
-same record again (a producer's retry, a batch replayed after a crash) passes and is
+same record again (a producer's retry, a batch replayed after a crash, the same change
+published again with a new ``ts_ms``, which says when it was published) passes and is
 de-duplicated downstream, another record under an accepted id is rejected with
 ``envelope.event_id_reused``, since delivering both would give recipients two events under one
 id, one log row and one receipt for the two.
@@ -36,8 +37,25 @@ RECENT = 100_000
 RULE = "envelope.event_id_reused"
 
 
-def digest(payload: bytes | None) -> bytes:
-    return hashlib.blake2b(payload or b"", digest_size=16).digest()
+def _varint_length(value: int) -> int:
+    """Bytes of ``value`` as Avro writes a long (zig-zag, then 7 bits a byte)."""
+    n = (value << 1) ^ (value >> 63)
+    length = 1
+    while n > 0x7F:
+        n >>= 7
+        length += 1
+    return length
+
+
+def digest(payload: bytes | None, ts_ms: int | None = None) -> bytes:
+    """A 16-byte digest of an event's framed record, without its ``ts_ms``: the envelope's
+    last field is when the record was *published*, which a retry of the same event (the
+    outbox relay after a crash, say) sets anew, while everything else it carries is the
+    same. ``ts_ms`` is the decoded value, whose encoding ends the record."""
+    body = payload or b""
+    if ts_ms is not None:
+        body = body[:len(body) - _varint_length(ts_ms)]
+    return hashlib.blake2b(body, digest_size=16).digest()
 
 
 def reused(event_id: str) -> Violation:
@@ -70,10 +88,12 @@ class EventIds:
         self._looked_up = dict.fromkeys(wanted)
         self._looked_up.update(self._lookup(wanted))
 
-    def check(self, event_id: str, payload: bytes | None) -> bytes | None:
+    def check(self, event_id: str, payload: bytes | None,
+              ts_ms: int | None = None) -> bytes | None:
         """The record's digest if ``event_id`` may be accepted for ``payload`` (remembered
-        then), ``None`` if the id was accepted for another record."""
-        mine = digest(payload)
+        then), ``None`` if the id was accepted for another record (``ts_ms``: the decoded
+        event's, left out of the comparison: see :func:`digest`)."""
+        mine = digest(payload, ts_ms)
         prior = self.recent.get(event_id)
         if prior is None:
             if event_id in self._looked_up:

@@ -175,8 +175,10 @@ class Decider:
         for msg in msgs:
             verdict = judge(msg.topic(), msg.value(), self.lookup)
             if verdict.accepted:  # an event id names one event (Art. 19)
-                event_id = str(verdict.event["event_id"])  # type: ignore[index]
-                mine = ids.check(event_id, msg.value())
+                event = verdict.event
+                assert event is not None  # accepted: decoded
+                event_id = str(event["event_id"])
+                mine = ids.check(event_id, msg.value(), event.get("ts_ms"))
                 if mine is None:
                     verdict.violations.append(event_ids.reused(event_id))
                 else:

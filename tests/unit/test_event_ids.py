@@ -39,3 +39,23 @@ def test_the_violation_names_the_rule_the_field_and_the_article() -> None:
     v = reused("e" * 1000)
     assert (v.rule, v.field, v.article) == (RULE, "event_id", "Art. 19")
     assert len(v.message) < 400
+
+
+def test_the_same_change_published_again_with_a_new_ts_ms_is_the_same_event() -> None:
+    from govbus.core.catalogue import load_catalogue
+    from govbus.core.envelope import envelope_schema, make_event
+    from govbus.core.serde import Codec, frame
+
+    resource = load_catalogue().resources["tax.tax_registration"]
+    schema = envelope_schema(resource)
+    assert schema["fields"][-1]["name"] == "ts_ms", "the digest leaves out the last field"
+    codec = Codec(schema)
+    base = dict(make_event(resource, version=1, op="d", record=None, before=None,
+                           agency="tax", locality="360502", event_id="e1", occurred_ms=5))
+    encoded = {}
+    for ts_ms in (0, 63, 64, 1_700_000_000_000, 2**62):
+        encoded[ts_ms] = frame(7, codec.encode({**base, "ts_ms": ts_ms}))
+    digests = {digest(v, ts) for ts, v in encoded.items()}
+    assert len(digests) == 1
+    other = frame(7, codec.encode({**base, "occurred_ms": 6, "ts_ms": 64}))
+    assert digest(other, 64) not in digests
