@@ -27,6 +27,11 @@ DAY_MS = 24 * 3600 * 1000
 RETENTION_DEFAULTS_MS = {"ingest": 7 * DAY_MS, "validated": 7 * DAY_MS,
                          "deliver": 14 * DAY_MS, "dlq": 3 * DAY_MS}
 MESSAGE_MAX_BYTES = 1024 * 1024
+#: rows kept by `govbus purge` (docs/retention.md): published outbox rows a month (an objection
+#: about what was sent, Art. 19, is raised within weeks), the reconciler's state of an entity
+#: not seen for over a year (yearly updates still meet the values held), quarantined payloads
+#: a month (the provider corrects its data, Art. 19; they are personal data, Art. 25)
+RETENTION_DEFAULTS_DAYS = {"outbox": 30, "reconcile_state": 400, "quarantine": 30}
 
 
 def state_dir() -> Path:
@@ -80,6 +85,10 @@ class Settings:
     retention_dlq_ms: int = RETENTION_DEFAULTS_MS["dlq"]
     #: the producers' message.max.bytes; topics allow this plus the batch framing
     message_max_bytes: int = MESSAGE_MAX_BYTES
+    #: days kept before `govbus purge` deletes (docs/retention.md; Art. 25)
+    outbox_retention_days: int = RETENTION_DEFAULTS_DAYS["outbox"]
+    reconcile_state_retention_days: int = RETENTION_DEFAULTS_DAYS["reconcile_state"]
+    quarantine_retention_days: int = RETENTION_DEFAULTS_DAYS["quarantine"]
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -99,7 +108,7 @@ class Settings:
                    session_timeout_ms=_int_env("GOVBUS_KAFKA_SESSION_TIMEOUT_MS", 6000, 1000,
                                                300000),
                    partitions=_int_env("GOVBUS_PARTITIONS", 3, 1, 1024),
-                   **topic_settings())
+                   **topic_settings(), **retention_settings())
 
 
 def topic_settings() -> dict[str, Any]:
@@ -115,3 +124,12 @@ def topic_settings() -> dict[str, Any]:
             # 64 MiB, under the clients' receive.message.max.bytes (100 MB)
             "message_max_bytes": _int_env("GOVBUS_MESSAGE_MAX_BYTES", MESSAGE_MAX_BYTES,
                                           256 * 1024, 64 * 1024 * 1024), **retention}
+
+
+def retention_settings() -> dict[str, Any]:
+    """The retention of `govbus purge`, in days (1 to 100 years): GOVBUS_OUTBOX_RETENTION_DAYS,
+    GOVBUS_RECONCILE_STATE_RETENTION_DAYS, GOVBUS_QUARANTINE_RETENTION_DAYS. Needs no broker
+    or database, so the purge reads it without either."""
+    return {f"{kind}_retention_days": _int_env(f"GOVBUS_{kind.upper()}_RETENTION_DAYS", default,
+                                               1, 36500)
+            for kind, default in RETENTION_DEFAULTS_DAYS.items()}
