@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus import cli_quarantine
 
     cli_quarantine.register(sub, add)
+    from govbus import cli_purge  # retention (Art. 25, docs/retention.md)
+
+    cli_purge.register(sub, add)
     p = add("demo", cmd_demo, "start everything, publish a realistic sample, summarise, stop")
     p.add_argument("--events", type=int, default=3000, help="events to publish (3000)")
     p.add_argument("--seed", type=int, default=2018, help="random seed (2018)")
