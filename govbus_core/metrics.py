@@ -100,6 +100,12 @@ QUARANTINED = Counter(
     "Payloads filed in the quarantine table for their provider, by stage (gate, produce)",
     ["agency", "stage"])
 
+# --- deadlines in working days (Art. 20, 31) ----------------------------------------------
+WORKDAY_FALLBACK = Counter(
+    "govbus_workday_calendar_fallback_total",
+    "Deadline computations for a year neither chinese-calendar nor GOVBUS_HOLIDAYS_FILE covers "
+    "(Monday to Friday assumed, holidays ignored)", ["year"])
+
 
 def observe_many(child: Any, amounts: Sequence[float]) -> None:
     """``child.observe(a)`` for every amount, with one increment per bucket and one of the
