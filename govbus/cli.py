@@ -300,6 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus import cli_quarantine
 
     cli_quarantine.register(sub, add)
+    from govbus import cli_calendar  # working days of deadlines (docs/calendar.md)
+
+    cli_calendar.register(sub, add)
     from govbus import cli_purge  # retention (Art. 25, docs/retention.md)
 
     cli_purge.register(sub, add)

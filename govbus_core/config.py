@@ -15,6 +15,7 @@ from typing import Any
 
 from govbus.core.catalogue import default_schemas_dir
 from govbus.core.errors import ConfigError
+from govbus.core.workdays import holidays_file_setting
 
 ENV_KEYS = ("KAFKA_BOOTSTRAP_SERVERS", "DATABASE_URL", "GOVBUS_STATE_DIR", "GOVBUS_SCHEMAS_DIR",
             "GOVBUS_KAFKA_SESSION_TIMEOUT_MS", "GOVBUS_PARTITIONS")
@@ -89,6 +90,9 @@ class Settings:
     outbox_retention_days: int = RETENTION_DEFAULTS_DAYS["outbox"]
     reconcile_state_retention_days: int = RETENTION_DEFAULTS_DAYS["reconcile_state"]
     quarantine_retention_days: int = RETENTION_DEFAULTS_DAYS["quarantine"]
+    #: GOVBUS_HOLIDAYS_FILE, the State Council's holiday notices the library does not know
+    #: (docs/calendar.md); checked here, at start-up
+    holidays_file: Path | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -108,6 +112,7 @@ class Settings:
                    session_timeout_ms=_int_env("GOVBUS_KAFKA_SESSION_TIMEOUT_MS", 6000, 1000,
                                                300000),
                    partitions=_int_env("GOVBUS_PARTITIONS", 3, 1, 1024),
+                   holidays_file=holidays_file_setting(),
                    **topic_settings(), **retention_settings())
 
 

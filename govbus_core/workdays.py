@@ -58,7 +58,7 @@ class HolidayFileError(ConfigError):
     def __init__(self, path: str, problems: list[str]) -> None:
         self.path = path
         self.problems = problems
-        head = f"holiday file {path} ({HOLIDAYS_FILE_ENV}) is refused"
+        head = f"holiday file {path} is refused"
         super().__init__(f"{head}: {problems[0]}" if len(problems) == 1 else
                          f"{head}, {len(problems)} problems:\n  " + "\n  ".join(problems))
 
@@ -282,20 +282,17 @@ def reset_calendar() -> None:
     _decide.cache_clear()
 
 
-def year_source(year: int) -> str:
-    """Which source decides the working days of ``year``: file, library or none."""
-    found = holidays_file()
+def year_source(year: int, found: HolidayFile | None = None) -> str:
+    """Which source decides the working days of ``year``: file, library or none (with the
+    holiday file ``found``, default: this process's)."""
+    found = found or holidays_file()
     if found and year in found.years:
         return SOURCE_FILE
     return SOURCE_LIBRARY if year in LIBRARY_YEARS else SOURCE_NONE
 
 
-@lru_cache(maxsize=4096)
-def _decide(day: dt.date) -> tuple[bool, str]:
-    """(working day?, source). Cached: chinese-calendar 1.11 checks every date against the range
-    of its whole table (24–40 µs per call here), and the reconciler counts the days of every
-    case's deadline."""
-    found = holidays_file()
+def _decide_in(found: HolidayFile | None, day: dt.date) -> tuple[bool, str]:
+    """(working day?, source) of ``day`` with the holiday file ``found``."""
     if found and day.year in found.years:
         year = found.years[day.year]
         if day in year.holidays:
@@ -304,6 +301,14 @@ def _decide(day: dt.date) -> tuple[bool, str]:
     if day.year in LIBRARY_YEARS:
         return bool(chinese_calendar.is_workday(day)), SOURCE_LIBRARY
     return day.weekday() < 5, SOURCE_NONE
+
+
+@lru_cache(maxsize=4096)
+def _decide(day: dt.date) -> tuple[bool, str]:
+    """:func:`_decide_in` with this process's file. Cached: chinese-calendar 1.11 checks every
+    date against the range of its whole table (24–40 µs per call here), and the reconciler
+    counts the days of every case's deadline."""
+    return _decide_in(holidays_file(), day)
 
 
 def _fell_back(years: Iterable[int]) -> None:
@@ -365,10 +370,11 @@ def working_days_between(start: dt.date, end: dt.date) -> int:
 
 # --- one year, for `govbus calendar check` ---------------------------------------------------
 
-def year_report(year: int) -> dict[str, Any]:
-    """Which source covers ``year``, its holidays and make-up working days, its working days."""
-    source = year_source(year)
-    found = holidays_file()
+def year_report(year: int, found: HolidayFile | None = None) -> dict[str, Any]:
+    """Which source covers ``year``, its holidays and make-up working days, its working days
+    (with the holiday file ``found``, default: this process's)."""
+    found = found or holidays_file()
+    source = year_source(year, found)
     holidays: dict[dt.date, str] = {}
     makeup: dict[dt.date, str] = {}
     notice = None
@@ -380,7 +386,7 @@ def year_report(year: int) -> dict[str, Any]:
         makeup = {d: str(n) for d, n in _library.workdays.items() if d.year == year}
     first, last = dt.date(year, 1, 1), dt.date(year, 12, 31)
     days = [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-    working = sum(_decide(d)[0] for d in days)
+    working = sum(_decide_in(found, d)[0] for d in days)
 
     def rows(table: dict[dt.date, str]) -> list[dict[str, str]]:
         return [{"date": d.isoformat(), "weekday": _WEEKDAYS[d.weekday()], "name": table[d]}
