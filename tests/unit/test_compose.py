@@ -4,6 +4,7 @@ string names exists, in every profile in which it is needed (docs/deployment.md)
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import re
 from pathlib import Path
@@ -218,3 +219,17 @@ def test_replication_defaults_let_one_broker_be_down(monkeypatch: pytest.MonkeyP
         rf = settings.replication_factor
         assert rf is None or int(env(kafka[0])["KAFKA_MIN_INSYNC_REPLICAS"]) < rf <= len(kafka)
         assert settings.retention_dlq_ms <= settings.retention_ingest_ms
+
+
+def test_the_init_script_compiles_and_its_imports_exist() -> None:
+    command = SERVICES["govbus-init"]["command"]
+    assert command[:2] == ["python", "-c"]
+    script = command[2]
+    compile(script, "govbus-init", "exec")
+    imports = re.findall(r"^from (\S+) import (.+)$", script, re.MULTILINE)
+    assert imports
+    for module, names in imports:
+        loaded = importlib.import_module(module)
+        for name in names.split(","):
+            assert hasattr(loaded, name.strip()), f"{module}.{name.strip()}"
+    assert "Settings.from_env()" in script, "topics from the environment's topic settings"
