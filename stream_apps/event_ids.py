@@ -39,12 +39,7 @@ RULE = "envelope.event_id_reused"
 
 def _varint_length(value: int) -> int:
     """Bytes of ``value`` as Avro writes a long (zig-zag, then 7 bits a byte)."""
-    n = (value << 1) ^ (value >> 63)
-    length = 1
-    while n > 0x7F:
-        n >>= 7
-        length += 1
-    return length
+    return max(1, (((value << 1) ^ (value >> 63)).bit_length() + 6) // 7)
 
 
 def digest(payload: bytes | None, ts_ms: int | None = None) -> bytes:

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from govbus.stream_apps.event_ids import RULE, EventIds, digest, reused
+from hypothesis import given
+from hypothesis import strategies as st
+
+from govbus.stream_apps.event_ids import RULE, EventIds, _varint_length, digest, reused
 
 
 class Msg:
@@ -59,3 +62,13 @@ def test_the_same_change_published_again_with_a_new_ts_ms_is_the_same_event() ->
     assert len(digests) == 1
     other = frame(7, codec.encode({**base, "occurred_ms": 6, "ts_ms": 64}))
     assert digest(other, 64) not in digests
+
+
+@given(st.integers(-2**63, 2**63 - 1))
+def test_the_varint_length_is_what_avro_writes(value: int) -> None:
+    import io
+
+    import fastavro
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, {"type": "long"}, value)
+    assert _varint_length(value) == len(buf.getvalue())
