@@ -198,19 +198,19 @@ class _Reader:
                 self.fail(at, "a make-up working day is {\"date\", \"name\"}")
                 continue
             self.keys(item, at, ("name", "date"))
-            day, line = self.date(item.get("date"), f"{at}.date", year)
+            worked, line = self.date(item.get("date"), f"{at}.date", year)
             name = self.name(item, at)
-            if day is None:
+            if worked is None:
                 continue
-            if day.weekday() < 5:
-                self.fail(f"{at} {day}", f"a make-up working day is a Saturday or Sunday, "
-                          f"{day} is a {day.strftime('%A')} (a working day anyway)", line)
-            elif day in holidays:
-                self.fail(f"{at} {day}", f"both a holiday ({holidays[day]}) and a make-up "
+            if worked.weekday() < 5:
+                self.fail(f"{at} {worked}", f"a make-up working day is a Saturday or Sunday, "
+                          f"{worked} is a {worked.strftime('%A')} (a working day anyway)", line)
+            elif worked in holidays:
+                self.fail(f"{at} {worked}", f"both a holiday ({holidays[worked]}) and a make-up "
                           "working day", line)
-            elif day in makeup:
-                self.fail(f"{at} {day}", "listed twice as a make-up working day", line)
-            makeup[day] = name
+            elif worked in makeup:
+                self.fail(f"{at} {worked}", "listed twice as a make-up working day", line)
+            makeup[worked] = name
         return YearCalendar(year, holidays, makeup, notice or None)
 
 
