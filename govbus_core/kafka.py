@@ -50,10 +50,10 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         # a fetch returns after at most 20 ms even when Tansu holds it for fetch.min.bytes:
         # with the default 500 ms every stage added up to half a second of latency (bench)
         "fetch.wait.max.ms": 20,
-        # round robin over every topic-partition the pattern matches: the default (range,
-        # topic by topic) gave the first of two workers partitions 0 and 1 of every topic of
-        # 3, that is 2/3 of the work, so a second worker could add at most half (issue 7);
-        # range stays second so that members of an older release still agree on a protocol
+        # round robin over every topic-partition the pattern matches: range (topic by topic)
+        # gives the first of two workers partitions 0 and 1 of every topic of 3, that is 2/3
+        # of the work, so a second worker could add at most half; range stays second so that
+        # members of an older release still agree on a protocol
         "partition.assignment.strategy": "roundrobin,range",
         "log.connection.close": False,
     }
@@ -105,7 +105,8 @@ class TopicSpec:
 
 def topic_kind(name: str) -> str:
     """The kind of a topic by its name (:data:`TOPIC_KINDS`); ``other`` for a name outside the
-    topic table (a test's or an operator's tap), which gets the broker's defaults."""
+    topic table (a test's or an operator's tap), which gets the broker's defaults but for
+    ``max.message.bytes``."""
     for kind, pattern in TOPIC_KINDS:
         if pattern.fullmatch(name):
             return kind
