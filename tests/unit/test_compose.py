@@ -48,9 +48,14 @@ def depends_on(service: str) -> dict[str, dict[str, Any]]:
     return {d: {} for d in deps} if isinstance(deps, list) else dict(deps)
 
 
+def long_running(service: str) -> bool:
+    """Restarted when it stops: a one-shot service has no restart policy, or ``"no"``."""
+    return str(SERVICES[service].get("restart", "no")) not in ("no", "False")
+
+
 def long_running_govbus() -> list[str]:
     """The govbus processes: they serve /metrics (GOVBUS_METRICS_PORT) and are restarted."""
-    return [s for s in SERVICES if "GOVBUS_METRICS_PORT" in env(s) and "restart" in SERVICES[s]]
+    return [s for s in SERVICES if "GOVBUS_METRICS_PORT" in env(s) and long_running(s)]
 
 
 def static_targets() -> list[tuple[str, str, str]]:
@@ -87,12 +92,12 @@ def test_every_dependency_exists_wherever_the_service_runs(service: str) -> None
         if how.get("condition") == "service_healthy":
             assert "healthcheck" in SERVICES[dep], f"{service} waits for {dep} to be healthy"
         if how.get("condition") == "service_completed_successfully":
-            assert "restart" not in SERVICES[dep], f"{dep} is one-shot: it must not restart"
+            assert not long_running(dep), f"{dep} is one-shot: it must not restart"
 
 
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_every_long_running_service_has_a_health_check(service: str) -> None:
-    if "restart" in SERVICES[service]:
+    if long_running(service):
         assert "healthcheck" in SERVICES[service], service
 
 
