@@ -195,8 +195,10 @@ def _guarded(what: str, dsn: str, run: Callable[[], Result]) -> Result:
     try:
         return run()
     except psycopg2.Error as exc:
-        raise DatabaseError(f"cannot purge {what} at {db.redact(dsn)}: "
-                            f"{str(exc).strip()}") from exc
+        hint = ("; run the migrations (`govbus catalogue sync` or `govbus up`)" if isinstance(
+            exc, psycopg2.errors.UndefinedTable | psycopg2.errors.UndefinedColumn) else "")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # not the SQL
+        raise DatabaseError(f"cannot purge {what} at {db.redact(dsn)}: {first}{hint}") from exc
 
 
 def purge_outbox(agency_dsn: str, days: int, *, now: dt.datetime | None = None,

@@ -274,3 +274,13 @@ def test_govbus_purge_refuses_a_bad_setting(bus: str, monkeypatch: pytest.Monkey
     assert "GOVBUS_RECONCILE_STATE_RETENTION_DAYS=0 is out of range [1, 36500]" in \
         capsys.readouterr().err
     assert offsets(bus) == [1]  # nothing purged when a setting is wrong
+
+
+def test_a_database_without_the_migrations_is_refused_clearly(empty_database: str) -> None:
+    from govbus.core.errors import DatabaseError
+
+    with pytest.raises(DatabaseError, match="reconcile_state.*does not exist.*run the "
+                                            "migrations"):
+        retention.purge(empty_database, DAYS, only=["reconcile_state"], now=NOW)
+    (skipped,) = retention.purge(empty_database, DAYS, only=["quarantine"], now=NOW)
+    assert skipped.skipped is not None and "no quarantine table" in skipped.skipped
