@@ -96,7 +96,7 @@ RECORDS_SET_ASIDE = Counter(
     "Output records refused for good (too large, invalid) and set aside instead of retried",
     ["error"])
 QUARANTINED = Counter(
-    "govbus_quarantined_total",
+    "govbus_quarantined_records_total",
     "Payloads filed in the quarantine table for their provider, by stage (gate, produce)",
     ["agency", "stage"])
 

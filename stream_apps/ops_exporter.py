@@ -95,15 +95,15 @@ class OpsCollector(Collector):
         yield up
 
     def _lag(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("govbus_consumer_lag",
+        family = GaugeMetricFamily(CONSUMER_GAUGES[0],
                                    "Records not yet committed by a consumer group, summed over "
                                    "its partitions", labels=["group"])
         committed = GaugeMetricFamily(
-            "govbus_consumer_committed_offsets",
+            CONSUMER_GAUGES[1],
             "Sum of a consumer group's committed offsets: it stops moving when the group is "
             "stuck", labels=["group"])
         ends = GaugeMetricFamily(
-            "govbus_consumer_input_offsets",
+            CONSUMER_GAUGES[2],
             "Sum of the end offsets of a consumer group's partitions: its input",
             labels=["group"])
         try:
@@ -118,6 +118,9 @@ class OpsCollector(Collector):
         yield ends
 
 
+#: per consumer group: its lag, the sum of its committed offsets, the sum of its input's ends
+CONSUMER_GAUGES = ("govbus_consumer_lag", "govbus_consumer_committed_offsets",
+                   "govbus_consumer_input_offsets")
 _DB_GAUGES = {  # query key: (metric, help, optional source)
     "requests_pending": ("govbus_requests_pending",
                          "Sharing requests awaiting the providing agency (Art. 18)", None),

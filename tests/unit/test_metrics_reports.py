@@ -147,7 +147,7 @@ def defined_metrics() -> set[str]:
                                                                "_count")}
     names |= {name for name, *_ in ops_exporter._DB_GAUGES.values()}
     names |= {name for name, *_ in staleness([], dt.datetime.now(UTC))}
-    return names | {"govbus_ops_source_up", "govbus_consumer_lag"}
+    return names | {"govbus_ops_source_up", *ops_exporter.CONSUMER_GAUGES}
 
 
 def referenced(expr: str) -> set[str]:
