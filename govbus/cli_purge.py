@@ -1,9 +1,9 @@
 """``govbus purge``: apply the retention settings (docs/retention.md; Art. 25).
 
 Deletes published outbox rows (in each agency database named by ``--outbox-dsn``), the
-reconciler's state of entities long unseen (never of one with an open case) and old
-quarantined payloads, in batches; ``--dry-run`` prints what would go and deletes nothing. The
-delivery log is never purged. Progress goes to stderr, the summary to stdout.
+reconciler's state of entities long unseen (never of one with an open case), old quarantined
+payloads and the ids of events accepted long ago, in batches; ``--dry-run`` prints what would
+go and deletes nothing. The delivery log is never purged. Progress goes to stderr, the summary to stdout.
 """
 
 from __future__ import annotations
@@ -74,7 +74,8 @@ def register(sub: Any, add: Any) -> None:
     from govbus.core.retention import BATCH, TABLES
 
     p = add("purge", cmd_purge, "delete what is kept past its retention (published outbox "
-            "rows, reconciler state of entities long unseen, quarantined payloads); the "
+            "rows, reconciler state of entities long unseen, quarantined payloads, ids of events "
+            "accepted long ago); the "
             "delivery log is never purged (docs/retention.md)")
     p.add_argument("--dry-run", action="store_true",
                    help="print what would be deleted per table, delete nothing")

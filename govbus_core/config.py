@@ -31,8 +31,11 @@ MESSAGE_MAX_BYTES = 1024 * 1024
 #: rows kept by `govbus purge` (docs/retention.md): published outbox rows a month (an objection
 #: about what was sent, Art. 19, is raised within weeks), the reconciler's state of an entity
 #: not seen for over a year (yearly updates still meet the values held), quarantined payloads
-#: a month (the provider corrects its data, Art. 19; they are personal data, Art. 25)
-RETENTION_DEFAULTS_DAYS = {"outbox": 30, "reconcile_state": 400, "quarantine": 30}
+#: a month (the provider corrects its data, Art. 19; they are personal data, Art. 25), the
+#: ids of accepted events (no values) a year and a month: the window in which an event id
+#: reused for another record is recognised (Art. 19)
+RETENTION_DEFAULTS_DAYS = {"outbox": 30, "reconcile_state": 400, "quarantine": 30,
+                           "accepted_events": 400}
 
 
 def state_dir() -> Path:
@@ -90,9 +93,12 @@ class Settings:
     outbox_retention_days: int = RETENTION_DEFAULTS_DAYS["outbox"]
     reconcile_state_retention_days: int = RETENTION_DEFAULTS_DAYS["reconcile_state"]
     quarantine_retention_days: int = RETENTION_DEFAULTS_DAYS["quarantine"]
+    accepted_events_retention_days: int = RETENTION_DEFAULTS_DAYS["accepted_events"]
     #: GOVBUS_HOLIDAYS_FILE, the State Council's holiday notices the library does not know
     #: (docs/calendar.md); checked here, at start-up
     holidays_file: Path | None = None
+    #: how far ahead of the gate's clock an event's occurred_ms may be (README, "The gate")
+    max_clock_skew_ms: int = 300_000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -113,6 +119,8 @@ class Settings:
                                                300000),
                    partitions=_int_env("GOVBUS_PARTITIONS", 3, 1, 1024),
                    holidays_file=holidays_file_setting(),
+                   max_clock_skew_ms=_int_env("GOVBUS_MAX_CLOCK_SKEW_MS", 300_000, 0,
+                                              86_400_000),
                    **topic_settings(), **retention_settings())
 
 

@@ -13,6 +13,9 @@ Three kinds of rows hold personal data longer than their purpose needs unless pu
   that comes back open a new case (generation ``.1``, ``.2``) instead of the closed one, which
   the cases sink would refuse to reopen (the case would be lost).
 - ``quarantine``: payloads set aside before ``GOVBUS_QUARANTINE_RETENTION_DAYS``.
+- ``accepted_events``: ids (and digests, no values) of events accepted before
+  ``GOVBUS_ACCEPTED_EVENTS_RETENTION_DAYS``; an id older than that is no longer recognised
+  when it is reused for another record (Art. 19).
 
 The delivery log (``deliveries``) is never purged here: it is the record of who received what.
 
@@ -42,10 +45,11 @@ from govbus.core.errors import DatabaseError, GovbusError
 
 BATCH = 10_000
 MAX_DAYS = 36500
-TABLES = ("outbox", "reconcile_state", "quarantine")
+TABLES = ("outbox", "reconcile_state", "quarantine", "accepted_events")
 SETTINGS = {"outbox": "GOVBUS_OUTBOX_RETENTION_DAYS",
             "reconcile_state": "GOVBUS_RECONCILE_STATE_RETENTION_DAYS",
-            "quarantine": "GOVBUS_QUARANTINE_RETENTION_DAYS"}
+            "quarantine": "GOVBUS_QUARANTINE_RETENTION_DAYS",
+            "accepted_events": "GOVBUS_ACCEPTED_EVENTS_RETENTION_DAYS"}
 
 Progress = Callable[[str, int], None]  # (table, rows handled so far)
 
@@ -137,6 +141,14 @@ DELETE FROM quarantine WHERE id IN (
     ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
 RETURNING id
 """
+ACCEPTED_COUNT = "SELECT count(*) FROM accepted_events WHERE accepted_at < %(cutoff)s"
+ACCEPTED_DELETE = """
+DELETE FROM accepted_events WHERE event_id IN (
+    SELECT event_id FROM accepted_events
+    WHERE accepted_at < %(cutoff)s AND event_id > %(after)s
+    ORDER BY event_id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+RETURNING event_id
+"""
 # the old states after a key, with whether the cases table has an open case of the entity
 STATE_SELECT = """
 SELECT rs.reconciler, rs.entity, rs.state,
@@ -170,7 +182,7 @@ def _check_batch(batch: int) -> int:
 
 
 def _by_id(dsn: str, table: str, count_sql: str, delete_sql: str, result: Result,
-           batch: int, progress: Progress | None) -> Result:
+           batch: int, progress: Progress | None, start: Any = 0) -> Result:
     """Delete the rows ``delete_sql`` selects, ``batch`` per transaction, in id order."""
     when = dt.datetime.fromisoformat(result.cutoff)
     if result.dry_run:
@@ -178,7 +190,7 @@ def _by_id(dsn: str, table: str, count_sql: str, delete_sql: str, result: Result
             cur.execute(count_sql, {"cutoff": when})
             result.deleted = int(cur.fetchone()[0])
         return result
-    after = 0
+    after = start
     while True:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
             cur.execute(delete_sql, {"cutoff": when, "after": after, "batch": batch})
@@ -231,6 +243,18 @@ def purge_quarantine(dsn: str, days: int, *, now: dt.datetime | None = None,
     _check_batch(batch)
     return _guarded("the quarantine", dsn, lambda: _by_id(
         dsn, "quarantine", QUARANTINE_COUNT, QUARANTINE_DELETE, result, batch, progress))
+
+
+def purge_accepted_events(dsn: str, days: int, *, now: dt.datetime | None = None,
+                          dry_run: bool = False, batch: int = BATCH,
+                          progress: Progress | None = None) -> Result:
+    """Delete the ids of events accepted before ``days`` ago."""
+    setting = SETTINGS["accepted_events"]
+    result = Result("accepted_events", db.redact(dsn), setting, days,
+                    cutoff(_now(now), days, setting).isoformat(), dry_run)
+    _check_batch(batch)
+    return _guarded("accepted_events", dsn, lambda: _by_id(
+        dsn, "accepted_events", ACCEPTED_COUNT, ACCEPTED_DELETE, result, batch, progress, ""))
 
 
 def _state_batch(cur: Any, result: Result, when: dt.datetime, key: tuple[str, str],
@@ -307,7 +331,10 @@ def purge(dsn: str, retention: dict[str, int], *, outbox_dsns: list[str] | tuple
     if unknown:
         raise RetentionError(f"unknown table(s) {', '.join(unknown)}: one of "
                              f"{', '.join(TABLES)}")
-    days = {t: check_days(SETTINGS[t], retention[t]) for t in TABLES}
+    missing = sorted(set(only) - set(retention))
+    if missing:
+        raise RetentionError(f"no retention given for {', '.join(missing)}")
+    days = {t: check_days(SETTINGS[t], retention[t]) for t in TABLES if t in retention}
     when = _now(now)
     kw: dict[str, Any] = {"now": when, "dry_run": dry_run, "batch": _check_batch(batch),
                           "progress": progress}
@@ -337,4 +364,6 @@ def purge(dsn: str, retention: dict[str, int], *, outbox_dsns: list[str] | tuple
                                   cutoff(when, days["quarantine"]).isoformat(), dry_run,
                                   skipped="no quarantine table: run the migrations "
                                           "(`govbus catalogue sync` or `govbus up`)"))
+    if "accepted_events" in only:
+        results.append(purge_accepted_events(dsn, days["accepted_events"], **kw))
     return results

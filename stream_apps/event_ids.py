@@ -14,7 +14,7 @@ One query per batch looks up the ids its records' ``event_id`` headers name; an 
 header is missing or differs from its body is looked up on its own. A database error fails
 the batch (it is retried), never accepts unchecked.
 
-The window is the table's retention (``GOVBUS_EVENT_ID_RETENTION_DAYS``). Two workers that
+The window is the table's retention (``GOVBUS_ACCEPTED_EVENTS_RETENTION_DAYS``). Two workers that
 take the same id on different partitions within the same second are not told apart: the
 second row is not inserted, both events are delivered; a provider's ids are unique per event
 by contract (the envelope), and this is the check of that contract, not its guarantee.

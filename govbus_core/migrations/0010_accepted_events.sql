@@ -2,7 +2,7 @@
 -- names one event, so a record reusing an accepted id for other content is rejected
 -- (envelope.event_id_reused, Art. 19), while the same record replayed passes again (a retry,
 -- a replayed batch). No values, no entity key: the id, a 16-byte BLAKE2b digest of the framed
--- record, the resource and the time. Kept for GOVBUS_EVENT_ID_RETENTION_DAYS: the window in
+-- record, the resource and the time. Kept for GOVBUS_ACCEPTED_EVENTS_RETENTION_DAYS: the window in
 -- which a reused id is recognised.
 CREATE TABLE accepted_events (
     event_id     text PRIMARY KEY,

@@ -74,3 +74,25 @@ def test_an_accepted_event_id_reused_for_another_record_is_rejected(
     finally:
         for reader in readers.values():
             reader.close()
+
+
+def test_purge_forgets_ids_accepted_before_the_window(database_url: str) -> None:
+    import datetime as dt
+
+    from govbus.core import retention
+    old, new = f"old-{uuid.uuid4().hex}", f"new-{uuid.uuid4().hex}"
+    now = dt.datetime.now(dt.UTC)
+    with db.transaction(database_url) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO accepted_events (event_id, digest, resource_id, accepted_at) "
+                    "VALUES (%s, '\\x00', %s, %s), (%s, '\\x00', %s, %s)",
+                    (old, TAX, now - dt.timedelta(days=401), new, TAX,
+                     now - dt.timedelta(days=399)))
+    days = {t: 400 for t in retention.TABLES}
+    [dry] = retention.purge(database_url, days, only=["accepted_events"], dry_run=True)
+    assert dry.deleted >= 1
+    [done] = retention.purge(database_url, days, only=["accepted_events"], batch=1)
+    assert done.deleted == dry.deleted
+    with db.transaction(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT event_id FROM accepted_events WHERE event_id = ANY(%s)",
+                    ([old, new],))
+        assert [r[0] for r in cur.fetchall()] == [new]

@@ -4,6 +4,7 @@ installed CLI checks the shipped catalogue from any folder."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -17,8 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(ROOT), "-w",
-                    str(out)], check=True, capture_output=True, timeout=300)
+    # built from a copy: an in-tree build leaves build/ in the checkout, whose stale files a
+    # later build would ship
+    source = tmp_path_factory.mktemp("source") / "govbus"
+    shutil.copytree(ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache", "bench"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", str(source),
+                    "-w", str(out)], check=True, capture_output=True, timeout=300)
     [built] = out.glob("govbus-*.whl")
     return built
 

@@ -243,7 +243,8 @@ def test_govbus_purge_dry_run_then_run(bus: str, agency: str, monkeypatch: pytes
     got = {t["table"]: (t["deleted"], t["days"], t["setting"]) for t in out["tables"]}
     assert got == {"govbus_outbox.events": (1, 30, "GOVBUS_OUTBOX_RETENTION_DAYS"),
                    "reconcile_state": (1, 400, "GOVBUS_RECONCILE_STATE_RETENTION_DAYS"),
-                   "quarantine": (1, 10, "GOVBUS_QUARANTINE_RETENTION_DAYS")}
+                   "quarantine": (1, 10, "GOVBUS_QUARANTINE_RETENTION_DAYS"),
+                   "accepted_events": (0, 400, "GOVBUS_ACCEPTED_EVENTS_RETENTION_DAYS")}
     assert offsets(bus) == [1, 2] and outbox_names(agency) == {"old"}
     assert set(states(bus)) == {"company:gone"}
 

@@ -62,7 +62,7 @@ def test_the_bounds_themselves_are_accepted() -> None:
 # --- the settings --------------------------------------------------------------------------
 
 VARS = ("GOVBUS_OUTBOX_RETENTION_DAYS", "GOVBUS_RECONCILE_STATE_RETENTION_DAYS",
-        "GOVBUS_QUARANTINE_RETENTION_DAYS")
+        "GOVBUS_QUARANTINE_RETENTION_DAYS", "GOVBUS_ACCEPTED_EVENTS_RETENTION_DAYS")
 
 
 def test_defaults_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,8 +70,10 @@ def test_defaults_when_unset(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     assert retention_settings() == {"outbox_retention_days": 30,
                                     "reconcile_state_retention_days": 400,
-                                    "quarantine_retention_days": 30}
-    assert RETENTION_DEFAULTS_DAYS == {"outbox": 30, "reconcile_state": 400, "quarantine": 30}
+                                    "quarantine_retention_days": 30,
+                                    "accepted_events_retention_days": 400}
+    assert RETENTION_DEFAULTS_DAYS == {"outbox": 30, "reconcile_state": 400, "quarantine": 30,
+                                       "accepted_events": 400}
 
 
 def test_settings_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
