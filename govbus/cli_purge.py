@@ -3,7 +3,8 @@
 Deletes published outbox rows (in each agency database named by ``--outbox-dsn``), the
 reconciler's state of entities long unseen (never of one with an open case), old quarantined
 payloads and the ids of events accepted long ago, in batches; ``--dry-run`` prints what would
-go and deletes nothing. The delivery log is never purged. Progress goes to stderr, the summary to stdout.
+go and deletes nothing. The delivery log is never purged. Progress goes to stderr, the summary
+to stdout.
 """
 
 from __future__ import annotations
