@@ -11,6 +11,8 @@ import gc
 import time
 from collections import Counter
 
+from govbus.core.config import Settings
+from govbus.core.envelope import now_ms
 from govbus.core.registry import SchemaRegistry
 from govbus.core.serde import unframe
 from govbus.stream_apps.verdict import judge
@@ -21,6 +23,7 @@ from .report import BenchError, Result, Say, table
 
 POOL = 5000  # distinct framed events; M cycles through them
 REPEATS = 3
+SKEW_MS = Settings.max_clock_skew_ms
 
 
 def _decode_only(work: list[tuple[str, bytes]], lookup: SchemaRegistry) -> None:
@@ -31,7 +34,7 @@ def _decode_only(work: list[tuple[str, bytes]], lookup: SchemaRegistry) -> None:
 
 def _judge_all(work: list[tuple[str, bytes]], lookup: SchemaRegistry) -> None:
     for topic, payload in work:
-        judge(topic, payload, lookup.by_id)
+        judge(topic, payload, lookup.by_id, now_ms=now_ms(), max_skew_ms=SKEW_MS)
 
 
 def run(env: Env, m: int, say: Say) -> None:
@@ -41,7 +44,8 @@ def run(env: Env, m: int, say: Say) -> None:
     encoder = workload.Encoder(env.catalogue, registry)
     pool = [encoder.encode(i) for i in workload.items(min(m, POOL), 0.02)]
     work = [(pool[i % len(pool)].topic, pool[i % len(pool)].payload) for i in range(m)]
-    verdicts = Counter(judge(t, p, registry.by_id).accepted for t, p in work[:len(pool)])
+    verdicts = Counter(judge(t, p, registry.by_id, now_ms=now_ms(), max_skew_ms=SKEW_MS).accepted
+                       for t, p in work[:len(pool)])
     if not verdicts[True] or not verdicts[False]:  # also warms the schema cache
         raise BenchError(f"the workload should hold good and bad events: {dict(verdicts)}")
     best: dict[str, Result] = {}

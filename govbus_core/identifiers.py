@@ -1,7 +1,9 @@
 """Art. 12 identifiers: check functions that return ``None`` when valid, else a reason.
 
 - Resident identity number, GB 11643-1999: 6-digit division code, 8-digit birth date,
-  3-digit sequence, ISO 7064 MOD 11-2 check character (0-9 or X).
+  3-digit sequence, ISO 7064 MOD 11-2 check character (0-9 or X). The X is uppercase, as the
+  standard writes it: a lowercase x is refused, not normalised, since the number is an entity
+  key and ``...002x`` and ``...002X`` would be two entities (:data:`RESIDENT_ID_LOWERCASE`).
 - Unified social credit code, GB 32100-2015: 18 characters from a 31-character alphabet
   (no I, O, Z, S, V), the 6-digit division code at positions 3-8, and a MOD 31 check character.
 - Administrative division code, GB/T 2260: 6 digits whose first two name a province-level
@@ -101,7 +103,14 @@ def check_resident_id(value: object, today: dt.date | None = None) -> str | None
     expected = resident_id_check_char(body)
     if check.upper() != expected:
         return f"check character is {check!r}, expected {expected!r} (GB 11643 MOD 11-2)"
+    if check == "x":
+        return RESIDENT_ID_LOWERCASE
     return None
+
+
+#: the reason :func:`check_resident_id` gives for a number that is right but for a lowercase x
+RESIDENT_ID_LOWERCASE = ("check character is a lowercase 'x'; GB 11643 writes it as an "
+                         "uppercase 'X' (refused, not normalised: the number is a key)")
 
 
 def uscc_check_char(first17: str) -> str:
@@ -145,3 +154,6 @@ CHECKS = {
     "name": check_name,
 }
 """Identifier roles a catalogue field may carry, and the check for each."""
+
+#: reasons that have a rule of their own: ``identifier.<this>`` instead of ``identifier.<role>``
+REASON_RULES = {RESIDENT_ID_LOWERCASE: "resident_id_lowercase"}

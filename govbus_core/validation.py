@@ -5,6 +5,7 @@ rule is adding a function. A rule returns the violations it finds, never raises.
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ from fastavro._validate_common import ValidationError
 
 from govbus.core.catalogue import Resource
 from govbus.core.errors import Violation
-from govbus.core.identifiers import CHECKS, check_division_code
+from govbus.core.identifiers import CHECKS, REASON_RULES, check_division_code
 
 Event = dict[str, Any]
 Rule = Callable[[Resource, Event, str], Iterator[Violation]]
@@ -26,10 +27,16 @@ def rule(fn: Rule) -> Rule:
     return fn
 
 
-def check_event(resource: Resource, event: Event, sender: str) -> list[Violation]:
+def check_event(resource: Resource, event: Event, sender: str, *, now_ms: int | None = None,
+                max_skew_ms: int = 0) -> list[Violation]:
     """Every violation of ``event`` against ``resource``'s contract; ``sender`` is the agency
-    whose ingest topic carried it (or that calls the publish API)."""
-    return [v for fn in RULES for v in fn(resource, event, sender)]
+    whose ingest topic carried it (or that calls the publish API). With ``now_ms`` (the
+    checker's clock, epoch ms) also :func:`occurred_in_time`: ``occurred_ms`` at most
+    ``max_skew_ms`` ahead of it. The gate always passes its clock."""
+    found = [v for fn in RULES for v in fn(resource, event, sender)]
+    if now_ms is not None:
+        found.extend(occurred_in_time(event, now_ms, max_skew_ms))
+    return found
 
 
 def image(event: Event) -> dict[str, Any] | None:
@@ -85,6 +92,11 @@ def identifiers(resource: Resource, event: Event, sender: str) -> Iterator[Viola
     row = image(event)
     if row is None:
         return
+    yield from row_identifiers(resource, row)
+
+
+def row_identifiers(resource: Resource, row: dict[str, Any]) -> Iterator[Violation]:
+    """The Art. 12 identifier violations of one row image (fields named as in the row)."""
     for spec in resource.fields:
         if not spec.identifier or spec.identifier not in CHECKS:
             continue
@@ -96,7 +108,8 @@ def identifiers(resource: Resource, event: Event, sender: str) -> Iterator[Viola
             continue
         reason = CHECKS[spec.identifier](value)
         if reason:
-            yield Violation(f"identifier.{spec.identifier}", spec.name, "Art. 12", reason)
+            yield Violation(f"identifier.{REASON_RULES.get(reason, spec.identifier)}",
+                            spec.name, "Art. 12", reason)
 
 
 MAX_TEXT_CHARS = 4096  # a catalogue text field; longer is a faulty adapter, not data (Art. 7)
@@ -130,8 +143,60 @@ def field_sizes(resource: Resource, event: Event, sender: str) -> Iterator[Viola
             yield Violation("field.nul_character", name, "Art. 7", NUL)
 
 
-COMPILED_RULES = (registered_provider, locality, row_image, identifiers, field_sizes)
-Acceptor = Callable[[Event, str], bool]
+@rule
+def event_id_present(resource: Resource, event: Event, sender: str) -> Iterator[Violation]:
+    """Art. 19: every event is named by its id (the ``event_id`` header recipients de-duplicate
+    by, the delivery log's entry, the reuse check): an empty or blank id names nothing."""
+    event_id = event.get("event_id")
+    if not isinstance(event_id, str) or not event_id or event_id.isspace():
+        yield Violation("envelope.event_id_blank", "event_id", "Art. 19",
+                        f"event id {event_id!r} is empty or blank; every event needs a unique "
+                        "id")
+
+
+@rule
+def before_image(resource: Resource, event: Event, sender: str) -> Iterator[Violation]:
+    """Art. 12: a ``before`` image sent with a create, update or snapshot is held to the same
+    identifier rules as ``after`` (a delete's ``before`` is its row image, checked as such):
+    every recipient is delivered it as the entity's previous state."""
+    before = event.get("before")
+    if before is None or event.get("op") == "d":
+        return
+    if not isinstance(before, dict):
+        yield Violation("envelope.before_invalid", "before", "Art. 7",
+                        f"the before image is a {type(before).__name__}, not a record")
+        return
+    for v in row_identifiers(resource, before):
+        yield Violation("envelope.before_invalid", f"before.{v.field}", v.article,
+                        f"{v.rule}: {v.message}")
+
+
+def occurred_in_time(event: Event, now_ms: int, max_skew_ms: int) -> Iterator[Violation]:
+    """Art. 19 accuracy: ``occurred_ms`` at most ``max_skew_ms`` (GOVBUS_MAX_CLOCK_SKEW_MS)
+    ahead of ``now_ms``. Later state wins by ``occurred_ms`` (``entity_state``, the online
+    query, the reconciler), so one event from the future would shadow every true correction of
+    its entity until that time. Not a ``@rule``: it needs the checker's clock, passed in."""
+    occurred = event.get("occurred_ms")
+    if isinstance(occurred, (int, float)) and not isinstance(occurred, bool) and \
+            occurred > now_ms + max_skew_ms:
+        yield Violation("envelope.occurred_in_future", "occurred_ms", "Art. 19",
+                        f"occurred_ms {occurred} ({_utc(occurred)}) is "
+                        f"{(occurred - now_ms) / 1000:.0f} s ahead of the gate's clock "
+                        f"({_utc(now_ms)}); at most {max_skew_ms} ms is allowed")
+
+
+def _utc(ms: float) -> str:
+    try:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):
+        return "not a representable time"
+
+
+COMPILED_RULES = (registered_provider, locality, row_image, identifiers, field_sizes,
+                  event_id_present, before_image)
+#: (event, sender, latest_ms): latest_ms is the latest ``occurred_ms`` accepted, the gate's
+#: clock plus the allowed skew (:func:`occurred_in_time`)
+Acceptor = Callable[[Event, str, int], bool]
 LOCALITY_MEMO = 4096  # valid division codes an acceptor remembers (a city uses a few hundred)
 
 
@@ -153,7 +218,17 @@ def compile_acceptor(resource: Resource) -> Acceptor:
                 for spec in resource.fields if spec.identifier and spec.identifier in CHECKS)
     valid_localities: set[str] = set()
 
-    def accept(event: Event, sender: str) -> bool:
+    def ids_ok(row: dict[str, Any]) -> bool:  # identifiers, before_image
+        for name, check, nullable in ids:
+            value = row.get(name)
+            if value is None or value == "":
+                if not nullable:
+                    return False
+            elif check(value):
+                return False
+        return True
+
+    def accept(event: Event, sender: str, latest_ms: int) -> bool:
         try:
             source = event["source"]
             if sender != provider or source["agency"] != sender or \
@@ -165,16 +240,21 @@ def compile_acceptor(resource: Resource) -> Acceptor:
                     return False
                 if len(valid_localities) < LOCALITY_MEMO:
                     valid_localities.add(locality)
-            row = event.get("before") if event.get("op") == "d" else event.get("after")
+            before = event.get("before")
+            delete = event.get("op") == "d"
+            row = before if delete else event.get("after")
             if row is None or event.get("key") != row.get(key_field):
                 return False  # row_image
-            for name, check, nullable in ids:  # identifiers
-                value = row.get(name)
-                if value is None or value == "":
-                    if not nullable:
-                        return False
-                elif check(value):
-                    return False
+            if not ids_ok(row):  # identifiers
+                return False
+            if before is not None and not delete and not ids_ok(before):
+                return False  # before_image (a non-record raises: doubt)
+            event_id = event["event_id"]  # event_id_present
+            if not isinstance(event_id, str) or not event_id or event_id.isspace():
+                return False
+            occurred = event["occurred_ms"]  # occurred_in_time
+            if type(occurred) is not int or occurred > latest_ms:
+                return False
             return _sizes_ok(event, source)  # field_sizes
         except (KeyError, TypeError, AttributeError, ValueError):
             return False
@@ -182,7 +262,7 @@ def compile_acceptor(resource: Resource) -> Acceptor:
     return accept
 
 
-def _doubt(event: Event, sender: str) -> bool:
+def _doubt(event: Event, sender: str, latest_ms: int) -> bool:
     return False
 
 

@@ -95,7 +95,8 @@ class Gate(BatchStage):
         commit(self.consumer, next_offsets(msgs))
 
     def _forward(self, msg: Any, delivered: Acks) -> None:
-        verdict = judge(msg.topic(), msg.value(), self.lookup)
+        verdict = judge(msg.topic(), msg.value(), self.lookup, now_ms=int(time.time() * 1000),
+                        max_skew_ms=self.settings.max_clock_skew_ms)
         self._judged.append(judged(msg, verdict))
         if verdict.accepted:
             self.stats[f"accepted {verdict.resource_id}"] += 1

@@ -157,6 +157,8 @@ class Decider:
     grants and catalogue metadata, the catalogue's owners, the bundles, the topics known to
     exist); :mod:`bench.inprocess` builds one without a broker."""
 
+    max_skew_ms = Settings.max_clock_skew_ms  # GOVBUS_MAX_CLOCK_SKEW_MS, set by HotPath
+
     def __init__(self, lookup: NegativeCache, control: ControlPlane,
                  owner_of: dict[str, str], bundles: Bundles, topics: KnownTopics,
                  ids: event_ids.EventIds) -> None:
@@ -173,7 +175,8 @@ class Decider:
         bundles, ids = self.bundles, self.ids
         ids.prefetch(msgs)
         for msg in msgs:
-            verdict = judge(msg.topic(), msg.value(), self.lookup)
+            verdict = judge(msg.topic(), msg.value(), self.lookup,
+                            now_ms=int(at.timestamp() * 1000), max_skew_ms=self.max_skew_ms)
             if verdict.accepted:  # an event id names one event (Art. 19)
                 event = verdict.event
                 assert event is not None  # accepted: decoded
@@ -243,6 +246,7 @@ class HotPath(BatchStage):
                                Bundles.on_broker(settings),
                                KnownTopics(settings, [VALUES_TOPIC]),
                                event_ids.EventIds(dsn))
+        self.decider.max_skew_ms = settings.max_clock_skew_ms
         # lz4: the broker stores and serves each batch as it is, so it copies less (Tansu's
         # CPU per event 61-82 against 84-101 µs, bench.cpu); consumers decompress, any client
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20,

@@ -43,16 +43,42 @@ class Verdict:
 
 
 def split_topic(topic: str) -> tuple[str, str]:
-    """``ingest.<agency>.<resource>`` → (agency, resource id)."""
+    """``ingest.<agency>.<resource>`` → (agency, resource id); see :func:`parse_topic`."""
+    agency, resource_id, _ = parse_topic(topic)
+    return agency, resource_id
+
+
+def parse_topic(topic: str) -> tuple[str, str, str | None]:
+    """(agency, resource id, what is wrong with the name or None). Only exactly three
+    non-empty parts ``ingest.<agency>.<resource>`` name a resource's ingest topic (Art. 7);
+    of any other name the agency is still the second part (``unknown`` when empty: the
+    rejection goes to its DLQ) and the resource id the second and third."""
     parts = topic.split(".")
     agency = parts[1] if len(parts) > 1 and parts[1] else "unknown"
-    return agency, ".".join(parts[1:3])
+    problem = None
+    if parts[0] != "ingest":
+        problem = f"topic {topic!r} is not an ingest topic, ingest.<agency>.<resource>"
+    elif len(parts) != 3:
+        problem = (f"topic {topic!r} has {len(parts)} dot-separated parts; an ingest topic is "
+                   "exactly ingest.<agency>.<resource>")
+    elif not parts[1] or not parts[2]:
+        problem = (f"topic {topic!r} has an empty {'agency' if not parts[1] else 'resource'} "
+                   "part; an ingest topic is ingest.<agency>.<resource>")
+    return agency, ".".join(parts[1:3]), problem
 
 
-def judge(topic: str, payload: bytes | None, lookup: Lookup) -> Verdict:
-    """Decide one record of ``topic``. Infrastructure errors (database down) propagate."""
-    agency, resource_id = split_topic(topic)
+def judge(topic: str, payload: bytes | None, lookup: Lookup, *, now_ms: int,
+          max_skew_ms: int) -> Verdict:
+    """Decide one record of ``topic``. Infrastructure errors (database down) propagate.
+
+    ``now_ms`` is the caller's clock (epoch ms) and ``max_skew_ms`` how far ahead of it an
+    event's ``occurred_ms`` may be (``GOVBUS_MAX_CLOCK_SKEW_MS``): passed in, so the decision
+    stays a function of its arguments."""
+    agency, resource_id, problem = parse_topic(topic)
     verdict = Verdict(agency, resource_id)
+    if problem is not None:
+        verdict.violations.append(Violation("topic.malformed", "topic", "Art. 7", problem))
+        return verdict
     try:
         schema_id, body = unframe(payload)
         try:
@@ -73,8 +99,10 @@ def judge(topic: str, payload: bytes | None, lookup: Lookup) -> Verdict:
         verdict.violations.append(exc.violation)
         return verdict
     verdict.event, verdict.resource, verdict.schema_id = event, reg.resource, schema_id
-    if not reg.accepts(event, agency):  # the usual case is settled by the compiled rules
-        verdict.violations = check_event(reg.resource, event, agency)
+    # the usual case is settled by the compiled rules
+    if not reg.accepts(event, agency, now_ms + max_skew_ms):
+        verdict.violations = check_event(reg.resource, event, agency, now_ms=now_ms,
+                                         max_skew_ms=max_skew_ms)
     return verdict
 
 

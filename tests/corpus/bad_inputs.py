@@ -24,6 +24,7 @@ SchemaFor = Callable[[str], RegisteredSchema]  # resource id → its latest regi
 POP = "public_security.population_register"
 TAX = "tax.tax_registration"
 POP_TOPIC = f"ingest.{POP}"
+YEAR_9999_MS = 253_370_764_800_000  # 9999-01-01T00:00:00Z
 
 PERSON: dict[str, Any] = {
     "resident_id": "11010519491231002X", "name": "王芳", "gender": "F",
@@ -150,6 +151,29 @@ GATE_CORPUS: list[GateCase] = [
     GateCase("not_the_provider_topic",
              _on("ingest.tax.population_register", lambda s: valid_payload(s)),
              "schema.resource_mismatch", "Art. 7"),
+    GateCase("empty_event_id", _on(POP_TOPIC, lambda s: framed(s, event(s, event_id=""))),
+             "envelope.event_id_blank", "Art. 19"),
+    GateCase("blank_event_id", _on(POP_TOPIC, lambda s: framed(s, event(
+        s, event_id=" \t\u3000"))), "envelope.event_id_blank", "Art. 19"),
+    GateCase("occurred_in_year_9999", _on(POP_TOPIC, lambda s: framed(s, event(
+        s, occurred_ms=YEAR_9999_MS))), "envelope.occurred_in_future", "Art. 19"),
+    GateCase("resident_id_lowercase_x", _on(POP_TOPIC, lambda s: framed(s, event(
+        s, PERSON | {"resident_id": "11010519491231002x"}))),
+        "identifier.resident_id_lowercase", "Art. 12"),
+    GateCase("update_before_bad_check_digit", _on(POP_TOPIC, lambda s: framed(s, event(
+        s, op="u", before=PERSON | {"resident_id": "110105194912310021"}))),
+        "envelope.before_invalid", "Art. 12"),
+    GateCase("update_before_blank_name", _on(POP_TOPIC, lambda s: framed(s, event(
+        s, op="u", before=PERSON | {"name": " "}))), "envelope.before_invalid", "Art. 12"),
+    GateCase("update_before_lowercase_x", _on(POP_TOPIC, lambda s: framed(s, event(
+        s, op="u", before=PERSON | {"resident_id": "11010519491231002x"}))),
+        "envelope.before_invalid", "Art. 12"),
+    GateCase("topic_extra_part", _on(f"{POP_TOPIC}.extra", lambda s: valid_payload(s)),
+             "topic.malformed", "Art. 7"),
+    GateCase("topic_empty_agency", _on("ingest..population_register",
+                                       lambda s: valid_payload(s)), "topic.malformed", "Art. 7"),
+    GateCase("topic_empty_resource", _on("ingest.public_security.",
+                                         lambda s: valid_payload(s)), "topic.malformed", "Art. 7"),
 ]
 
 
@@ -191,6 +215,14 @@ PUBLISH_CORPUS: list[PublishCase] = [
                 Change("c", PERSON, locality="36050X"), "locality.invalid", "source.locality"),
     PublishCase("delete_without_before", "public_security", "population_register",
                 Change("d", None), "envelope.image_missing", "before"),
+    PublishCase("resident_id_lowercase_x", "public_security", "population_register",
+                Change("c", PERSON | {"resident_id": "11010519491231002x"}),
+                "identifier.resident_id_lowercase", "resident_id"),
+    PublishCase("update_before_bad_check_digit", "public_security", "population_register",
+                Change("u", PERSON, before=PERSON | {"resident_id": "110105194912310021"}),
+                "envelope.before_invalid", "before.resident_id"),
+    PublishCase("blank_event_id", "public_security", "population_register",
+                Change("c", PERSON, event_id="  "), "envelope.event_id_blank", "event_id"),
 ]
 
 # Calls the publish API refuses outright, before any record is looked at: (agency, resource,

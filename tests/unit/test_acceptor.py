@@ -35,17 +35,28 @@ ODD = st.sampled_from([
     "a\x00b", b"z" * (validation.MAX_TEXT_CHARS + 1), b"ok", 0, 7, 1.5, [], {}, ["360502"],
     "360502", "360000", "990101", "36050", "３６０５０２", "11010519491231002X",
     "11010519491231002x", "110105194912310021", "91360502MA35L8XG1X", "91360502MA35L8XG1Y",
-    "c", "d", "u", "r", "q",
+    "c", "d", "u", "r", "q", "\u3000", "\t\n", "e-1",
 ])
 ENVELOPE = ["event_id", "resource", "op", "key", "before", "after", "source"]
 SOURCE = ["agency", "locality", "system", "table"]
+NOW = 1_795_000_000_000  # the checker's clock in every test here (epoch ms, 2026-11-18)
+SKEW = 300_000
+LATEST = NOW + SKEW
+# occurred_ms on either side of the clock's line
+WHEN = st.sampled_from([NOW, LATEST, LATEST + 1, NOW + 10**12, 253_402_300_799_999, 0, -1,
+                        2**63 - 1, 1.5, None, True, "1"]) | st.integers()
 
 
 def valid_event(resource: Resource, i: int, op: str = "c") -> dict[str, Any]:
     rows = ROWS[resource.id]
     row = dict(rows[i % len(rows)])
     return make_event(resource, version=1, op=op, record=row, before=row if op == "d" else None,
-                      agency=str(resource.provider), locality="360502")
+                      agency=str(resource.provider), locality="360502",
+                      occurred_ms=NOW - 60_000)
+
+
+def rules_find(resource: Resource, event: Any, sender: str) -> list[Any]:
+    return check_event(resource, event, sender, now_ms=NOW, max_skew_ms=SKEW)
 
 
 @st.composite
@@ -55,8 +66,16 @@ def mutated(draw: st.DrawFn) -> tuple[Resource, dict[str, Any], str]:
     sender = str(resource.provider)
     names = [f.name for f in resource.fields] + ["extra"]
     for _ in range(draw(st.integers(1, 4))):
-        where = draw(st.sampled_from(["row", "envelope", "source", "sender", "drop"]))
-        if where == "row":
+        where = draw(st.sampled_from(["row", "envelope", "source", "sender", "drop", "clock",
+                                      "before"]))
+        if where == "clock":
+            event["occurred_ms"] = draw(WHEN)
+        elif where == "before":  # a before image beside the after, maybe with a bad value
+            row = event["after"] if isinstance(event["after"], dict) else {}
+            event["before"] = dict(row)
+            if draw(st.booleans()):
+                event["before"][draw(st.sampled_from(names))] = draw(ODD)
+        elif where == "row":
             row = event["before"] if event["op"] == "d" else event["after"]
             if isinstance(row, dict):
                 row[draw(st.sampled_from(names))] = draw(ODD)
@@ -85,8 +104,8 @@ def test_every_valid_sample_event_takes_the_fast_path() -> None:
         for i in range(len(ROWS[resource.id])):
             for op in "cudr":
                 event = valid_event(resource, i, op)
-                assert check_event(resource, event, str(resource.provider)) == []
-                assert accept(event, str(resource.provider)), (resource.id, i, op)
+                assert rules_find(resource, event, str(resource.provider)) == []
+                assert accept(event, str(resource.provider), LATEST), (resource.id, i, op)
 
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -96,21 +115,21 @@ def test_every_valid_sample_event_takes_the_fast_path() -> None:
 def test_acceptor_says_yes_only_where_the_rules_find_nothing(
         case: tuple[Resource, dict[str, Any], str]) -> None:
     resource, event, sender = case
-    if compile_acceptor(resource)(copy.deepcopy(event), sender):
-        assert check_event(resource, event, sender) == []
+    if compile_acceptor(resource)(copy.deepcopy(event), sender, LATEST):
+        assert rules_find(resource, event, sender) == []
 
 
 @settings(max_examples=500, deadline=None)
 @given(st.sampled_from(RESOURCES), JSONISH, st.sampled_from(AGENCIES))
 def test_acceptor_doubts_any_shape_it_does_not_know(resource: Resource, event: Any,
                                                      sender: str) -> None:
-    if compile_acceptor(resource)(event, sender):
-        assert check_event(resource, event, sender) == []
+    if compile_acceptor(resource)(event, sender, LATEST):
+        assert rules_find(resource, event, sender) == []
 
 
 def test_a_rule_added_later_turns_the_fast_path_off(monkeypatch: pytest.MonkeyPatch) -> None:
     resource = RESOURCES[0]
     event = valid_event(resource, 0)
-    assert compile_acceptor(resource)(event, str(resource.provider))
+    assert compile_acceptor(resource)(event, str(resource.provider), LATEST)
     monkeypatch.setattr(validation, "RULES", [*validation.RULES, lambda *_: iter(())])
-    assert not compile_acceptor(resource)(event, str(resource.provider))
+    assert not compile_acceptor(resource)(event, str(resource.provider), LATEST)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from govbus.core.catalogue import Catalogue, CatalogueError, load_catalogue
 from govbus.core.config import Settings
-from govbus.core.envelope import envelope_schema
+from govbus.core.envelope import envelope_schema, now_ms
 from govbus.core.errors import RegistryError
 from govbus.core.registry import RegisteredSchema
 from govbus.core.serde import Codec
@@ -32,13 +32,17 @@ from tests.corpus.bad_inputs import (
     valid_payload,
 )
 
+SKEW_MS = Settings.max_clock_skew_ms
+
 # Every rule the gate may name; a rejection with any other rule is a bug in the gate.
 GATE_RULES = {
     "wire.too_short", "wire.magic_byte", "schema.unknown_id", "schema.resource_mismatch",
     "avro.decode", "avro.trailing_bytes", "provider.not_registered", "provider.source_mismatch",
     "envelope.resource_mismatch", "locality.invalid", "envelope.image_missing",
     "envelope.key_mismatch", "identifier.missing", "identifier.resident_id", "identifier.uscc",
-    "identifier.division_code", "identifier.name", "field.too_long", "field.nul_character"}
+    "identifier.division_code", "identifier.name", "field.too_long", "field.nul_character",
+    "identifier.resident_id_lowercase", "envelope.event_id_blank", "envelope.before_invalid",
+    "envelope.occurred_in_future", "topic.malformed"}
 
 
 class MemoryRegistry:
@@ -79,7 +83,7 @@ def publisher(registry: MemoryRegistry) -> Publisher:
 
 
 def decide(registry: MemoryRegistry, topic: str, payload: bytes | None) -> Verdict:
-    return judge(topic, payload, registry.by_id)
+    return judge(topic, payload, registry.by_id, now_ms=now_ms(), max_skew_ms=SKEW_MS)
 
 
 def assert_well_formed(v: Verdict) -> None:

@@ -33,8 +33,26 @@ def test_invalid_resident_ids(value: object, fragment: str) -> None:
     assert reason is not None and fragment in reason
 
 
-def test_lowercase_x_is_accepted() -> None:
-    assert ids.check_resident_id("11010519491231002x") is None
+def test_lowercase_x_is_refused_not_normalised() -> None:
+    """GB 11643 writes the check character X uppercase; the number is a key (Art. 12)."""
+    assert ids.check_resident_id("11010519491231002x") == ids.RESIDENT_ID_LOWERCASE
+    assert ids.REASON_RULES[ids.RESIDENT_ID_LOWERCASE] == "resident_id_lowercase"
+
+
+def test_lowercase_x_where_the_check_is_a_digit_is_a_wrong_check_character() -> None:
+    reason = ids.check_resident_id("44052418800101001x")
+    assert reason is not None and "expected '4'" in reason
+
+
+@given(st.dates(dt.date(1900, 1, 1), dt.date(2026, 11, 25)), st.integers(0, 999))
+def test_a_lowercase_x_is_never_valid_and_has_its_own_reason_exactly_where_x_is_right(
+        born: dt.date, seq: int) -> None:
+    body = f"360502{born:%Y%m%d}{seq:03d}"
+    right = resident_id_check_char(body)
+    lower = ids.check_resident_id(body + "x", today=dt.date(2026, 11, 25))
+    assert ids.check_resident_id(body + right, today=dt.date(2026, 11, 25)) is None
+    assert lower is not None
+    assert (lower == ids.RESIDENT_ID_LOWERCASE) == (right == "X")
 
 
 @pytest.mark.parametrize("value", VALID_USCC)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from govbus.core.catalogue import Catalogue, load_catalogue
-from govbus.core.envelope import envelope_schema, make_event
+from govbus.core.envelope import envelope_schema, make_event, now_ms
 from govbus.core.errors import RegistryError
 from govbus.core.registry import RegisteredSchema
 from govbus.core.serde import Codec, frame
@@ -49,7 +49,7 @@ def encoded(schemas: dict[int, RegisteredSchema], record: dict, agency: str = "p
 
 def decide(schemas: dict, payload: bytes | None,
            topic: str = "ingest.public_security.population_register") -> Verdict:
-    return judge(topic, payload, lookup_in(schemas))
+    return judge(topic, payload, lookup_in(schemas), now_ms=now_ms(), max_skew_ms=300_000)
 
 
 def rules(v: Verdict) -> list[str]:
