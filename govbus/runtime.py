@@ -436,6 +436,7 @@ def mend(state: dict[str, Any], base: Path, partitions: int, say: Say) -> list[s
     """Restart what died of the runtime recorded in ``state``, and only that; returns what
     was restarted. The broker is left running whenever it runs."""
     restarted: list[str] = []
+    restarting: list[str] = []  # in the supervisor's hands already: waited for, not restarted
     lost = False
     if state.get("broker_pid") and not pid_alive(state["broker_pid"]):
         lost = True
@@ -482,13 +483,19 @@ def mend(state: dict[str, Any], base: Path, partitions: int, say: Say) -> list[s
             "every stream app")
         restarted += ["supervisord", *STREAM_APPS]
     else:
+        counts = restart_counts(base)
         for name, app in app_states(base).items():
             if app["state"] not in RUNNING_STATES:
                 rpc(base).supervisor.startProcess(name, False)
                 say(f"stream app {name} was {app['state']} (the supervisor had given up on "
                     f"it); started again, log {base / 'logs' / (name + '.log')}")
                 restarted.append(name)
-    if set(restarted) & set(STREAM_APPS):
+            elif app["state"] != "RUNNING":
+                say(f"stream app {name} is {app['state']}: the supervisor is restarting it "
+                    f"({counts.get(name, 0)} restart(s) so far), log "
+                    f"{base / 'logs' / (name + '.log')}")
+                restarting.append(name)
+    if (set(restarted) & set(STREAM_APPS)) or restarting:
         await_running(base, say)
     prometheus = state.get("prometheus", {}).get("pid")
     if prometheus and not pid_alive(prometheus):

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from govbus.core.catalogue import default_schemas_dir
 from govbus.core.config import Settings
@@ -124,14 +125,14 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     assert "reusing" in again.stdout
     assert [c["pid"] for c in json.loads(govbus("status", "--json", env=env).stdout)[
         "components"].values()] == pids
-    # a stream app dies: `up` starts that one again and leaves the broker (and its topics) be
+    # a stream app dies: the supervisor starts that one again and leaves the broker be
     os.kill(status["components"]["reconciler"]["pid"], signal.SIGKILL)
-    wait_until(lambda: not json.loads(govbus("status", "--json", env=env).stdout)["up"], 10,
-               "status to see the reconciler gone")
-    mended = govbus("up", env=env)
-    assert mended.returncode == 0 and "reconciler had stopped; started again" in mended.stdout
-    after = json.loads(govbus("status", "--json", env=env).stdout)
-    assert after["up"]
+
+    def restarted_once() -> dict[str, Any] | None:
+        now = json.loads(govbus("status", "--json", env=env).stdout)
+        return now if now["up"] and now["restarts"] == {"reconciler": 1} else None
+
+    after = wait_until(restarted_once, 45, "the supervisor to restart the reconciler")
     assert after["components"]["broker"]["pid"] == status["components"]["broker"]["pid"]
     assert after["components"]["reconciler"]["pid"] != status["components"]["reconciler"]["pid"]
     assert {n: c["pid"] for n, c in after["components"].items() if n != "reconciler"} == {
@@ -139,7 +140,7 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     pids = [c["pid"] for c in after["components"].values()]
     down = govbus("down", env=env)
     assert down.returncode == 0 and down.stdout.count("stopped") == len(pids)
-    assert len(pids) == 2 + len(STREAM_APPS) + bool(shutil.which("prometheus"))
+    assert len(pids) == 3 + len(STREAM_APPS) + bool(shutil.which("prometheus"))  # supervisord
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or \
             Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
