@@ -175,7 +175,7 @@ def start_postgres(base: Path) -> tuple[str, int, str]:
 def catalogue_topics(catalogue: Catalogue) -> list[str]:
     """Every topic the catalogue needs for the stages built so far."""
     topics = [f"dlq.{agency}" for agency in catalogue.agencies] + ["govbus.deliveries"]
-    topics += ["reconcile.values", "reconcile.cases"]  # the reconciler's (issue 4)
+    topics += ["reconcile.values", "reconcile.cases"]  # the reconciler's (Art. 8, 20)
     for res in catalogue:
         topics += [res.ingest_topic, res.validated_topic]
     return topics
@@ -213,6 +213,9 @@ START_RETRIES = 10
 LISTENER = "restart_counter"
 SUPERVISED = "GOVBUS_SUPERVISED"  # in each app's environment: the state dir it belongs to
 RUNNING_STATES = {"STARTING", "RUNNING", "BACKOFF"}  # supervisord has it in hand
+WHY = {"FATAL": f"the supervisor gave up on it after {START_RETRIES} failed starts",
+       "STOPPED": "stopped by hand, e.g. supervisorctl stop",
+       "EXITED": "it exited and was not restarted"}
 
 
 def _ini(value: str) -> str:
@@ -266,6 +269,7 @@ def supervisor_config(base: Path, env: dict[str, str], metrics: dict[str, int]) 
               f"{_ini(str(base / 'restarts.json'))}",
               f"environment={_env_ini({SUPERVISED: str(base)})}",
               "events=PROCESS_STATE_STARTING", "autorestart=true", "buffer_size=100",
+              "stdout_logfile=NONE",  # its stdout is the event protocol, nothing to keep
               f"stderr_logfile={_ini(str(logs / (LISTENER + '.log')))}", ""]
     return "\n".join(lines)
 
@@ -487,8 +491,8 @@ def mend(state: dict[str, Any], base: Path, partitions: int, say: Say) -> list[s
         for name, app in app_states(base).items():
             if app["state"] not in RUNNING_STATES:
                 rpc(base).supervisor.startProcess(name, False)
-                say(f"stream app {name} was {app['state']} (the supervisor had given up on "
-                    f"it); started again, log {base / 'logs' / (name + '.log')}")
+                say(f"stream app {name} was {app['state']} ({WHY.get(app['state'], 'not running')}"
+                    f"); started again, log {base / 'logs' / (name + '.log')}")
                 restarted.append(name)
             elif app["state"] != "RUNNING":
                 say(f"stream app {name} is {app['state']}: the supervisor is restarting it "
