@@ -170,3 +170,46 @@ def test_postgres_killed_up_restarts_it_alone_and_keeps_the_broker_and_its_event
     finally:
         validated.close()
         publisher.close()
+
+
+def test_supervisord_killed_then_broker_killed_up_restarts_each_and_down_leaves_nothing(
+        runtime: Runtime) -> None:
+    from govbus.runtime import supervised_orphans
+
+    runtime.up()
+    before = runtime.status()
+    apps = {n: before["components"][n]["pid"] for n in STREAM_APPS}
+    os.kill(before["components"]["supervisord"]["pid"], signal.SIGKILL)
+    wait_until(lambda: not runtime.status()["components"]["supervisord"]["alive"], 10,
+               "status to see supervisord gone")
+    mended = runtime.up()
+    assert "supervisord started again (supervisord had stopped)" in mended.stdout
+    assert "BROKER LOST" not in mended.stdout
+    after = runtime.status()
+    assert after["up"], after
+    assert after["components"]["broker"]["pid"] == before["components"]["broker"]["pid"]
+    assert after["components"]["postgres"]["pid"] == before["components"]["postgres"]["pid"]
+    assert not any(alive(pid) for pid in apps.values())  # no app runs twice
+    assert all(after["components"][n]["pid"] not in apps.values() for n in STREAM_APPS)
+
+    broker = after["components"]["broker"]["pid"]
+    os.kill(broker, signal.SIGKILL)
+    wait_until(lambda: not alive(broker), 10, "the broker to die")
+    lost = runtime.up()
+    assert "!! BROKER LOST" in lost.stdout, lost.stdout
+    for what in ("acknowledged to producers but not yet gated", "consumer offsets",
+                 "re-send what they published since", "Deliveries already logged stay"):
+        assert what in lost.stdout, what
+    assert "restarted: broker, supervisord" in lost.stdout
+    final = runtime.status()
+    assert final["up"], final
+    assert final["bootstrap_servers"] == before["bootstrap_servers"]  # the port was free
+    assert final["components"]["broker"]["pid"] != broker
+    assert final["components"]["postgres"]["pid"] == before["components"]["postgres"]["pid"]
+
+    seen = [c["pid"] for c in final["components"].values()]
+    down = runtime.run("down")
+    assert down.returncode == 0 and down.stdout.count("stopped ") == len(seen)
+    wait_until(lambda: not any(alive(pid) for pid in seen), 10, "every process to be gone")
+    assert supervised_orphans(Path(final["state_dir"])) == []
+    assert runtime.status() == {"up": False, "state_dir": final["state_dir"]}
