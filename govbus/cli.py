@@ -36,9 +36,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     from govbus import runtime
 
     info = runtime.up(say=say, partitions=args.partitions)
-    emit(args, info, lambda: say(f"govbus is up: broker {info['bootstrap_servers']}, "
+    shown = "up" if info["up"] else "DEGRADED (see `govbus status`)"
+    emit(args, info, lambda: say(f"govbus is {shown}: broker {info['bootstrap_servers']}, "
                                  f"database {info['database_url']}"))
-    return 0
+    return 0 if info["up"] else 1
 
 
 def cmd_down(args: argparse.Namespace) -> int:
