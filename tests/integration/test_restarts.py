@@ -1,5 +1,5 @@
 """Killing the router and the delivery-log sink mid-stream (SIGKILL) and restarting them leaves
-exactly one log row per delivery (issue 3's acceptance test).
+exactly one log row per delivery: the delivery log is exactly-once across crashes.
 
 The gate runs in a thread; the router and the sink run as their own processes, as under
 ``govbus up``, so that ``kill -9`` is a real crash: no flush, no commit, no goodbye. The router
