@@ -274,13 +274,27 @@ def supervisor_config(base: Path, env: dict[str, str], metrics: dict[str, int]) 
     return "\n".join(lines)
 
 
-def rpc(base: Path) -> Any:
-    """supervisord's XML-RPC interface over its unix socket."""
+def rpc(base: Path, timeout: float = 10.0) -> Any:
+    """supervisord's XML-RPC interface over its unix socket; a call that gets no answer within
+    ``timeout`` seconds raises (a hung supervisord counts as down, never blocks ``status``)."""
     import xmlrpc.client
 
-    from supervisor.xmlrpc import SupervisorTransport
+    from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
 
-    transport = SupervisorTransport(None, None, f"unix://{socket_path(base)}")
+    sock = str(socket_path(base))
+
+    class Connection(UnixStreamHTTPConnection):  # type: ignore[misc]
+        def connect(self) -> None:
+            super().connect()
+            self.sock.settimeout(timeout)
+
+    def connection() -> Any:
+        conn = Connection("localhost")
+        conn.socketfile = sock
+        return conn
+
+    transport = SupervisorTransport(None, None, f"unix://{sock}")
+    transport._get_connection = connection
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
