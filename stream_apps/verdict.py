@@ -54,14 +54,15 @@ def parse_topic(topic: str) -> tuple[str, str, str | None]:
     of any other name the agency is still the second part (``unknown`` when empty: the
     rejection goes to its DLQ) and the resource id the second and third."""
     parts = topic.split(".")
+    if len(parts) == 3 and parts[0] == "ingest" and parts[1] and parts[2]:
+        return parts[1], topic[7:], None  # the usual case
     agency = parts[1] if len(parts) > 1 and parts[1] else "unknown"
-    problem = None
     if parts[0] != "ingest":
         problem = f"topic {topic!r} is not an ingest topic, ingest.<agency>.<resource>"
     elif len(parts) != 3:
         problem = (f"topic {topic!r} has {len(parts)} dot-separated parts; an ingest topic is "
                    "exactly ingest.<agency>.<resource>")
-    elif not parts[1] or not parts[2]:
+    else:
         problem = (f"topic {topic!r} has an empty {'agency' if not parts[1] else 'resource'} "
                    "part; an ingest topic is ingest.<agency>.<resource>")
     return agency, ".".join(parts[1:3]), problem
