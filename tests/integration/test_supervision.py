@@ -52,12 +52,17 @@ class Runtime:
 
 
 @pytest.fixture
-def runtime(tmp_path: Path) -> Iterator[Runtime]:
+def runtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     rt = Runtime(tmp_path / "state")
     try:
         yield rt
     finally:
         down = rt.run("down")
+        if down.returncode != 0:  # the command itself broken: stop the runtime all the same
+            from govbus import runtime as embedded
+
+            monkeypatch.setenv("GOVBUS_STATE_DIR", rt.env["GOVBUS_STATE_DIR"])
+            embedded.down(say=lambda _m: None)
         assert down.returncode == 0, down.stdout + down.stderr
 
 
