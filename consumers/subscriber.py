@@ -343,11 +343,20 @@ class Subscriber(BatchStage):
             self.sink.close()
 
 
+DESCRIPTION = ("Read an agency's deliveries (its grants in force, Art. 24): print them as JSON "
+               "lines, or apply them to a table of its own.")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``govbus subscribe --agency B [--sink-dsn DSN --table T] [--max N] [--idle-exit S]``."""
-    parser = argparse.ArgumentParser(
-        prog="govbus subscribe", description="Read an agency's deliveries (its grants in "
-        "force, Art. 24): print them as JSON lines, or apply them to a table of its own.")
+    """``python -m govbus.consumers.subscriber``, the options of ``govbus subscribe``."""
+    parser = argparse.ArgumentParser(prog="python -m govbus.consumers.subscriber",
+                                     description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--agency B [--sink-dsn DSN --table T] [--resource R] [--max N] [--idle-exit S]``."""
     parser.add_argument("--agency", required=True, help="the receiving agency")
     parser.add_argument("--sink-dsn", help="the agency's own PostgreSQL (with --table)")
     parser.add_argument("--table", help="table to upsert into, created if missing")
@@ -358,7 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="stop after SECONDS without deliveries")
     parser.add_argument("--token-file", help="the agency's token (mode 600); else "
                         "$GOVBUS_TOKEN_FILE or $GOVBUS_TOKEN")
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Subscribe as ``args`` say (``govbus subscribe`` calls this with its sub-parser)."""
     if bool(args.sink_dsn) != bool(args.table):
         parser.error("--sink-dsn and --table go together")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,11 +15,44 @@ from typing import Any
 from govbus.core.errors import GovbusError
 
 Handler = Callable[[argparse.Namespace], int]
+#: exit status after the reader of stdout went away (``| head``): 128 + SIGPIPE, as a shell
+#: reports a process killed by the signal
+SIGPIPE_EXIT = 141
+SCHEMAS_ENV = "GOVBUS_SCHEMAS_DIR"
+
+# what a terminal acts on instead of showing: C0 controls (ESC, BEL, CR, LF, ...), DEL, C1
+# controls (U+0080-U+009F: CSI, OSC in 8-bit form), the line and paragraph separators, and
+# the bidirectional overrides and isolates that reorder what is shown around them
+_CONTROLS = "\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069"
+_UNSAFE = re.compile(f"[{_CONTROLS}]")
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e"
+                             "\u2066-\u2069]")  # json.dumps escapes the C0 ones itself
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    c = match.group()
+    return _SHORT.get(c) or (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+
+
+def printable(text: Any) -> str:
+    """Free text (a reason, a note, a complaint, a value) as a terminal may show it: every
+    control character, line separator and bidi override written as an escape (``\\x1b``,
+    ``\\n``, ``\\u202e``), so a note cannot recolour, retitle or rewrite the reader's
+    terminal nor forge a line of output; every other character, Chinese included, unchanged."""
+    return _UNSAFE.sub(_escape, str(text))
+
+
+def dumps(data: Any) -> str:
+    """``--json`` output: UTF-8 text as is, control characters as JSON ``\\u`` escapes (those
+    json.dumps leaves raw with ensure_ascii=False too: DEL, C1, separators, bidi controls)."""
+    text = json.dumps(data, ensure_ascii=False, indent=2, default=str)
+    return _UNSAFE_IN_JSON.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def emit(args: argparse.Namespace, data: Any, text: Callable[[], None]) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        print(dumps(data))
     else:
         text()
 
@@ -25,9 +61,19 @@ def say(message: str) -> None:
     print(message, flush=True)
 
 
-def passthrough(rest: list[str]) -> list[str]:
-    """Arguments after a delegating command, without the ``--`` that separates them."""
-    return rest[1:] if rest[:1] == ["--"] else rest
+def schemas_dir() -> Path:
+    """The catalogue every command reads: ``--schemas``, which :func:`main` puts in
+    ``GOVBUS_SCHEMAS_DIR`` for the command (and what it starts), else that variable, else the
+    shipped schemas/ (the one path :class:`Settings` reads too)."""
+    from govbus.core.catalogue import default_schemas_dir
+
+    return Path(os.environ.get(SCHEMAS_ENV) or default_schemas_dir())
+
+
+def catalogue(strict: bool = True) -> Any:
+    from govbus.core.catalogue import load_catalogue
+
+    return load_catalogue(schemas_dir(), strict=strict)
 
 
 # --- runtime ---------------------------------------------------------------------------------
@@ -77,10 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 # --- catalogue -------------------------------------------------------------------------------
 
 def _catalogue(args: argparse.Namespace, strict: bool = True) -> Any:
-    from govbus.core.catalogue import default_schemas_dir, load_catalogue
-
-    return load_catalogue(Path(args.schemas) if args.schemas else default_schemas_dir(),
-                          strict=strict)
+    return catalogue(strict=strict)
 
 
 def _database_url() -> str | None:
@@ -236,12 +279,6 @@ def cmd_gate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_outbox(args: argparse.Namespace) -> int:
-    from govbus.producers import outbox
-
-    return outbox.main(passthrough(args.rest))
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from govbus import demo
 
@@ -253,7 +290,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="govbus", description="Government data-exchange bus (Yushui District Measures).")
-    parser.add_argument("--schemas", help="catalogue folder (default: the shipped schemas/)")
+    parser.add_argument("--version", action="version", version=f"govbus {version()}")
+    parser.add_argument("--schemas", metavar="DIR", help="catalogue folder every command reads "
+                        f"(default: ${SCHEMAS_ENV}, else the shipped schemas/)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, handler: Handler, help_: str, json_out: bool = True,
@@ -290,16 +329,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("gate", cmd_gate, "run the gate alone in the foreground (split deployment; `up` runs "
         "the hot path, which includes it)", json_out=False)
-    p = add("outbox", cmd_outbox, "run the outbox adapter (see `govbus outbox -- --help`)",
-            json_out=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    from govbus.producers import outbox
+
+    p = sub.add_parser("outbox", help="relay an agency's transactional outbox to the bus",
+                       description=outbox.DESCRIPTION)
+    outbox.add_arguments(p)
+    p.set_defaults(handler=lambda args, p=p: outbox.run(args, p))
     from govbus import cli_sharing
 
     cli_sharing.register(sub, add)
-    from govbus import cli_cases  # cases, objections, complaints (issue 4)
+    from govbus import cli_cases  # cases, objections, complaints
 
     cli_cases.register(sub, add)
-    from govbus import cli_access  # agency credentials (issue 6, Art. 24)
+    from govbus import cli_access  # agency credentials (Art. 24)
 
     cli_access.register(sub, add)
     from govbus import cli_quarantine
@@ -318,12 +360,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
     try:
-        return int(args.handler(args) or 0)
+        return installed("govbus")
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+#: commands whose options scripts write after a ``--`` (``govbus subscribe -- --agency B``)
+DASHDASH = ("outbox", "subscribe", "acl")
+
+
+def _without_dashdash(argv: list[str]) -> list[str]:
+    for i, word in enumerate(argv[:-1]):
+        if word in DASHDASH:
+            return argv[:i + 1] + argv[i + 2:] if argv[i + 1] == "--" else argv
+    return argv
+
+
+@contextlib.contextmanager
+def _schemas(folder: str | None) -> Iterator[None]:
+    """``--schemas DIR`` as ``GOVBUS_SCHEMAS_DIR`` while the command runs: every catalogue
+    read (Settings.schemas_dir, :func:`schemas_dir`, processes started) sees DIR."""
+    if not folder:
+        yield
+        return
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise GovbusError(f"--schemas {folder}: no such catalogue folder")
+    before = os.environ.get(SCHEMAS_ENV)
+    os.environ[SCHEMAS_ENV] = str(path)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(SCHEMAS_ENV, None)
+        else:
+            os.environ[SCHEMAS_ENV] = before
+
+
+def _stdout_gone() -> int:
+    """The reader of stdout left (``| head``): the rest of the output goes nowhere, quietly
+    (the Python documentation's note on SIGPIPE), and the exit status says so."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a file (captured)
+        pass
+    return SIGPIPE_EXIT
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        code = _run(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # a pipe closed early shows here, not at interpreter exit
+    except BrokenPipeError:
+        return _stdout_gone()
+    return code
+
+
+def _run(argv: list[str]) -> int:
+    args = build_parser().parse_args(_without_dashdash(argv))
+    try:
+        with _schemas(args.schemas):
+            return int(args.handler(args) or 0)
     except GovbusError as exc:
-        print(f"govbus: error: {exc}", file=sys.stderr)
+        print("govbus: error: " + "\n".join(printable(line) for line in str(exc).split("\n")),
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("govbus: interrupted", file=sys.stderr)

@@ -5,10 +5,20 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
+from pathlib import Path
 from typing import Any
 
+from govbus.cli import catalogue, printable
 from govbus.core import access
 from govbus.core.config import state_dir
+from govbus.core.errors import GovbusError
+from govbus.core.objections import OFFICE
+
+#: who holds a credential besides the agencies of the catalogue: the information center
+#: (operates the bus, Art. 24) and the municipal office (answers complaints, Art. 29)
+ROLES = (access.INFORMATION_CENTER, OFFICE)
 
 
 def _dsn() -> str:
@@ -33,12 +43,53 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def holder(name: str) -> str:
+    """``name`` if it may hold a credential: an agency of the catalogue or one of
+    :data:`ROLES`; else an error listing the valid names (Art. 24: tokens for who exists)."""
+    valid = sorted(set(catalogue().agencies) | set(ROLES))
+    if name not in valid:
+        shown = printable(name if len(name) <= 64 else name[:64] + "…")
+        raise GovbusError(f"--agency '{shown}' is not an agency of the catalogue nor a role of "
+                          f"the bus (Art. 24); valid: {', '.join(valid)}")
+    return name
+
+
+def _token_file(target: str) -> tuple[Path, int, str]:
+    """A new file beside ``target``, created mode 0600 (never widened, then narrowed), that
+    replaces ``target`` once it holds the token: (target, descriptor, temporary path)."""
+    path = Path(target).expanduser()
+    if path.is_dir():
+        raise GovbusError(f"--out {target} is a folder: name the token file")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    except OSError as exc:
+        raise GovbusError(f"--out {target}: cannot create a file in {path.parent}: "
+                          f"{exc.strerror}") from exc
+    return path, fd, tmp
+
+
 def cmd_issue(args: argparse.Namespace) -> int:
+    agency = holder(args.agency)
     dsn = _dsn()
     access.require(dsn, access.INFORMATION_CENTER, args.token_file)
-    token = access.issue(dsn, args.agency, access.INFORMATION_CENTER)
-    print(json.dumps({"agency": args.agency, "token": token}) if args.json else
-          f"token for {args.agency} (shown once; any earlier token no longer works):\n{token}")
+    if not args.out:
+        token = access.issue(dsn, agency, access.INFORMATION_CENTER)
+        print(json.dumps({"agency": agency, "token": token}) if args.json else
+              f"token for {agency} (shown once; any earlier token no longer works):\n{token}")
+        return 0
+    path, fd, tmp = _token_file(args.out)  # before issuing: a token is never lost
+    try:
+        with os.fdopen(fd, "w") as out:
+            out.write(access.issue(dsn, agency, access.INFORMATION_CENTER) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    print(json.dumps({"agency": agency, "token_file": str(path)}) if args.json else
+          f"token for {agency} written to {path} (mode 600; any earlier token no longer "
+          f"works); hand it over with --token-file {path}")
     return 0
 
 
@@ -66,9 +117,12 @@ def register(sub: Any, add: Any) -> None:
     asub = grp.add_subparsers(dest="access", required=True, metavar="ACTION")
     add("init", cmd_init, "create the information center's token in the state folder",
         parent=asub)
-    p = add("issue", cmd_issue, "issue (or rotate) an agency's token; shown once",
-            parent=asub)
-    p.add_argument("--agency", required=True)
+    p = add("issue", cmd_issue, "issue (or rotate) an agency's token; shown once, or written "
+            "to --out", parent=asub)
+    p.add_argument("--agency", required=True, help="an agency of the catalogue, "
+                   f"{' or '.join(ROLES)}")
+    p.add_argument("--out", metavar="FILE", help="write the token to FILE (created mode 600) "
+                   "instead of printing it")
     token_arg(p)
     p = add("revoke", cmd_revoke, "revoke an agency's token", parent=asub)
     p.add_argument("--agency", required=True)

@@ -4,9 +4,9 @@ complaints (Art. 29). Overdue items stand out in text output; every listing take
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
+from govbus.cli import catalogue, dumps, printable
 from govbus.cli_access import token_arg
 from govbus.core.access import require
 
@@ -21,19 +21,22 @@ def _dsn() -> str:
 
 def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        print(dumps(data))
     else:
         print("\n".join(lines))
 
 
 def case_lines(c: dict[str, Any]) -> list[str]:
-    """A case in text: a header line, then one line per value and who holds it."""
-    state = c["status"] + (f" ({c['resolution']})" if c.get("resolution") else "")
-    head = (f"case {c['id']:<5} {c['entity_key']}  {c['attribute']}  owner {c['owner_agency']}"
-            f"  {state}  due {str(c['deadline'])[:10]}" + (OVERDUE if c["overdue"] else ""))
+    """A case in text: a header line, then one line per value and who holds it; the values
+    and the note are the agencies' free text, escaped (:func:`govbus.cli.printable`)."""
+    state = c["status"] + (f" ({printable(c['resolution'])})" if c.get("resolution") else "")
+    head = (f"case {c['id']:<5} {printable(c['entity_key'])}  {printable(c['attribute'])}  "
+            f"owner {c['owner_agency']}  {state}  due {str(c['deadline'])[:10]}"
+            + (OVERDUE if c["overdue"] else ""))
     values = [f"    {'★' if v.get('source_of_record') else ' '} {v['agency']:<18} "
-              f"{v['value']!r}" for v in c["values"]]
-    note = [f"    note by {c['resolved_by']}: {c['note']}"] if c.get("note") else []
+              f"{printable(repr(v['value']))}" for v in c["values"]]
+    note = ([f"    note by {printable(c['resolved_by'])}: {printable(c['note'])}"]
+            if c.get("note") else [])
     return [head, *values, *note]
 
 
@@ -55,26 +58,29 @@ def cmd_cases_resolve(args: argparse.Namespace) -> int:
 
     require(_dsn(), args.actor, args.token_file)  # Art. 24: only the owner's credential
     out = cases_store.resolve(_dsn(), args.case_id, args.actor, args.resolution, args.note)
-    _emit(args, out, [f"case {args.case_id}: resolved ({args.resolution}) by {args.actor}"])
+    _emit(args, out, [f"case {args.case_id}: resolved ({printable(args.resolution)}) by "
+                      f"{args.actor}"])
     return 0
 
 
 def objection_lines(o: dict[str, Any]) -> list[str]:
-    subject = " ".join(str(x) for x in (o.get("resource"), o.get("entity_key")) if x)
-    head = (f"{o['kind']} {o['id']:<5} by {o['filed_by']} against {o['against_agency']}"
+    """An objection or complaint in text; who filed it, the subject and every step's detail
+    (reasons, answers) are free text, escaped (:func:`govbus.cli.printable`)."""
+    subject = printable(" ".join(str(x) for x in (o.get("resource"), o.get("entity_key")) if x))
+    head = (f"{o['kind']} {o['id']:<5} by {printable(o['filed_by'])} against "
+            f"{printable(o['against_agency'])}"
             f"{'  ' + subject if subject else ''}  {o['status']}  due {str(o['deadline'])[:10]}"
             + (OVERDUE if o["overdue"] else ""))
-    steps = [f"    {str(h['at'])[:19]}  {h['actor']:<18} {h['action']:<9} {h['detail']}"
+    steps = [f"    {str(h['at'])[:19]}  {printable(h['actor']):<18} {h['action']:<9} "
+             f"{printable(h['detail'])}"
              for h in o["history"]]
     return [head, *steps]
 
 
 def cmd_objection_file(args: argparse.Namespace) -> int:
     from govbus.core import objections
-    from govbus.core.catalogue import load_catalogue
-
     require(_dsn(), args.actor, args.token_file)  # Art. 24: one agency cannot file as another
-    out = objections.file(_dsn(), load_catalogue(args.schemas), args.kind, args.actor,
+    out = objections.file(_dsn(), catalogue(), args.kind, args.actor,
                           args.against, args.resource, args.key, args.event_id, args.reason)
     handler = "the information center and the provider" if out["kind"] == "objection" else (
         "the municipal office")

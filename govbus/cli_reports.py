@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from govbus import report_render as render
 from govbus import reports
+from govbus.cli import dumps
 from govbus.core.config import read_runtime
 from govbus.core.errors import ConfigError
 
@@ -44,7 +44,7 @@ def _write(target: str, text: str, what: str) -> None:
 
 def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) -> None:
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2, default=str))
+        print(dumps(report))
     elif args.csv != "-":  # with --csv - the CSV is the output
         print("\n".join(lines))
 

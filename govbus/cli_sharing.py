@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from govbus import cli_reports
-from govbus.cli import passthrough
+from govbus.cli import catalogue, dumps, printable
 from govbus.cli_access import token_arg
 from govbus.core.access import INFORMATION_CENTER, require
 from govbus.core.errors import GovbusError
@@ -23,7 +23,7 @@ def _dsn() -> str:
 
 def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data, ensure_ascii=False, indent=2, default=str))
+        print(dumps(data))
     else:
         print("\n".join(lines))
 
@@ -40,16 +40,14 @@ def _until(text: str | None) -> dt.datetime | None:
 
 def cmd_request(args: argparse.Namespace) -> int:
     from govbus.core import sharing_store
-    from govbus.core.catalogue import load_catalogue
-
     agency, _, name = args.resource.partition(".")
-    resource = load_catalogue().get(agency, name)
+    resource = catalogue().get(agency, name)
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
     require(_dsn(), args.agency, args.token_file)  # Art. 24: only the agency applies for itself
     out = sharing_store.file_request(_dsn(), resource, args.agency, args.purpose, fields,
                                      args.commitment, args.confidentiality,
                                      _until(args.valid_until))
-    line = f"request {out['request_id']}: {out['status']} — {out['reason']}"
+    line = f"request {out['request_id']}: {out['status']} — {printable(out['reason'])}"
     if out["status"] == "pending":
         line += f"\n  the provider {resource.provider} must answer by {out['due_at'][:10]}"
     if out.get("grant_id"):
@@ -75,7 +73,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 
     require(_dsn(), args.actor, args.token_file)
     out = sharing_store.revoke(_dsn(), args.grant_id, args.actor, args.reason)
-    _emit(args, out, [f"grant {args.grant_id} revoked by {args.actor}: {args.reason}"])
+    _emit(args, out, [f"grant {args.grant_id} revoked by {printable(args.actor)}: "
+                      f"{printable(args.reason)}"])
     return 0
 
 
@@ -109,7 +108,7 @@ def cmd_report_filings(args: argparse.Namespace) -> int:
     rows = sharing_store.list_filings(_dsn(), args.year)
     _emit(args, rows, [
         f"{str(r['decided_at'])[:16]}  {r['decision']:<8} {r['requester']:<18} "
-        f"{r['resource_id']:<40} by {r['decided_by']}: {r['reason']}" for r in rows]
+        f"{r['resource_id']:<40} by {r['decided_by']}: {printable(r['reason'])}" for r in rows]
         or ["no filings"])
     return 0
 
@@ -120,7 +119,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
     require(_dsn(), args.agency, args.token_file)
     out = query.query(Settings.from_env(), args.agency, args.resource, args.key)
-    _emit(args, out, [json.dumps(out, ensure_ascii=False, default=str)])
+    _emit(args, out, [printable(json.dumps(out, ensure_ascii=False, default=str))])
     return 0
 
 
@@ -142,7 +141,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     rows = delivery_log.list_deliveries(_dsn(), recipient=args.recipient,
                                         provider=args.provider, resource=args.resource,
                                         limit=args.limit)
-    _emit(args, rows, [json.dumps(r, ensure_ascii=False, default=str) for r in rows]
+    _emit(args, rows, [printable(json.dumps(r, ensure_ascii=False, default=str)) for r in rows]
           or ["no deliveries"])
     return 0
 
@@ -153,18 +152,6 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
     report = delivery_log.verify(_dsn())
     _emit(args, report.as_dict(), report.lines())
     return 0 if report.ok else 1
-
-
-def cmd_subscribe(args: argparse.Namespace) -> int:
-    from govbus.consumers import subscriber
-
-    return subscriber.main(passthrough(args.rest))
-
-
-def cmd_acl(args: argparse.Namespace) -> int:
-    from govbus.infra import acl
-
-    return acl.main(passthrough(args.rest))
 
 
 def register(sub: Any, add: Any) -> None:
@@ -227,12 +214,17 @@ def register(sub: Any, add: Any) -> None:
     lsub = log.add_subparsers(dest="log", required=True, metavar="ACTION")
     add("verify", cmd_log_verify, "recompute the hash chain; exit 1 on any alteration",
         parent=lsub)
-    p = add("subscribe", cmd_subscribe, "print or apply an agency's deliveries "
-            "(see `govbus subscribe -- --help`)", json_out=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
-    p = add("acl", cmd_acl, "Kafka ACL plan from catalogue and grants "
-            "(see `govbus acl -- --help`)", json_out=False)
-    p.add_argument("rest", nargs=argparse.REMAINDER)
+    from govbus.consumers import subscriber
+    from govbus.infra import acl
+
+    p = sub.add_parser("subscribe", help="print or apply an agency's deliveries",
+                       description=subscriber.DESCRIPTION)
+    subscriber.add_arguments(p)
+    p.set_defaults(handler=lambda args, p=p: subscriber.run(args, p))
+    p = sub.add_parser("acl", help="Kafka ACL plan from catalogue and grants (Art. 24)",
+                       description=acl.DESCRIPTION)
+    acl.add_arguments(p)
+    p.set_defaults(handler=acl.run)
 
 
 if __name__ == "__main__":

@@ -330,20 +330,31 @@ def _recv(sock: socket.socket, size: int) -> bytes:
     return data
 
 
+DESCRIPTION = ("Kafka ACLs from the catalogue and the grants in force (Art. 24). Broker and "
+               "database from KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL or the embedded runtime.")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``govbus acl plan [--json]`` / ``govbus acl apply [--dry-run] [--json]``."""
-    parser = argparse.ArgumentParser(
-        prog="govbus acl", description="Kafka ACLs from the catalogue and the grants in force "
-        "(Art. 24). Broker and database from KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL or the "
-        "embedded runtime.")
-    sub = parser.add_subparsers(dest="action", required=True)
-    p = sub.add_parser("plan", help="print the ACLs the bus needs now")
-    p.add_argument("--json", action="store_true")
-    p = sub.add_parser("apply", help="make the broker's ACLs match the plan")
-    p.add_argument("--dry-run", action="store_true", help="say what would change, change "
-                   "nothing")
-    p.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    """``python -m govbus.infra.acl plan [--json]`` / ``... apply [--dry-run] [--json]``."""
+    parser = argparse.ArgumentParser(prog="python -m govbus.infra.acl", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``plan [--json]`` and ``apply [--dry-run] [--json]``, each with its own help."""
+    sub = parser.add_subparsers(dest="acl_action", required=True, metavar="ACTION")
+    for name, help_ in (("plan", "print the ACLs the bus needs now"),
+                        ("apply", "make the broker's ACLs match the plan")):
+        p = sub.add_parser(name, help=help_, description=help_)
+        if name == "apply":
+            p.add_argument("--dry-run", action="store_true", help="say what would change, "
+                           "change nothing")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Plan or apply as ``args`` say (``govbus acl`` calls this)."""
     from govbus.core.catalogue import load_catalogue
     from govbus.core.config import Settings
     from govbus.core.sharing_store import load_grants
@@ -353,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
         at = dt.datetime.now(dt.UTC)
         entries = plan(load_catalogue(settings.schemas_dir), load_grants(settings.database_url),
                        at)
-        if args.action == "plan":
+        if args.acl_action == "plan":
             print(json.dumps(as_dict(entries, at), ensure_ascii=False, indent=2) if args.json
                   else render_table(entries))
             return 0

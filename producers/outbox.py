@@ -383,12 +383,13 @@ class OutboxRelay:
 
 # --- command line ---------------------------------------------------------------------------
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m govbus.producers.outbox",
-        description="Relay an agency's transactional outbox to the bus. Broker and schema "
-                    "registry come from KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (or the "
-                    "embedded runtime of `govbus up`).")
+DESCRIPTION = ("Relay an agency's transactional outbox to the bus. Broker and schema registry "
+               "come from KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (or the embedded runtime of "
+               "`govbus up`).")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The relay's options, on ``python -m govbus.producers.outbox`` and ``govbus outbox``."""
     p.add_argument("--dsn", required=True, help="the AGENCY's PostgreSQL (holds the outbox)")
     p.add_argument("--agency", required=True, help="provider agency, e.g. public_security")
     p.add_argument("--resource", required=True, help="resource, e.g. population_register")
@@ -400,17 +401,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--locality", help=f"division code of the records ({DEFAULT_LOCALITY})")
     p.add_argument("--message-timeout-ms", type=int, default=10000,
                    help="broker acknowledgement deadline per event (10000)")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m govbus.producers.outbox``; also behind ``govbus outbox``. Returns the exit
-    code."""
-    args = _parser().parse_args(argv)
+    """``python -m govbus.producers.outbox``. Returns the exit code."""
+    parser = argparse.ArgumentParser(prog="python -m govbus.producers.outbox",
+                                     description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv), parser)
+
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Relay as ``args`` say (``govbus outbox`` calls this with its own sub-parser)."""
     if args.install and not args.table:
-        _parser().error("--install needs --table")
+        parser.error("--install needs --table")
     if args.batch_size < 1:
-        _parser().error("--batch-size must be at least 1")
+        parser.error("--batch-size must be at least 1")
 
     def say(line: str) -> None:
         print(f"outbox {args.agency}.{args.resource}: {line}", file=sys.stderr, flush=True)
