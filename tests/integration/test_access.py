@@ -4,6 +4,7 @@ kept only as salted hashes; the information center's token is created mode 0600.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import uuid
@@ -88,11 +89,11 @@ def test_subscriber_refuses_another_agency_and_ungranted_topics(
                                catalogue.resources["public_security.population_register"],
                                me, "duties", None, "SC-1", None)
     mine, theirs = access.issue(database_url, me, "t"), access.issue(database_url, other, "t")
-    code, _, err = cli(database_url, "subscribe", "--", "--agency", me, "--idle-exit", "1",
+    code, _, err = cli(database_url, "subscribe", "--agency", me, "--idle-exit", "1",
                        token=theirs)
     assert code == 1 and f"not {me}'s" in err
     # asked explicitly for a topic its agency is not granted: refused, not silently empty
-    code, _, err = cli(database_url, "subscribe", "--", "--agency", me, "--resource",
+    code, _, err = cli(database_url, "subscribe", "--agency", me, "--resource",
                        "tax_registration", "--idle-exit", "1", token=mine)
     assert code == 1 and "no grant in force for tax_registration" in err and "Art. 24" in err
     assert "granted: population_register" in err
@@ -143,3 +144,44 @@ def test_admin_token_file_and_token_file_permissions(empty_database: str,
     os.chmod(path, 0o644)                                    # a token readable by others
     code, _, err = cli(empty_database, "access", "list", "--token-file", str(path))
     assert code == 1 and "readable by others" in err
+
+
+def test_issue_only_to_who_exists_and_out_writes_a_private_file(empty_database: str,
+                                                                 tmp_path: Path) -> None:
+    db.migrate(empty_database)
+    code, _, err = cli(empty_database, "access", "init",
+                       extra={"GOVBUS_STATE_DIR": str(tmp_path / "state")})
+    admin = ("--token-file", str(tmp_path / "state" / access.ADMIN_TOKEN_FILE))
+    assert code == 0, err
+    for name in ("x" * 100_000, "agency_nobody", "Tax", "information_center_2"):
+        code, out, err = cli(empty_database, "access", "issue", "--agency", name, *admin)
+        assert code == 1 and "is not an agency of the catalogue" in err and "Art. 24" in err
+        assert "valid: civil_affairs, hrss, information_center, market_regulation, " \
+            "municipal_office, public_security, tax" in err and len(err) < 600, err[:600]
+    assert [c["agency"] for c in access.list_credentials(empty_database)] == [
+        access.INFORMATION_CENTER]
+
+    target = tmp_path / "handover" / "tax.token"
+    target.parent.mkdir()
+    target.write_text("an older file, readable by others\n")
+    os.chmod(target, 0o644)  # replaced by a new file, never written through
+    code, out, err = cli(empty_database, "access", "issue", "--agency", "tax", "--out",
+                         str(target), *admin)
+    assert code == 0, err
+    token = target.read_text().strip()
+    assert token.startswith("gbt_") and token not in out and str(target) in out
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in target.parent.iterdir()] == ["tax.token"]  # no temporary left
+    access.authenticate(empty_database, "tax", token)
+
+    code, out, err = cli(empty_database, "access", "issue", "--agency", "municipal_office",
+                         "--out", str(tmp_path / "office.token"), "--json", *admin)
+    assert code == 0, err
+    assert json.loads(out) == {"agency": "municipal_office",
+                               "token_file": str(tmp_path / "office.token")}
+    assert stat.S_IMODE((tmp_path / "office.token").stat().st_mode) == 0o600
+    # a file that cannot be written: refused before issuing, the old token still works
+    code, _, err = cli(empty_database, "access", "issue", "--agency", "tax", "--out",
+                       str(tmp_path / "missing" / "tax.token"), *admin)
+    assert code == 1 and "--out" in err
+    access.authenticate(empty_database, "tax", token)

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,59 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
     assert "consistent:" in demo.stdout and "INCONSISTENT" not in demo.stdout
     assert not (tmp_path / "state" / "runtime.json").exists()
+
+
+def test_publish_and_request_read_the_catalogue_of_schemas(tmp_path: Path, settings: Settings
+                                                           ) -> None:
+    from govbus.core import access
+
+    root = copy_catalogue(tmp_path)
+    edit(root, "public_security/population_register.avsc",
+         lambda s: s["fields"].append({"name": "nickname", "type": "string"}))
+    edit(root, "tax/tax_registration.avsc",
+         lambda s: s["govbus"].update(share_class="unconditional"))
+    person = {"resident_id": "11010519491231002X", "name": "王芳", "gender": "F",
+              "birth_date": "1949-12-31", "residence_address": "渝水区1号",
+              "household_division": "360502"}
+    path = tmp_path / "people.jsonl"
+    path.write_text(json.dumps(person, ensure_ascii=False) + "\n")
+    env = {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+           "DATABASE_URL": settings.database_url}
+    publish = ("publish", "--agency", "public_security", "--resource", "population_register",
+               "--file", str(path), "--json")
+    shipped = govbus(*publish, env=env)
+    assert shipped.returncode == 0 and json.loads(shipped.stdout)["published"] == 1, \
+        shipped.stderr
+    copied = govbus("--schemas", str(root), *publish, env=env)
+    assert copied.returncode == 3, copied.stderr  # the copy requires a nickname
+    assert "nickname" in json.dumps(json.loads(copied.stdout)["refusals"])
+
+    me = f"agency_{uuid.uuid4().hex[:8]}"
+    env[access.TOKEN_ENV] = access.issue(settings.database_url, me, "test")
+    request = ("request", "--agency", me, "--resource", "tax.tax_registration", "--purpose",
+               "audit", "--commitment", "SC-1", "--json")
+    pending = govbus(*request, env=env)
+    assert pending.returncode == 0 and json.loads(pending.stdout)["status"] == "pending", \
+        pending.stderr
+    granted = govbus("--schemas", str(root), *request, env=env)
+    assert granted.returncode == 0, granted.stderr
+    assert json.loads(granted.stdout)["status"] == "granted"  # unconditional in the copy
+
+
+def test_free_text_reaches_the_terminal_escaped(database_url: str) -> None:
+    from govbus.core import access
+
+    me = f"agency_{uuid.uuid4().hex[:8]}"
+    env = {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+           access.TOKEN_ENV: access.issue(database_url, me, "test")}
+    reason = "核实\x1b]0;pwned\x07 地址\r\ncase 1: resolved\x9b2J\u202e"
+    filed = govbus("complaint", "file", "--as", me, "--against", "tax", "--reason", reason,
+                   env=env)
+    assert filed.returncode == 0, filed.stderr
+    text = govbus("complaint", "list", "--agency", me, env=env)
+    assert text.returncode == 0, text.stderr
+    assert "核实\\x1b]0;pwned\\x07 地址\\r\\ncase 1: resolved\\x9b2J\\u202e" in text.stdout
+    assert not [c for c in text.stdout if c in "\x1b\x07\r\x9b\u202e"]
+    listed = govbus("complaint", "list", "--agency", me, "--json", env=env)
+    assert json.loads(listed.stdout)[0]["history"][0]["detail"] == reason
+    assert not [c for c in listed.stdout if c in "\x1b\x07\r\x9b\u202e"]
