@@ -32,7 +32,7 @@ from typing import Any
 from govbus import prom
 from govbus.core import db, registry
 from govbus.core.catalogue import Catalogue, load_catalogue
-from govbus.core.config import read_runtime, runtime_file, state_dir
+from govbus.core.config import read_runtime, runtime_file, state_dir, topic_settings
 from govbus.core.errors import BrokerError, ConfigError, GovbusError
 from govbus.core.kafka import ensure_topics
 
@@ -198,7 +198,10 @@ def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions:
     results = registry.sync(database_url, catalogue)
     say(f"catalogue: {len(results)} resources, "
         f"{sum(r.status == 'registered' for r in results)} new schema version(s)")
-    settings = Settings(bootstrap, database_url, catalogue.root, partitions=partitions)
+    # the topic settings of the environment (replication, retention, record size) apply to
+    # the embedded runtime's topics as to a production broker's (docs/deployment.md)
+    settings = Settings(bootstrap, database_url, catalogue.root, partitions=partitions,
+                        **topic_settings())
     created = ensure_topics(settings, catalogue_topics(catalogue), partitions)
     say(f"topics: {len(created)} created, {partitions} partitions each")
     return catalogue

@@ -90,3 +90,14 @@ def test_a_record_of_the_largest_size_the_producer_takes_is_stored(bootstrap: st
     assert settings.message_max_bytes - 100 < low < settings.message_max_bytes
     assert producer.flush(30) == 0
     assert errors and set(errors) == {None}, errors
+
+
+def test_govbus_up_creates_its_topics_with_the_environments_topic_settings(
+        bootstrap: str, database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The embedded runtime's topics follow the same settings as a production broker's."""
+    from govbus import runtime
+
+    monkeypatch.setenv("GOVBUS_RETENTION_DLQ_MS", str(5 * 3600 * 1000))
+    catalogue = runtime.prepare(bootstrap, database_url, None, 1, lambda _line: None)
+    settings = Settings(bootstrap, database_url, catalogue.root)
+    assert described(settings, "dlq.tax")["retention.ms"] == str(5 * 3600 * 1000)
