@@ -153,7 +153,7 @@ def cmd_catalogue_check(args: argparse.Namespace) -> int:
 
     def text() -> None:
         for f in findings:
-            say(str(f))
+            say(printable(f))
         if note:
             say(f"note: {note}")
         say(f"{len(catalogue.resources)} resources checked: {len(errors)} error(s), "
@@ -189,7 +189,7 @@ def cmd_catalogue_list(args: argparse.Namespace) -> int:
     def text() -> None:
         for r in rows:
             say(f"{r['resource']:<42} {r['share_class']:<15} {r['database_class']:<13} "
-                f"every {r['update_period']:<4} {r['title']}")
+                f"every {r['update_period']:<4} {printable(r['title'])}")
 
     emit(args, rows, text)
     return 0
@@ -203,7 +203,7 @@ def cmd_catalogue_show(args: argparse.Namespace) -> int:
     def text() -> None:
         for key, value in info.items():
             if key != "fields":
-                say(f"{key:<18} {value}")
+                say(f"{key:<18} {printable(value)}")
         say("fields:")
         for f in info["fields"]:
             flags = [k for k in ("source_of_record", "sensitive") if f[k]]
@@ -260,10 +260,11 @@ def cmd_publish(args: argparse.Namespace) -> int:
     def text() -> None:
         for r in refusals:
             for v in r["violations"]:
-                say(f"line {r['line']}: refused: {v['rule']} [{v['article']}] {v['field']}: "
-                    f"{v['message']}")
+                # the message may quote the input line: escaped (printable)
+                say(f"line {r['line']}: refused: {v['rule']} [{v['article']}] "
+                    f"{printable(v['field'])}: {printable(v['message'])}")
         for failure in report.failed:
-            say(f"not acknowledged: {failure}")
+            say(f"not acknowledged: {printable(failure)}")
         say(f"{args.agency}.{args.resource}: {len(lines)} read, {report.published} published "
             f"to ingest.{args.agency}.{args.resource}, {len(refusals)} refused, "
             f"{len(report.failed)} failed")

@@ -98,7 +98,7 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     access.require(dsn, access.INFORMATION_CENTER, args.token_file)
     had = access.revoke(dsn, args.agency)
     print(json.dumps({"agency": args.agency, "revoked": had}) if args.json else
-          f"{args.agency}: credential {'revoked' if had else 'did not exist'}")
+          f"{printable(args.agency)}: credential {'revoked' if had else 'did not exist'}")
     return 0
 
 
