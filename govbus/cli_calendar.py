@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 from typing import Any
 
 from govbus.core import workdays
@@ -26,7 +25,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     found = workdays.load_holidays_file(args.file) if args.file else workdays.holidays_file()
     report = workdays.year_report(args.year, found)
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
+        from govbus.cli import dumps
+
+        print(dumps(report))
         return 0 if report["covered"] else NOT_COVERED
     lib = report["library"]
     library = f"chinese-calendar {lib['version']} ({lib['first_year']}–{lib['last_year']})"

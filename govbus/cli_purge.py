@@ -10,7 +10,6 @@ to stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
@@ -60,8 +59,9 @@ def cmd_purge(args: argparse.Namespace) -> int:
                               batch=args.batch_size, progress=progress)
     out = [r.as_dict() for r in results]
     if args.json:
-        print(json.dumps({"dry_run": args.dry_run, "tables": out}, ensure_ascii=False,
-                         indent=2))
+        from govbus.cli import dumps
+
+        print(dumps({"dry_run": args.dry_run, "tables": out}))
     else:
         for r in out:
             print(_line(r))

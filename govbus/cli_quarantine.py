@@ -8,10 +8,11 @@ information center sees every agency's.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 from typing import Any
 
+from govbus.cli import dumps
+from govbus.cli import printable as _printable
 from govbus.cli_access import token_arg
 from govbus.core import quarantine
 from govbus.core.access import INFORMATION_CENTER, require
@@ -24,17 +25,12 @@ def _dsn() -> str:
     return Settings.from_env().database_url
 
 
-def _printable(text: Any) -> str:
-    """Free text (a reason, a key) without control characters that would reach a terminal."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in str(text))
-
-
 def cmd_list(args: argparse.Namespace) -> int:
     actor = args.agency or INFORMATION_CENTER
     require(_dsn(), actor, args.token_file)
     rows = quarantine.listing(_dsn(), args.agency, args.limit)
     if args.json:
-        print(json.dumps(rows, ensure_ascii=False, indent=2, default=str))
+        print(dumps(rows))
         return 0
     if not rows:
         print(f"nothing quarantined{' for ' + args.agency if args.agency else ''}")
@@ -65,8 +61,7 @@ def cmd_show(args: argparse.Namespace) -> int:
             out.write(payload or b"")
         meta["written_to"] = args.out
     if args.json:
-        print(json.dumps({**meta, "key": (key or b"").decode("utf-8", "replace")},
-                         ensure_ascii=False, indent=2, default=str))
+        print(dumps({**meta, "key": (key or b"").decode("utf-8", "replace")}))
     else:
         for name, value in meta.items():
             print(f"{name:>16}: {_printable(value)}")
