@@ -19,7 +19,7 @@ from confluent_kafka import Producer
 from govbus.core.batching import produce
 from govbus.core.catalogue import Catalogue, Resource, load_catalogue
 from govbus.core.config import Settings
-from govbus.core.envelope import OP_NAMES, OPS, make_event
+from govbus.core.envelope import OP_NAMES, OPS, make_event, now_ms
 from govbus.core.errors import Violation
 from govbus.core.kafka import producer_config
 from govbus.core.registry import RegisteredSchema, SchemaRegistry
@@ -118,7 +118,10 @@ class Publisher:
                            locality=change.locality or DEFAULT_LOCALITY, system=change.system,
                            event_id=change.event_id, occurred_ms=change.occurred_ms,
                            table=change.table, txid=change.txid, seq=change.seq)
-        return event, check_event(resource, event, agency)
+        # the gate's clock rule too: a change dated ahead of the clock is refused here with the
+        # line it came from, not later in the DLQ (Art. 19)
+        return event, check_event(resource, event, agency, now_ms=now_ms(),
+                                  max_skew_ms=self.settings.max_clock_skew_ms)
 
     def send(self, resource: Resource, event: dict[str, Any], on_delivery: Any = None) -> None:
         """Frame and produce one prepared event (no checks); call ``flush`` afterwards."""

@@ -137,3 +137,20 @@ def test_each_bad_record_lands_on_its_dlq_with_its_rule_and_is_never_delivered(
     finally:
         for reader in (dlq, inbox, validated):
             reader.close()
+
+
+def test_the_publish_api_refuses_a_change_dated_ahead_of_its_clock(settings: Settings) -> None:
+    """The gate's clock rule at the source too: the line is refused, with its rule, before it
+    is sent (Art. 19)."""
+    from govbus.core.envelope import now_ms
+    from govbus.producers.publisher import Change, Publisher
+    from tests.integration.test_router import company
+
+    rng = random.Random(7)
+    ahead = now_ms() + 2 * settings.max_clock_skew_ms + 60_000
+    report = Publisher(settings).publish("tax", "tax_registration", [
+        Change("c", company(rng), occurred_ms=ahead), Change("c", company(rng))])
+    assert report.published == 1
+    [refusal] = report.refused
+    assert refusal.index == 0
+    assert [v.rule for v in refusal.violations] == ["envelope.occurred_in_future"]
