@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import uuid
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -51,8 +52,9 @@ def test_an_accepted_event_id_reused_for_another_record_is_rejected(
 
         # the first record again, byte for byte, then an event on the same key: once that is
         # logged, the retry has been judged (same partition, in order)
-        original = next(m for m in readers["ingest"].until(1)
-                        if dict(m.headers() or [])["event_id"].decode() == first_id)
+        def firsts() -> list[Any]:  # the first record: the other one has the same id
+            return [m for m in readers["ingest"].poll() if m.key() == first["uscc"].encode()]
+        [original] = wait_until(firsts, 30, "the first record read back")
         raw = Producer(producer_config(settings))
         raw.produce(original.topic(), key=original.key(), value=original.value(),
                     headers=original.headers(), partition=original.partition())

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from govbus.core import access, db
+from govbus.core import db
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics, producer_config
@@ -28,6 +28,7 @@ from tests.integration.helpers import TopicReader, running, wait_until
 from tests.integration.test_access import cli
 from tests.integration.test_restarts import logged
 from tests.integration.test_router import TAX, agency, company, grant, publish
+from tests.integration.test_sharing_cli import token  # one token per agency and database
 
 
 @pytest.fixture
@@ -95,17 +96,17 @@ def provider_reads_its_quarantine(dsn: str, big: dict[bytes, bytes], folder: Pat
     600); another agency's token sees no such row (Art. 24)."""
     digests = {hashlib.sha256(p).hexdigest(): p for p in big.values()}
     code, out, err = cli(dsn, "quarantine", "list", "--agency", "tax", "--json",
-                         token=access.issue(dsn, "tax", "test"))
+                         token=token(dsn, "tax"))
     assert code == 0, err
     mine = [r for r in json.loads(out) if r["payload_sha256"] in digests]
     assert len(mine) == len(big) and {r["stage"] for r in mine} == {"gate"}
     row = mine[0]
     target = folder / "payload.bin"
     code, _, err = cli(dsn, "quarantine", "show", str(row["id"]), "--agency", "tax", "--out",
-                       str(target), token=access.issue(dsn, "tax", "test"))
+                       str(target), token=token(dsn, "tax"))
     assert code == 0, err
     assert target.read_bytes() == digests[row["payload_sha256"]]
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     code, _, err = cli(dsn, "quarantine", "show", str(row["id"]), "--agency", "hrss",
-                       token=access.issue(dsn, "hrss", "test"))
+                       token=token(dsn, "hrss"))
     assert code == 1 and f"no quarantined record {row['id']} of hrss" in err, err
