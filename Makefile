@@ -21,7 +21,7 @@ demo: install  ## start the embedded runtime, publish a sample, summarise, stop
 	$(BIN)/govbus demo
 
 test: install  ## unit + integration tests (real broker, real PostgreSQL)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-unit: install  ## unit tests only: no network
 	$(BIN)/python -m pytest -q tests/unit
