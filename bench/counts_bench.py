@@ -1,4 +1,4 @@
-"""What the gate's durable counts (migration 0005, issue 5) cost per batch.
+"""What the gate's durable counts (migration 0005) cost per batch.
 
 ``python -m bench.counts_bench [--batches 200] [--batch-size 1000]``: writes batches of gate
 verdicts (5 agencies, 3 partitions, 10 % rejected) with ``CountWriter.write`` into a scratch

@@ -10,7 +10,7 @@
 Each of the three runs in its own virtualenv under ``bench/.venvs/`` (created on first use
 with ``pip install 'faust-streaming<0.16'`` / ``quixstreams`` / ``'bytewax[kafka]'``):
 bench-only dependencies whose pins need not agree with the project's. (faust-streaming was a
-project dependency until the reconciler left it, issue 7.)
+project dependency until the reconciler left it.)
 
 Each peer reads the first N records of the ``ingest.*`` topics from the beginning (its own
 consumer group) and writes them to a scratch topic of its own; it runs as a subprocess

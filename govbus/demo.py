@@ -212,7 +212,7 @@ def run(args: argparse.Namespace, say: runtime.Say = print) -> int:
         ok = summary(tally, say)
         say("== waiting for the router and the delivery log")
         ok = share_summary(settings, routing, tally, timeout, say) and ok
-        from govbus import demo_reconcile  # issue 4
+        from govbus import demo_reconcile  # cases (Art. 19, 20)
 
         say("== waiting for the reconciler (Art. 8, 20)")
         ok = demo_reconcile.run(settings, data, timeout, say) and ok

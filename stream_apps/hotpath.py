@@ -80,7 +80,7 @@ GROUP = "govbus-hotpath"
 #: batches past judging and routing at once, waiting for their acknowledgements or being
 #: written, in order. With 2, judging the batch after next waited for this one's acknowledgements
 #: *and* its writing (70 + 98 ms per batch of 1,800 against about 100 ms of judging: the judging
-#: thread waited 24% of its time, timers of issue 7); with 4 the acknowledgements of later
+#: thread waited 24% of its time, temporary timers); with 4 the acknowledgements of later
 #: batches arrive while one is written. One worker, 30,000-event runs alternated (medians of
 #: 6-12 runs, events/s): 2 → 10.6k, 3 → 11.3k, 4 → 11.3-12.0k; 6 → 10.6k against 4's 11.3k
 SETTLING = 4

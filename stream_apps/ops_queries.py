@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-OPTIONAL_SOURCES = ("cases", "objections")  # tables of the reconciler (issue 4)
+OPTIONAL_SOURCES = ("cases", "objections")  # tables of the reconciler
 
 _AGENCIES = "WITH agencies AS (SELECT DISTINCT provider AS agency FROM catalogue_resources) "
 

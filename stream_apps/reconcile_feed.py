@@ -54,7 +54,7 @@ class Bundles:
     One message per partition and batch, ``{"bundle": [value message, ...]}``, produced to
     the partition a keyed producer would give each entity (:func:`murmur2_partition`), so
     an entity's values still meet in one partition. Why: a message has fixed costs (a record
-    on the broker, a fetch, a parse; the faust reconciler this fed until issue 7 paid about
+    on the broker, a fetch, a parse; the faust reconciler this once fed paid about
     0.2 ms of stream machinery per message, as much CPU as the whole hot path); per bundle
     they are paid once for hundreds of values.
     """

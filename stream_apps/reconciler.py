@@ -25,7 +25,7 @@ case and duplicates none, with no changelog to rebuild and nothing held in memor
 batches: a restarted reconciler is ready at once, and a restart of the memory-only embedded
 broker loses no state.
 
-Why not faust's table (what this was until issue 7): faust-streaming 0.15 lost the reconciler's
+Why not faust's table (what this once was): faust-streaming 0.15 lost the reconciler's
 input in three ways under ``kill -9`` (each found and patched here) and, after those, still
 a few cases in a thousand under repeated kills; its table costs about 100 µs of CPU per event
 on this path, lives in memory (3.5 GiB per million entities) and is rebuilt from a changelog

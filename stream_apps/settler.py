@@ -3,7 +3,7 @@ the delivery log, ``entity_state``, the gate's counts and the quarantined payloa
 
 Why a process: the worker is bound by its interpreter lock. Rendering and chaining the log
 rows and the writes around them took a quarter of the time the lock was held (py-spy
-``--gil``, issue 7), time the thread that judges and routes the next batch spent waiting. In
+``--gil``), time the thread that judges and routes the next batch spent waiting. In
 a process of its own that work runs beside the worker on another core; what crosses over is
 plain tuples and two JSON strings (about 0.3 µs per log entry to pickle).
 

@@ -1,4 +1,4 @@
-"""Who is asking (issue 6, Art. 24): every command that acts as an agency refuses a missing,
+"""Who is asking (Art. 24): every command that acts as an agency refuses a missing,
 wrong, rotated, revoked or other agency's token, naming the agency and the article; tokens are
 kept only as salted hashes; the information center's token is created mode 0600."""
 

@@ -1,7 +1,7 @@
 """Two members of one consumer group over several topics of 3 partitions each (the hot path's
 ``^ingest\\..*`` subscription) split the partitions evenly (real broker). With librdkafka's
 default assignor (range, topic by topic) the first member got 2 of the 3 partitions of every
-topic, two thirds of the work, and a second worker could add at most half (issue 7)."""
+topic, two thirds of the work, and a second worker could add at most half."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The bad-input corpus and a seeded fuzz burst through the real gate and the real publish API
-(issue 6): every corpus entry ends in ``dlq.<agency>`` with exactly its rule, every fuzzed
+"""The bad-input corpus and a seeded fuzz burst through the real gate and the real publish API:
+every corpus entry ends in ``dlq.<agency>`` with exactly its rule, every fuzzed
 payload is decided (DLQ or validated, once), the gate never stops, and the valid events
 interleaved with the bad ones pass through byte for byte.
 """

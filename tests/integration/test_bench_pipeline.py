@@ -1,4 +1,4 @@
-"""Smoke test of the pipeline bench's harness (issue 7), tiny N: one worker process (gate,
+"""Smoke test of the pipeline bench's harness, tiny N: one worker process (gate,
 router, delivery-log sink, reconciler feed as threads) on the test's own broker and
 database, the warm-up, a timed run and the latency probe. Figures are not checked (speed
 belongs to ``make bench``), only that every delivery the grants imply is logged, once, in a

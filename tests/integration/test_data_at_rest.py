@@ -1,4 +1,4 @@
-"""Data at rest (issue 6): after an event about a citizen has gone through the gate, the router
+"""Data at rest: after an event about a citizen has gone through the gate, the router
 and the delivery-log sink to an entitled agency, no table of the bus's database holds the
 citizen's identifier, address or phone — except ``entity_state``, the current record that
 online query needs (Art. 17), and that row is gone once the provider deletes the entity. The

@@ -1,4 +1,4 @@
-"""The delivery log writes its rows with COPY (issue 7: faster log sink): values that COPY's
+"""The delivery log writes its rows with COPY: values that COPY's
 text format or PostgreSQL array literals treat specially must arrive unchanged, and the
 chain over them must verify (real PostgreSQL)."""
 

@@ -1,4 +1,4 @@
-"""The fault suite in CI (issue 6): a fixed seed, every component its own process, at least 20
+"""The fault suite in CI: a fixed seed, every component its own process, at least 20
 kill -9s plus PostgreSQL restarts plus a broker outage while the outbox has work; nothing may be
 lost, duplicated or misdelivered, the delivery log's hash chain must verify, and the reconciler
 (killed like the rest) must open a case for exactly the values that differ.

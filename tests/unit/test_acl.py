@@ -213,7 +213,7 @@ def test_diff_after_a_revocation_deletes_exactly_the_read(catalogue: Catalogue) 
 
 
 def test_whole_plan_equals_the_grants_exactly(catalogue: Catalogue) -> None:
-    """Issue 6: from a known set of grants the plan is exactly this set of (principal,
+    """From a known set of grants the plan is exactly this set of (principal,
     operation, resource) — written out by hand, not derived the way plan() derives it."""
     grants = [grant(1, "tax", "public_security.population_register"),
               grant(2, "hrss", "tax.tax_registration"),

@@ -1,5 +1,5 @@
 """The bad-input corpus and property-based fuzzing against the gate's decision and the publish
-API, without a broker (issue 6). Every corpus entry must be rejected with exactly its rule; no
+API, without a broker. Every corpus entry must be rejected with exactly its rule; no
 input whatever may make the decision raise, and every rejection names a known rule and article.
 """
 

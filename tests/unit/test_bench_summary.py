@@ -1,5 +1,5 @@
-"""The pipeline bench's pure parts: percentiles, the reconciler's figure, the target verdicts
-(issue 7): a missed target must print as MISSED, never as met."""
+"""The pipeline bench's pure parts: percentiles, the reconciler's figure, the target verdicts:
+a missed target must print as MISSED, never as met."""
 
 from __future__ import annotations
 

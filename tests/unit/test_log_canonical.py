@@ -1,4 +1,4 @@
-"""The delivery log's canonical form (orjson since issue 7) is byte for byte what the standard
+"""The delivery log's canonical form (orjson) is byte for byte what the standard
 library wrote before: every hash in an existing chain still verifies."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The router's JSON encoder (orjson since issue 7) writes the very bytes the standard
+"""The router's JSON encoder (orjson) writes the very bytes the standard
 library wrote before: recipients and the delivery log see no change in format."""
 
 from __future__ import annotations
