@@ -1,6 +1,6 @@
-"""Pure parts of the metrics and reports, without a broker or database: the replay guard of
-the gate's counts, staleness, the evaluation arithmetic, scrape configs, dashboards and alert rules referring
-only to metrics that exist, and the chart."""
+"""Pure parts of the metrics and reports, without a broker or database: the replay guard of the
+gate's counts, staleness, the evaluation arithmetic, scrape configs, dashboards and alert rules
+referring only to metrics that exist, and the chart."""
 
 from __future__ import annotations
 
