@@ -125,30 +125,23 @@ class Result:
 
 # --- SQL: every statement of the purge -----------------------------------------------------
 
-OUTBOX_COUNT = "SELECT count(*) FROM govbus_outbox.events WHERE published_at < %(cutoff)s"
-OUTBOX_DELETE = """
-DELETE FROM govbus_outbox.events WHERE id IN (
-    SELECT id FROM govbus_outbox.events
-    WHERE published_at < %(cutoff)s AND id > %(after)s
-    ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
-RETURNING id
+def _by_age(table: str, key: str, stamp: str) -> tuple[str, str]:
+    """The count and the batched delete of ``table``'s rows whose ``stamp`` is before the
+    cut-off, in ``key`` order after ``%(after)s``, skipping rows another transaction holds."""
+    count = f"SELECT count(*) FROM {table} WHERE {stamp} < %(cutoff)s"
+    delete = f"""
+DELETE FROM {table} WHERE {key} IN (
+    SELECT {key} FROM {table}
+    WHERE {stamp} < %(cutoff)s AND {key} > %(after)s
+    ORDER BY {key} LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
+RETURNING {key}
 """
-QUARANTINE_COUNT = "SELECT count(*) FROM quarantine WHERE quarantined_at < %(cutoff)s"
-QUARANTINE_DELETE = """
-DELETE FROM quarantine WHERE id IN (
-    SELECT id FROM quarantine
-    WHERE quarantined_at < %(cutoff)s AND id > %(after)s
-    ORDER BY id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
-RETURNING id
-"""
-ACCEPTED_COUNT = "SELECT count(*) FROM accepted_events WHERE accepted_at < %(cutoff)s"
-ACCEPTED_DELETE = """
-DELETE FROM accepted_events WHERE event_id IN (
-    SELECT event_id FROM accepted_events
-    WHERE accepted_at < %(cutoff)s AND event_id > %(after)s
-    ORDER BY event_id LIMIT %(batch)s FOR UPDATE SKIP LOCKED)
-RETURNING event_id
-"""
+    return count, delete
+
+
+OUTBOX_COUNT, OUTBOX_DELETE = _by_age("govbus_outbox.events", "id", "published_at")
+QUARANTINE_COUNT, QUARANTINE_DELETE = _by_age("quarantine", "id", "quarantined_at")
+ACCEPTED_COUNT, ACCEPTED_DELETE = _by_age("accepted_events", "event_id", "accepted_at")
 # the old states after a key, with whether the cases table has an open case of the entity
 STATE_SELECT = """
 SELECT rs.reconciler, rs.entity, rs.state,

@@ -18,7 +18,6 @@ import pytest
 from confluent_kafka import Producer
 
 from govbus import sample
-from govbus.core import db
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics, producer_config
@@ -36,7 +35,7 @@ from tests.corpus.bad_inputs import (
 )
 from tests.integration.helpers import TopicReader, running, wait_until
 from tests.integration.test_restarts import logged
-from tests.integration.test_router import agency, grant
+from tests.integration.test_router import agency, grant, state_event_id
 
 RULES = {"envelope.event_id_blank", "envelope.occurred_in_future",
          "identifier.resident_id_lowercase", "envelope.before_invalid", "topic.malformed"}
@@ -58,11 +57,7 @@ def hotpath(settings: Settings) -> Iterator[HotPath]:
 
 def held(dsn: str, key: str) -> str | None:
     """The event id ``entity_state`` holds for a population-register entity."""
-    with db.transaction(dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT event_id FROM entity_state WHERE resource_id = %s "
-                    "AND entity_key = %s", (POP, key))
-        row = cur.fetchone()
-    return row[0] if row else None
+    return state_event_id(dsn, key, POP)
 
 
 def test_each_bad_record_lands_on_its_dlq_with_its_rule_and_is_never_delivered(

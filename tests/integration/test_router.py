@@ -246,10 +246,11 @@ def test_not_shared_reaches_nobody_and_is_counted_withheld(
     log.close()
 
 
-def state_event_id(dsn: str, key: str) -> str | None:
+def state_event_id(dsn: str, key: str, resource: str = TAX) -> str | None:
+    """The event id ``entity_state`` holds for an entity of ``resource``."""
     with db.transaction(dsn) as conn, conn.cursor() as cur:
         cur.execute("SELECT event_id FROM entity_state WHERE resource_id = %s "
-                    "AND entity_key = %s", (TAX, key))
+                    "AND entity_key = %s", (resource, key))
         row = cur.fetchone()
         return row[0] if row else None
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from govbus.cli import main
 from govbus.core import workdays
+from tests.unit.test_workdays import _calendar  # noqa: F401  (autouse: a fresh calendar)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "infra" / "holidays.example.json"
 #: a made-up year far ahead (2099-05-01 is a Friday, 2099-05-09 a Saturday)
@@ -17,14 +17,6 @@ SYNTHETIC = {"years": {"2099": {"notice": "test data, not a notice",
                                 "holidays": [{"name": "劳动节", "from": "2099-05-01",
                                               "to": "2099-05-05"}],
                                 "makeup_workdays": [{"date": "2099-05-09", "name": "劳动节"}]}}}
-
-
-@pytest.fixture(autouse=True)
-def _calendar(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.delenv(workdays.HOLIDAYS_FILE_ENV, raising=False)
-    workdays.reset_calendar()
-    yield
-    workdays.reset_calendar()
 
 
 def test_a_library_year(capsys: pytest.CaptureFixture[str]) -> None:
