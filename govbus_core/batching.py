@@ -70,12 +70,6 @@ class Unsent:
     def value(self) -> bytes | None:
         return self._value
 
-    def partition(self) -> None:
-        return None
-
-    def offset(self) -> None:
-        return None
-
 
 def set_aside(err: KafkaError | None) -> bool:
     """Whether ``err`` means that this record can never be produced as it is."""

@@ -139,12 +139,6 @@ _DB_GAUGES = {  # query key: (metric, help, optional source)
 }
 
 
-def consumer_lag(settings: Settings, timeout: float = 5.0) -> dict[str, int]:
-    """Per consumer group: sum over its committed partitions of (high watermark - committed)."""
-    return {group: max(0, end - done)
-            for group, (done, end) in consumer_offsets(settings, timeout).items()}
-
-
 def consumer_offsets(settings: Settings, timeout: float = 5.0) -> dict[str, tuple[int, int]]:
     """Per consumer group: (sum of its committed offsets, sum of those partitions' high
     watermarks). A group whose first stays while the second grows is stuck."""
