@@ -20,13 +20,13 @@ import psycopg2.extensions
 import psycopg2.extras
 from confluent_kafka import Consumer
 
-from govbus.core import db, metrics
+from govbus.core import db, metrics, topics
 from govbus.core.batching import BatchStage, commit, next_offsets, serve, usable
 from govbus.core.config import Settings
 from govbus.core.kafka import consumer_config, ensure_topics
 
 log = logging.getLogger("govbus.cases_sink")
-CASES_TOPIC = "reconcile.cases"
+CASES_TOPIC = topics.RECONCILE_CASES
 
 UPSERT = """
 INSERT INTO cases (case_key, entity_key, attribute, owner_agency, other_agency, status, values,

@@ -34,14 +34,14 @@ import psycopg2.extras
 from confluent_kafka import Consumer, TopicPartition
 from psycopg2 import sql
 
-from govbus.consumers.delivery_log import confirm_receipts
-from govbus.core import access, db
+from govbus.core import access, db, topics
 from govbus.core.batching import BatchStage, commit, usable
 from govbus.core.config import Settings
 from govbus.core.errors import BrokerError, DatabaseError, GovbusError
 from govbus.core.kafka import consumer_config
 from govbus.core.sharing import Grant
 from govbus.core.sharing_store import load_grants, now
+from govbus.delivery_log import confirm_receipts
 
 log = logging.getLogger("govbus.subscriber")
 AGENCY = re.compile(r"^[a-z0-9_]+$")
@@ -75,14 +75,14 @@ def granted_topics(grants: Iterable[Grant], agency: str, at: Any,
                    resources: Iterable[str] | None = None) -> list[str]:
     """The deliver topics of ``agency``'s grants in force at ``at``, optionally filtered."""
     wanted = {resource_name(r) for r in resources} if resources else None
-    topics = {f"deliver.{agency}.{resource_name(g.resource_id)}" for g in grants
-              if g.recipient == agency and g.in_force(at)}
-    return sorted(t for t in topics if wanted is None or t.split(".", 2)[2] in wanted)
+    found = {topics.deliver(agency, g.resource_id) for g in grants
+             if g.recipient == agency and g.in_force(at)}
+    return sorted(t for t in found if wanted is None or t.split(".", 2)[2] in wanted)
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """One delivery as the router wrote it, and where it was read."""
+class Received:
+    """One delivery as the hot path produced it, and where the subscriber read it."""
 
     event_id: str
     op: str
@@ -95,7 +95,7 @@ class Delivery:
     offset: int
 
     @classmethod
-    def from_message(cls, msg: Any) -> Delivery:
+    def from_message(cls, msg: Any) -> Received:
         """Parse a message; ``ValueError`` says what is wrong with it."""
         try:
             value = json.loads(msg.value())
@@ -161,7 +161,7 @@ class TableSink:
                 op text NOT NULL, occurred_ms bigint NOT NULL,
                 updated_at timestamptz NOT NULL DEFAULT now())""").format(self.ident))
 
-    def apply(self, deliveries: Sequence[Delivery]) -> Counter[str]:
+    def apply(self, deliveries: Sequence[Received]) -> Counter[str]:
         """Apply in order, in one transaction. An event older than the stored one is skipped.
 
         A delete removes the row only if it is not older than the row: replaying a batch
@@ -211,7 +211,7 @@ class Subscriber(BatchStage):
         self.resources = [resource_name(r) for r in resources] if resources else None
         self.max_messages, self.idle_exit = max_messages, idle_exit
         self.refresh_s = refresh_s
-        self.prefix = f"deliver.{self.agency}."
+        self.prefix = topics.deliver_prefix(self.agency)
         self.topics: list[str] = []      # what the consumer is subscribed to now
         self.assigned: set[str] = set()  # topics of the partitions assigned now
         if sink is not None and self.resources is None:
@@ -307,7 +307,7 @@ class Subscriber(BatchStage):
                 continue
             offsets[(topic, msg.partition())] = msg.offset() + 1
             try:
-                deliveries.append(Delivery.from_message(msg))
+                deliveries.append(Received.from_message(msg))
             except ValueError as exc:
                 counts["malformed"] += 1
                 log.warning("malformed delivery %s[%d]@%d skipped: %s", topic,
@@ -325,7 +325,7 @@ class Subscriber(BatchStage):
         self._last_activity = time.monotonic()
         self._commit(offsets)
 
-    def _print(self, deliveries: list[Delivery]) -> None:
+    def _print(self, deliveries: list[Received]) -> None:
         for d in deliveries:
             self.out.write(json.dumps(d.value, ensure_ascii=False) + "\n")
         self.out.flush()

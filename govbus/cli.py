@@ -273,13 +273,6 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 1 if report.failed else (3 if refusals else 0)
 
 
-def cmd_gate(args: argparse.Namespace) -> int:
-    from govbus.stream_apps import gate
-
-    gate.main()
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from govbus import demo
 
@@ -328,8 +321,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--locality", default=None,
                    help="administrative division code for lines without one (360502)")
 
-    add("gate", cmd_gate, "run the gate alone in the foreground (split deployment; `up` runs "
-        "the hot path, which includes it)", json_out=False)
     from govbus.producers import outbox
 
     p = sub.add_parser("outbox", help="relay an agency's transactional outbox to the bus",

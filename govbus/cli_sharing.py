@@ -114,7 +114,7 @@ def cmd_report_filings(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from govbus.consumers import query
+    from govbus import query
     from govbus.core.config import Settings
 
     require(_dsn(), args.agency, args.token_file)
@@ -124,7 +124,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from govbus.consumers import query
+    from govbus import query
     from govbus.core.config import Settings
 
     require(_dsn(), args.agency, args.token_file)
@@ -134,7 +134,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_deliveries(args: argparse.Namespace) -> int:
-    from govbus.consumers import delivery_log
+    from govbus import delivery_log
 
     # an agency reads its own rows (as recipient or provider); the whole log is the IC's
     require(_dsn(), args.recipient or args.provider or INFORMATION_CENTER, args.token_file)
@@ -147,7 +147,7 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
 
 
 def cmd_log_verify(args: argparse.Namespace) -> int:
-    from govbus.consumers import delivery_log
+    from govbus import delivery_log
 
     report = delivery_log.verify(_dsn())
     _emit(args, report.as_dict(), report.lines())

@@ -22,6 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from govbus import demo_sharing, runtime, sample
+from govbus.core import topics
 from govbus.core.config import Settings
 from govbus.core.errors import GovbusError
 from govbus.core.identifiers import resident_id_check_char
@@ -90,12 +91,15 @@ def publish_garbage(pub: Publisher, tally: Tally, run: str) -> None:
     """Payloads that are not valid events, and one spoofed sender, onto ingest topics."""
     reg = pub.registry.latest("public_security.population_register")
     other = pub.registry.latest("tax.tax_registration")
-    cases = [("ingest.public_security.population_register", b"\xff\xfenot avro at all"),
-             ("ingest.public_security.population_register", b"{\"resident_id\": \"1\"}"),
-             ("ingest.market_regulation.legal_entity_register", frame(999999, b"\x02abc")),
-             ("ingest.public_security.population_register", frame(reg.schema_id, b"\x48")),
-             ("ingest.hrss.social_insurance_enrolment", frame(other.schema_id, b"\x02x")),
-             ("ingest.unknown_bureau.secrets", b"\x00\x00\x00\x00\x01")]
+    pop_topic = topics.ingest("public_security", "population_register")
+    cases = [(pop_topic, b"\xff\xfenot avro at all"),
+             (pop_topic, b"{\"resident_id\": \"1\"}"),
+             (topics.ingest("market_regulation", "legal_entity_register"),
+              frame(999999, b"\x02abc")),
+             (pop_topic, frame(reg.schema_id, b"\x48")),
+             (topics.ingest("hrss", "social_insurance_enrolment"),
+              frame(other.schema_id, b"\x02x")),
+             (topics.ingest("unknown_bureau", "secrets"), b"\x00\x00\x00\x00\x01")]
     for i, (topic, payload) in enumerate(cases):
         event_id = f"{run}-garbage-{i}"
         pub.produce_raw(topic, event_id, payload, event_id)
@@ -119,7 +123,7 @@ def publish_garbage(pub: Publisher, tally: Tally, run: str) -> None:
 def collect(settings: Settings, tally: Tally, timeout: float, say: runtime.Say) -> None:
     """Read the gate's outputs until every event we sent is accounted for."""
     consumer = Consumer(consumer_config(settings, f"govbus-demo-{uuid.uuid4().hex[:8]}"))
-    consumer.subscribe([r"^validated\..*", r"^dlq\..*"])
+    consumer.subscribe([topics.VALIDATED_PATTERN, topics.DLQ_PATTERN])
     deadline, last = time.monotonic() + timeout, 0.0
     try:
         while len(tally.seen) < len(tally.ids) and time.monotonic() < deadline:
@@ -135,7 +139,7 @@ def collect(settings: Settings, tally: Tally, timeout: float, say: runtime.Say) 
 
 def _count(msg: Any, tally: Tally) -> None:
     topic = msg.topic()
-    if topic.startswith("validated."):
+    if topic.startswith(topics.VALIDATED_PREFIX):
         event_id = (dict(msg.headers() or []).get("event_id") or b"").decode()
         if event_id in tally.ids and event_id not in tally.seen:
             tally.seen.add(event_id)
@@ -179,7 +183,7 @@ def summary(tally: Tally, say: runtime.Say) -> bool:
 def share_summary(settings: Settings, routing: demo_sharing.Routing, tally: Tally,
                   timeout: float, say: runtime.Say) -> bool:
     """Deliveries, masking, withheld events and the verified log."""
-    from govbus.consumers import delivery_log
+    from govbus import delivery_log
 
     demo_sharing.expect(routing, tally.accepted)
     demo_sharing.collect(settings, routing, tally.ids, timeout, say)

@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from govbus import runtime
-from govbus.core import db, sharing_store
+from govbus.core import db, sharing_store, topics
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.core.kafka import consumer_config
@@ -67,7 +67,7 @@ def expect(routing: Routing, accepted: Counter[str]) -> None:
 def collect(settings: Settings, routing: Routing, ids: set[str], timeout: float,
             say: runtime.Say) -> None:
     consumer = Consumer(consumer_config(settings, f"govbus-demo-{uuid.uuid4().hex[:8]}"))
-    consumer.subscribe([r"^deliver\..*"])
+    consumer.subscribe([topics.DELIVER_PATTERN])
     seen: set[tuple[str, str]] = set()
     deadline, last = time.monotonic() + timeout, 0.0
     try:

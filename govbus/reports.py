@@ -18,7 +18,7 @@ import psycopg2
 import psycopg2.extensions
 
 from govbus import report_calc as calc
-from govbus.core import db
+from govbus.core import db, sharing_store
 from govbus.core.errors import DatabaseError, GovbusError
 
 
@@ -34,8 +34,13 @@ class Window:
 
     @property
     def days(self) -> tuple[dt.date, dt.date]:
-        return self.start.date(), (self.end - dt.timedelta(microseconds=1)).date() \
+        return self.start.date(), self.last.date() \
             + dt.timedelta(days=1)
+
+    @property
+    def last(self) -> dt.datetime:
+        """The window's last instant (PostgreSQL keeps microseconds)."""
+        return self.end - dt.timedelta(microseconds=1)
 
     def as_dict(self) -> dict[str, Any]:
         return {"year": self.year, "from": self.start.isoformat(), "to": self.end.isoformat()}
@@ -264,10 +269,8 @@ def _annual(src: Source) -> dict[str, Any]:
         status[st] += 1
     revoked = src.one("SELECT count(*) FROM filings WHERE decision = 'revoked' "
                       "AND decided_at >= %s AND decided_at < %s", src.span())[0]
-    in_force = src.one("SELECT count(*) FROM grants WHERE valid_from < %(end)s "
-                       "AND (revoked_at IS NULL OR revoked_at >= %(end)s) "
-                       "AND (valid_until IS NULL OR valid_until >= %(end)s)",
-                       {"end": win.end})[0]
+    with src.conn.cursor() as cur:  # in force at the window's last instant (Grant.in_force)
+        in_force = sum(g.in_force(win.last) for g in sharing_store.read_grants(cur))
     cases = src.cases()
     objections = src.objections()
     changes = src.last_changes()

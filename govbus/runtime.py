@@ -30,16 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from govbus import prom
-from govbus.core import db, registry
+from govbus.core import db, registry, topics
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import read_runtime, runtime_file, state_dir, topic_settings
 from govbus.core.errors import BrokerError, ConfigError, GovbusError
 from govbus.core.kafka import ensure_topics
 
-# the hot path gates, routes, feeds the reconciler and logs its deliveries in one pass; the
-# delivery-log sink logs the online queries and backfills (govbus.deliveries)
+# the hot path judges, routes, feeds the reconciler and logs its deliveries in one pass
 STREAM_APPS = {"hotpath": "govbus.stream_apps.hotpath",
-               "delivery_log": "govbus.consumers.delivery_log",
                "ops_exporter": "govbus.stream_apps.ops_exporter",
                "reconciler": "govbus.stream_apps.reconciler",
                "cases_sink": "govbus.consumers.cases_sink"}
@@ -174,11 +172,11 @@ def start_postgres(base: Path) -> tuple[str, int, str]:
 
 def catalogue_topics(catalogue: Catalogue) -> list[str]:
     """Every topic the catalogue needs for the stages built so far."""
-    topics = [f"dlq.{agency}" for agency in catalogue.agencies] + ["govbus.deliveries"]
-    topics += ["reconcile.values", "reconcile.cases"]  # the reconciler's (Art. 8, 20)
+    names = [topics.dlq(agency) for agency in catalogue.agencies]
+    names += [topics.RECONCILE_VALUES, topics.RECONCILE_CASES]  # the reconciler's (Art. 8, 20)
     for res in catalogue:
-        topics += [res.ingest_topic, res.validated_topic]
-    return topics
+        names += [res.ingest_topic, res.validated_topic]
+    return names
 
 
 def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions: int,
@@ -470,9 +468,9 @@ def mend(state: dict[str, Any], base: Path, partitions: int, say: Say) -> list[s
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(
             state.get("broker_started_at") or state.get("started_at") or 0))
         say("!! BROKER LOST: the embedded broker (Tansu, memory-only) had died, and every "
-            "topic with it: events acknowledged to producers but not yet gated, validated "
-            "events not yet routed or logged, the DLQ entries and the consumer offsets are "
-            "gone. Deliveries already logged stay in PostgreSQL (govbus.deliveries). "
+            "topic with it: events acknowledged to producers but not yet judged, deliveries "
+            "not yet received, the DLQ entries and the consumer offsets are "
+            "gone. Deliveries already logged stay in PostgreSQL (the delivery log). "
             f"Producers must re-send what they published since {since} (the broker's "
             f"start). A fresh, empty broker is on {state['bootstrap_servers']} "
             f"(pid {state['broker_pid']})"

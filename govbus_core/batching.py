@@ -1,14 +1,16 @@
 """The batch loop every high-volume stage runs, and the Kafka chores around one batch.
 
-Each stage (gate, router, delivery-log sink, reconcile feed, cases sink, subscriber) does the
-same thing around its own work: take a batch, process it, and only then commit its offsets;
-when PostgreSQL or the broker fails mid-batch, seek back to the batch's first record per
-partition and retry with a doubling back-off (0.5 s … 10 s), so nothing is skipped and nothing
-is committed that was not done. :class:`BatchStage` is that loop, once; a stage subclasses it
-and writes :meth:`BatchStage.process`.
+Each stage (the hot path, the cases sink, the subscriber) does the same thing around its own
+work: take a batch, process it, and only then commit its offsets; when PostgreSQL or the
+broker fails mid-batch, seek back to the batch's first record per partition and retry with a
+doubling back-off (0.5 s … 10 s), so nothing is skipped and nothing is committed that was not
+done. :class:`BatchStage` is that loop, once; a stage subclasses it and writes
+:meth:`BatchStage.process`. :class:`Pipelined` is the same loop with ordered settling: a stage
+writes its decide and settle steps, and the loop settles up to ``depth`` batches in order
+while it decides the next one.
 
-Why not faust agents here: see the README's architecture section (per-event stream machinery
-cost more than the work on this path, and its table lost reconciler input under ``kill -9``).
+Why not faust agents here: see docs/adr/0005-one-topology.md (per-event stream machinery cost
+more than the work on this path, and its table lost reconciler input under ``kill -9``).
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ import logging
 import signal
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
@@ -107,7 +109,7 @@ def commit(consumer: Any, offsets: Offsets) -> None:
 
 class Committer:
     """Offsets committed off the settling thread and without waiting for the broker, for a
-    stage that settles its batches in order in a thread of their own (the hot path).
+    stage that settles its batches in order in a thread of their own (:class:`Pipelined`).
 
     A commit there took up to a second now and then on Tansu, also with ``asynchronous=True``
     (p99 0.47-0.5 s in runs at 1,000 events/s, temporary timers), and every batch settling
@@ -373,6 +375,105 @@ class BatchStage:
         finally:
             self.close()
         return self.stats
+
+
+class Decision(Protocol):
+    """What :meth:`Pipelined.decide` returns: at least the batch's outputs, to wait for."""
+
+    acks: Acks
+
+
+D = TypeVar("D", bound=Decision)
+
+
+class Pipelined(BatchStage, Generic[D]):
+    """A batch stage that settles its batches in order, up to :attr:`depth` at once, while it
+    decides the next one.
+
+    A subclass writes two steps: :meth:`decide` judges a batch and produces its outputs
+    through :attr:`producer` without waiting (every output counted by the ``acks`` of what it
+    returns); :meth:`settle` writes what the batch leaves to write. For each batch the loop
+    then, in order: waits for the broker's acknowledgement of every output (one thread), has
+    the batch settled once the batch before it settled (another thread), and only then
+    submits its offsets to the :class:`Committer`. So no offset is committed past a batch that
+    was not settled: when one fails, every batch behind it fails too, and all of their
+    records are rewound and replayed with the next :meth:`BatchStage.run` retry."""
+
+    depth = 2  # batches decided and not yet settled, at most
+
+    def __init__(self, make_consumer: Callable[[Callable[..., None]], Any], batch: int,
+                 producer: Producer) -> None:
+        self.committer = Committer(self.component)
+        super().__init__(make_consumer(self.committer.answer), batch)
+        self.producer = producer
+        self._acker = ThreadPoolExecutor(1, thread_name_prefix=f"{self.component}-acks")
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix=f"{self.component}-settle")
+        self._inflight: deque[tuple[list[Any], Future[None]]] = deque()
+        self._failed: list[Any] = []
+
+    def decide(self, msgs: list[Any]) -> D:
+        raise NotImplementedError
+
+    def settle(self, msgs: list[Any], decided: D) -> None:
+        raise NotImplementedError
+
+    def process(self, msgs: list[Any]) -> None:
+        """Decide this batch while earlier ones settle; then put it in the pipeline."""
+        msgs = usable(msgs)
+        try:
+            decided = self.decide(msgs)
+        finally:
+            self._join(self.depth - 1)  # or this raises and every unsettled batch is replayed
+        acked = self._acker.submit(decided.acks.settle, self.producer)
+        before = self._inflight[-1][1] if self._inflight else None
+        self._inflight.append((msgs, self._writer.submit(self._settle, msgs, decided, acked,
+                                                         before)))
+
+    def _settle(self, msgs: list[Any], decided: D, acked: Future[None],
+                before: Future[None] | None) -> None:
+        acked.result()
+        if before is not None:
+            before.result()  # a batch whose predecessor failed fails too
+        self.settle(msgs, decided)
+        self.committer.submit(self.consumer, next_offsets(msgs))
+
+    def _join(self, keep: int) -> None:
+        """Wait until at most ``keep`` batches are settling; if one failed, wait for all
+        (each fails after it) and keep their records for the rewind."""
+        while len(self._inflight) > keep:
+            _msgs, settling = self._inflight[0]
+            try:
+                settling.result()
+            except (DatabaseError, BrokerError):
+                failed = [m for batch, _ in self._inflight for m in batch]
+                for _, later in self._inflight:
+                    later.exception()  # wait: it fails on this one
+                self._inflight.clear()
+                self._failed = failed
+                raise
+            self._inflight.popleft()
+
+    def idle(self) -> None:
+        """Report a batch that failed while no records came, so that it is replayed now."""
+        while self._inflight and self._inflight[0][1].done():
+            self._join(len(self._inflight) - 1)
+
+    def unsettled(self) -> list[Any]:
+        failed, self._failed = self._failed, []
+        return failed
+
+    def close(self) -> None:
+        """Let the batches in flight settle and commit; then close the clients."""
+        try:
+            self._join(0)
+        except (DatabaseError, BrokerError) as exc:
+            log.warning("%s: last batches not settled, they will be replayed: %s",
+                        self.component, exc)
+        for pool in (self._acker, self._writer):
+            pool.shutdown()
+        self.committer.close(self.consumer)
+        self.producer.flush(30)
+        super().close()
 
 
 #: the collector's thresholds for a long-running stage (Python's default: 700, 10, 10)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from govbus.core import topics
 from govbus.core.errors import GovbusError
 
 DATABASE_CLASSES = ("foundational", "thematic", "departmental")  # Art. 3
@@ -109,11 +110,11 @@ class Resource:
 
     @property
     def ingest_topic(self) -> str:
-        return f"ingest.{self.agency}.{self.name}"
+        return topics.ingest(str(self.agency), self.name)
 
     @property
     def validated_topic(self) -> str:
-        return f"validated.{self.agency}.{self.name}"
+        return topics.validated(self.id)
 
     def field(self, name: str) -> FieldSpec | None:
         return next((f for f in self.fields if f.name == name), None)

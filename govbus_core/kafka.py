@@ -7,7 +7,6 @@ than loses. Short group timeouts: with librdkafka defaults a first join takes ~2
 
 from __future__ import annotations
 
-import re
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -18,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from govbus.core.config import Settings
 from govbus.core.errors import BrokerError
+from govbus.core.topics import kind as topic_kind
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
@@ -74,24 +74,6 @@ def admin(settings: Settings) -> AdminClient:
 #: uncompressed when compressing would enlarge it). 1024 bytes cover this with room to spare.
 TOPIC_FRAMING_HEADROOM = 1024
 
-#: the kinds of topic (the DESIGN topic table), by name pattern, first match wins. By prefix,
-#: whatever follows it: a DLQ named after a malformed ingest topic still gets the DLQ's
-#: short retention
-TOPIC_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (kind, re.compile(pattern)) for kind, pattern in (
-        ("ingest", r"ingest\..+"),
-        ("validated", r"validated\..+"),
-        ("deliver", r"deliver\..+"),
-        ("dlq", r"dlq\..+"),
-        ("notices", r"notices\..+"),
-        ("reconcile_values", r"reconcile\.values"),
-        ("reconcile_cases", r"reconcile\.cases"),
-        ("deliveries", r"govbus\.deliveries"),
-        ("checkpoints", r"govbus\.log\.checkpoints"),
-        ("control", r"govbus\.control"),
-    ))
-
-
 @dataclass(frozen=True)
 class TopicSpec:
     """How :func:`ensure_topics` creates a topic: its kind, its replication factor (-1: the
@@ -103,23 +85,12 @@ class TopicSpec:
     configs: Mapping[str, str]
 
 
-def topic_kind(name: str) -> str:
-    """The kind of a topic by its name (:data:`TOPIC_KINDS`); ``other`` for a name outside the
-    topic table (a test's or an operator's tap), which gets the broker's defaults but for
-    ``max.message.bytes``."""
-    for kind, pattern in TOPIC_KINDS:
-        if pattern.fullmatch(name):
-            return kind
-    return "other"
-
-
 def topic_spec(settings: Settings, name: str) -> TopicSpec:
     """The replication factor and configs of topic ``name``, from its name alone (the hot path
     creates ``deliver.*`` and ``dlq.*`` topics as it first needs them) and the settings.
 
     - ingest, validated, deliver, DLQ: ``delete`` after ``GOVBUS_RETENTION_<KIND>_MS``;
-      ``notices.*`` and ``govbus.deliveries`` (the feed of the delivery log, which is the
-      record) as deliver topics, ``reconcile.values`` as validated ones (its values come from
+      ``notices.*`` as deliver topics, ``reconcile.values`` as validated ones (its values come from
       validated events; the reconciler's state is in PostgreSQL);
     - ``reconcile.cases`` and ``govbus.control``: ``compact``, the latest snapshot per key
       (case, subject) is the state a sink rebuilt from the start needs;

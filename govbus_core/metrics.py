@@ -55,10 +55,10 @@ DELIVERY_LATENCY = Histogram(
     "delivery", ["resource"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
 
-# --- the delivery-log sink (Art. 24, 31) --------------------------------------------------
+# --- the delivery log (Art. 24, 31) ---------------------------------------------------------
 LOG_RECORDS = Counter(
-    "govbus_delivery_log_records_total", "Delivery records read by the log sink, by outcome",
-    ["outcome"])  # written | duplicate | malformed
+    "govbus_delivery_log_records_total", "Deliveries appended to the delivery log, by outcome",
+    ["outcome"])  # written | duplicate (a replayed batch's, already logged)
 
 # --- the outbox adapter -------------------------------------------------------------------
 OUTBOX_PUBLISHED = Counter(

@@ -10,6 +10,7 @@ import struct
 from typing import Any
 
 import fastavro
+import orjson
 
 from govbus.core.errors import SerdeError, Violation
 
@@ -61,3 +62,18 @@ class Codec:
             raise SerdeError(Violation("avro.trailing_bytes", "payload", "Art. 7",
                                        f"{len(body) - buf.tell()} bytes after the record"))
         return datum  # type: ignore[return-value]
+
+
+def _json_default(value: Any) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON; bytes and other non-JSON Avro values as strings.
+
+    orjson, not ``json.dumps``: the hot path encodes a document per delivery, and the
+    standard encoder was about a sixth of its time (``make bench``). Same bytes as
+    ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))``, except that a float
+    may print its exponent differently (``1.5e-7``, not ``1.5e-07``): the same number."""
+    return orjson.dumps(value, default=_json_default,
+                        option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)

@@ -48,29 +48,32 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from govbus.core import topics
 from govbus.core.catalogue import Catalogue
 from govbus.core.errors import BrokerError, GovbusError
 from govbus.core.sharing import Grant
 
 NAME = re.compile(r"^[a-z0-9_]+$")
 BUS_PRINCIPAL = "User:govbus"
-MANAGED_TOPIC_PREFIXES = ("ingest.", "validated.", "dlq.", "deliver.", "govbus.", "govbus-",
-                          "reconcile.")
+MANAGED_TOPIC_PREFIXES = (topics.INGEST_PREFIX, topics.VALIDATED_PREFIX, topics.DLQ_PREFIX,
+                          topics.DELIVER_PREFIX, topics.BUS_PREFIX, "govbus-",
+                          topics.RECONCILE_PREFIX)
 MANAGED_GROUP_PREFIXES = ("govbus-",)
 ACL_APIS = {29: "DescribeAcls", 30: "CreateAcls", 31: "DeleteAcls"}
 
 # What the stream apps need (type, prefix, operations, why); PREFIXED, for User:govbus only.
 _BUS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
-    ("TOPIC", "ingest.", ("READ", "DESCRIBE", "CREATE"),
-     "gate reads every ingest topic; `govbus up` creates them"),
-    ("TOPIC", "validated.", ("READ", "WRITE", "DESCRIBE", "CREATE"),
-     "gate writes accepted events; router and reconciler read them"),
-    ("TOPIC", "dlq.", ("WRITE", "DESCRIBE", "CREATE"), "gate rejects with reasons"),
-    ("TOPIC", "deliver.", ("WRITE", "DESCRIBE", "CREATE"),
-     "router delivers per grant; the bus never reads an agency's deliveries (Art. 24)"),
-    ("TOPIC", "govbus.", ("READ", "WRITE", "DESCRIBE", "CREATE"),
-     "delivery records (govbus.deliveries) and their log sink"),
-    ("TOPIC", "reconcile.", ("READ", "WRITE", "DESCRIBE", "CREATE"),
+    ("TOPIC", topics.INGEST_PREFIX, ("READ", "DESCRIBE", "CREATE"),
+     "the hot path reads every ingest topic; `govbus up` creates them"),
+    ("TOPIC", topics.VALIDATED_PREFIX, ("WRITE", "DESCRIBE", "CREATE"),
+     "the hot path writes accepted events, for audit and taps"),
+    ("TOPIC", topics.DLQ_PREFIX, ("WRITE", "DESCRIBE", "CREATE"),
+     "the hot path rejects with reasons"),
+    ("TOPIC", topics.DELIVER_PREFIX, ("WRITE", "DESCRIBE", "CREATE"),
+     "the hot path delivers per grant; the bus never reads an agency's deliveries (Art. 24)"),
+    ("TOPIC", topics.BUS_PREFIX, ("READ", "WRITE", "DESCRIBE", "CREATE"),
+     "the bus's own topics (control-plane events, log checkpoints)"),
+    ("TOPIC", topics.RECONCILE_PREFIX, ("READ", "WRITE", "DESCRIBE", "CREATE"),
      "reconciliation cases (Art. 19-20)"),
     ("GROUP", "govbus-", ("READ",), "consumer groups of the stream apps"),
 )
@@ -83,11 +86,6 @@ class AclError(GovbusError):
 def subscriber_group(agency: str) -> str:
     """The consumer group of an agency's subscriber (``govbus.consumers.subscriber``)."""
     return f"govbus-subscriber-{agency}"
-
-
-def deliver_topic(agency: str, resource_id: str) -> str:
-    """``deliver.<agency>.<resource name>``: the router's output for one recipient."""
-    return f"deliver.{agency}.{resource_id.split('.', 1)[-1]}"
 
 
 @dataclass(frozen=True, order=True)
@@ -169,7 +167,7 @@ def plan(catalogue: Catalogue, grants: Iterable[Grant], at: dt.datetime) -> list
         if res is None or res.share_class == "not_shared" or not grant.in_force(at):
             continue
         agency = _name("recipient", grant.recipient)
-        add(f"User:{agency}", "TOPIC", deliver_topic(agency, res.id), "LITERAL",
+        add(f"User:{agency}", "TOPIC", topics.deliver(agency, res.id), "LITERAL",
             ("READ", "DESCRIBE"), f"grant {grant.grant_id} on {res.id} in force (Art. 24)")
         add(f"User:{agency}", "GROUP", subscriber_group(agency), "LITERAL", ("READ",),
             "its subscriber's consumer group")

@@ -1,106 +1,65 @@
-"""The hot path: gate, router, reconcile feed and delivery log in one pass over each batch.
+"""The hot path: one pass over each batch of ingest events, composed of four steps.
 
 Consumes ``^ingest\\..*`` and, per batch, decodes each event once and:
 
-1. judges it (:func:`govbus.stream_apps.verdict.judge`: framing, registered schema, Art. 12
-   identifiers, locality); a rejected one goes to ``dlq.<agency>`` with its reasons, an
-   accepted one, unchanged, to ``validated.<agency>.<resource>`` (the accepted stream, for
-   audit and for anyone who taps it; the hot path itself does not read it back);
-2. routes an accepted one (:func:`govbus.stream_apps.routing.route`, grants reloaded every
-   ``GOVBUS_GRANT_REFRESH_S``) to ``deliver.<recipient>.<resource>``, and sends its
-   canonical values to ``reconcile.values``, bundled per partition
-   (:class:`govbus.stream_apps.reconcile_feed.Bundles`);
-3. waits until the broker acknowledged every output, then has its settling process
-   (:mod:`govbus.stream_apps.settler`, a child process: off this one's interpreter lock) append one
-   row per acknowledged delivery to the delivery log (hash chain,
-   :func:`govbus.consumers.delivery_log.append`), keep ``entity_state`` and the gate's counts;
-4. only then commits its input offsets (from a thread of its own, without waiting for the
-   broker: :class:`govbus.core.batching.Committer`).
+1. **judges** it (:mod:`govbus.stream_apps.judge`: framing, registered schema, Art. 12
+   identifiers, locality, time, event id); a rejected one goes to ``dlq.<agency>`` with its
+   reasons and, whole, to quarantine; an accepted one, unchanged, to
+   ``validated.<agency>.<resource>`` (the accepted stream, for audit and for anyone who taps
+   it; the hot path itself does not read it back);
+2. **routes** an accepted one (:mod:`govbus.core.routing`, grants reloaded every
+   ``GOVBUS_GRANT_REFRESH_S``) to ``deliver.<recipient>.<resource>``
+   (:mod:`govbus.stream_apps.route`);
+3. **feeds** its canonical values to ``reconcile.values``, bundled per partition
+   (:mod:`govbus.stream_apps.feed`);
+4. **settles** it once the broker acknowledged every output: its settling process
+   (:mod:`govbus.stream_apps.settle`, off this one's interpreter lock) appends one row per
+   acknowledged delivery to the delivery log and keeps ``entity_state``, the gate's counts,
+   the quarantine and the accepted event ids; only then are its input offsets committed.
+   :class:`govbus.core.batching.Pipelined` orders that, :data:`DEPTH` batches deep.
 
 A crash replays the batch: deliveries may be sent again (subscribers de-duplicate by the
 ``event_id`` header), the log filters keys it already holds, the reconciler absorbs values it
 holds, the counts skip offsets they counted. Nothing is lost, nothing is logged twice.
 
-Why one pass and not four stages joined by topics (the router and the reconcile feed reading
-``validated.*``, the log sink reading ``govbus.deliveries``): each hop fetched and decoded
-every event or delivery again, in the same process, on the same cores. The split stages
-(:mod:`govbus.stream_apps.gate`, :mod:`govbus.stream_apps.router`,
-:mod:`govbus.stream_apps.reconcile_feed`, :mod:`govbus.consumers.delivery_log`) share every
-function used here and stay available for a
-deployment that wants them as separate processes (never beside a hot path on the same
-ingest topics: both would route). See the README's architecture section for the figures.
+There is one topology: the steps are never run as stages of their own joined by topics (each
+hop fetched and decoded every event again, on the same cores; docs/adr/0005-one-topology.md).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter, deque
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
-from govbus.consumers.delivery_chain import Delivery as LogEntry
-from govbus.core import metrics, quarantine
-from govbus.core.batching import (
-    Acks,
-    BatchStage,
-    Committer,
-    next_offsets,
-    produce,
-    serve,
-    usable,
-)
+from govbus.core import metrics, quarantine, topics
+from govbus.core.batching import Acks, Pipelined, produce, serve
 from govbus.core.catalogue import Resource, load_catalogue
 from govbus.core.config import Settings
-from govbus.core.errors import BrokerError, DatabaseError
+from govbus.core.control_plane import ControlPlane
+from govbus.core.entity_state import state_rows
 from govbus.core.event_counts import Judged
 from govbus.core.kafka import KnownTopics, consumer_config, producer_config
 from govbus.core.registry import SchemaRegistry
+from govbus.core.routing import Delivery, RoutePlan, by_resource, with_meta
 from govbus.core.sharing import Grant
-from govbus.stream_apps import event_ids, gate, router_metrics
-from govbus.stream_apps.gate import INGEST_PATTERN, NegativeCache, judged, reject
-from govbus.stream_apps.reconcile_feed import VALUES_TOPIC, Bundles, ValueFeed, owners
-from govbus.stream_apps.router import (
-    Acked,
-    ControlPlane,
-    queue_deliveries,
-    refresh_interval,
-    routing_from,
-    state_rows,
-)
-from govbus.stream_apps.routing import Delivery, RoutePlan, by_resource, with_meta
-from govbus.stream_apps.settler import Batch, Settled, Settler
-from govbus.stream_apps.verdict import Verdict, judge
+from govbus.stream_apps import event_ids, judge, route
+from govbus.stream_apps.feed import VALUES_TOPIC, Bundles, ValueFeed, owners
+from govbus.stream_apps.judge import NegativeCache, judged, quarantined, reject
+from govbus.stream_apps.route import Acked, log_fields, queue_deliveries
+from govbus.stream_apps.settle import Batch, Settled, Settler
 
 log = logging.getLogger("govbus.hotpath")
 GROUP = "govbus-hotpath"
+INGEST_PATTERN = topics.INGEST_PATTERN
 #: batches past judging and routing at once, waiting for their acknowledgements or being
-#: written, in order. With 2, judging the batch after next waited for this one's acknowledgements
-#: *and* its writing (70 + 98 ms per batch of 1,800 against about 100 ms of judging: the judging
-#: thread waited 24% of its time, temporary timers); with 4 the acknowledgements of later
-#: batches arrive while one is written. One worker, 30,000-event runs alternated (medians of
-#: 6-12 runs, events/s): 2 → 10.6k, 3 → 11.3k, 4 → 11.3-12.0k; 6 → 10.6k against 4's 11.3k
-SETTLING = 4
-
-
-def log_entry(acked: Acked) -> LogEntry:
-    """The delivery-log entry of one acknowledged delivery: what the split router's record on
-    ``govbus.deliveries`` (:func:`govbus.stream_apps.routing.delivery_record`) gives the log sink,
-    without the record and its JSON round trip."""
-    return LogEntry._make(log_fields(acked))
-
-
-def log_fields(acked: Acked) -> tuple[Any, ...]:
-    """:func:`log_entry`'s fields as a plain tuple: what the settling process is sent (it
-    pickles five times faster than the named tuple, which need not be built first)."""
-    d, partition, offset, delivered_ms = acked
-    value = d.value
-    return (value["event_id"], "exchange", value["provider"], d.recipient, value["resource"],
-            d.grant_id, tuple(d.fields), tuple(d.masked), d.topic, partition, offset,
-            delivered_ms)
+#: written, in order: with 4, the acknowledgements of later batches arrive while one is
+#: written (the measurements are in docs/adr/0005-one-topology.md)
+DEPTH = 4
 
 
 @dataclass
@@ -110,7 +69,7 @@ class Decided:
     acks: Acks
     judged: list[Judged] = field(default_factory=list)
     accepted: list[tuple[Any, Resource, dict[str, Any]]] = field(default_factory=list)
-    routed: list[router_metrics.Routed] = field(default_factory=list)
+    routed: list[route.Routed] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
     acked: list[Acked] = field(default_factory=list)  # filled by the broker's callbacks
     counts: Counter[str] = field(default_factory=Counter)
@@ -136,17 +95,6 @@ class _Plan:
         out.counts.update({f"accepted {rid}": self.accepted, f"delivered {rid}": self.delivered,
                            f"withheld {rid}": self.withheld})
         out.fed.update({"fed": self.fed, "no_canonical_values": self.accepted - self.fed})
-
-
-def rejected(msg: Any, verdict: Verdict) -> quarantine.Row:
-    """The quarantine row of a rejected record: its whole payload, for its provider."""
-    event_id = dict(msg.headers() or []).get("event_id")
-    first = verdict.violations[0]
-    return quarantine.rejected(
-        verdict.agency, first.rule, str(first)[:1000], msg.topic(), msg.partition(),
-        msg.offset(),
-        event_id.decode("utf-8", "replace")[:200] if isinstance(event_id, bytes) else None,
-        msg.key(), msg.value())
 
 
 class Decider:
@@ -175,7 +123,7 @@ class Decider:
         bundles, ids = self.bundles, self.ids
         ids.prefetch(msgs)
         for msg in msgs:
-            verdict = judge(msg.topic(), msg.value(), self.lookup,
+            verdict = judge.judge(msg.topic(), msg.value(), self.lookup,
                             now_ms=int(at.timestamp() * 1000), max_skew_ms=self.max_skew_ms)
             if verdict.accepted:  # an event id names one event (Art. 19)
                 event = verdict.event
@@ -190,7 +138,7 @@ class Decider:
             if not verdict.accepted:
                 out.counts[f"rejected {verdict.violations[0].rule}"] += 1
                 source = (msg.topic(), msg.partition(), msg.offset())
-                out.quarantined.append(rejected(msg, verdict))
+                out.quarantined.append(quarantined(msg, verdict))
                 reject(producer, self.topics, msg, verdict, out.acks.expect(source))
                 continue
             raw, event = verdict.resource, verdict.event
@@ -228,114 +176,61 @@ class Decider:
                      ValueFeed(raw, self.owner_of))
 
 
-class HotPath(BatchStage):
+class HotPath(Pipelined[Decided]):
     """One hot-path worker; several may run in the same consumer group."""
 
     component = "hotpath"
+    depth = DEPTH
 
     def __init__(self, settings: Settings, group: str = GROUP, pattern: str = INGEST_PATTERN,
                  batch: int = 2000, refresh_s: float | None = None) -> None:
-        self.committer = Committer(self.component)
-        super().__init__(Consumer(consumer_config(settings, group,
-                                                  on_commit=self.committer.answer)), batch)
+        # lz4: the broker stores and serves each batch as it is, so it copies less (Tansu's
+        # CPU per event 61-82 against 84-101 µs, bench.cpu); consumers decompress, any client
+        super().__init__(lambda on_commit: Consumer(consumer_config(settings, group,
+                                                                    on_commit=on_commit)),
+                         batch, Producer(producer_config(settings, **{
+                             "linger.ms": 20, "compression.type": "lz4"})))
         self.settings = settings
         dsn = settings.database_url
-        self.control = ControlPlane(dsn, refresh_s or refresh_interval(), group)
+        self.control = ControlPlane(dsn, refresh_s or getattr(settings, "grant_refresh_s", 1.0), group)  # TEMP
         self.decider = Decider(NegativeCache(SchemaRegistry(dsn)), self.control,
                                owners(load_catalogue(settings.schemas_dir)),
                                Bundles.on_broker(settings),
                                KnownTopics(settings, [VALUES_TOPIC]),
                                event_ids.EventIds(dsn))
         self.decider.max_skew_ms = settings.max_clock_skew_ms
-        # lz4: the broker stores and serves each batch as it is, so it copies less (Tansu's
-        # CPU per event 61-82 against 84-101 µs, bench.cpu); consumers decompress, any client
-        self.producer = Producer(producer_config(settings, **{"linger.ms": 20,
-                                                             "compression.type": "lz4"}))
         self.consumer.subscribe([pattern])
-        # batches settle in a pipeline while the next is judged and routed: one thread waits
-        # for a batch's acknowledgements while another has the batch before it written, by
-        # the settling process (govbus.stream_apps.settler), off this process's interpreter lock
-        self._acker = ThreadPoolExecutor(1, thread_name_prefix="hotpath-acks")
-        self._writer = ThreadPoolExecutor(1, thread_name_prefix="hotpath-write")
-        self._inflight: deque[tuple[list[Any], Future[None]]] = deque()
-        self._failed: list[Any] = []
         self.settler = Settler(dsn)
 
     def idle(self) -> None:
         self.control.refresh_idle()
-        while self._inflight and self._inflight[0][1].done():
-            self._join(len(self._inflight) - 1)  # one that failed while none came: replay now
+        super().idle()
 
     def close(self) -> None:
-        try:
-            self._join(0)  # let the batches in flight commit
-        except (DatabaseError, BrokerError) as exc:
-            log.warning("last batches not settled, they will be replayed: %s", exc)
-        for pool in (self._acker, self._writer):
-            pool.shutdown()
-        self.committer.close(self.consumer)
-        self.producer.flush(30)
         super().close()
         self.settler.close()
         self.control.close()
         self.decider.ids.close()
 
-    def process(self, msgs: list[Any]) -> None:
-        """Judge, route and produce this batch while earlier ones settle; then hand it to the
-        settling pipeline (at most :data:`SETTLING` batches in it)."""
-        msgs = usable(msgs)
-        try:
-            out = self.decider.decide(msgs, self.producer)
-        finally:
-            self._join(SETTLING - 1)  # or this raises and every unsettled batch is replayed
-        acked = self._acker.submit(out.acks.settle, self.producer)
-        before = self._inflight[-1][1] if self._inflight else None
-        self._inflight.append((msgs, self._writer.submit(self._settle, msgs, out, acked,
-                                                         before)))
+    def decide(self, msgs: list[Any]) -> Decided:
+        return self.decider.decide(msgs, self.producer)
 
-    def _settle(self, msgs: list[Any], out: Decided, acked: Future[None],
-                before: Future[None] | None) -> None:
-        """Once the broker acknowledged every output: have the settling process log, keep
-        state and count; then commit (in that order). Runs in the writer thread, batch after
-        batch; a batch whose predecessor failed fails too, so that no offset is committed
-        past a batch that was not settled."""
-        acked.result()
-        if before is not None:
-            before.result()
+    def settle(self, msgs: list[Any], decided: Decided) -> None:
+        """Have the settling process log, keep state and count (the pipeline then commits)."""
+        out = decided
         filed = [*out.quarantined, *map(quarantine.refused, out.acks.set_aside)]
         logged = self.settler.settle(Batch([log_fields(a) for a in out.acked],
                                            state_rows(out.accepted),
                                            [tuple(j) for j in out.judged], filed,
                                            out.accepted_ids))
         out.quarantined = filed
-        self.committer.submit(self.consumer, next_offsets(msgs))
         self._observe(out, logged)
-
-    def _join(self, keep: int) -> None:
-        """Wait until at most ``keep`` batches are settling; if one failed, wait for all
-        (each fails after it) and keep their records for the rewind."""
-        while len(self._inflight) > keep:
-            msgs, settling = self._inflight[0]
-            try:
-                settling.result()
-            except (DatabaseError, BrokerError):
-                failed = [m for batch, _ in self._inflight for m in batch]
-                for _, later in self._inflight:
-                    later.exception()  # wait: it fails on this one
-                self._inflight.clear()
-                self._failed = failed
-                raise
-            self._inflight.popleft()
-
-    def unsettled(self) -> list[Any]:
-        failed, self._failed = self._failed, []
-        return failed
 
     def _observe(self, out: Decided, logged: Settled) -> None:
         """Statistics and Prometheus counters of a finished batch, once per label set."""
         self.stats.update(+out.counts)
-        gate.observe(out.judged)
-        router_metrics.observe(out.routed, out.acked)
+        judge.observe(out.judged)
+        route.observe(out.routed, out.acked)
         for outcome, n in out.fed.items():
             metrics.RECONCILE_FEED.labels(outcome).inc(n)
         for (agency, stage), n in Counter((q.agency, q.stage) for q in out.quarantined).items():
@@ -351,7 +246,9 @@ class HotPath(BatchStage):
 
 def main() -> None:
     """``python -m govbus.stream_apps.hotpath``: run one hot-path worker until SIGTERM or SIGINT."""
-    serve("hot path", lambda: HotPath(Settings.from_env()), routing_from(INGEST_PATTERN))
+    serve("hot path", lambda: HotPath(Settings.from_env()),
+          lambda stage: (f"consuming {INGEST_PATTERN}, grants refreshed every "
+                         f"{stage.control.refresh_s:.1f} s"))
 
 
 if __name__ == "__main__":

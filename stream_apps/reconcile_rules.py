@@ -93,7 +93,7 @@ _remembered = lru_cache(maxsize=1 << 16, typed=True)(normalised)  # typed: True 
 class ValueChange(NamedTuple):
     """One agency's value of one canonical attribute of one entity, from one event. A named
     tuple: the reconciler builds one per value, and a frozen dataclass's ``__init__`` cost
-    four times as much (see :class:`govbus.consumers.delivery_chain.Delivery`)."""
+    four times as much (see :class:`govbus.delivery_log.chain.Delivery`)."""
 
     entity: str           # '<kind>:<identifier>', e.g. 'company:91360502MA…'
     attribute: str        # canonical attribute, e.g. 'company.legal_representative'

@@ -1,6 +1,6 @@
 """The reconciler: a batch stage with its state in PostgreSQL (Art. 8, 19, 20).
 
-Reads ``reconcile.values`` (written by the hot path or :mod:`govbus.stream_apps.reconcile_feed` in
+Reads ``reconcile.values`` (written by the hot path or :mod:`govbus.stream_apps.feed` in
 bundles, one message per partition and batch, each entity in the partition its id hashes to,
 so every agency's values of one entity meet in one partition; single value messages are read
 too), keeps per entity and canonical attribute the latest value of each agency in the
@@ -50,7 +50,7 @@ from govbus.core.batching import Acks, BatchStage, commit, next_offsets, produce
 from govbus.core.config import Settings, _int_env
 from govbus.core.envelope import now_ms
 from govbus.core.kafka import consumer_config, ensure_topics, producer_config
-from govbus.stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
+from govbus.stream_apps.feed import CASES_TOPIC, VALUES_TOPIC
 from govbus.stream_apps.reconcile_rules import EntityState, ValueChange, apply_entity
 
 log = logging.getLogger("govbus.reconciler")

@@ -1,7 +1,6 @@
 """The fault suite's runner: a real broker (Tansu) and an embedded PostgreSQL of its own, the
-bus's processes (the hot path and the delivery-log sink, as ``govbus up`` runs them, or the
-split gate, router and sink) and an outbox relay each as its own process, a steady load from
-two agencies, and seeded faults:
+bus's processes (the hot path, as ``govbus up`` runs it) and an outbox relay each as its own
+process, a steady load from two agencies, and seeded faults:
 
 - **broker stopped while the outbox has work**: right after start-up the broker is killed, the
   agency writes rows (the outbox fills, the relay fails and retries), then the broker starts
@@ -14,11 +13,10 @@ two agencies, and seeded faults:
 - **PostgreSQL stopped and started** (the bus's own embedded server, never a shared one): the
   registry, grants, delivery log and the agency's outbox all live there.
 
-The reconciliation processes run too (the reconciler and the cases sink, and in the
-split topology the reconcile feed), through the broker outage too, and are killed like the
-others: the market-regulation register (the source of record) publishes every
-taxpayer the tax agency writes, with a different legal representative for a third of them and
-a formatting-only difference in the address for another third.
+The reconciliation processes run too (the reconciler and the cases sink), through the broker
+outage too, and are killed like the others: the market-regulation register (the source of
+record) publishes every taxpayer the tax agency writes, with a different legal representative
+for a third of them and a formatting-only difference in the address for another third.
 
 Components that exit by themselves (a relay started while the database is down) are
 restarted by a supervisor, as a service manager would. Afterwards the published set is
@@ -47,35 +45,26 @@ import psycopg2
 from confluent_kafka import Consumer
 
 from govbus import runtime, sample
-from govbus.consumers.delivery_log import verify
 from govbus.core import db, registry, sharing_store
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import Settings
 from govbus.core.errors import GovbusError
 from govbus.core.kafka import consumer_config, ensure_topics
+from govbus.delivery_log import verify
 from govbus.producers.outbox import install
 from govbus.producers.publisher import Change, Publisher
-from govbus.stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
+from govbus.stream_apps.feed import CASES_TOPIC, VALUES_TOPIC
 from govbus.stream_apps.reconciler import members
 from tests.faults.check import Figures, compare, compare_cases
 from tests.faults.processes import Broker, Postgres, Supervisor, cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 TAX, POP = "tax.tax_registration", "public_security.population_register"
-# the bus's processes per topology: the hot path as `govbus up` runs it (with the sink that
-# logs queries and backfills), or the split stages joined by topics
-TOPOLOGIES = {
-    "hotpath": {"hotpath": ["-m", "govbus.stream_apps.hotpath"],
-                "sink": ["-m", "govbus.consumers.delivery_log"]},
-    "split": {"gate": ["-m", "govbus.stream_apps.gate"],
-              "router": ["-m", "govbus.stream_apps.router"],
-              "sink": ["-m", "govbus.consumers.delivery_log"]},
-}
-# reconciliation, running through the broker outage like the rest (its state is in
-# PostgreSQL); the split topology also needs its reconcile feed
-RECONCILIATION = {"reconciler": ["-m", "govbus.stream_apps.reconciler"],
-                  "cases": ["-m", "govbus.consumers.cases_sink"]}
-FEED = {"feed": ["-m", "govbus.stream_apps.reconcile_feed"]}
+# the bus's processes as `govbus up` runs them: the hot path, and reconciliation, running
+# through the broker outage like the rest (its state is in PostgreSQL)
+BUS = {"hotpath": ["-m", "govbus.stream_apps.hotpath"],
+       "reconciler": ["-m", "govbus.stream_apps.reconciler"],
+       "cases": ["-m", "govbus.consumers.cases_sink"]}
 REP = "company.legal_representative"
 Say = Callable[[str], None]
 
@@ -89,7 +78,6 @@ class Plan:
     pg_restarts: int = 2     # PostgreSQL stopped and started
     gap: tuple[float, float] = (1.0, 3.0)   # seconds between faults
     settle_s: float = 150.0  # deadline for the pipeline to catch up after the last fault
-    topology: str = "hotpath"  # a key of TOPOLOGIES
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.2) -> Any:
@@ -330,8 +318,7 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
         sup = Supervisor(env, base / "logs")
         load = Load(settings, agency, plan.seed)
         try:
-            reconciliation = RECONCILIATION | (FEED if plan.topology == "split" else {})
-            for name, argv in (TOPOLOGIES[plan.topology] | reconciliation).items():
+            for name, argv in BUS.items():
                 sup.add(name, argv)
             sup.add("outbox", ["-m", "govbus.producers.outbox", "--dsn", agency, "--agency", "tax",
                                "--resource", "tax_registration", "--batch-size", "50",

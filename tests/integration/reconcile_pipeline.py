@@ -24,14 +24,13 @@ from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics
 from govbus.producers.publisher import Change, Publisher
-from govbus.stream_apps.gate import Gate
-from govbus.stream_apps.reconcile_feed import (
+from govbus.stream_apps.feed import (
     CASES_TOPIC,
     VALUES_TOPIC,
-    ReconcileFeed,
     owners,
     value_message,
 )
+from govbus.stream_apps.hotpath import HotPath
 from govbus.stream_apps.reconcile_rules import apply_entity
 from govbus.stream_apps.reconciler import changes
 
@@ -60,8 +59,7 @@ class Pipeline:
 
     def start(self) -> Pipeline:
         ensure_topics(self.settings, [VALUES_TOPIC, CASES_TOPIC])
-        self.workers = [Gate(self.settings, group=f"gate-{self.run_id}", batch=200),
-                        ReconcileFeed(self.settings, group=f"feed-{self.run_id}", batch=200),
+        self.workers = [HotPath(self.settings, group=f"hotpath-{self.run_id}", batch=200),
                         CasesSink(self.settings, group=f"sink-{self.run_id}", batch=200)]
         self.threads = [threading.Thread(target=w.run, daemon=True) for w in self.workers]
         for t in self.threads:

@@ -20,7 +20,7 @@ from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics
 from govbus.core.registry import SchemaRegistry
 from govbus.producers.publisher import Change, Publisher
-from govbus.stream_apps.gate import Gate
+from govbus.stream_apps.hotpath import HotPath
 from tests.corpus.bad_inputs import (
     GATE_CORPUS,
     PERSON,
@@ -36,11 +36,11 @@ FUZZ = 80
 
 
 @pytest.fixture
-def gate(settings: Settings) -> Iterator[tuple[Gate, threading.Thread]]:
+def gate(settings: Settings) -> Iterator[tuple[HotPath, threading.Thread]]:
     topics = {case.build(SchemaRegistry(settings.database_url).latest)[0]
               for case in GATE_CORPUS}
     ensure_topics(settings, sorted(topics))  # explicit partitions, known before subscribing
-    worker = Gate(settings, group=f"test-gate-{uuid.uuid4().hex[:8]}", batch=20)
+    worker = HotPath(settings, group=f"test-gate-{uuid.uuid4().hex[:8]}", batch=20)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     yield worker, thread
@@ -49,7 +49,7 @@ def gate(settings: Settings) -> Iterator[tuple[Gate, threading.Thread]]:
 
 
 def test_corpus_and_fuzz_through_the_gate(settings: Settings,
-                                          gate: tuple[Gate, threading.Thread]) -> None:
+                                          gate: tuple[HotPath, threading.Thread]) -> None:
     worker, thread = gate
     registry = SchemaRegistry(settings.database_url)
     schema_for = registry.latest

@@ -16,7 +16,7 @@ from govbus.core import access, db, sharing_store
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.producers.publisher import Change
-from govbus.stream_apps.reconcile_feed import CASES_TOPIC
+from govbus.stream_apps.feed import CASES_TOPIC
 from tests.integration.helpers import TopicReader, wait_until
 from tests.integration.reconcile_pipeline import MR, TAX, Pipeline, company, publish, tax_row
 from tests.integration.test_cli import govbus
@@ -86,7 +86,7 @@ def test_owner_resolves_a_case_and_the_reconciler_never_reopens_it(
                                                             occurred_ms=T0 + 2))])
         wait_until(lambda: any(json.loads(m.value())["status"] == "closed"
                                for m in reader.poll()), 90, "the reconciler's close")
-        sink = pipeline.workers[2]
+        sink = pipeline.workers[1]
         wait_until(lambda: sink.stats["read"] >= len(reader.poll()), 60,
                    "the sink to read every case message")
         code, rows, _ = run(dsn, "cases", "list", "--entity", entity)

@@ -119,8 +119,8 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     assert status["up"] and status["embedded"] == {"broker": True, "postgres": True}
     if shutil.which("prometheus"):  # govbus up starts a local Prometheus where installed
         assert status["prometheus_url"] in up.stdout and "prometheus" in status["components"]
-    assert set(status["metrics_ports"]) >= {"hotpath", "delivery_log", "ops_exporter",
-                                            "reconciler", "cases_sink"}
+    assert set(status["metrics_ports"]) >= {"hotpath", "ops_exporter", "reconciler",
+                                            "cases_sink"}
     pids = [c["pid"] for c in status["components"].values()]
     again = govbus("up", env=env)
     assert "reusing" in again.stdout

@@ -1,5 +1,5 @@
-"""Data at rest: after an event about a citizen has gone through the gate, the router
-and the delivery-log sink to an entitled agency, no table of the bus's database holds the
+"""Data at rest: after an event about a citizen has gone through the hot path to an
+entitled agency, no table of the bus's database holds the
 citizen's identifier, address or phone — except ``entity_state``, the current record that
 online query needs (Art. 17), and that row is gone once the provider deletes the entity. The
 delivery log keeps who received which event, never what it said."""
@@ -7,14 +7,9 @@ delivery log keeps who received which event, never what it said."""
 from __future__ import annotations
 
 import random
-import threading
 import uuid
-from collections.abc import Iterator
-
-import pytest
 
 from govbus import sample
-from govbus.consumers.delivery_log import DeliveryLogSink
 from govbus.core import db
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
@@ -23,16 +18,6 @@ from tests.integration.helpers import wait_until
 from tests.integration.test_router import agency, grant, pipeline  # noqa: F401  (fixture)
 
 POP = "public_security.population_register"
-
-
-@pytest.fixture
-def sink(settings: Settings) -> Iterator[DeliveryLogSink]:
-    worker = DeliveryLogSink(settings, group=f"test-log-{uuid.uuid4().hex[:8]}", batch=50)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    yield worker
-    worker.stop()
-    thread.join(30)
 
 
 def tables_holding(dsn: str, needles: list[str]) -> dict[str, list[str]]:
@@ -56,8 +41,7 @@ def logged(dsn: str, event_id: str) -> int:
 
 
 def test_only_the_current_record_is_kept_and_only_until_deleted(
-        settings: Settings, catalogue: Catalogue, pipeline: object,  # noqa: F811
-        sink: DeliveryLogSink) -> None:
+        settings: Settings, catalogue: Catalogue, pipeline: object) -> None:  # noqa: F811
     me = agency("rest")
     grant(catalogue, settings.database_url, me, POP, None, confidentiality="CA-1")
     rng = random.Random(uuid.uuid4().int)

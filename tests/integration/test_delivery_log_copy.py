@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from govbus.consumers import delivery_log as dl
+from govbus import delivery_log as dl
 from govbus.core import db
 
 AWKWARD = ["plain", 'quo"te', "back\\slash", "tab\there", "new\nline", "com,ma", "{brace}",
@@ -33,7 +33,7 @@ def test_copy_keeps_awkward_values_and_the_chain(log_db: str) -> None:
     conn = db.connect(log_db)
     try:
         with conn:
-            result = dl.append(conn, [dl.parse_delivery(json.dumps(r)) for r in records])
+            result = dl.append(conn, [dl.parse_entry(json.dumps(r)) for r in records])
         with conn, conn.cursor() as cur:
             cur.execute("SELECT event_id, fields, masked_fields, topic, kafka_partition, "
                         "kafka_offset, floor(extract(epoch FROM delivered_at) * 1000)::bigint "
@@ -50,8 +50,8 @@ def test_copy_keeps_awkward_values_and_the_chain(log_db: str) -> None:
     assert report.rows == len(AWKWARD)
 
 
-def _delivery(event: str, recipient: str = "hrss") -> dl.Delivery:
-    return dl.Delivery(event, "exchange", "public_security", recipient,
+def _delivery(event: str, recipient: str = "hrss") -> dl.LogEntry:
+    return dl.LogEntry(event, "exchange", "public_security", recipient,
                        "public_security.population_register", 7, ("name",), (),
                        f"deliver.{recipient}.public_security.population_register", 0, 1,
                        1_760_000_000_000)

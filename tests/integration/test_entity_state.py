@@ -10,7 +10,7 @@ from typing import Any
 import psycopg2.extras
 
 from govbus.core import db
-from govbus.stream_apps.router import StateWriter
+from govbus.core.entity_state import StateWriter
 
 RESOURCE = "tax.tax_registration"
 

@@ -18,8 +18,8 @@ from govbus.core.kafka import ensure_topics, producer_config
 from govbus.producers.publisher import Change
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.helpers import TopicReader, wait_until
+from tests.integration.kills import logged
 from tests.integration.test_poison import hotpath  # noqa: F401  (fixture)
-from tests.integration.test_restarts import logged
 from tests.integration.test_router import TAX, agency, company, grant, publish
 
 

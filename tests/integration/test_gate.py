@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,7 @@ from govbus.core.config import Settings
 from govbus.core.registry import SchemaRegistry
 from govbus.core.serde import frame
 from govbus.producers.publisher import Change, Publisher
-from govbus.stream_apps.gate import Gate
+from govbus.stream_apps.hotpath import HotPath
 from tests.integration.helpers import TopicReader
 
 PERSON = {"resident_id": "11010519491231002X", "name": "王芳", "gender": "F",
@@ -24,17 +25,17 @@ TOPIC = "ingest.public_security.population_register"
 
 
 @pytest.fixture
-def gate(settings: Settings) -> Iterator[Gate]:
-    worker = Gate(settings, group="test-gate", batch=50)
+def gate(settings: Settings) -> Iterator[HotPath]:
+    worker = HotPath(settings, group=f"test-gate-{uuid.uuid4().hex[:8]}", batch=50)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     yield worker
     worker.stop()
     thread.join(30)
-    assert not thread.is_alive(), "gate did not stop"
+    assert not thread.is_alive(), "the hot path did not stop"
 
 
-def test_bad_bytes_go_to_dlq_and_gate_keeps_running(settings: Settings, gate: Gate) -> None:
+def test_bad_bytes_go_to_dlq_and_gate_keeps_running(settings: Settings, gate: HotPath) -> None:
     pub = Publisher(settings)
     reg = SchemaRegistry(settings.database_url).latest("public_security.population_register")
     first = pub.publish("public_security", "population_register", [Change("c", PERSON)])
@@ -85,7 +86,7 @@ def test_bad_bytes_go_to_dlq_and_gate_keeps_running(settings: Settings, gate: Ga
     dlq.close()
 
 
-def test_unknown_agency_gets_its_own_dlq(settings: Settings, gate: Gate) -> None:
+def test_unknown_agency_gets_its_own_dlq(settings: Settings, gate: HotPath) -> None:
     raw = Producer({"bootstrap.servers": settings.bootstrap_servers})
     raw.produce("ingest.forged_bureau.people", key="x", value=frame(1, b"\x02"))
     raw.flush(10)

@@ -34,7 +34,7 @@ from tests.corpus.bad_inputs import (
     valid_payload,
 )
 from tests.integration.helpers import TopicReader, running, wait_until
-from tests.integration.test_restarts import logged
+from tests.integration.kills import logged
 from tests.integration.test_router import agency, grant, state_event_id
 
 RULES = {"envelope.event_id_blank", "envelope.occurred_in_future",

@@ -15,16 +15,16 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
-from govbus.consumers.delivery_log import verify
 from govbus.core import db
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics, murmur2_partition, producer_config
+from govbus.delivery_log import verify
 from govbus.producers.publisher import Change
+from govbus.stream_apps.feed import VALUES_TOPIC
 from govbus.stream_apps.hotpath import HotPath
-from govbus.stream_apps.reconcile_feed import VALUES_TOPIC
 from tests.integration.helpers import TopicReader, running, wait_until
-from tests.integration.test_restarts import N, Processes, further, logged, paced_feed
+from tests.integration.kills import N, Processes, further, logged, paced_feed
 from tests.integration.test_router import TAX, agency, company, grant, publish
 
 

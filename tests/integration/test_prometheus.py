@@ -39,8 +39,7 @@ from govbus.producers.publisher import Change, Publisher
 from tests.integration.conftest import TansuBroker, scratch_database
 from tests.integration.helpers import wait_until
 
-APPS = {"gate": "govbus.stream_apps.gate", "router": "govbus.stream_apps.router",
-        "delivery_log": "govbus.consumers.delivery_log",
+APPS = {"hotpath": "govbus.stream_apps.hotpath",
         "ops_exporter": "govbus.stream_apps.ops_exporter"}
 PEOPLE, ADOPTIONS, GARBAGE = 12, 3, 3
 POPULATION, ADOPTION = "public_security.population_register", "civil_affairs.adoption_register"
@@ -107,11 +106,11 @@ def workload(settings: Settings, catalogue: Catalogue, url: str) -> None:
     granted = sharing_store.file_request(dsn, catalogue.resources[POPULATION], "tax",
                                          "tax registration checks", None, "SC-1")
     assert granted["grant_id"], granted
-    # a grant takes effect at the router's next load (every GOVBUS_GRANT_REFRESH_S): publish
-    # only once the router says it loaded it, or the people would be routed on the old grants
+    # a grant takes effect at the hot path's next load (every GOVBUS_GRANT_REFRESH_S): publish
+    # only once it says it loaded it, or the people would be routed on the old grants
     wait_until(lambda: (prom.value(url, "govbus_router_grants") == 1 and (prom.value(
         url, "govbus_router_grants_loaded_timestamp_seconds") or 0) > filed), 60,
-        "the router to load the new grant")
+        "the hot path to load the new grant")
     hrss = catalogue.resources["hrss.social_insurance_enrolment"]
     pending = sharing_store.file_request(dsn, hrss, "tax", "contribution checks", None, "SC-2")
     assert pending["status"] == "pending"
@@ -178,18 +177,18 @@ def test_metric_values_match_the_workload(observed: Observed) -> None:
         return {g["metric"]["group"]
                 for g in prom.query(url, "govbus_consumer_lag")["data"]["result"]}
 
-    wait_until(lambda: {"govbus-gate", "govbus-router", "govbus-delivery-log"} <= lag_groups(),
-               60, "consumer lag of the three groups", step=0.5)
+    wait_until(lambda: "govbus-hotpath" in lag_groups(), 60, "the hot path's consumer lag",
+               step=0.5)
 
     def offsets(metric: str) -> dict[str, float]:
         return {g["metric"]["group"]: float(g["value"][1])
                 for g in prom.query(url, metric)["data"]["result"]}
     # what GovbusConsumerStalled compares: each group's commits against its input
-    wait_until(lambda: {"govbus-gate", "govbus-router"} <= set(offsets(
-        "govbus_consumer_committed_offsets")), 60, "committed offsets per group", step=0.5)
+    wait_until(lambda: "govbus-hotpath" in offsets("govbus_consumer_committed_offsets"), 60,
+               "the hot path's committed offsets", step=0.5)
     committed, ends = offsets("govbus_consumer_committed_offsets"), \
         offsets("govbus_consumer_input_offsets")
-    assert committed["govbus-gate"] > 0  # it committed what it gated
+    assert committed["govbus-hotpath"] > 0  # it committed what it judged
     assert all(committed[g] <= ends[g] for g in committed), (committed, ends)
 
 

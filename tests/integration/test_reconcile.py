@@ -23,7 +23,7 @@ from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics, producer_config
 from govbus.producers.publisher import Change
-from govbus.stream_apps.reconcile_feed import CASES_TOPIC, VALUES_TOPIC
+from govbus.stream_apps.feed import CASES_TOPIC, VALUES_TOPIC
 from tests.integration.conftest import TansuBroker
 from tests.integration.helpers import TopicReader, wait_until
 from tests.integration.reconcile_pipeline import (

@@ -1,6 +1,6 @@
-"""The router against a real broker and PostgreSQL (Art. 15, 17, 25): a gate and a router run
-in threads, events are published with the Publisher, deliveries and delivery records are read
-back from the broker.
+"""Routing against a real broker and PostgreSQL (Art. 15, 17, 25): a hot-path worker runs in
+a thread, events are published with the Publisher, deliveries are read back from the broker and
+their log rows from the delivery log.
 
 The session database is shared: every test uses agencies of its own (``agency_<hex>``) and
 entities of its own (fresh credit codes), and cleans nothing else.
@@ -22,16 +22,15 @@ import pytest
 from confluent_kafka import Message
 
 from govbus import sample
-from govbus.consumers.query import RecordNotFound, backfill, query
 from govbus.core import db, sharing_store
 from govbus.core.catalogue import Catalogue, Resource
 from govbus.core.config import Settings
 from govbus.core.kafka import admin, ensure_topics
 from govbus.core.sharing import SharingError
+from govbus.delivery_log import list_deliveries
 from govbus.producers.publisher import Change, Publisher
-from govbus.stream_apps.gate import Gate
-from govbus.stream_apps.router import Router
-from govbus.stream_apps.routing import DELIVERY_TOPIC
+from govbus.query import RecordNotFound, backfill, query
+from govbus.stream_apps.hotpath import HotPath
 from tests.integration.helpers import TopicReader, wait_until
 
 TAX = "tax.tax_registration"
@@ -40,25 +39,19 @@ ADOPTION = "civil_affairs.adoption_register"
 
 @dataclass
 class Pipeline:
-    gate: Gate
-    router: Router
+    hotpath: HotPath
 
 
 @pytest.fixture
 def pipeline(settings: Settings) -> Iterator[Pipeline]:
-    """A gate and a router, each in its own thread and consumer group."""
-    run = uuid.uuid4().hex[:8]
-    gate = Gate(settings, group=f"test-gate-{run}", batch=100)
-    router = Router(settings, group=f"test-router-{run}", batch=100)
-    threads = [threading.Thread(target=w.run, daemon=True) for w in (gate, router)]
-    for t in threads:
-        t.start()
-    yield Pipeline(gate, router)
-    gate.stop()
-    router.stop()
-    for t in threads:
-        t.join(30)
-        assert not t.is_alive(), "a stream app did not stop"
+    """A hot-path worker in a thread, in a consumer group of its own."""
+    worker = HotPath(settings, group=f"test-hotpath-{uuid.uuid4().hex[:8]}", batch=100)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    yield Pipeline(worker)
+    worker.stop()
+    thread.join(30)
+    assert not thread.is_alive(), "the hot path did not stop"
 
 
 def agency(tag: str = "") -> str:
@@ -109,17 +102,12 @@ def header(msg: Message, name: str) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def values(reader: TopicReader) -> list[dict[str, Any]]:
-    return [body(m) for m in reader.messages]
-
-
-def records_for(log: TopicReader, recipient: str, event_ids: set[str],
+def records_for(settings: Settings, recipient: str, event_ids: set[str],
                 channel: str = "exchange") -> list[dict[str, Any]]:
-    """Delivery records to ``recipient`` (other tests' grants on the resource are in force
-    too: the session database is shared)."""
-    log.poll()
-    return [r for r in values(log) if r["event_id"] in event_ids and r["channel"] == channel
-            and r["recipient"] == recipient]
+    """The delivery log's rows of deliveries to ``recipient`` (other tests' grants on the
+    resource are in force too: the session database is shared)."""
+    return [r for r in list_deliveries(settings.database_url, recipient=recipient, limit=10**6)
+            if r["event_id"] in event_ids and r["channel"] == channel]
 
 
 def topic_exists(settings: Settings, topic: str) -> bool:
@@ -140,8 +128,8 @@ def test_only_granted_agency_receives_its_fields_masked(
     gid = grant(catalogue, settings.database_url, granted, TAX,
                 ["uscc", "taxpayer_name", "credit_rating"])  # no confidentiality ref: masked
     topic = f"deliver.{granted}.tax_registration"
-    ensure_topics(settings, [topic, DELIVERY_TOPIC])
-    inbox, log = TopicReader(settings, [topic]), TopicReader(settings, [DELIVERY_TOPIC])
+    ensure_topics(settings, [topic])
+    inbox = TopicReader(settings, [topic])
     a, b = company(rng), company(rng)
     ids = publish(settings, [Change("c", a), Change("c", b),
                              Change("u", a | {"taxpayer_name": "新名称", "tax_authority": "x"},
@@ -164,9 +152,9 @@ def test_only_granted_agency_receives_its_fields_masked(
     assert update["op"] == "u" and update["record"]["taxpayer_name"] == "新名称"
     assert update["before"]["taxpayer_name"] == a["taxpayer_name"]
 
-    # each delivery has its delivery record, naming where the delivered message sits
-    recs = wait_until(lambda: len(records_for(log, granted, set(ids))) >= 3 and
-                      records_for(log, granted, set(ids)), 30, "3 delivery records")
+    # each delivery has its log row, naming where the delivered message sits
+    recs = wait_until(lambda: len(records_for(settings, granted, set(ids))) >= 3 and
+                      records_for(settings, granted, set(ids)), 30, "3 delivery records")
     placed = {(m.topic(), m.partition(), m.offset()) for m in got}
     assert {(r["topic"], r["partition"], r["offset"]) for r in recs} == placed
     for r in recs:
@@ -174,12 +162,11 @@ def test_only_granted_agency_receives_its_fields_masked(
             granted, "tax", TAX, gid)
         assert r["fields"] == ["uscc", "taxpayer_name", "credit_rating"]
         assert r["masked_fields"] == ["credit_rating"] and r["delivered_ms"] > 0
-    # the outsider, without a grant, received nothing: no topic, no delivery record
+    # the outsider, without a grant, received nothing: no topic, no log row
     assert not topic_exists(settings, f"deliver.{outsider}.tax_registration")
-    assert all(r["recipient"] != outsider for r in values(log))
-    assert pipeline.router.stats[f"delivered {TAX}"] >= 3
+    assert not list_deliveries(settings.database_url, recipient=outsider)
+    assert pipeline.hotpath.stats[f"delivered {TAX}"] >= 3
     inbox.close()
-    log.close()
 
 
 def test_revoked_grant_stops_deliveries_within_seconds(
@@ -190,31 +177,30 @@ def test_revoked_grant_stops_deliveries_within_seconds(
     gid_revoked = grant(catalogue, settings.database_url, revoked, TAX, ["uscc"])
     grant(catalogue, settings.database_url, kept, TAX, ["uscc", "tax_authority"])
     topics = [f"deliver.{revoked}.tax_registration", f"deliver.{kept}.tax_registration"]
-    ensure_topics(settings, topics + [DELIVERY_TOPIC])
+    ensure_topics(settings, topics)
     to_revoked, to_kept = TopicReader(settings, topics[:1]), TopicReader(settings, topics[1:])
-    log = TopicReader(settings, [DELIVERY_TOPIC])
     first = publish(settings, [Change("c", company(rng))])
     to_revoked.until(1, timeout=60)
     to_kept.until(1, timeout=30)
 
     sharing_store.revoke(settings.database_url, gid_revoked, "tax", "duties ended")
     revoked_by = dt.datetime.now(dt.UTC)
-    # bounded: the router reloads grants every GOVBUS_GRANT_REFRESH_S (1 s) even when idle
-    wait_until(lambda: (pipeline.router.control.loaded_at or revoked_by) > revoked_by, 5,
-               "the router to reload its grants after the revocation")
+    # bounded: the hot path reloads grants every GOVBUS_GRANT_REFRESH_S (1 s) even when idle
+    wait_until(lambda: (pipeline.hotpath.control.loaded_at or revoked_by) > revoked_by, 5,
+               "the hot path to reload its grants after the revocation")
     later = publish(settings, [Change("c", company(rng)), Change("c", company(rng))])
 
     got = to_kept.until(3, timeout=30)
     assert {body(m)["event_id"] for m in got} == set(first + later)
-    wait_until(lambda: len(records_for(log, kept, set(later))) == 2, 30,
-               "the kept agency's delivery records")
-    # records of one event share a partition (key = event id) in recipient order, and every
-    # delivery of a batch is acknowledged before its records are produced: a delivery to the
-    # revoked agency would show before the kept agency's record
-    assert records_for(log, revoked, set(first)) and not records_for(log, revoked, set(later))
+    wait_until(lambda: len(records_for(settings, kept, set(later))) == 2, 30,
+               "the kept agency's log rows")
+    # a batch's deliveries are logged in one transaction: a delivery of a later event to
+    # the revoked agency would be logged with the kept agency's
+    assert records_for(settings, revoked, set(first))
+    assert not records_for(settings, revoked, set(later))
     to_revoked.poll()
     assert [body(m)["event_id"] for m in to_revoked.messages] == first
-    for reader in (to_revoked, to_kept, log):
+    for reader in (to_revoked, to_kept):
         reader.close()
 
 
@@ -231,19 +217,17 @@ def test_not_shared_reaches_nobody_and_is_counted_withheld(
         adopter_id, _born = sample.resident_id(rng, "360502")
         children.append({"resident_id": child_id, "name": "张乐", "adopter_id": adopter_id,
                          "registered_on": "2025-06-01"})
-    log = TopicReader(settings, [DELIVERY_TOPIC])
     ids = publish(settings, [Change("c", c) for c in children], ADOPTION)
 
     # the counter moves only after the batch's outputs were acknowledged and committed
-    wait_until(lambda: pipeline.router.stats[f"withheld {ADOPTION}"] >= 3, 60,
+    wait_until(lambda: pipeline.hotpath.stats[f"withheld {ADOPTION}"] >= 3, 60,
                "3 withheld adoption events")
-    assert pipeline.router.stats[f"delivered {ADOPTION}"] == 0
+    assert pipeline.hotpath.stats[f"delivered {ADOPTION}"] == 0
     assert not topic_exists(settings, f"deliver.{nosy}.adoption_register")
-    log.poll()
-    assert not [r for r in values(log) if r["event_id"] in ids or r["resource"] == ADOPTION]
+    assert not [r for r in list_deliveries(settings.database_url, resource=ADOPTION)
+                if r["event_id"] in ids or r["recipient"] == nosy]
     with pytest.raises(SharingError, match="Art. 15"):
         query(settings, nosy, ADOPTION, children[0]["resident_id"])
-    log.close()
 
 
 def state_event_id(dsn: str, key: str, resource: str = TAX) -> str | None:
@@ -267,10 +251,8 @@ def test_online_query_returns_projected_current_record(
                              Change("u", a | {"registered_address": "渝水区新址9号"}, before=a),
                              Change("d", None, before=gone)])
     dsn = settings.database_url
-    log = TopicReader(settings, [DELIVERY_TOPIC])
-    # a batch's state is written before its offsets are committed and the next batch read;
-    # once the delete's delivery record is out, the delete's batch is all that remains
-    wait_until(lambda: len(records_for(log, asker, set(ids))) == 4, 60, "4 delivery records")
+    # a batch's state is written with its log rows, before its offsets are committed
+    wait_until(lambda: len(records_for(settings, asker, set(ids))) == 4, 60, "4 log rows")
     wait_until(lambda: state_event_id(dsn, a["uscc"]) == ids[2] and
                state_event_id(dsn, gone["uscc"]) is None, 10, "the update and the delete")
 
@@ -283,14 +265,13 @@ def test_online_query_returns_projected_current_record(
         query(settings, asker, TAX, gone["uscc"])
     with pytest.raises(SharingError, match=r"no grant in force.*Art. 15, 18"):
         query(settings, stranger, TAX, a["uscc"])
-    # each query is its own log row: the logged id carries the query's id
+    # each query is its own log row, written before the answer: the logged id carries the
+    # query's id
     logged_id = f"{ids[2]}#query-{out['query_id']}"
-    [rec] = wait_until(lambda: records_for(log, asker, {logged_id}, "query"), 30,
-                       "the query's record")
+    [rec] = records_for(settings, asker, {logged_id}, "query")
     assert (rec["recipient"], rec["grant_id"], rec["topic"], rec["partition"],
             rec["offset"]) == (asker, gid, None, None, None)
     assert rec["fields"] == ["uscc", "registered_address", "credit_rating"]
-    log.close()
 
 
 def tax_state(dsn: str) -> dict[str, dict[str, Any]]:
@@ -313,8 +294,8 @@ def test_backfill_sends_current_state_to_a_late_grantee(
     late = agency()
     gid = grant(catalogue, dsn, late, TAX, ["uscc", "tax_authority"], "CA-1")
     topic = f"deliver.{late}.tax_registration"
-    ensure_topics(settings, [topic, DELIVERY_TOPIC])
-    inbox, log = TopicReader(settings, [topic]), TopicReader(settings, [DELIVERY_TOPIC])
+    ensure_topics(settings, [topic])
+    inbox = TopicReader(settings, [topic])
     state = tax_state(dsn)  # the session database holds other tests' firms too
 
     sent = backfill(settings, late, TAX)
@@ -327,10 +308,9 @@ def test_backfill_sends_current_state_to_a_late_grantee(
     assert {v["op"] for v in mine.values()} == {"r"}
     assert mine[firms[0]["uscc"]]["event_id"] == ids[-1]
     sent_ids = {v["event_id"] for v in mine.values()}
-    recs = wait_until(lambda: len(records_for(log, late, sent_ids, "backfill")) >= sent and
-                      records_for(log, late, sent_ids, "backfill"), 30, "the backfill's records")
+    # logged before backfill() returned, each with where its message sits
+    recs = records_for(settings, late, sent_ids, "backfill")
     assert {(r["topic"], r["partition"], r["offset"]) for r in recs} == {
         (m.topic(), m.partition(), m.offset()) for m in got}
     assert {(r["recipient"], r["grant_id"]) for r in recs} == {(late, gid)}
     inbox.close()
-    log.close()

@@ -6,20 +6,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from govbus.consumers import delivery_log as dl
-from govbus.consumers.delivery_chain import Delivery as LogEntry
+from govbus import delivery_log as dl
 from govbus.core import db
+from govbus.core.entity_state import StateRows
 from govbus.core.errors import DatabaseError
 from govbus.core.event_counts import Judged
-from govbus.stream_apps.router import StateRows, json_bytes
-from govbus.stream_apps.settler import Batch, Settler, receive, send
+from govbus.core.serde import json_bytes
+from govbus.delivery_log import LogEntry
+from govbus.stream_apps.settle import Batch, Settler
 from tests.integration.helpers import wait_until
 
 RESOURCE = "tax.tax_registration"
@@ -123,19 +122,13 @@ def test_the_child_ends_with_its_worker(settler: Settler) -> None:
 
     settler.settle(batch(uuid.uuid4().hex[:8], 1))  # and when the worker vanishes unasked:
     pid = settler.pid
-    assert settler._sock is not None and pid is not None
-    settler._sock.close()  # what the kernel does to a killed worker's end
+    assert settler._conn is not None and pid is not None
+    settler._conn.close()  # what the kernel does to a killed worker's end
     wait_until(lambda: not alive(pid), 10, "the child to end when its worker's end closed")
 
 
-def test_frames_survive_a_large_batch_and_eof_is_reported() -> None:
-    ours, theirs = socket.socketpair()
-    big = batch("big", 5000)  # megabytes: more than the socket buffers, read while sent
-    with ThreadPoolExecutor(1) as reader:
-        got = reader.submit(receive, theirs)
-        send(ours, big)
-        assert got.result(timeout=30) == big
-    ours.close()
-    with pytest.raises(EOFError):
-        receive(theirs)
-    theirs.close()
+def test_a_batch_of_megabytes_crosses_to_the_child(settler: Settler, settle_db: str) -> None:
+    tag = uuid.uuid4().hex[:8]
+    assert settler.settle(batch(tag, 5000)) == (10000, 0)  # more than a pipe's buffer
+    assert scalar(settle_db, "SELECT count(*) FROM deliveries WHERE event_id LIKE %s",
+                  f"{tag}-%") == 10000

@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from govbus.consumers.delivery_log import verify
 from govbus.core import db
 from govbus.core.catalogue import load_catalogue
 from govbus.core.config import Settings
+from govbus.delivery_log import verify
 from govbus.producers.publisher import Change, Publisher
 from govbus.runtime import STREAM_APPS
 from tests.integration.helpers import TopicReader, wait_until
@@ -202,7 +202,7 @@ def test_supervisord_killed_then_broker_killed_up_restarts_each_and_down_leaves_
     wait_until(lambda: not alive(broker), 10, "the broker to die")
     lost = runtime.up()
     assert "!! BROKER LOST" in lost.stdout, lost.stdout
-    for what in ("acknowledged to producers but not yet gated", "consumer offsets",
+    for what in ("acknowledged to producers but not yet judged", "consumer offsets",
                  "re-send what they published since", "Deliveries already logged stay"):
         assert what in lost.stdout, what
     assert "restarted: broker, supervisord" in lost.stdout

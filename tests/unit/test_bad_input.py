@@ -19,7 +19,7 @@ from govbus.core.errors import RegistryError
 from govbus.core.registry import RegisteredSchema
 from govbus.core.serde import Codec
 from govbus.producers.publisher import Change, Publisher
-from govbus.stream_apps.verdict import Verdict, judge
+from govbus.stream_apps.judge import Verdict, judge
 from tests.corpus.bad_inputs import (
     GATE_CORPUS,
     PERSON,

@@ -8,7 +8,7 @@ import pytest
 from govbus.consumers.cases_sink import collapse, row
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.objections import answerers, check_filing
-from govbus.stream_apps.reconcile_feed import owners, value_message
+from govbus.stream_apps.feed import owners, value_message
 from govbus.stream_apps.reconciler import changes
 
 CODE = "91360502MA35L7XX3H"

@@ -12,18 +12,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from govbus.consumers.delivery_chain import (
+from govbus.delivery_log.chain import (
     GENESIS,
     ChainChecker,
-    Delivery,
     Head,
+    LogEntry,
     LoggedRow,
-    MalformedDelivery,
+    MalformedEntry,
     VerifyReport,
     canonical,
     chain,
     dedupe,
-    parse_delivery,
+    parse_entry,
     row_hash,
 )
 
@@ -36,8 +36,8 @@ RECORD: dict[str, Any] = {
 T0 = 1_700_000_000_500_000  # logged_us of the first batch
 
 
-def delivery(i: int, channel: str = "exchange", recipient: str = "hrss") -> Delivery:
-    return parse_delivery(json.dumps(RECORD | {"event_id": f"e-{i}", "channel": channel,
+def delivery(i: int, channel: str = "exchange", recipient: str = "hrss") -> LogEntry:
+    return parse_entry(json.dumps(RECORD | {"event_id": f"e-{i}", "channel": channel,
                                                "recipient": recipient, "offset": i}))
 
 
@@ -67,14 +67,14 @@ def found(report: VerifyReport) -> list[tuple[int | None, str]]:
 # --- parsing --------------------------------------------------------------------------------
 
 def test_a_router_record_parses() -> None:
-    d = parse_delivery(json.dumps(RECORD).encode())
+    d = parse_entry(json.dumps(RECORD).encode())
     assert d.key == ("e-1", "hrss", "exchange")
     assert (d.fields, d.masked_fields, d.partition, d.offset) == (
         ("resident_id", "name"), ("phone",), 2, 41)
 
 
 def test_query_deliveries_have_no_kafka_position_and_unknown_keys_are_ignored() -> None:
-    d = parse_delivery(json.dumps(RECORD | {"channel": "query", "topic": None,
+    d = parse_entry(json.dumps(RECORD | {"channel": "query", "topic": None,
                                             "partition": None, "offset": None, "extra": 1}))
     assert (d.channel, d.topic, d.partition, d.offset) == ("query", None, None, None)
 
@@ -104,8 +104,8 @@ def test_query_deliveries_have_no_kafka_position_and_unknown_keys_are_ignored() 
      "missing key(s): fields, offset"),
 ])
 def test_malformed_records_are_refused_with_a_reason(value: Any, reason: str) -> None:
-    with pytest.raises(MalformedDelivery, match=reason.replace("(", r"\(").replace(")", r"\)")):
-        parse_delivery(value)
+    with pytest.raises(MalformedEntry, match=reason.replace("(", r"\(").replace(")", r"\)")):
+        parse_entry(value)
 
 
 # --- canonical form and hashes ---------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_the_rendered_ahead_chain_hashes_what_content_defines(
     # the writer renders each row before its lock, then fills in seq and logged_us (link);
     # whatever the values hold (the placeholders' own text included), the hash must be
     # row_hash(prev, content()) — what `log verify` recomputes
-    deliveries = [Delivery(f"e-{i}{event}", "exchange", "p", recipient, "r", grant, tuple(names),
+    deliveries = [LogEntry(f"e-{i}{event}", "exchange", "p", recipient, "r", grant, tuple(names),
                            (), topic, None if offset is None else 1, offset, 1_700_000_000_123)
                   for i, (event, recipient, names, topic, offset, grant) in enumerate(parts)]
     rows = chain(deliveries, Head(seq, GENESIS), logged_us)

@@ -22,7 +22,7 @@ from govbus.core.errors import ConfigError, RegistryError
 from govbus.core.registry import RegisteredSchema
 from govbus.core.serde import Codec, frame
 from govbus.core.validation import check_event, compile_acceptor
-from govbus.stream_apps.verdict import Verdict, judge, parse_topic, split_topic
+from govbus.stream_apps.judge import Verdict, judge, parse_topic, split_topic
 
 CATALOGUE: Catalogue = load_catalogue()
 POP = CATALOGUE.resources["public_security.population_register"]

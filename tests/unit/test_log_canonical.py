@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from govbus.consumers.delivery_chain import FIELDS, canonical
+from govbus.delivery_log.chain import FIELDS, canonical
 
 texts = st.text()
 row_values = st.none() | st.integers(-2**63, 2**63 - 1) | texts | st.lists(texts, max_size=5)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from govbus.core import quarantine
 from govbus.core.batching import Acks, SetAside, produce
 from govbus.core.errors import Violation
-from govbus.stream_apps.verdict import (
+from govbus.stream_apps.judge import (
     DLQ_RECORD_MAX_BYTES,
     PAYLOAD_PREFIX_BYTES,
     Verdict,

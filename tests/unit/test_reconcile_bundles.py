@@ -8,7 +8,7 @@ from typing import Any
 
 from govbus.core.batching import Acks
 from govbus.core.kafka import murmur2_partition
-from govbus.stream_apps.reconcile_feed import Bundles
+from govbus.stream_apps.feed import Bundles
 from govbus.stream_apps.reconcile_rules import ValueChange, apply, apply_entity
 from govbus.stream_apps.reconciler import changes, members
 

@@ -7,21 +7,19 @@ from typing import Any
 
 import pytest
 
-from govbus.consumers.delivery_chain import parse_delivery
 from govbus.core.catalogue import Catalogue, Resource, load_catalogue
 from govbus.core.envelope import make_event
-from govbus.core.sharing import Grant
-from govbus.stream_apps.hotpath import log_entry
-from govbus.stream_apps.router import json_bytes
-from govbus.stream_apps.routing import (
+from govbus.core.routing import (
     RoutePlan,
-    delivery_record,
     grant_for,
     mask_value,
     project,
     route,
     with_meta,
 )
+from govbus.core.sharing import Grant
+from govbus.delivery_log import LogEntry, entry
+from govbus.stream_apps.route import log_entry, log_fields
 
 NOW = dt.datetime(2026, 3, 2, 10, 0, tzinfo=dt.UTC)
 HOUR = dt.timedelta(hours=1)
@@ -193,20 +191,22 @@ def test_one_delivery_per_recipient_latest_grant_wins(tax: Resource) -> None:
     assert grant_for([old, new], tax, "civil_affairs", NOW) is None
 
 
-def test_delivery_record(tax: Resource) -> None:
+def test_the_log_entry_of_a_delivery(tax: Resource) -> None:
     g = grant("hrss", tax, ["uscc", "credit_rating"], masked=("credit_rating",), grant_id=4)
     ev = event(tax, COMPANY)
     [d] = route(tax, ev, [g], NOW).deliveries
-    assert delivery_record(d, "exchange", 2, 17, 5000, d.topic) == {
-        "event_id": ev["event_id"], "channel": "exchange", "provider": "tax",
-        "recipient": "hrss", "resource": "tax.tax_registration", "grant_id": 4,
-        "fields": ["uscc", "credit_rating"], "masked_fields": ["credit_rating"],
-        "topic": "deliver.hrss.tax_registration", "partition": 2, "offset": 17,
-        "delivered_ms": 5000}
+    assert log_entry((d, 2, 17, 5000)) == LogEntry(
+        ev["event_id"], "exchange", "tax", "hrss", "tax.tax_registration", 4,
+        ("uscc", "credit_rating"), ("credit_rating",), "deliver.hrss.tax_registration", 2, 17,
+        5000)
+    # a query is logged with no topic, partition or offset
+    assert entry(d, "query", None, None, 5000) == LogEntry(
+        ev["event_id"], "query", "tax", "hrss", "tax.tax_registration", 4,
+        ("uscc", "credit_rating"), ("credit_rating",), None, None, None, 5000)
 
 
 def test_a_plan_routes_a_batch_as_route_does_each_event(tax: Resource) -> None:
-    # the router and the hot path build one RoutePlan per resource and batch
+    # the hot path builds one RoutePlan per resource and batch
     grants = [grant("market_regulation", tax, ["uscc", "taxpayer_name", "legal_representative"],
                     ("legal_representative",), grant_id=3),
               grant("hrss", tax, ["uscc"], grant_id=4),
@@ -222,10 +222,10 @@ def test_a_plan_routes_a_batch_as_route_does_each_event(tax: Resource) -> None:
     assert [d.recipient for d in first.deliveries] == ["hrss", "market_regulation"]
 
 
-def test_the_hot_path_logs_what_the_split_router_reports(tax: Resource) -> None:
-    # log_entry skips the govbus.deliveries record; it must give the sink the same entry
+def test_the_settling_process_is_sent_the_fields_of_the_log_entry(tax: Resource) -> None:
+    # log_fields skips building the named tuple; the settling process rebuilds the same entry
     g = grant("market_regulation", tax, ["uscc", "legal_representative"],
               ("legal_representative",), grant_id=9)
     [d] = route(tax, event(tax, COMPANY), [g], NOW).deliveries
-    record = delivery_record(d, "exchange", 2, 41, 1_700_000_000_123, d.topic)
-    assert log_entry((d, 2, 41, 1_700_000_000_123)) == parse_delivery(json_bytes(record))
+    acked = (d, 2, 41, 1_700_000_000_123)
+    assert LogEntry._make(log_fields(acked)) == log_entry(acked)

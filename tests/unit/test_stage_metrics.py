@@ -1,4 +1,4 @@
-"""The gate's and router's per-batch counters add up to what happened in the batch."""
+"""The judge and route steps' per-batch counters add up to what happened in the batch."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from prometheus_client import REGISTRY, CollectorRegistry, Histogram
 
 from govbus.core.event_counts import Judged
 from govbus.core.metrics import observe_many
-from govbus.stream_apps.gate import observe as gate_observe
-from govbus.stream_apps.router_metrics import observe as router_observe
-from govbus.stream_apps.routing import RouteResult
+from govbus.core.routing import RouteResult
+from govbus.stream_apps.judge import observe as gate_observe
+from govbus.stream_apps.route import observe as router_observe
 
 
 def sample(name: str, **labels: str) -> float:

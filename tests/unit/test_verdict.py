@@ -9,7 +9,7 @@ from govbus.core.envelope import envelope_schema, make_event, now_ms
 from govbus.core.errors import RegistryError
 from govbus.core.registry import RegisteredSchema
 from govbus.core.serde import Codec, frame
-from govbus.stream_apps.verdict import Verdict, judge
+from govbus.stream_apps.judge import Verdict, judge
 
 PERSON = {"resident_id": "11010519491231002X", "name": "王芳", "gender": "F",
           "birth_date": "1949-12-31", "ethnicity": None, "residence_address": "渝水区1号",

@@ -1,51 +1,36 @@
-"""The reconciler's feed: canonical values of every validated event, re-keyed by entity.
+"""The feed step: the canonical values of every accepted event, re-keyed by entity, for the
+reconciler (Art. 8, 19-20).
 
-Consumes ``^validated\\..*`` in batches, decodes each event with the schema registry and, for
-a resource with canonical attributes (Art. 8), produces one small JSON message to
-``reconcile.values`` keyed by the canonical entity id (``company:<credit code>``,
-``person:<resident id>``)::
+For a resource with canonical attributes, each accepted event gives one small JSON value
+message keyed by the canonical entity id (``company:<credit code>``, ``person:<resident id>``)::
 
     {"entity", "agency", "resource", "event_id", "occurred_ms",
      "values": {attribute: value or null}, "owners": {attribute: source-of-record agency}}
 
-and sends a batch's value messages to ``reconcile.values`` in bundles, one per partition, in
-the partition each entity's key hashes to (:class:`Bundles`).
+and a batch's value messages go to ``reconcile.values`` in bundles, one per partition, in the
+partition each entity's key hashes to (:class:`Bundles`).
 
-Why a separate stage: the validated topics are keyed by each resource's own key and are not
+Why re-key: the ingest topics are keyed by each resource's own key and are not
 co-partitioned, so one entity's values from two agencies may sit in different partitions; the
-reconciler needs all of them in one. Re-keying here, in a batch loop, also keeps the
-heavy Avro decoding out of the reconciler. Only canonical values travel on, never whole
-records (data minimisation). Offsets are committed after the broker acknowledged the output:
-a crash replays, the reconciler absorbs what it already holds.
+reconciler needs all of them in one. Only canonical values travel on, never whole records
+(data minimisation, Art. 25). A replayed batch sends its values again; the reconciler absorbs
+what it already holds.
 """
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
-from govbus.core import metrics
-from govbus.core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
-from govbus.core.catalogue import Catalogue, Resource, load_catalogue
+from govbus.core import topics
+from govbus.core.batching import Acks, produce
+from govbus.core.catalogue import Catalogue, Resource
 from govbus.core.config import Settings
-from govbus.core.errors import RegistryError, SerdeError
-from govbus.core.kafka import (
-    consumer_config,
-    ensure_topics,
-    murmur2_partition,
-    partition_count,
-    producer_config,
-)
-from govbus.core.registry import SchemaRegistry
-from govbus.core.serde import unframe
+from govbus.core.kafka import ensure_topics, murmur2_partition, partition_count
 
-log = logging.getLogger("govbus.reconcile_feed")
-VALIDATED_PATTERN = r"^validated\..*"
-VALUES_TOPIC = "reconcile.values"
-CASES_TOPIC = "reconcile.cases"
+VALUES_TOPIC, CASES_TOPIC = topics.RECONCILE_VALUES, topics.RECONCILE_CASES
 
 
 class Bundles:
@@ -124,60 +109,3 @@ class ValueFeed:
                         "resource": self.resource_id, "event_id": event["event_id"],
                         "occurred_ms": int(event["occurred_ms"]), "values": values,
                         "owners": dict(self.owners)}
-
-
-class ReconcileFeed(BatchStage):
-    """One feed worker; several may share the consumer group."""
-
-    component = "reconcile_feed"
-    eager = False  # off the delivery path: full batches, fewer wake-ups
-
-    def __init__(self, settings: Settings, group: str = "govbus-reconcile-feed",
-                 pattern: str = VALIDATED_PATTERN, batch: int = 1000) -> None:
-        super().__init__(Consumer(consumer_config(settings, group)), batch)
-        self.settings = settings
-        self.owner_of = owners(load_catalogue(settings.schemas_dir))
-        self.registry = SchemaRegistry(settings.database_url)
-        self.bundles = Bundles.on_broker(settings)
-        self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
-        self.consumer.subscribe([pattern])
-
-    def close(self) -> None:
-        self.producer.flush(30)
-        super().close()
-
-    def process(self, msgs: list[Any]) -> None:
-        acks = Acks("values")
-        msgs = usable(msgs)
-        for msg in msgs:
-            out = self._extract(msg)
-            if out is not None:
-                self.bundles.add(*out)
-        self.bundles.send(self.producer, acks)
-        acks.wait(self.producer)
-        commit(self.consumer, next_offsets(msgs))
-
-    def _extract(self, msg: Any) -> tuple[str, dict[str, Any]] | None:
-        try:
-            schema_id, body = unframe(msg.value())
-            reg = self.registry.by_id(schema_id)
-            event = reg.codec.decode(body)
-        except (SerdeError, RegistryError) as exc:  # the gate let none through; never block
-            log.error("skipping %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
-            self.stats["undecodable"] += 1
-            metrics.RECONCILE_FEED.labels("undecodable").inc()
-            return None
-        out = value_message(reg.resource, event, self.owner_of)
-        self.stats["fed" if out else "no canonical values"] += 1
-        metrics.RECONCILE_FEED.labels("fed" if out else "no_canonical_values").inc()
-        return out
-
-
-def main() -> None:
-    """``python -m govbus.stream_apps.reconcile_feed``: run until SIGTERM or SIGINT."""
-    serve("reconcile feed", lambda: ReconcileFeed(Settings.from_env()),
-          lambda _: f"{VALIDATED_PATTERN} → {VALUES_TOPIC}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,13 @@
-"""The gate's decision for one ingest record: pure, no I/O, unit-tested without a broker.
+"""The judge step: the gate's decision for each ingest record, and what the hot path does
+with it.
 
-A record is accepted when it is framed (Confluent wire format), its schema id is registered
-for the topic's resource, it decodes completely, and it passes every contract rule
-(registered provider, Art. 12 identifiers, locality). Anything else is rejected with the
-violations that explain why (the DLQ record), never dropped.
+:func:`judge` is pure (no I/O, unit-tested without a broker): a record is accepted when it is
+framed (Confluent wire format), its schema id is registered for the topic's resource, it
+decodes completely, and it passes every contract rule (registered provider, Art. 12
+identifiers, locality, time). Anything else is rejected with the violations that explain why
+(the bounded DLQ record, :func:`dlq_record`, and the whole payload in quarantine,
+:func:`quarantined`), never dropped. The rest of this module is the step's plumbing: the
+schema lookup with its negative cache, the DLQ record's production, and the gate's counts.
 """
 
 from __future__ import annotations
@@ -11,13 +15,22 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from confluent_kafka import Producer
+
+from govbus.core import metrics, quarantine, topics
+from govbus.core.batching import DeliveryCallback, produce
 from govbus.core.catalogue import Resource
+from govbus.core.envelope import now_ms as clock_ms
 from govbus.core.errors import RegistryError, SerdeError, Violation
-from govbus.core.registry import RegisteredSchema
+from govbus.core.event_counts import Judged
+from govbus.core.kafka import KnownTopics
+from govbus.core.registry import RegisteredSchema, SchemaRegistry
 from govbus.core.serde import unframe
 from govbus.core.validation import check_event
 
@@ -39,7 +52,7 @@ class Verdict:
 
     @property
     def output_topic(self) -> str:
-        return f"validated.{self.resource_id}" if self.accepted else f"dlq.{self.agency}"
+        return topics.validated(self.resource_id) if self.accepted else topics.dlq(self.agency)
 
 
 def split_topic(topic: str) -> tuple[str, str]:
@@ -156,3 +169,64 @@ def dlq_record(verdict: Verdict, topic: str, partition: int, offset: int, key: b
                     "quarantined": True},
         "rejected_ms": now_ms,
     }, ensure_ascii=False).encode()
+
+
+# --- the step's plumbing --------------------------------------------------------------------
+
+class NegativeCache:
+    """Remembers unknown schema ids for a few seconds, so garbage can't hammer the DB."""
+
+    def __init__(self, registry: SchemaRegistry, ttl: float = 5.0) -> None:
+        self.registry, self.ttl = registry, ttl
+        self._unknown: dict[int, float] = {}
+
+    def __call__(self, schema_id: int) -> RegisteredSchema:
+        seen = self._unknown.get(schema_id)
+        if seen is not None and time.monotonic() - seen < self.ttl:
+            raise RegistryError(f"schema id {schema_id} is not registered")
+        try:
+            return self.registry.by_id(schema_id)
+        except RegistryError:
+            self._unknown[schema_id] = time.monotonic()
+            raise
+
+
+def judged(msg: Any, verdict: Verdict) -> Judged:
+    """What the durable counts keep of one verdict (Art. 14, 28)."""
+    return Judged(msg.topic(), msg.partition(), msg.offset(), verdict.agency,
+                  verdict.resource_id, "accepted" if verdict.accepted else "rejected",
+                  "" if verdict.accepted else verdict.violations[0].rule)
+
+
+def _event_id(msg: Any, limit: int | None = None) -> str | None:
+    raw = dict(msg.headers() or []).get("event_id")
+    return raw.decode("utf-8", "replace")[:limit] if isinstance(raw, bytes) else None
+
+
+def reject(producer: Producer, topics: KnownTopics, msg: Any, verdict: Verdict,
+           on_delivery: DeliveryCallback) -> None:
+    """Produce the DLQ record of a rejected ``msg`` to ``dlq.<agency>`` (created if new: an
+    unknown agency still gets its DLQ), with the first violated rule as a header."""
+    value = dlq_record(verdict, msg.topic(), msg.partition(), msg.offset(), msg.key(),
+                       msg.value(), _event_id(msg), clock_ms())
+    topics.ensure([verdict.output_topic])
+    produce(producer, verdict.output_topic, msg.key(), value, on_delivery,
+            [("rule", verdict.violations[0].rule.encode())])
+
+
+def quarantined(msg: Any, verdict: Verdict) -> quarantine.Row:
+    """The quarantine row of a rejected record: its whole payload, for its provider."""
+    first = verdict.violations[0]
+    return quarantine.rejected(
+        verdict.agency, first.rule, str(first)[:1000], msg.topic(), msg.partition(),
+        msg.offset(), _event_id(msg, 200), msg.key(), msg.value())
+
+
+def observe(judged: list[Judged]) -> None:
+    """The gate's counters for one batch, summed per label set and incremented once each."""
+    events = Counter((j.agency, j.resource_id, j.outcome) for j in judged)
+    rejections = Counter((j.agency, j.rule) for j in judged if j.rule)
+    for (agency, resource, outcome), n in events.items():
+        metrics.GATE_EVENTS.labels(agency, resource, outcome).inc(n)
+    for (agency, rule), n in rejections.items():
+        metrics.GATE_REJECTIONS.labels(agency, rule).inc(n)

@@ -1,7 +1,7 @@
 """Share-class routing as pure functions: which agency receives what of a change event.
 
-No I/O here; the router loop (:mod:`govbus.stream_apps.router`) and the online query
-(:mod:`govbus.consumers.query`) call these and do the producing and storing.
+No I/O here; the hot path (:mod:`govbus.stream_apps.hotpath`) and the online query and
+backfill (:mod:`govbus.query`) call these and do the producing and logging.
 
 - Art. 15: *unconditional* and *on application* resources go only to agencies holding a grant
   in force (an unconditional request is granted at once, Art. 18, so a grant doubles as the
@@ -22,15 +22,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from govbus.core import topics
 from govbus.core.catalogue import META, SHARE_CLASSES, Resource
 from govbus.core.sharing import Grant
-
-DELIVERY_TOPIC = "govbus.deliveries"
 
 
 class Delivery(NamedTuple):
     """One event, projected for one recipient under one grant (a named tuple: one is built
-    per delivery, see :class:`govbus.consumers.delivery_chain.Delivery`)."""
+    per delivery; its log row is a :class:`govbus.delivery_log.chain.LogEntry`)."""
 
     recipient: str
     grant_id: int
@@ -50,7 +49,7 @@ class RouteResult:
 
 
 def deliver_topic(recipient: str, resource: Resource) -> str:
-    return f"deliver.{recipient}.{resource.name}"
+    return topics.deliver(recipient, resource.id)
 
 
 def mask_value(value: Any) -> Any:
@@ -215,18 +214,3 @@ def with_meta(resource: Resource, meta: dict[str, Any] | None) -> Resource:
     if not meta:
         return resource
     return dataclasses.replace(resource, schema={**resource.schema, META: meta})
-
-
-def delivery_record(delivery: Delivery, channel: str, partition: int | None,
-                    offset: int | None, delivered_ms: int, topic: str | None = None
-                    ) -> dict[str, Any]:
-    """The record of one delivery for ``govbus.deliveries`` (the delivery log, Art. 24, 31).
-
-    ``channel`` is exchange | query | backfill (Art. 17); a query has no topic, partition or
-    offset. The log sink de-duplicates by (event_id, recipient, channel)."""
-    value = delivery.value
-    return {"event_id": value["event_id"], "channel": channel, "provider": value["provider"],
-            "recipient": delivery.recipient, "resource": value["resource"],
-            "grant_id": delivery.grant_id, "fields": list(delivery.fields),
-            "masked_fields": list(delivery.masked), "topic": topic, "partition": partition,
-            "offset": offset, "delivered_ms": delivered_ms}

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from govbus.core.errors import GovbusError
+from govbus.core.routing import Delivery
 
 CHANNELS = ("exchange", "query", "backfill")  # Art. 17: online query, data exchange; backfills
 GENESIS = "0" * 64
@@ -30,14 +31,15 @@ FIELDS = ("event_id", "channel", "provider", "recipient", "resource", "grant_id"
 Key = tuple[str, str, str]  # (event_id, recipient, channel)
 
 
-class MalformedDelivery(GovbusError):
-    """A delivery record that is not what the router promised; never written to the log."""
+class MalformedEntry(GovbusError):
+    """A log entry read from outside (JSON) that is not one; never written to the log."""
 
 
 # --- records and hashes: pure -------------------------------------------------------------
 
-class Delivery(NamedTuple):
-    """One delivery as the router reports it.
+class LogEntry(NamedTuple):
+    """One delivery as the log records it: who received what of which event, under which
+    grant, by which channel, and where on the broker (none for a query).
 
     A named tuple rather than a frozen dataclass, like :class:`LoggedRow`: one is built per
     delivery on the hot path, and a frozen dataclass's ``__init__`` cost four times as much
@@ -63,7 +65,7 @@ class Delivery(NamedTuple):
 
 class LoggedRow(NamedTuple):
     """A row of ``deliveries`` as hashed; timestamps in microseconds since the epoch. Immutable
-    (a named tuple, for :class:`Delivery`'s reason); ``_replace`` gives an altered copy."""
+    (a named tuple, for :class:`LogEntry`'s reason); ``_replace`` gives an altered copy."""
 
     seq: int
     event_id: str
@@ -103,23 +105,23 @@ class Head:
 
 def _text(value: Any, name: str) -> str:
     if type(value) is not str or not value.strip():  # orjson gives str, never a subclass
-        raise MalformedDelivery(f"{name}: expected a non-empty string, got {value!r:.60}")
+        raise MalformedEntry(f"{name}: expected a non-empty string, got {value!r:.60}")
     if "\x00" in value:  # PostgreSQL text cannot hold it
-        raise MalformedDelivery(f"{name}: contains a NUL character")
-    # no lone surrogate can be here: orjson refuses one in its input (parse_delivery)
+        raise MalformedEntry(f"{name}: contains a NUL character")
+    # no lone surrogate can be here: orjson refuses one in its input (parse_entry)
     return value
 
 
 def _int(value: Any, name: str, low: int, high: int) -> int:
     if type(value) is not int or not low <= value <= high:  # bool is not int here
-        raise MalformedDelivery(f"{name}: expected an integer in [{low}, {high}], "
+        raise MalformedEntry(f"{name}: expected an integer in [{low}, {high}], "
                                 f"got {value!r:.60}")
     return value
 
 
 def _names(value: Any, name: str) -> tuple[str, ...]:
     if type(value) is not list:
-        raise MalformedDelivery(f"{name}: expected a list of field names, got {value!r:.60}")
+        raise MalformedEntry(f"{name}: expected a list of field names, got {value!r:.60}")
     for v in value:
         _text(v, name)
     return tuple(value)
@@ -128,28 +130,37 @@ def _names(value: Any, name: str) -> tuple[str, ...]:
 _MAX_INT64 = 2**63 - 1
 
 
-def parse_delivery(value: bytes | str | None) -> Delivery:
-    """Parse and check one ``govbus.deliveries`` value; :class:`MalformedDelivery` if bad.
+def entry(delivery: Delivery, channel: str, partition: int | None, offset: int | None,
+          delivered_ms: int, topic: str | None = None) -> LogEntry:
+    """The log entry of one routed delivery: ``channel`` is exchange | query | backfill
+    (Art. 17); a query has no topic, partition or offset."""
+    value = delivery.value
+    return LogEntry(value["event_id"], channel, value["provider"], delivery.recipient,
+                    value["resource"], delivery.grant_id, tuple(delivery.fields),
+                    tuple(delivery.masked), topic, partition, offset, delivered_ms)
 
-    Every check here keeps a record from failing later inside PostgreSQL (NUL characters,
-    integers out of range, text that is not Unicode), where it would stall the sink instead of
-    being set aside. Unknown keys are ignored, so the router can add some without the log
-    losing deliveries.
+
+def parse_entry(value: bytes | str | None) -> LogEntry:
+    """Parse and check one log entry as JSON (the keys of :data:`FIELDS`, as an export or an
+    archive holds it); :class:`MalformedEntry` if bad.
+
+    Every check here keeps an entry from failing later inside PostgreSQL (NUL characters,
+    integers out of range, text that is not Unicode). Unknown keys are ignored.
     """
     if value is None:
-        raise MalformedDelivery("empty value (tombstone)")
+        raise MalformedEntry("empty value (tombstone)")
     try:
-        obj = orjson.loads(value)  # the sink parses every delivery: orjson, not json (bench)
+        obj = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         if "surrogate in string" in str(exc):  # a lone \\ud800 escape: not valid Unicode
-            raise MalformedDelivery(f"not valid Unicode: {exc}") from exc
-        raise MalformedDelivery(f"not JSON: {exc}") from exc
+            raise MalformedEntry(f"not valid Unicode: {exc}") from exc
+        raise MalformedEntry(f"not JSON: {exc}") from exc
     if type(obj) is not dict:
-        raise MalformedDelivery(f"expected a JSON object, got {type(obj).__name__}")
+        raise MalformedEntry(f"expected a JSON object, got {type(obj).__name__}")
     try:
         channel, topic, partition, offset = (obj["channel"], obj["topic"], obj["partition"],
                                              obj["offset"])
-        d = Delivery(_text(obj["event_id"], "event_id"), channel,
+        d = LogEntry(_text(obj["event_id"], "event_id"), channel,
                      _text(obj["provider"], "provider"), _text(obj["recipient"], "recipient"),
                      _text(obj["resource"], "resource"),
                      _int(obj["grant_id"], "grant_id", -_MAX_INT64 - 1, _MAX_INT64),
@@ -161,9 +172,9 @@ def parse_delivery(value: bytes | str | None) -> Delivery:
                      _int(obj["delivered_ms"], "delivered_ms", 0, MAX_MS))
     except KeyError:
         missing = [f for f in FIELDS if f not in obj]
-        raise MalformedDelivery(f"missing key(s): {', '.join(missing)}") from None
+        raise MalformedEntry(f"missing key(s): {', '.join(missing)}") from None
     if channel not in CHANNELS:  # also anything not a string
-        raise MalformedDelivery(f"channel: {channel!r:.60} is not one of {', '.join(CHANNELS)}")
+        raise MalformedEntry(f"channel: {channel!r:.60} is not one of {', '.join(CHANNELS)}")
     return d
 
 
@@ -171,7 +182,7 @@ def canonical(content: Mapping[str, Any]) -> bytes:
     """The bytes a row's hash covers: sorted-key, compact, UTF-8 JSON."""
     # orjson: the same bytes as json.dumps(sort_keys=True, separators=(",", ":"),
     # ensure_ascii=False) for the row's strings, integers, lists and nulls, in a fraction of
-    # the time (the sink hashes every row)
+    # the time (the log writer hashes every row)
     return orjson.dumps(dict(content), option=orjson.OPT_SORT_KEYS)
 
 
@@ -180,7 +191,7 @@ def row_hash(prev_hash: str, content: Mapping[str, Any]) -> str:
     return hashlib.sha256(str(prev_hash).encode("utf-8") + canonical(content)).hexdigest()
 
 
-def dedupe(deliveries: Iterable[Delivery], present: set[Key]) -> list[Delivery]:
+def dedupe(deliveries: Iterable[LogEntry], present: set[Key]) -> list[LogEntry]:
     """The deliveries not logged yet, each key once (the first occurrence wins)."""
     seen, fresh = set(present), []
     for d in deliveries:
@@ -199,7 +210,7 @@ class Prepared(NamedTuple):
     the lock for what must be serial: numbering and hashing. With two workers the lock had
     been held 0.3-0.6 s per batch, the other worker waiting 0.2-0.3 s of it (``make bench``)."""
 
-    delivery: Delivery
+    delivery: LogEntry
     fields: list[str]
     masked_fields: list[str]
     delivered_us: int
@@ -212,7 +223,7 @@ _LOGGED, _SEQ = -1, -2  # placeholders; a key in front makes their bytes unique 
 _AT_LOGGED, _AT_SEQ = b',"logged_us":-1,', b',"seq":-2,'
 
 
-def prepare(d: Delivery) -> Prepared:
+def prepare(d: LogEntry) -> Prepared:
     """``d``'s content rendered, but for ``seq`` and ``logged_us`` (see :class:`Prepared`)."""
     fields, masked, delivered_us = list(d.fields), list(d.masked_fields), d.delivered_ms * 1000
     text = orjson.dumps(
@@ -245,7 +256,7 @@ def link(prepared: Sequence[Prepared], head: Head, logged_us: int) -> list[Logge
     return rows
 
 
-def chain(deliveries: Sequence[Delivery], head: Head, logged_us: int) -> list[LoggedRow]:
+def chain(deliveries: Sequence[LogEntry], head: Head, logged_us: int) -> list[LoggedRow]:
     """Rows for ``deliveries`` appended after ``head``: consecutive seqs, each hash linked,
     as :meth:`LoggedRow.content` and :func:`row_hash` define them
     (``tests/unit/test_delivery_log.py`` checks that they agree)."""

@@ -1,13 +1,15 @@
-"""Online query and backfill (Art. 17), under the same grants as data exchange (Art. 15, 25).
+"""Online query and backfill (Art. 17), under the same grants as data exchange (Art. 15, 25):
+request and response, not a stream.
 
 - :func:`query` looks up the current record of one entity, projected and masked for the
-  asking agency's grant, and logs the access on ``govbus.deliveries`` (channel ``query``)
+  asking agency's grant, and appends the access to the delivery log (channel ``query``)
   before returning it: no access goes unlogged (Art. 24, 31).
 - :func:`backfill` sends the current state of every entity of a resource (op ``r``) to
-  ``deliver.<agency>.<resource>``, logging each (channel ``backfill``) — for an agency that
-  was granted a resource after its events went by.
+  ``deliver.<agency>.<resource>``, chunk by chunk, and logs each chunk (channel
+  ``backfill``) once the broker acknowledged it — for an agency that was granted a resource
+  after its events went by.
 
-The current state is the ``entity_state`` table the router keeps.
+The current state is the ``entity_state`` table the hot path keeps.
 """
 
 from __future__ import annotations
@@ -23,14 +25,12 @@ from confluent_kafka import Producer
 from govbus.core import db, sharing_store
 from govbus.core.catalogue import Resource
 from govbus.core.config import Settings
+from govbus.core.control_plane import load_catalogue_meta
 from govbus.core.envelope import now_ms
 from govbus.core.errors import DatabaseError, GovbusError
 from govbus.core.kafka import ensure_topics, producer_config
 from govbus.core.registry import SchemaRegistry
-from govbus.core.sharing import Grant, SharingError
-from govbus.stream_apps.router import load_catalogue_meta, send_deliveries, send_records
-from govbus.stream_apps.routing import (
-    DELIVERY_TOPIC,
+from govbus.core.routing import (
     Delivery,
     deliver_topic,
     grant_for,
@@ -39,6 +39,9 @@ from govbus.stream_apps.routing import (
     with_meta,
     withheld_reason,
 )
+from govbus.core.sharing import Grant, SharingError
+from govbus.delivery_log import LogWriter, entry
+from govbus.stream_apps.route import log_entry, send_deliveries
 
 BACKFILL_CHUNK = 500
 
@@ -94,7 +97,7 @@ def query(settings: Settings, agency: str, resource: str | Resource, key: str
     """The current record of ``key`` as ``agency`` may see it (Art. 17 online query).
 
     Returns the delivered value (``record`` is the projected record); the access is logged
-    on ``govbus.deliveries`` first. SharingError without a grant in force, RecordNotFound
+    first. SharingError without a grant in force, RecordNotFound
     when no record has that key."""
     dsn = settings.database_url
     res = current_resource(dsn, resource)
@@ -114,10 +117,16 @@ def query(settings: Settings, agency: str, resource: str | Resource, key: str
     query_id = uuid.uuid4().hex[:16]
     logged = delivery._replace(value=delivery.value | {
         "event_id": f"{delivery.value['event_id']}#query-{query_id}"})
-    producer = Producer(producer_config(settings))
-    ensure_topics(settings, [DELIVERY_TOPIC])
-    send_records(producer, [(logged, None, None, now_ms())], "query")
+    _log(dsn, [entry(logged, "query", None, None, now_ms())])
     return delivery.value | {"query_id": query_id}
+
+
+def _log(dsn: str, entries: list[Any]) -> None:
+    writer = LogWriter(dsn)
+    try:
+        writer.append(entries)
+    finally:
+        writer.close()
 
 
 def _state_rows(dsn: str, resource_id: str) -> Iterator[list[tuple[Any, ...]]]:
@@ -136,19 +145,25 @@ def _state_rows(dsn: str, resource_id: str) -> Iterator[list[tuple[Any, ...]]]:
 def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
     """Send the current state of every entity to ``agency`` (op ``r``); return the count.
 
-    Each record goes to ``deliver.<agency>.<resource>`` projected for the agency's grant,
-    followed by its delivery record (channel ``backfill``)."""
+    Each record goes to ``deliver.<agency>.<resource>`` projected for the agency's grant;
+    each chunk is logged (channel ``backfill``) once the broker acknowledged it, and before
+    the next is sent, so an interrupted backfill leaves no acknowledged delivery unlogged."""
     dsn = settings.database_url
     res = current_resource(dsn, resource)
     grant = grant_in_force(dsn, agency, res, "data_exchange")
-    ensure_topics(settings, [deliver_topic(agency, res), DELIVERY_TOPIC])
+    ensure_topics(settings, [deliver_topic(agency, res)])
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
+    writer = LogWriter(dsn)
     sent = 0
-    for rows in _state_rows(dsn, res.id):
-        # "channel" tells the subscriber to confirm receipt as a backfill, as it is logged
-        deliveries: list[Delivery] = [
-            d._replace(value=d.value | {"channel": "backfill"})
-            for d in (make_delivery(res, _state_event(res, r), grant) for r in rows)]
-        send_records(producer, send_deliveries(producer, deliveries), "backfill")
-        sent += len(deliveries)
+    try:
+        for rows in _state_rows(dsn, res.id):
+            # "channel" tells the subscriber to confirm receipt as a backfill, as it is logged
+            deliveries: list[Delivery] = [
+                d._replace(value=d.value | {"channel": "backfill"})
+                for d in (make_delivery(res, _state_event(res, r), grant) for r in rows)]
+            writer.append([log_entry(a, "backfill")
+                           for a in send_deliveries(producer, deliveries)])
+            sent += len(deliveries)
+    finally:
+        writer.close()
     return sent

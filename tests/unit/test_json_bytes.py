@@ -1,4 +1,4 @@
-"""The router's JSON encoder (orjson) writes the very bytes the standard
+"""The deliveries' JSON encoder (orjson) writes the very bytes the standard
 library wrote before: recipients and the delivery log see no change in format."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from govbus.stream_apps.router import json_bytes
+from govbus.core.serde import json_bytes
 
 
 def reference(value: Any) -> bytes:

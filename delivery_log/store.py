@@ -1,15 +1,16 @@
-"""The delivery log: every delivery is logged, once, in a tamper-evident hash chain.
+"""The delivery log in PostgreSQL: appending, verifying, listing and receipts.
 
-The router produces one JSON record per delivery to ``govbus.deliveries`` (key = event id),
-at least once. This sink writes them to ``deliveries`` in one transaction per batch and commits
-its Kafka offsets only after that transaction committed: a crash replays a batch, and the
-replay writes nothing twice, because keys (event_id, recipient, channel) already in the log
-are filtered out, and duplicates within a batch dropped, under the writer's lock.
+Every delivery is logged once, in a tamper-evident hash chain. Its writers are the hot path's
+settling processes (data exchange, after the broker acknowledged the delivery and before the
+batch's offsets are committed) and the online query and backfill (:mod:`govbus.query`: a query
+is logged before its answer is returned, a backfill chunk once the broker acknowledged it).
+A replay writes nothing twice: keys (event_id, recipient, channel) already in the log are
+filtered out, and duplicates within a batch dropped, under the writer's lock.
 
 Tamper evidence: ``row_hash = sha256(prev_hash + canonical(row))``, chained from row to row
-(records, hashes and checks are pure, in :mod:`govbus.consumers.delivery_chain`). Seqs are assigned
+(records, hashes and checks are pure, in :mod:`govbus.delivery_log.chain`). Seqs are assigned
 by the writer, not by a sequence, so a rolled-back batch leaves no gap. One writer at a time
-(``pg_advisory_xact_lock``) keeps the chain linear when several sinks run; ``delivery_log_head``
+(``pg_advisory_xact_lock``) keeps the chain linear however many write; ``delivery_log_head``
 (migration 0003) records the last row, so deleting the newest rows shows. :func:`verify` walks
 the log with a server-side cursor and names each broken seq.
 
@@ -19,13 +20,9 @@ Art. 31: misuse, leaks, widened use) and for the yearly sharing report (Art. 26,
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import io
-import logging
 import re
-import signal
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,47 +31,24 @@ import psycopg2
 import psycopg2.errors
 import psycopg2.extensions
 import psycopg2.extras
-from confluent_kafka import Consumer
 
-from govbus.consumers.delivery_chain import (
+from govbus.core import db
+from govbus.core.errors import DatabaseError
+from govbus.delivery_log.chain import (
     CHANNELS,
-    GENESIS,
     ChainChecker,
-    Delivery,
     Head,
     Key,
+    LogEntry,
     LoggedRow,
-    MalformedDelivery,
     Prepared,
-    Problem,
     VerifyReport,
-    canonical,
-    chain,
     dedupe,
     link,
-    parse_delivery,
     prepare,
-    row_hash,
 )
-from govbus.core import db, metrics
-from govbus.core.batching import BatchStage, Committer, next_offsets, usable
-from govbus.core.config import Settings
-from govbus.core.errors import BrokerError, ConfigError, DatabaseError
-from govbus.core.kafka import consumer_config, ensure_topics
 
-__all__ = ["CHANNELS", "GENESIS", "GROUP", "TOPIC", "AppendResult", "ChainChecker", "Delivery",
-           "DeliveryLogSink", "Head", "Key", "LogWriter", "LoggedRow", "MalformedDelivery",
-           "Problem", "VerifyReport", "append", "canonical", "chain", "confirm_receipts", "dedupe",
-           "list_deliveries", "main", "parse_delivery", "row_hash", "verify"]
-
-log = logging.getLogger("govbus.delivery_log")
-
-TOPIC = "govbus.deliveries"
-GROUP = "govbus-delivery-log"
 LOCK_KEY = 0x60B0DE11  # advisory lock of the single log writer
-# records per transaction: each has fixed costs (lock, head, dedupe query, commits); 5000
-# logged ~25% more rows/s than 1000 here (`make bench`), enough to keep up with the router
-BATCH = 5000
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -115,7 +89,7 @@ def _copy_value(value: Any) -> str:
 Ready = tuple[Prepared, str]  # a delivery rendered ahead, and its COPY columns 2-13
 
 
-def _ready(deliveries: Sequence[Delivery]) -> list[Ready]:
+def _ready(deliveries: Sequence[LogEntry]) -> list[Ready]:
     """Everything of each row that does not depend on its place in the chain, rendered before
     the writer's lock: the hashed content but for seq and logged_us (:func:`prepare`), and the
     COPY text of the columns from ``event_id`` to ``delivered_at``.
@@ -165,7 +139,7 @@ class AppendResult:
     head: Head
 
 
-def append(conn: psycopg2.extensions.connection, deliveries: Sequence[Delivery]
+def append(conn: psycopg2.extensions.connection, deliveries: Sequence[LogEntry]
            ) -> AppendResult:
     """Append ``deliveries`` not logged yet, inside the caller's transaction.
 
@@ -313,91 +287,9 @@ class LogWriter:
     def __init__(self, dsn: str) -> None:
         self.db = db.Reused(dsn)
 
-    def append(self, deliveries: Sequence[Delivery]) -> AppendResult:
+    def append(self, deliveries: Sequence[LogEntry]) -> AppendResult:
         with self.db.use("delivery log write failed") as conn, conn:
             return append(conn, deliveries)
 
     def close(self) -> None:
         self.db.close()
-
-
-# --- the sink -----------------------------------------------------------------------------
-
-class DeliveryLogSink(BatchStage):
-    """Consumes ``govbus.deliveries`` in batches into the log; several may run at once."""
-
-    component = "delivery_log"
-
-    def __init__(self, settings: Settings, group: str = GROUP, topic: str = TOPIC,
-                 batch: int = BATCH) -> None:
-        self.committer = Committer(self.component)  # commits off this thread (see there)
-        super().__init__(Consumer(consumer_config(settings, group,
-                                                  on_commit=self.committer.answer)), batch)
-        self.settings, self.topic = settings, topic
-        self.writer = LogWriter(settings.database_url)
-
-    def run(self) -> Counter[str]:
-        """Create the topic if needed, then process batches until :meth:`stop`."""
-        while not self.stopping.is_set():
-            try:
-                ensure_topics(self.settings, [self.topic])
-                break
-            except BrokerError as exc:
-                log.warning("cannot create %s, will retry: %s", self.topic, exc)
-                self.stopping.wait(2.0)
-        self.consumer.subscribe([self.topic])
-        return super().run()
-
-    def close(self) -> None:
-        self.committer.close(self.consumer)
-        super().close()
-        self.writer.close()
-
-    def process(self, msgs: list[Any]) -> None:
-        """Parse, append in one transaction, then commit the offsets."""
-        good: list[Delivery] = []
-        malformed = 0
-        msgs = usable(msgs)
-        for msg in msgs:
-            try:
-                good.append(parse_delivery(msg.value()))
-            except MalformedDelivery as exc:  # the router's bug: say so, keep logging the rest
-                malformed += 1
-                log.error("malformed delivery record %s[%d]@%d (key %r), not logged: %s",
-                          msg.topic(), msg.partition(), msg.offset(), msg.key(), exc)
-        result = self.writer.append(good) if good else None
-        self.committer.submit(self.consumer, next_offsets(msgs))  # a lost one replays: dedupe
-        self.stats["malformed"] += malformed
-        metrics.LOG_RECORDS.labels("malformed").inc(malformed)
-        if result:
-            self.stats["logged"] += result.written
-            self.stats["duplicates"] += result.duplicates
-            metrics.LOG_RECORDS.labels("written").inc(result.written)
-            metrics.LOG_RECORDS.labels("duplicate").inc(result.duplicates)
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m govbus.consumers.delivery_log``: run one sink until SIGTERM or SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m govbus.consumers.delivery_log",
-                                     description="Write govbus.deliveries to the delivery log.")
-    parser.add_argument("--batch-size", type=int, default=BATCH)
-    parser.add_argument("--group", default=GROUP)
-    parser.add_argument("--topic", default=TOPIC)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s "
-                        "%(message)s")
-    try:
-        settings = Settings.from_env()
-        metrics.serve()
-    except ConfigError as exc:
-        log.error("%s", exc)
-        raise SystemExit(1) from exc
-    sink = DeliveryLogSink(settings, group=args.group, topic=args.topic, batch=args.batch_size)
-    signal.signal(signal.SIGTERM, sink.stop)
-    signal.signal(signal.SIGINT, sink.stop)
-    log.info("delivery log started, consuming %s as %s", args.topic, args.group)
-    sink.run()
-    log.info("delivery log stopped: %s", dict(sink.stats))
-
-
-if __name__ == "__main__":
-    main()

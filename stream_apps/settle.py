@@ -1,53 +1,53 @@
-"""The hot path's settling process: a child of each hot-path worker that writes, per batch,
-the delivery log, ``entity_state``, the gate's counts and the quarantined payloads.
+"""The settle step: a child process of each hot-path worker that writes, per batch, the
+delivery log, ``entity_state``, the gate's counts, the quarantined payloads and the accepted
+event ids.
 
 Why a process: the worker is bound by its interpreter lock. Rendering and chaining the log
 rows and the writes around them took a quarter of the time the lock was held (py-spy
-``--gil``), time the thread that judges and routes the next batch spent waiting. In
-a process of its own that work runs beside the worker on another core; what crosses over is
-plain tuples and two JSON strings (about 0.3 µs per log entry to pickle).
+``--gil``), time the thread that judges and routes the next batch spent waiting. In a process
+of its own that work runs beside the worker on another core; what crosses over is plain
+tuples and two JSON strings.
 
-The protocol is one request, one reply, over a socket pair (length-prefixed pickles; the
-socket is private to the two processes):
+One request, one reply, over a :func:`multiprocessing.Pipe` to a child started with the
+``spawn`` method (it inherits no broker connection, thread or lock of the worker):
 
 - the worker sends the DSN first (never on a command line), then one :class:`Batch` per
-  batch, in commit order, and waits for its reply before it commits the batch's offsets;
-- the child writes the log (:func:`govbus.consumers.delivery_log.append`) while a second thread
-  writes ``entity_state`` and the counts, each on its own connection, and replies
-  ``("ok", written, duplicates)``, ``("failed", why)`` (PostgreSQL: the worker rewinds and
-  retries the batch) or ``("crashed", why)`` (a bug: the worker stops, as it would have);
+  batch, in commit order, and waits for its reply before it commits the batch's offsets
+  (:class:`govbus.core.batching.Pipelined` calls :meth:`Settler.settle` in that order);
+- the child writes the log (:meth:`govbus.delivery_log.LogWriter.append`) while a second
+  thread writes ``entity_state``, the counts, the quarantine and the event ids, each on its
+  own connection, and replies ``("ok", written, duplicates)``, ``("failed", why)``
+  (PostgreSQL: the worker rewinds and retries the batch) or ``("crashed", why)`` (a bug: the
+  worker stops, as it would have);
 - the child ignores SIGINT (a ^C reaches the whole process group; the worker decides when to
-  stop) and ends when the worker closes its end, also when the worker was killed.
+  stop) and ends when the worker closes its end of the pipe, also when the worker was killed
+  (only the worker holds that end).
 
-A child that died is noticed at the next request (the socket reports it), reported as a
+A child that died is noticed at the next request (the pipe reports it), reported as a
 :class:`DatabaseError` so that the batch is replayed, and started again with the retry.
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
+import multiprocessing
 import signal
-import socket
-import struct
-import subprocess
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection
 from typing import Any, NamedTuple
 
-from govbus.consumers.delivery_chain import Delivery as LogEntry
-from govbus.consumers.delivery_log import LogWriter
 from govbus.core import quarantine
 from govbus.core.batching import tune_gc
+from govbus.core.entity_state import StateRows, StateWriter
 from govbus.core.errors import DatabaseError
 from govbus.core.event_counts import CountWriter, Judged
+from govbus.delivery_log import LogEntry, LogWriter
 from govbus.stream_apps import event_ids
-from govbus.stream_apps.router import StateRows, StateWriter
 
-log = logging.getLogger("govbus.settler")
-_LENGTH = struct.Struct(">Q")
+log = logging.getLogger("govbus.settle")
 STOP_TIMEOUT_S = 30.0
+_SPAWN = multiprocessing.get_context("spawn")
 
 
 class Batch(NamedTuple):
@@ -67,63 +67,40 @@ class Settled(NamedTuple):
     duplicates: int
 
 
-def send(sock: socket.socket, obj: Any) -> None:
-    data = pickle.dumps(obj, protocol=5)
-    sock.sendall(_LENGTH.pack(len(data)) + data)
-
-
-def receive(sock: socket.socket) -> Any:
-    """The next object; EOFError when the other end closed."""
-    (size,) = _LENGTH.unpack(_exactly(sock, _LENGTH.size))
-    return pickle.loads(_exactly(sock, size))
-
-
-def _exactly(sock: socket.socket, size: int) -> bytearray:
-    buf = bytearray(size)
-    view, got = memoryview(buf), 0
-    while got < size:
-        n = sock.recv_into(view[got:])
-        if n == 0:
-            raise EOFError("the other end closed the connection")
-        got += n
-    return buf
-
-
 class Settler:
     """The worker's end: starts the child on first use, one request at a time (the hot
-    path's writer thread settles batch after batch)."""
+    path's pipeline settles batch after batch, in one thread)."""
 
     def __init__(self, dsn: str) -> None:
         self.dsn = dsn
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
+        self._proc: Any = None  # multiprocessing's SpawnProcess
+        self._conn: Connection | None = None
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc is not None else None
 
-    def _start(self) -> socket.socket:
-        ours, theirs = socket.socketpair()
+    def _start(self) -> Connection:
+        ours, theirs = _SPAWN.Pipe()
+        proc = _SPAWN.Process(target=child, args=(theirs,), name="govbus-settle", daemon=True)
         try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", "govbus.stream_apps.settler", str(theirs.fileno())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+            proc.start()
         except OSError as exc:
             ours.close()
             raise DatabaseError(f"cannot start the settling process: {exc}") from exc
         finally:
-            theirs.close()
-        self._sock = ours
-        send(ours, self.dsn)
+            theirs.close()  # the child's end, now in the child only: it reads EOF when we go
+        self._proc, self._conn = proc, ours
+        ours.send(self.dsn)
         return ours
 
     def settle(self, batch: Batch) -> Settled:
         """Write ``batch``; returns what the log took. DatabaseError if PostgreSQL failed or
         the child is gone (a new one starts with the next call)."""
-        sock = self._sock or self._start()
+        conn = self._conn or self._start()
         try:
-            send(sock, batch)
-            reply = receive(sock)
+            conn.send(batch)
+            reply = conn.recv()
         except (OSError, EOFError) as exc:
             code = self._reap()
             raise DatabaseError(f"the settling process ended (exit status {code}) before "
@@ -136,18 +113,20 @@ class Settler:
 
     def _reap(self) -> int | None:
         """Close our end and wait for the child (killed if it does not go)."""
-        sock, proc, self._sock, self._proc = self._sock, self._proc, None, None
-        if sock is not None:
-            sock.close()  # the child reads EOF and ends
+        conn, proc, self._conn, self._proc = self._conn, self._proc, None, None
+        if conn is not None:
+            conn.close()  # the child reads EOF and ends
         if proc is None:
             return None
-        try:
-            return proc.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
+        proc.join(STOP_TIMEOUT_S)
+        if proc.exitcode is None:
             log.warning("settling process %d did not end in %.0f s; killing it", proc.pid,
                         STOP_TIMEOUT_S)
             proc.kill()
-            return proc.wait()
+            proc.join()
+        code: int | None = proc.exitcode
+        proc.close()
+        return code
 
     def close(self) -> None:
         self._reap()
@@ -186,14 +165,14 @@ class _Writers:
             writer.close()
 
 
-def serve(sock: socket.socket) -> None:
+def serve(conn: Connection) -> None:
     """Answer the worker's requests until it closes its end."""
-    writers = _Writers(receive(sock))
+    writers = _Writers(conn.recv())
     tune_gc()
     try:
         while True:
             try:
-                batch = receive(sock)
+                batch = conn.recv()
             except EOFError:
                 return
             try:
@@ -203,26 +182,20 @@ def serve(sock: socket.socket) -> None:
             except Exception as exc:  # a bug: the worker stops on it, as it did in-process
                 log.exception("settling a batch failed")
                 reply = ("crashed", f"{type(exc).__name__}: {exc}")
-            send(sock, reply)
+            conn.send(reply)
     finally:
         writers.close()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m govbus.stream_apps.settler FD``: started by :class:`Settler` only."""
+def child(conn: Connection) -> None:
+    """The settling process's main function (started by :class:`Settler` only)."""
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1 or not args[0].isdigit():
-        raise SystemExit("usage: python -m govbus.stream_apps.settler FD (started by a hot-path "
-                         "worker, which passes it its end of a socket pair)")
-    with socket.socket(fileno=int(args[0])) as sock:
-        try:
-            serve(sock)
-        except (BrokenPipeError, ConnectionResetError, EOFError):
-            pass  # the worker is gone: nothing is left to answer
-
-
-if __name__ == "__main__":
-    main()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        serve(conn)
+    except (BrokenPipeError, ConnectionResetError, EOFError):
+        pass  # the worker is gone: nothing is left to answer
+    finally:
+        conn.close()
