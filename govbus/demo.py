@@ -214,7 +214,7 @@ def run(args: argparse.Namespace, say: runtime.Say = print) -> int:
         say("== waiting for the gate")
         collect(settings, tally, timeout, say)
         ok = summary(tally, say)
-        say("== waiting for the router and the delivery log")
+        say("== waiting for the deliveries and the delivery log")
         ok = share_summary(settings, routing, tally, timeout, say) and ok
         from govbus import demo_reconcile  # cases (Art. 19, 20)
 

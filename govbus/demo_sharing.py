@@ -84,7 +84,7 @@ def collect(settings: Settings, routing: Routing, ids: set[str], timeout: float,
                         routing.masked[f"{name} for {recipient}"] += 1
             if time.monotonic() - last > 2:
                 last = time.monotonic()
-                say(f"  router: {len(seen)}/{routing.expected} deliveries")
+                say(f"  routed: {len(seen)}/{routing.expected} deliveries")
     finally:
         consumer.close()
 

@@ -9,8 +9,9 @@ done. :class:`BatchStage` is that loop, once; a stage subclasses it and writes
 writes its decide and settle steps, and the loop settles up to ``depth`` batches in order
 while it decides the next one.
 
-Why not faust agents here: see docs/adr/0005-one-topology.md (per-event stream machinery cost
-more than the work on this path, and its table lost reconciler input under ``kill -9``).
+Why not faust agents here: see docs/adr/0007-where-faust-is-used.md (per-event stream
+machinery cost more than the work on this path) and docs/adr/0006-reconciler-state-in-postgresql.md
+(its table lost reconciler input under ``kill -9``).
 """
 
 from __future__ import annotations

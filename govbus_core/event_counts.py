@@ -26,7 +26,7 @@ log = logging.getLogger("govbus.event_counts")
 
 class Judged(NamedTuple):
     """One gate verdict, reduced to what the counts keep (no event id, no record). A named
-    tuple: the gate builds one per event (see :class:`govbus.delivery_log.chain.Delivery`)."""
+    tuple: the gate builds one per event (see :class:`govbus.delivery_log.chain.LogEntry`)."""
 
     topic: str
     partition: int

@@ -33,7 +33,7 @@ GATE_REJECTIONS = Counter(
     "govbus_gate_rejections_total", "Events rejected to the DLQ, by first violated rule",
     ["agency", "rule"])
 
-# --- the router (Art. 15, 17, 25) ---------------------------------------------------------
+# --- routing (Art. 15, 17, 25) ------------------------------------------------------------
 ROUTER_EVENTS = Counter(
     "govbus_router_events_total", "Validated events routed", ["agency", "resource"])
 ROUTER_DELIVERIES = Counter(
@@ -44,10 +44,10 @@ ROUTER_WITHHELD = Counter(
     ["agency", "resource", "share_class"])
 ROUTER_GRANTS = Gauge(
     "govbus_router_grants", "Grants (revoked ones too) in the router's last load of the "
-    "control plane", ["group"])  # labelled, so only a router process exports it
+    "control plane", ["group"])  # labelled, so only a hot-path process exports it
 ROUTER_GRANTS_LOADED = Gauge(
     "govbus_router_grants_loaded_timestamp_seconds",
-    "When the router last loaded the grants (a new grant takes effect from then on)",
+    "When the hot path last loaded the grants (a new grant takes effect from then on)",
     ["group"])
 DELIVERY_LATENCY = Histogram(
     "govbus_delivery_latency_seconds",

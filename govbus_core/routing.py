@@ -169,9 +169,9 @@ class _Projection:
 class RoutePlan:
     """Routing of one resource against a set of grants at one moment, decided once.
 
-    The router and the hot path build one per resource and batch: the share class, the
-    provision methods, the grants in force and each grant's projection are the same for every
-    event of the batch, so only the projections run per event. :func:`route` is this for
+    The hot path builds one per resource and batch: the share class, the provision methods,
+    the grants in force and each grant's projection are the same for every event of the
+    batch, so only the projections run per event. :func:`route` is this for
     a single event."""
 
     def __init__(self, resource: Resource, grants: list[Grant], at: dt.datetime) -> None:

@@ -80,7 +80,7 @@ def decide_request(resource: Resource, requester: str, fields: list[str] | None,
 
 @dataclass(frozen=True)
 class Grant:
-    """A grant as the router sees it."""
+    """A grant as routing sees it."""
 
     grant_id: int
     recipient: str

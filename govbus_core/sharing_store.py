@@ -172,7 +172,7 @@ def decide(dsn: str, request_id: int, by: str, approve: bool, reason: str | None
 
 
 def revoke(dsn: str, grant_id: int, by: str, reason: str) -> dict[str, Any]:
-    """End a grant now; the router stops delivering within its refresh interval."""
+    """End a grant now; the hot path stops delivering within its refresh interval."""
     if not reason.strip():
         raise SharingError("a revocation states its reason (--reason)")
     at = now()

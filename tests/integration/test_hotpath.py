@@ -1,6 +1,6 @@
-"""The hot path (gate, router, reconcile feed and delivery log in one pass), on a real broker
-and a real PostgreSQL: what the split stages did, it does, with one decode per event; and a
-``kill -9`` mid-stream neither loses nor double-logs a delivery.
+"""The hot path (judge, route, feed and settle in one pass), on a real broker and a real
+PostgreSQL: it rejects, routes, logs and feeds with one decode per event; and a ``kill -9``
+mid-stream neither loses nor double-logs a delivery.
 """
 
 from __future__ import annotations
