@@ -259,7 +259,7 @@ def link(prepared: Sequence[Prepared], head: Head, logged_us: int) -> list[Logge
 def chain(deliveries: Sequence[LogEntry], head: Head, logged_us: int) -> list[LoggedRow]:
     """Rows for ``deliveries`` appended after ``head``: consecutive seqs, each hash linked,
     as :meth:`LoggedRow.content` and :func:`row_hash` define them
-    (``tests/unit/test_delivery_log.py`` checks that they agree)."""
+    (``tests/unit/delivery_log/test_delivery_log.py`` checks that they agree)."""
     return link([prepare(d) for d in deliveries], head, logged_us)
 
 

@@ -35,7 +35,7 @@ _USCC_DIGITS = str.maketrans(USCC_ALPHABET, "0123456789abcdefghijklmnopqrstu")
 # weights w**k_i whenever b = w (mod m). GB 11643 weighs 2**k mod 11, so base 13 (= 2 mod 11);
 # GB 32100 weighs 3**k mod 31 from the left, so base 34 (= 3 mod 31), read reversed. Only
 # strings already checked to hold nothing but such digits reach int() (it would also take
-# signs, spaces and underscores). tests/unit/test_identifiers.py checks both against the
+# signs, spaces and underscores). tests/unit/core/test_identifiers.py checks both against the
 # standards' formulas. 1.2 -> 0.3 µs for a resident id (timeit).
 
 _BORN: dict[str, dt.date | None] = {}  # YYYYMMDD -> its date (None: not a calendar date)

@@ -18,7 +18,7 @@ import pytest
 from govbus.core import db
 from govbus.core.config import Settings
 from govbus.producers.publisher import Change, Publisher
-from tests.integration.test_router import company
+from tests.integration.stream_apps.test_routing import company
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 1200

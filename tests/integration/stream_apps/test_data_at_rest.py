@@ -15,7 +15,7 @@ from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.producers.publisher import Change, Publisher
 from tests.integration.helpers import wait_until
-from tests.integration.test_router import agency, grant, pipeline  # noqa: F401  (fixture)
+from tests.integration.stream_apps.test_routing import agency, grant, pipeline  # noqa: F401  (fixture)
 
 POP = "public_security.population_register"
 

@@ -15,7 +15,7 @@ from govbus.core import catalogue_check as cc
 from govbus.core.catalogue import CatalogueError, Resource, load_catalogue
 from govbus.core.catalogue_check import Finding, check_catalogue, errors_only
 
-SHIPPED = Path(__file__).resolve().parents[2] / "schemas"
+SHIPPED = Path(__file__).resolve().parents[3] / "schemas"
 TODAY = dt.date(2026, 11, 25)
 
 POPULATION = "public_security/population_register"

@@ -24,11 +24,11 @@ from govbus.core.kafka import ensure_topics, producer_config
 from govbus.producers.publisher import Change
 from govbus.stream_apps.hotpath import HotPath
 from govbus.stream_apps.judge import DLQ_RECORD_MAX_BYTES
+from tests.integration.govbus.test_access import cli
+from tests.integration.govbus.test_sharing_cli import token  # one token per agency and database
 from tests.integration.helpers import TopicReader, running, wait_until
 from tests.integration.kills import logged
-from tests.integration.test_access import cli
-from tests.integration.test_router import TAX, agency, company, grant, publish
-from tests.integration.test_sharing_cli import token  # one token per agency and database
+from tests.integration.stream_apps.test_routing import TAX, agency, company, grant, publish
 
 
 @pytest.fixture

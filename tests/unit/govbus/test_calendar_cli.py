@@ -9,9 +9,9 @@ import pytest
 
 from govbus.cli import main
 from govbus.core import workdays
-from tests.unit.test_workdays import _calendar  # noqa: F401  (autouse: a fresh calendar)
+from tests.unit.core.test_workdays import _calendar  # noqa: F401  (autouse: a fresh calendar)
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "infra" / "holidays.example.json"
+EXAMPLE = Path(__file__).resolve().parents[3] / "infra" / "holidays.example.json"
 #: a made-up year far ahead (2099-05-01 is a Friday, 2099-05-09 a Saturday)
 SYNTHETIC = {"years": {"2099": {"notice": "test data, not a notice",
                                 "holidays": [{"name": "劳动节", "from": "2099-05-01",

@@ -17,10 +17,10 @@ from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.producers.publisher import Change
 from govbus.stream_apps.feed import CASES_TOPIC
+from tests.integration.govbus.test_cli import govbus
+from tests.integration.govbus.test_sharing_cli import token
 from tests.integration.helpers import TopicReader, wait_until
 from tests.integration.reconcile_pipeline import MR, TAX, Pipeline, company, publish, tax_row
-from tests.integration.test_cli import govbus
-from tests.integration.test_sharing_cli import token
 
 T0 = 1_790_000_000_000
 POP = "public_security.population_register"

@@ -11,7 +11,7 @@ import pytest
 
 from govbus.core.compat import check_backward_transitive, incompatibilities
 
-SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
+SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
 
 def record(*fields: dict[str, Any], name: str = "R", **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pytest
 from govbus.core import topics
 from govbus.core.kafka import topic_kind
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FOLDERS = ("govbus_core", "delivery_log", "producers", "consumers", "stream_apps", "infra",
            "govbus")
 NAME = re.compile(r"^\^?(ingest|validated|dlq|deliver|notices)\\?\.|"

@@ -28,9 +28,9 @@ from govbus.core.config import Settings
 from govbus.delivery_log import verify
 from govbus.producers.publisher import Change, Publisher
 from govbus.runtime import STREAM_APPS
+from tests.integration.govbus.test_cli import govbus
 from tests.integration.helpers import TopicReader, wait_until
-from tests.integration.test_cli import govbus
-from tests.integration.test_router import TAX, agency, company, grant
+from tests.integration.stream_apps.test_routing import TAX, agency, company, grant
 
 
 class Runtime:

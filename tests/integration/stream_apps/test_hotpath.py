@@ -25,7 +25,7 @@ from govbus.stream_apps.feed import VALUES_TOPIC
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.helpers import TopicReader, running, wait_until
 from tests.integration.kills import N, Processes, further, logged, paced_feed
-from tests.integration.test_router import TAX, agency, company, grant, publish
+from tests.integration.stream_apps.test_routing import TAX, agency, company, grant, publish
 
 
 @pytest.fixture

@@ -41,7 +41,6 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
     ("notices.tax", "notices"),
     ("reconcile.values", "reconcile_values"),
     ("reconcile.cases", "reconcile_cases"),
-    ("govbus.deliveries", "deliveries"),
     ("govbus.log.checkpoints", "checkpoints"),
     ("govbus.control", "control"),
     ("test.partitioner", "other"),
@@ -59,7 +58,6 @@ def test_the_kind_of_a_topic_follows_from_its_name(name: str, kind: str) -> None
     ("reconcile.values", 12 * 3600_000),
     ("deliver.hrss.tax_registration", 13 * 3600_000),
     ("notices.hrss", 13 * 3600_000),
-    ("govbus.deliveries", 13 * 3600_000),
     ("dlq.tax", 14 * 3600_000),
     ("govbus.log.checkpoints", -1),
 ])
@@ -99,7 +97,7 @@ def test_a_record_the_producer_accepts_fits_every_topic(limit: int) -> None:
     assert producer == limit
     largest_batch = producer + 36 + 61
     for name in ("ingest.a.r", "validated.a.r", "deliver.b.r", "dlq.a", "reconcile.values",
-                 "reconcile.cases", "govbus.deliveries", "govbus.log.checkpoints", "x"):
+                 "reconcile.cases", "govbus.control", "govbus.log.checkpoints", "x"):
         assert int(topic_spec(settings, name).configs["max.message.bytes"]) >= largest_batch
 
 

@@ -35,7 +35,7 @@ from tests.corpus.bad_inputs import (
 )
 from tests.integration.helpers import TopicReader, running, wait_until
 from tests.integration.kills import logged
-from tests.integration.test_router import agency, grant, state_event_id
+from tests.integration.stream_apps.test_routing import agency, grant, state_event_id
 
 RULES = {"envelope.event_id_blank", "envelope.occurred_in_future",
          "identifier.resident_id_lowercase", "envelope.before_invalid", "topic.malformed"}
@@ -139,7 +139,7 @@ def test_the_publish_api_refuses_a_change_dated_ahead_of_its_clock(settings: Set
     is sent (Art. 19)."""
     from govbus.core.envelope import now_ms
     from govbus.producers.publisher import Change, Publisher
-    from tests.integration.test_router import company
+    from tests.integration.stream_apps.test_routing import company
 
     rng = random.Random(7)
     ahead = now_ms() + 2 * settings.max_clock_skew_ms + 60_000

@@ -293,7 +293,7 @@ def _relay_process(tansu: TansuBroker, dsn: str, log: Path) -> subprocess.Popen[
                                  "--agency", AGENCY, "--resource", RESOURCE,
                                  "--batch-size", "50"],
                                 env=env, stdout=subprocess.DEVNULL, stderr=out,
-                                cwd=Path(__file__).resolve().parents[2])
+                                cwd=Path(__file__).resolve().parents[3])
 
 
 def test_broker_outage_loses_nothing(tansu: TansuBroker, broker_settings: Settings,

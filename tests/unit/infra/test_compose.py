@@ -16,7 +16,7 @@ import yaml
 
 from govbus.core.config import Settings
 
-INFRA = Path(__file__).resolve().parents[2] / "infra"
+INFRA = Path(__file__).resolve().parents[3] / "infra"
 COMPOSE: dict[str, Any] = yaml.safe_load((INFRA / "docker-compose.yml").read_text())
 PROMETHEUS: dict[str, Any] = yaml.safe_load(
     (INFRA / "prometheus" / "prometheus-compose.yml").read_text())

@@ -19,8 +19,8 @@ from govbus.producers.publisher import Change
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.helpers import TopicReader, wait_until
 from tests.integration.kills import logged
-from tests.integration.test_poison import hotpath  # noqa: F401  (fixture)
-from tests.integration.test_router import TAX, agency, company, grant, publish
+from tests.integration.stream_apps.test_poison import hotpath  # noqa: F401  (fixture)
+from tests.integration.stream_apps.test_routing import TAX, agency, company, grant, publish
 
 
 def test_an_accepted_event_id_reused_for_another_record_is_rejected(

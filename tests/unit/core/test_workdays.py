@@ -25,7 +25,7 @@ from govbus.core.workdays import (
     year_source,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "infra" / "holidays.example.json"
+EXAMPLE = Path(__file__).resolve().parents[3] / "infra" / "holidays.example.json"
 #: a made-up year far ahead, so no test date is mistaken for a real notice: 2099-01-01 is a
 #: Thursday; 1-3 January off, Sunday 4 January worked; 2099-05-01 (Friday) off
 SYNTHETIC = {"format": "govbus-holidays/1", "years": {"2099": {

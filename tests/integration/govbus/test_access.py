@@ -14,7 +14,7 @@ import pytest
 
 from govbus.core import access, db, sharing_store
 from govbus.core.catalogue import Catalogue
-from tests.integration.test_cli import govbus
+from tests.integration.govbus.test_cli import govbus
 
 
 def agency() -> str:

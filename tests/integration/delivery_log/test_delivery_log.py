@@ -20,7 +20,7 @@ from govbus.core import db
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 RECIPIENTS = ("hrss", "tax")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 

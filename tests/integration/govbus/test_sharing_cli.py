@@ -6,7 +6,7 @@ import json
 import uuid
 
 from govbus.core import access, db
-from tests.integration.test_cli import govbus
+from tests.integration.govbus.test_cli import govbus
 
 TOKENS: dict[tuple[str, str], str] = {}
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 TOPICS = ["ingest.tax.tax_registration", "validated.tax.tax_registration",
           "deliver.hrss.tax_registration", "dlq.tax", "reconcile.values", "reconcile.cases",
-          "govbus.deliveries", "govbus.log.checkpoints", "govbus.control", "notices.hrss"]
+          "govbus.log.checkpoints", "govbus.control", "notices.hrss"]
 
 
 def described(settings: Settings, topic: str) -> dict[str, str]:
