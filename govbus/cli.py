@@ -64,10 +64,10 @@ def say(message: str) -> None:
 def schemas_dir() -> Path:
     """The catalogue every command reads: ``--schemas``, which :func:`main` puts in
     ``GOVBUS_SCHEMAS_DIR`` for the command (and what it starts), else that variable, else the
-    shipped schemas/ (the one path :class:`Settings` reads too)."""
-    from govbus.core.catalogue import default_schemas_dir
+    shipped schemas/ (the one path :class:`Settings` reads too). Every setting is checked."""
+    from govbus.core.config import read_env
 
-    return Path(os.environ.get(SCHEMAS_ENV) or default_schemas_dir())
+    return Path(read_env()["schemas_dir"])
 
 
 def catalogue(strict: bool = True) -> Any:
@@ -127,11 +127,9 @@ def _catalogue(args: argparse.Namespace, strict: bool = True) -> Any:
 
 
 def _database_url() -> str | None:
-    import os
+    from govbus.core.config import database_url
 
-    from govbus.core.config import read_runtime
-
-    return os.environ.get("DATABASE_URL") or read_runtime().get("database_url")  # type: ignore
+    return database_url()
 
 
 def cmd_catalogue_check(args: argparse.Namespace) -> int:
@@ -345,6 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus import cli_purge  # retention (Art. 25, docs/retention.md)
 
     cli_purge.register(sub, add)
+    from govbus import cli_config  # the effective settings, the docs' table
+
+    cli_config.register(sub, add)
     p = add("demo", cmd_demo, "start everything, publish a realistic sample, summarise, stop")
     p.add_argument("--events", type=int, default=3000, help="events to publish (3000)")
     p.add_argument("--seed", type=int, default=2018, help="random seed (2018)")

@@ -22,7 +22,10 @@ def _next_year() -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    found = workdays.load_holidays_file(args.file) if args.file else workdays.holidays_file()
+    from govbus.core.config import Deadlines
+
+    path = args.file or Deadlines.from_env().holidays_file  # neither broker nor database
+    found = workdays.load_holidays_file(path) if path else None
     report = workdays.year_report(args.year, found)
     if args.json:
         from govbus.cli import dumps

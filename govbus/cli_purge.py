@@ -10,7 +10,6 @@ to stdout.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -18,13 +17,9 @@ from govbus.core.errors import GovbusError
 
 
 def _dsn() -> str:
-    from govbus.core.config import read_runtime
+    from govbus.core.config import require_database_url
 
-    url = os.environ.get("DATABASE_URL") or read_runtime().get("database_url")
-    if not url:
-        raise GovbusError("DATABASE_URL not set and no embedded runtime is running: run "
-                          "`govbus up` first, or set DATABASE_URL")
-    return str(url)
+    return require_database_url()
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -42,13 +37,14 @@ def _line(r: dict[str, Any]) -> str:
 
 def cmd_purge(args: argparse.Namespace) -> int:
     from govbus.core import retention
-    from govbus.core.config import retention_settings
+    from govbus.core.config import Retention
 
-    days = {t: retention_settings()[f"{t}_retention_days"] for t in retention.TABLES}
+    section = Retention.from_env()  # needs neither broker nor database
+    days = {t: getattr(section, f"{t}_retention_days") for t in retention.TABLES}
     if args.batch_size < 1:
         raise GovbusError(f"--batch-size {args.batch_size}: at least 1 row per transaction")
     outbox_dsns = list(args.outbox_dsn or [])
-    outbox_dsns += [d for d in os.environ.get("GOVBUS_OUTBOX_DSNS", "").split() if d]
+    outbox_dsns += list(section.outbox_dsns)
 
     def progress(table: str, done: int) -> None:
         print(f"purge {table}: {done} row(s) {'counted' if args.dry_run else 'done'} so far",

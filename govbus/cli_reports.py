@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,13 @@ from typing import Any
 from govbus import report_render as render
 from govbus import reports
 from govbus.cli import dumps
-from govbus.core.config import read_runtime
+from govbus.core.config import require_database_url
 from govbus.core.errors import ConfigError
 
 
 def _dsn() -> str:
     """Reports need only PostgreSQL: ``DATABASE_URL``, else the embedded runtime's."""
-    dsn = os.environ.get("DATABASE_URL") or read_runtime().get("database_url")
-    if not dsn:
-        raise ConfigError("DATABASE_URL not set and no embedded runtime is running: run "
-                          "`govbus up` first, or set DATABASE_URL")
-    return str(dsn)
+    return require_database_url()
 
 
 def _write(target: str, text: str, what: str) -> None:

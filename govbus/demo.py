@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import time
 import uuid
@@ -210,7 +209,7 @@ def run(args: argparse.Namespace, say: runtime.Say = print) -> int:
         publish_sample(pub, data, rng, tally, say)
         publish_garbage(pub, tally, uuid.uuid4().hex[:8])
         pub.close()
-        timeout = float(os.environ.get("GOVBUS_DEMO_TIMEOUT", "90"))
+        timeout = settings.demo_timeout_s
         say("== waiting for the gate")
         collect(settings, tally, timeout, say)
         ok = summary(tally, say)

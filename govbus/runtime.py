@@ -32,7 +32,7 @@ from typing import Any
 from govbus import prom
 from govbus.core import db, registry, topics
 from govbus.core.catalogue import Catalogue, load_catalogue
-from govbus.core.config import read_runtime, runtime_file, state_dir, topic_settings
+from govbus.core.config import read_env, read_runtime, runtime_file, state_dir, topic_settings
 from govbus.core.errors import BrokerError, ConfigError, GovbusError
 from govbus.core.kafka import ensure_topics
 
@@ -487,9 +487,8 @@ def mend(state: dict[str, Any], base: Path, partitions: int, say: Say) -> list[s
         restarted.append("postgres")
     runtime_file().write_text(json.dumps(state))
     if lost:
-        schemas = os.environ.get("GOVBUS_SCHEMAS_DIR")
-        prepare(state["bootstrap_servers"], state["database_url"],
-                Path(schemas) if schemas else None, partitions, say)
+        prepare(state["bootstrap_servers"], state["database_url"], read_env()["schemas_dir"],
+                partitions, say)
     if lost or not supervisor_alive(state, base):
         why = "the broker is new" if lost else "supervisord had stopped"
         old_apps = stop_supervisor(state, base)
@@ -532,7 +531,8 @@ def mend(state: dict[str, Any], base: Path, partitions: int, say: Say) -> list[s
 def up(say: Say = print, partitions: int = 3) -> dict[str, Any]:
     """Start the runtime, or restart what died of a running one; returns what ``status``
     would print, with ``restarted`` (the names ``up`` started again)."""
-    base = state_dir()
+    settings = read_env()  # every setting checked before anything starts
+    base = settings["state_dir"]
     base.mkdir(parents=True, exist_ok=True)
     current: dict[str, Any] = read_runtime()
     if current.get("supervisor") and current.get("bootstrap_servers") and \
@@ -549,19 +549,18 @@ def up(say: Say = print, partitions: int = 3) -> dict[str, Any]:
         down(say=lambda _m: None)
     state: dict[str, Any] = {"state_dir": str(base), "started_at": time.time(), "apps": {}}
     runtime_file().write_text(json.dumps(state))  # so a failed `up` can be brought down
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    bootstrap = settings["bootstrap_servers"]
     if not bootstrap:
         bootstrap, state["broker_pid"] = start_broker(base)
         state["broker_started_at"] = time.time()
         say(f"broker: Tansu (embedded, memory-only) on {bootstrap}")
-    database_url = os.environ.get("DATABASE_URL")
+    database_url = settings["database_url"]
     if not database_url:
         database_url, state["postgres_pid"], state["pgdata"] = start_postgres(base)
         say(f"database: embedded PostgreSQL at {database_url}")
     state.update(bootstrap_servers=bootstrap, database_url=database_url)
     runtime_file().write_text(json.dumps(state))
-    schemas = os.environ.get("GOVBUS_SCHEMAS_DIR")
-    prepare(bootstrap, database_url, Path(schemas) if schemas else None, partitions, say)
+    prepare(bootstrap, database_url, settings["schemas_dir"], partitions, say)
     state["metrics"] = prom.free_ports(STREAM_APPS)  # scrape targets, one port per app
     (base / "restarts.json").unlink(missing_ok=True)  # a new runtime counts from zero
     start_supervisor(state, base)

@@ -28,6 +28,7 @@ import psycopg2
 
 from govbus.core import db
 from govbus.core.errors import DatabaseError, GovbusError
+from govbus.core.settings_spec import Access
 
 TOKEN_ENV, TOKEN_FILE_ENV = "GOVBUS_TOKEN", "GOVBUS_TOKEN_FILE"
 INFORMATION_CENTER = "information_center"
@@ -110,7 +111,8 @@ def authenticate(dsn: str, agency: str, token: str | None) -> None:
 def token_from(token_file: str | None = None) -> str | None:
     """``--token-file``, else ``GOVBUS_TOKEN_FILE``, else ``GOVBUS_TOKEN``. A token file
     readable by group or others is refused: the token is a password."""
-    path = token_file or os.environ.get(TOKEN_FILE_ENV)
+    access = Access.from_env()
+    path = token_file or access.token_file
     if path:
         try:
             mode = Path(path).stat().st_mode
@@ -120,7 +122,7 @@ def token_from(token_file: str | None = None) -> str | None:
             return Path(path).read_text().strip()
         except OSError as exc:
             raise AccessError(f"cannot read token file {path}: {exc.strerror}") from exc
-    return os.environ.get(TOKEN_ENV) or None
+    return access.token
 
 
 def require(dsn: str, agency: str, token_file: str | None = None) -> str:

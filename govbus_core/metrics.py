@@ -15,7 +15,6 @@ for them.
 
 from __future__ import annotations
 
-import os
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-from govbus.core.errors import ConfigError
+from govbus.core.settings_spec import Metrics
 
 # --- the gate (Art. 7, 8, 12) -------------------------------------------------------------
 GATE_EVENTS = Counter(
@@ -128,16 +127,7 @@ def observe_many(child: Any, amounts: Sequence[float]) -> None:
 
 def metrics_port() -> int | None:
     """``GOVBUS_METRICS_PORT``: where to serve ``/metrics``; unset or empty: nowhere."""
-    raw = os.environ.get("GOVBUS_METRICS_PORT") or ""
-    if not raw:
-        return None
-    try:
-        port = int(raw)
-    except ValueError as exc:
-        raise ConfigError(f"GOVBUS_METRICS_PORT={raw!r} is not a port number") from exc
-    if not 0 < port < 65536:
-        raise ConfigError(f"GOVBUS_METRICS_PORT={port} is out of range (0, 65535]")
-    return port
+    return Metrics.from_env().metrics_port
 
 
 def serve(port: int | None = None, addr: str | None = None) -> int | None:
@@ -150,4 +140,4 @@ def serve(port: int | None = None, addr: str | None = None) -> int | None:
 
 def metrics_addr() -> str:
     """``GOVBUS_METRICS_ADDR``: the interface to listen on (0.0.0.0 in containers)."""
-    return os.environ.get("GOVBUS_METRICS_ADDR") or "127.0.0.1"
+    return Metrics.from_env().metrics_addr

@@ -23,8 +23,8 @@ import psycopg2.extras
 
 from govbus.core import db
 from govbus.core.catalogue import Catalogue
-from govbus.core.config import _int_env
 from govbus.core.errors import DatabaseError, GovbusError
+from govbus.core.settings_spec import Deadlines
 from govbus.core.workdays import add_working_days
 
 KINDS = ("objection", "complaint")
@@ -37,9 +37,12 @@ class ObjectionError(GovbusError):
 
 
 def deadline_days(kind: str) -> int:
+    """Working days to answer: ``GOVBUS_COMPLAINT_DEADLINE_DAYS`` for a complaint,
+    ``GOVBUS_OBJECTION_DEADLINE_DAYS`` for an objection."""
+    deadlines = Deadlines.from_env()
     if kind == "complaint":
-        return _int_env("GOVBUS_COMPLAINT_DEADLINE_DAYS", 10, 1, 365)
-    return _int_env("GOVBUS_OBJECTION_DEADLINE_DAYS", 5, 1, 365)
+        return deadlines.complaint_deadline_days
+    return deadlines.objection_deadline_days
 
 
 def check_filing(catalogue: Catalogue, kind: str, filed_by: str, against: str,

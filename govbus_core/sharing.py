@@ -12,12 +12,12 @@ are delivered in clear only with a confidentiality agreement, and masked otherwi
 from __future__ import annotations
 
 import datetime as dt
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from govbus.core.catalogue import Resource
 from govbus.core.errors import GovbusError
+from govbus.core.settings_spec import Deadlines
 from govbus.core.workdays import add_working_days
 
 PLATFORM = "information_center"  # the operator decides what the rules decide (Art. 18)
@@ -36,10 +36,8 @@ class RequestDecision:
 
 
 def deadline_days() -> int:
-    raw = os.environ.get("GOVBUS_REQUEST_DEADLINE_DAYS", "5")
-    if not raw.isdigit() or int(raw) < 1:
-        raise SharingError(f"GOVBUS_REQUEST_DEADLINE_DAYS={raw!r} must be a positive integer")
-    return int(raw)
+    """``GOVBUS_REQUEST_DEADLINE_DAYS``: working days the provider has to decide (Art. 18)."""
+    return Deadlines.from_env().request_deadline_days
 
 
 def due_at(requested: dt.datetime) -> dt.datetime:

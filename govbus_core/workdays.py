@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from chinese_calendar import constants as _library
 
 from govbus.core.errors import ConfigError
 from govbus.core.metrics import WORKDAY_FALLBACK
+from govbus.core.settings_spec import env_value
 
 log = logging.getLogger("govbus.workdays")
 
@@ -261,17 +261,22 @@ _warned: set[int] = set()
 
 def holidays_file() -> HolidayFile | None:
     """The file ``GOVBUS_HOLIDAYS_FILE`` names, read and checked once; None when unset."""
-    path = os.environ.get(HOLIDAYS_FILE_ENV) or ""
-    if path not in _loaded:
+    return _holidays_at(env_value(HOLIDAYS_FILE_ENV))
+
+
+def _holidays_at(path: Path | None) -> HolidayFile | None:
+    key = str(path) if path else ""
+    if key not in _loaded:
         if _loaded:  # another file than the one the cached answers came from
             reset_calendar()
-        _loaded[path] = load_holidays_file(path) if path else None
-    return _loaded[path]
+        _loaded[key] = load_holidays_file(key) if key else None
+    return _loaded[key]
 
 
-def holidays_file_setting() -> Path | None:
-    """For ``Settings.from_env``: the holiday file's path, checked at start-up (fail closed)."""
-    found = holidays_file()
+def use_holidays_file(path: Path | None) -> Path | None:
+    """For ``Settings.from_env``: the holiday file ``path`` (the setting's value) read and
+    checked at start-up (fail closed), and this process's calendar from then on."""
+    found = _holidays_at(path)
     return Path(found.path) if found else None
 
 

@@ -223,7 +223,7 @@ class OutboxRelay:
                  poll_interval: float = 0.5) -> None:
         self.dsn, self.settings, self.agency = agency_dsn, settings, agency
         self.batch_size, self.poll_interval = batch_size, poll_interval
-        self.locality = locality or DEFAULT_LOCALITY
+        self.locality = locality or settings.locality
         self.message_timeout_ms = message_timeout_ms
         catalogue = catalogue or load_catalogue(settings.schemas_dir)
         self.resource = provider_resource(catalogue, agency, resource)
@@ -398,7 +398,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="install (idempotently) the outbox and the trigger on --table first")
     p.add_argument("--once", action="store_true", help="publish what waits, then exit")
     p.add_argument("--batch-size", type=int, default=500, help="rows per batch (500)")
-    p.add_argument("--locality", help=f"division code of the records ({DEFAULT_LOCALITY})")
+    p.add_argument("--locality", help="division code of the records (default: "
+                   f"$GOVBUS_LOCALITY, else {DEFAULT_LOCALITY})")
     p.add_argument("--message-timeout-ms", type=int, default=10000,
                    help="broker acknowledgement deadline per event (10000)")
 

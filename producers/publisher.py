@@ -8,7 +8,6 @@ producer, keyed by entity so one entity's changes stay in order.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +25,7 @@ from govbus.core.registry import RegisteredSchema, SchemaRegistry
 from govbus.core.serde import frame
 from govbus.core.validation import check_event, check_record_types
 
-DEFAULT_LOCALITY = os.environ.get("GOVBUS_LOCALITY", "360502")  # Yushui District, Xinyu
+DEFAULT_LOCALITY = Settings.locality  # GOVBUS_LOCALITY's default: Yushui District, Xinyu
 
 
 @dataclass
@@ -115,7 +114,8 @@ class Publisher:
             return None, problems
         event = make_event(resource, version=reg.version, op=op, record=change.record,
                            before=change.before, agency=agency,
-                           locality=change.locality or DEFAULT_LOCALITY, system=change.system,
+                           locality=change.locality or self.settings.locality,
+                           system=change.system,
                            event_id=change.event_id, occurred_ms=change.occurred_ms,
                            table=change.table, txid=change.txid, seq=change.seq)
         # the gate's clock rule too: a change dated ahead of the clock is refused here with the

@@ -35,7 +35,6 @@ that the embedded broker does not keep over a restart. See the README's "Reconci
 from __future__ import annotations
 
 import logging
-import os
 import zlib
 from typing import Any
 
@@ -47,7 +46,7 @@ from confluent_kafka import Consumer, Producer
 
 from govbus.core import db, metrics
 from govbus.core.batching import Acks, BatchStage, commit, next_offsets, produce, serve, usable
-from govbus.core.config import Settings, _int_env
+from govbus.core.config import Settings
 from govbus.core.envelope import now_ms
 from govbus.core.kafka import consumer_config, ensure_topics, producer_config
 from govbus.stream_apps.feed import CASES_TOPIC, VALUES_TOPIC
@@ -60,16 +59,6 @@ UPSERT = """
 INSERT INTO reconcile_state (reconciler, entity, state) VALUES %s
 ON CONFLICT (reconciler, entity) DO UPDATE SET state = EXCLUDED.state
 """
-
-
-def reconciler_id() -> str:
-    """``GOVBUS_RECONCILER_ID``: the consumer group, and the name its state is kept under."""
-    return os.environ.get("GOVBUS_RECONCILER_ID") or "govbus-reconciler"
-
-
-def deadline_days() -> int:
-    """``GOVBUS_CASE_DEADLINE_DAYS`` (default 5): working days to verify a case (Art. 20)."""
-    return _int_env("GOVBUS_CASE_DEADLINE_DAYS", 5, 1, 365)
 
 
 def members(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -138,10 +127,11 @@ class Reconciler(BatchStage):
 
     def __init__(self, settings: Settings, group: str | None = None, batch: int = 100) -> None:
         ensure_topics(settings, [VALUES_TOPIC, CASES_TOPIC])
-        self.group = group or reconciler_id()
+        # GOVBUS_RECONCILER_ID: the consumer group, and the name its state is kept under
+        self.group = group or settings.reconciler_id
         super().__init__(Consumer(consumer_config(settings, self.group)), batch)
         self.settings = settings
-        self.days = deadline_days()
+        self.days = settings.case_deadline_days  # working days to verify a case (Art. 20)
         self.lock = lock_key(self.group)
         self.producer = Producer(producer_config(settings, **{"linger.ms": 20}))
         self.db = db.Reused(settings.database_url)
