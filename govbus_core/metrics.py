@@ -111,7 +111,7 @@ def observe_many(child: Any, amounts: Sequence[float]) -> None:
     sum, not one of each per amount: the hot path times every delivery, and observing them one
     by one was a twentieth of its interpreter lock (py-spy ``--gil``). Uses the histogram
     child's bucket bounds and values (prometheus-client 0.20-0.26); a child without them is
-    observed one by one. ``tests/unit/test_stage_metrics.py`` checks both give the same
+    observed one by one. ``tests/unit/stream_apps/test_stage_metrics.py`` checks both give the same
     exposition."""
     bounds = getattr(child, "_upper_bounds", None)
     buckets = getattr(child, "_buckets", None)

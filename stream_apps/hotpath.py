@@ -192,7 +192,7 @@ class HotPath(Pipelined[Decided]):
                              "linger.ms": 20, "compression.type": "lz4"})))
         self.settings = settings
         dsn = settings.database_url
-        self.control = ControlPlane(dsn, refresh_s or getattr(settings, "grant_refresh_s", 1.0), group)  # TEMP
+        self.control = ControlPlane(dsn, refresh_s or settings.grant_refresh_s, group)
         self.decider = Decider(NegativeCache(SchemaRegistry(dsn)), self.control,
                                owners(load_catalogue(settings.schemas_dir)),
                                Bundles.on_broker(settings),
