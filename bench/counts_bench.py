@@ -1,11 +1,11 @@
 """What the gate's durable counts (migration 0005) cost per batch.
 
-``python -m bench.counts_bench [--batches 200] [--batch-size 1000]``: writes batches of gate
+``python -m bench.counts_bench [--batches 200] [--batch-size 1000]``: writes batches of
 verdicts (5 agencies, 3 partitions, 10 % rejected) with ``CountWriter.write`` into a scratch
 database on the same PostgreSQL as the other benchmarks, and prints the median and p95 time
-per batch and the verdicts/s that ceiling allows. The gate does this once per batch, after its
-outputs are acknowledged; compare with the gate's own batch time in ``python -m bench --only
-gate``. Standalone (not in ``python -m bench``) to keep that runner untouched.
+per batch and the verdicts/s that ceiling allows. The hot path's settling process does this
+once per batch, after the batch's outputs are acknowledged; compare with the hot path's own
+batch time in ``python -m bench --only gate``. Standalone (not in ``python -m bench``).
 """
 
 from __future__ import annotations

@@ -41,6 +41,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def parent(pid: str) -> str:
+    """The parent's pid ("0" once the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[1]
+    except OSError:
+        return "0"
+
+
 def kind(pid: str) -> str | None:
     """Which of :data:`PROCESSES` a process is, if any."""
     try:
@@ -56,8 +65,8 @@ def kind(pid: str) -> str | None:
         return "tansu"
     if "bench.worker" in cmd:
         return "worker"
-    if "govbus.stream_apps.settler" in cmd:
-        return "settler"
+    if "spawn_main" in cmd and kind(parent(pid)) == "worker":
+        return "settler"  # the hot path's settling process: a multiprocessing spawn child
     if int(pid) == os.getpid():
         return "feeder"  # this process: it encodes and feeds the events
     if "govbus.stream_apps.reconciler" in cmd:

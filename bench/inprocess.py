@@ -27,16 +27,19 @@ from typing import Any
 
 import psycopg2
 
-from govbus.consumers.delivery_chain import GENESIS, Head
-from govbus.consumers.delivery_log import LogWriter, _copy, _ready
 from govbus.core.catalogue import load_catalogue
+from govbus.core.control_plane import ControlPlane
+from govbus.core.entity_state import StateWriter
 from govbus.core.event_counts import CountWriter
 from govbus.core.registry import SchemaRegistry
+from govbus.delivery_log import LogWriter
+from govbus.delivery_log.chain import GENESIS, Head
+from govbus.delivery_log.store import _copy, _ready
 from govbus.stream_apps.event_ids import EventIds
-from govbus.stream_apps.gate import NegativeCache
-from govbus.stream_apps.hotpath import Decider, log_entry
-from govbus.stream_apps.reconcile_feed import Bundles, owners
-from govbus.stream_apps.router import ControlPlane, StateWriter
+from govbus.stream_apps.feed import Bundles, owners
+from govbus.stream_apps.hotpath import Decider
+from govbus.stream_apps.judge import NegativeCache
+from govbus.stream_apps.route import log_entry
 
 from . import workload
 from .env import environment

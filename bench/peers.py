@@ -1,7 +1,8 @@
 """The baselines a user could pick instead of govbus, on the same broker and topic data.
 
 - **confluent-kafka**: :class:`bench.gate_bench.Passthrough`, a plain consume→produce loop
-  (batch 1000, manual commit after flush), in a forked process of the bench.
+  (batches of :data:`bench.gate_bench.BATCH`, the hot path's, manual commit after flush), in
+  a forked process of the bench.
 - **faust**: a bare passthrough agent (``await topic.send`` per event): once with faust's
   default producer settings, once with the 20 ms producer linger every govbus stage uses (about
   twice as fast here, so the stricter baseline).

@@ -3,7 +3,7 @@
 Building blocks of :mod:`bench.pipeline_bench`: the grant mix that makes events route to
 several agencies, the worker processes (:mod:`bench.worker`), a feeder that produces
 pre-encoded events, and the delivery log's head as the finishing line (every delivery the
-router made is logged exactly once, so the head's seq counts deliveries without a scan).
+hot path made is logged exactly once, so the head's seq counts deliveries without a scan).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from govbus.core.batching import produce
 from govbus.core.catalogue import Catalogue
 from govbus.core.kafka import producer_config
 from govbus.core.registry import SchemaRegistry
-from govbus.stream_apps.routing import grants_in_force, offers, withheld_reason
+from govbus.core.routing import grants_in_force, offers, withheld_reason
 
 from . import workload
 from .env import Env
@@ -72,7 +72,7 @@ def file_grants(env: Env) -> dict[str, int]:
                                  answer == "approve", "bench")
     grants = sharing_store.load_grants(env.database_url)
     at = dt.datetime.now(dt.UTC)
-    # as govbus.stream_apps.routing.route decides: not shared (Art. 15) or online query only
+    # as govbus.core.routing.route decides: not shared (Art. 15) or online query only
     # (Art. 17) reaches nobody, the rest reaches every grant in force
     return {r.id: (0 if withheld_reason(r) or not offers(r, "data_exchange")
                    else len(grants_in_force(grants, r, at))) for r in env.catalogue}
@@ -211,7 +211,7 @@ def _expect(w: Worker, prefix: str, deadline: float) -> str:
 
 @contextmanager
 def workers(env: Env, count: int, group: str, log_dir: Path, say: Say,
-            ready_timeout: float = 60.0, topology: str = "hotpath") -> Iterator[list[Worker]]:
+            ready_timeout: float = 60.0) -> Iterator[list[Worker]]:
     """``count`` worker processes sharing ``group``; yields once all have started (warm them
     up with :meth:`Feeder.warm_up`)."""
     proc_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": env.broker.bootstrap_servers,
@@ -231,8 +231,7 @@ def workers(env: Env, count: int, group: str, log_dir: Path, say: Say,
             say(f"  {name}: {module} running alongside, pid {companions[-1].pid}")
         for i in range(count):
             err = open(log_dir / f"worker-{count}-{i}.log", "ab")  # noqa: SIM115
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--group", group,
-                                     "--topology", topology],
+            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--group", group],
                                     stdout=subprocess.PIPE, stderr=err, env=proc_env,
                                     cwd=ROOT)
             err.close()

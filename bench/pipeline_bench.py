@@ -5,18 +5,14 @@ topics belongs to it. Grants in force (:data:`bench.pipeline.REQUESTS`) route ea
 zero to three agencies: unconditional, on application with projection and masking, not shared
 (withheld). In order:
 
-1. **1 worker**: one process running the hot path (gate, router, reconcile feed and delivery
-   log in one pass, as ``govbus up`` runs it) and the cases sink as threads, the faust
-   reconciler beside it. Warm-up; **latency** at a fixed offered load (1,000
-   events/s by default): publish time in the envelope (``ts_ms``, stamped at send) to the
-   delivered record's timestamp on ``deliver.*``; then N events (about 2% bad, so the DLQ
-   path runs) fed at full speed, clock from the first event produced to the last of their
-   deliveries logged.
+1. **1 worker**: one process running the hot path (judge, route, feed and settle in one pass,
+   as ``govbus up`` runs it) and the cases sink as threads, the reconciler beside it.
+   Warm-up; **latency** at a fixed offered load (1,000 events/s by default): publish time in
+   the envelope (``ts_ms``, stamped at send) to the delivered record's timestamp on
+   ``deliver.*``; then N events (about 2% bad, so the DLQ path runs) fed at full speed, clock
+   from the first event produced to the last of their deliveries logged.
 2. **2 workers**: two such processes in the same consumer groups, N fresh events.
-3. **stage capacities**, each in a forked process from the first record consumed to the
-   commit of the N-th: the router alone over ``validated.*``; the delivery-log sink alone
-   over ``govbus.deliveries``, filled with the logged deliveries of steps 1-2 as delivery
-   records (log emptied first: its chain is verified before).
+3. the delivery log of both verified (its hash chain, every row).
 4. **outbox adapter** (:mod:`bench.outbox_bench`).
 5. **baselines** (:mod:`bench.peers`) over the first N records of the same ingest topics.
 
@@ -32,22 +28,16 @@ import statistics
 import tempfile
 import time
 import uuid
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from govbus.consumers.delivery_log import DeliveryLogSink, verify
-from govbus.core import db
-from govbus.core.batching import produce, tune_gc
-from govbus.core.kafka import consumer_config, ensure_topics, producer_config
-from govbus.stream_apps.router import Router, json_bytes
-from govbus.stream_apps.routing import DELIVERY_TOPIC
+from govbus.core.kafka import consumer_config
+from govbus.delivery_log import verify
 
 from . import outbox_bench, peers, workload
 from .env import Env
-from .gate_bench import timed_loop
 from .pipeline import (
     Feeder,
     catalogue_ingest,
@@ -63,7 +53,6 @@ from .report import (
     Result,
     Say,
     cores_busy,
-    isolated,
     machine_seconds,
     median,
     rates,
@@ -150,80 +139,12 @@ def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: P
     return out
 
 
-def reset_log(dsn: str) -> None:
-    """Empty the scratch database's delivery log, so the sink alone writes every row anew."""
-    with db.transaction(dsn) as conn, conn.cursor() as cur:
-        cur.execute("TRUNCATE deliveries CASCADE")
-        cur.execute("UPDATE delivery_log_head SET seq = 0, row_hash = repeat('0', 64), "
-                    "logged_at = NULL WHERE id = 1")
-
-
-def log_as_records(env: Env, limit: int) -> int:
-    """Produce the first ``limit`` logged deliveries to ``govbus.deliveries`` as the delivery
-    records the split router (and online queries) send the log sink; returns how many."""
-    with db.transaction(env.database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT event_id, channel, provider, recipient, resource_id, grant_id, "
-                    "fields, masked_fields, topic, kafka_partition, kafka_offset, "
-                    "floor(extract(epoch FROM delivered_at) * 1000)::bigint "
-                    "FROM deliveries ORDER BY seq LIMIT %s", (limit,))
-        rows = cur.fetchall()
-    producer = Producer(producer_config(env.broker, **{"linger.ms": 20}))
-    keys = ("event_id", "channel", "provider", "recipient", "resource", "grant_id", "fields",
-            "masked_fields", "topic", "partition", "offset", "delivered_ms")
-    ensure_topics(env.broker, [DELIVERY_TOPIC])
-    for row in rows:
-        record = dict(zip(keys, row, strict=True))
-        produce(producer, DELIVERY_TOPIC, str(record["event_id"]), json_bytes(record), None)
-    if producer.flush(60):
-        raise BenchError("log sink alone: delivery records not acknowledged")
-    return len(rows)
-
-
-def stage_capacities(env: Env, n: int, records: int, say: Say, repeats: int = 1
-                     ) -> tuple[Result, Result]:
-    """The router alone over ``validated.*``; the log sink alone over ``govbus.deliveries``
-    (filled from the governed runs' log, since the hot path logs without that topic). Each
-    the median of ``repeats`` runs, each in a group of its own (the sink into an emptied log
-    every time): one run on these shared cores moved its figure by half."""
+def verify_log(env: Env, say: Say) -> None:
+    """The governed runs' delivery log, every row re-hashed and checked against the chain."""
     report = verify(env.database_url)
-    rows = log_head(env.database_url)
     if not report.ok:
         raise BenchError(f"the delivery log of the governed runs does not verify: {report}")
-    records = log_as_records(env, records)
-    say(f"  delivery log of the governed runs: {rows} rows, hash chain verified; the first "
-        f"{records} sent to govbus.deliveries as delivery records, then the log emptied for "
-        "each sink-alone run")
-    sinks, routers = [], []
-    for _ in range(repeats):
-        reset_log(env.database_url)
-        sinks.append(isolated(partial(_sink_alone, env, records)))
-        written = log_head(env.database_url)
-        if written < records:
-            raise BenchError(f"sink alone: {written} rows written for {records} records")
-    for _ in range(repeats):
-        routers.append(isolated(partial(_router_alone, env, n)))
-    if repeats > 1:
-        say(f"  router alone runs: {rates(routers)} events/s; log sink alone runs: "
-            f"{rates(sinks)} rows/s")
-    return median(routers), median(sinks)
-
-
-def _sink_alone(env: Env, records: int) -> Result:
-    group = f"bench-sink-{uuid.uuid4().hex[:8]}"
-    return timed_loop("delivery-log sink alone (rows)",
-                      lambda: _served(DeliveryLogSink(env.broker, group=group)), records)
-
-
-def _router_alone(env: Env, n: int) -> Result:
-    group = f"bench-router-{uuid.uuid4().hex[:8]}"
-    return timed_loop("router alone (events)",
-                      lambda: _served(Router(env.broker, group=group)), n)
-
-
-def _served(stage: Any) -> Any:
-    """``stage`` as ``serve()`` runs it: built, then the collector tuned."""
-    tune_gc()
-    return stage
+    say(f"  delivery log of the governed runs: {report.rows} rows, hash chain verified")
 
 
 def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,
@@ -250,12 +171,7 @@ def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,
     figures.one, figures.two = one["e2e"], two["e2e"]
     figures.latency = one.get("latency")
     figures.deliveries_per_event = one["deliveries_per_event"]
-    records = min(log_head(env.database_url), int(n * figures.deliveries_per_event))
-    figures.router, figures.sink = stage_capacities(env, n, records, say, repeats)
-    say(f"  router alone {figures.router.rate:,.0f} events/s "
-        f"(× {figures.deliveries_per_event:.2f} deliveries each = "
-        f"{figures.router.rate * figures.deliveries_per_event:,.0f} delivery records/s); "
-        f"log sink alone {figures.sink.rate:,.0f} rows/s")
+    verify_log(env, say)
     figures.outbox = outbox_bench.run(env, outbox_rows or max(1000, n // 4), say)
     say(f"  baselines over the first {n} records of the same ingest topics:")
     figures.peers = peers.measure(env.broker, catalogue_ingest(env.catalogue), n, say,

@@ -60,6 +60,7 @@ class Result:
     peak_kib: int = 0
     growth_kib: int = 0
     busy_cores: float | None = None  # the whole machine's, on average over the run
+    child_peak_kib: int = 0  # peak RSS of a helper process the measured code started, if any
 
     @property
     def rate(self) -> float:

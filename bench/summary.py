@@ -25,8 +25,6 @@ class Figures:
     two: Result | None = None
     latency: tuple[float, float, int, float] | None = None  # p50, p99, samples, rate
     deliveries_per_event: float = 0.0
-    router: Result | None = None
-    sink: Result | None = None
     outbox: Result | None = None
     peers: list[Measured] = field(default_factory=list)
     reconcile: str | None = None  # set by the reconciler's benchmark when it ran
@@ -70,7 +68,7 @@ def scaling_bound(one: Result | None, two: Result | None, cores: int) -> str | N
 def cpu_line(f: Figures) -> str | None:
     """The whole machine's busy CPU per event of each figure that measured it."""
     parts = [(label, r.cpu_us) for label, r in
-             (("governed 1 worker", f.one), ("2 workers", f.two), ("router alone", f.router),
+             (("governed 1 worker", f.one), ("2 workers", f.two),
               *((p.name.split(" ")[0], p.result) for p in f.peers))
              if r is not None and r.cpu_us is not None]
     if not parts:
@@ -102,8 +100,6 @@ def summarise(f: Figures, say: Say) -> None:
     say(f"  {'':<44} {'value':>12}  " + " ".join(f"{n[:9]:>9}" for n in names))
     rows = [("end-to-end governed events/s, 1 worker", f.one),
             ("end-to-end governed events/s, 2 workers", f.two),
-            ("router alone, events/s", f.router),
-            ("delivery-log sink rows/s", f.sink),
             ("outbox adapter events/s", f.outbox)]
     for label, r in rows:
         if r is None:
@@ -146,10 +142,6 @@ def summarise(f: Figures, say: Say) -> None:
     bound = scaling_bound(f.one, f.two, os.cpu_count() or 1)
     if bound:
         say(f"      {bound}")
-    if f.router and f.sink:
-        records = f.router.rate * f.deliveries_per_event
-        say(f"    {'log sink ≥ router (rows/s vs its delivery records/s)':<48} "
-            f"{f.sink.rate / records:>6.2f}x  {_verdict(f.sink.rate >= records)}")
     if f.latency:
         say(f"    {'p99 < 250 ms at 1,000 events/s offered':<48} {f.latency[1]:>6.0f}ms "
             f"{_verdict(f.latency[1] < LATENCY_P99_MS)}")

@@ -1,6 +1,6 @@
 """Benchmark 2: what the gate's verdict costs in CPU, without a broker.
 
-``govbus.stream_apps.verdict.judge`` over M framed events in memory, against a baseline that only
+``govbus.stream_apps.judge.judge`` over M framed events in memory, against a baseline that only
 unframes, looks the schema up (cached) and Avro-decodes the same bytes: the ratio is what the
 contract rules (providers, Art. 12 identifiers, locality, envelope) add to bare decoding.
 """
@@ -15,7 +15,7 @@ from govbus.core.config import Settings
 from govbus.core.envelope import now_ms
 from govbus.core.registry import SchemaRegistry
 from govbus.core.serde import unframe
-from govbus.stream_apps.verdict import judge
+from govbus.stream_apps.judge import judge
 
 from . import workload
 from .env import Env
@@ -52,7 +52,7 @@ def run(env: Env, m: int, say: Say) -> None:
     best: dict[str, Result] = {}
     for _ in range(REPEATS):
         for name, fn in (("baseline: unframe + Avro decode", _decode_only),
-                         ("verdict.judge", _judge_all)):
+                         ("stream_apps.judge.judge", _judge_all)):
             gc.collect()
             started = time.perf_counter()
             fn(work, registry)

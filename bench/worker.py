@@ -1,12 +1,11 @@
 """``python -m bench.worker --group G``: one governed worker process for the pipeline bench.
 
 A worker is one OS process running every stage of the governed path as a thread: the hot
-path (gate, router, reconcile feed and delivery log in one pass, as ``govbus up`` runs it) and
-the cases sink; or, with ``--topology split``, the gate, router, delivery-log sink and
-reconcile feed as separate stages joined by topics (see :data:`TOPOLOGIES`). That makes
-"events/s per worker" comparable with the single-process baselines. Several workers started
-with the same ``--group`` share the work through their consumer groups (``G-hotpath``,
-``G-cases_sink``, ...), exactly as production workers would.
+path (judge, route, feed and settle in one pass over each batch, as ``govbus up`` runs it;
+its settling process is a child of this one) and the cases sink. That makes "events/s per
+worker" comparable with the single-process baselines. Several workers started with the same
+``--group`` share the work through their consumer groups (``G-hotpath``, ``G-cases_sink``),
+exactly as production workers would.
 
 Broker and database come from ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL``. The worker
 prints ``stages <names>`` at start, ``ready`` once every core stage has processed a batch,
@@ -26,12 +25,9 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from govbus.consumers.delivery_log import DeliveryLogSink
 from govbus.core.batching import tune_gc
 from govbus.core.config import Settings
-from govbus.stream_apps.gate import Gate
 from govbus.stream_apps.hotpath import HotPath
-from govbus.stream_apps.router import Router
 
 
 class Stage(Protocol):
@@ -44,24 +40,17 @@ class Stage(Protocol):
 
 Factory = Callable[[Settings, str], Stage]
 
-# the core stages of each topology: the hot path (what `govbus up` runs), or the split
-# stages joined by the validated.* and govbus.deliveries topics
-TOPOLOGIES: dict[str, list[tuple[str, Factory]]] = {
-    "hotpath": [("hotpath", lambda s, g: HotPath(s, group=f"{g}-hotpath"))],
-    "split": [("gate", lambda s, g: Gate(s, group=f"{g}-gate")),
-              ("router", lambda s, g: Router(s, group=f"{g}-router")),
-              ("delivery_log", lambda s, g: DeliveryLogSink(s, group=f"{g}-log"))],
-}
+# the core stage: the hot path, what `govbus up` runs
+CORE: list[tuple[str, Factory]] = [("hotpath", lambda s, g: HotPath(s, group=f"{g}-hotpath"))]
 
 # Reconciliation runs in the governed pipeline whenever its stages exist: (name, module,
-# class taking (settings, group=...)). Adding a stage is adding one line here.
-# (The reconciler runs as a process of its own next to the workers, as `govbus up` runs it,
-# off the workers' interpreter lock: see bench.pipeline.COMPANIONS.)
-OPTIONAL: dict[str, list[tuple[str, str, str]]] = {
-    "hotpath": [("cases_sink", "govbus.consumers.cases_sink", "CasesSink")],  # it feeds itself
-    "split": [("reconcile_feed", "govbus.stream_apps.reconcile_feed", "ReconcileFeed"),
-              ("cases_sink", "govbus.consumers.cases_sink", "CasesSink")],
-}
+# class taking (settings, group=...)). Adding a stage is adding one line here. The hot path
+# feeds the reconciler itself; the reconciler runs as a process of its own next to the
+# workers, as `govbus up` runs it, off the workers' interpreter lock
+# (see bench.pipeline.COMPANIONS).
+OPTIONAL: list[tuple[str, str, str]] = [
+    ("cases_sink", "govbus.consumers.cases_sink", "CasesSink"),
+]
 
 
 def _factory(cls: Any, name: str) -> Factory:
@@ -70,11 +59,11 @@ def _factory(cls: Any, name: str) -> Factory:
     return make
 
 
-def optional_stages(topology: str) -> tuple[list[tuple[str, Factory]], list[str]]:
+def optional_stages() -> tuple[list[tuple[str, Factory]], list[str]]:
     """The optional stages importable here, and a note for each one that is not."""
     found: list[tuple[str, Factory]] = []
     missing: list[str] = []
-    for name, module, cls in OPTIONAL[topology]:
+    for name, module, cls in OPTIONAL:
         try:
             factory = getattr(importlib.import_module(module), cls)
         except (ImportError, AttributeError) as exc:
@@ -95,15 +84,12 @@ def busy(stage: Stage) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
     parser.add_argument("--group", required=True, help="consumer-group prefix of the stages")
-    parser.add_argument("--topology", choices=sorted(TOPOLOGIES), default="hotpath",
-                        help="hotpath (default, as `govbus up` runs it) or the split stages")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
-    core = TOPOLOGIES[args.topology]
-    extra, missing = optional_stages(args.topology)
-    stages = [(name, make(settings, args.group)) for name, make in [*core, *extra]]
+    extra, missing = optional_stages()
+    stages = [(name, make(settings, args.group)) for name, make in [*CORE, *extra]]
     print("stages " + " ".join(name for name, _ in stages)
           + "".join(f"; not present: {m}" for m in missing), flush=True)
     tune_gc()  # as serve() does for each stage `govbus up` starts
@@ -124,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         t.start()
     ready = False
-    needed = {name for name, _ in core}  # the optional ones may see no input for a while
+    needed = {name for name, _ in CORE}  # the optional ones may see no input for a while
     while not stop.wait(0.1):
         if not ready and all(busy(s) for n, s in stages if n in needed):
             ready = True

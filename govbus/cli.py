@@ -297,7 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("up", cmd_up, "start (or reuse) the embedded runtime and the stream apps; "
                            "run again, it starts the stream apps that died")
-    p.add_argument("--partitions", type=int, default=3, help="partitions per topic (3)")
+    p.add_argument("--partitions", type=int, default=None,
+                   help="partitions per topic created (default: GOVBUS_PARTITIONS, else 3)")
     add("down", cmd_down, "stop exactly what `up` started", json_out=False)
     add("status", cmd_status, "show what runs and where it listens")
 

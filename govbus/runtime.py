@@ -528,10 +528,12 @@ def mend(state: dict[str, Any], base: Path, partitions: int, say: Say) -> list[s
     return restarted
 
 
-def up(say: Say = print, partitions: int = 3) -> dict[str, Any]:
+def up(say: Say = print, partitions: int | None = None) -> dict[str, Any]:
     """Start the runtime, or restart what died of a running one; returns what ``status``
-    would print, with ``restarted`` (the names ``up`` started again)."""
+    would print, with ``restarted`` (the names ``up`` started again). ``partitions``: per
+    topic created, ``GOVBUS_PARTITIONS`` when None."""
     settings = read_env()  # every setting checked before anything starts
+    partitions = partitions or settings["partitions"]
     base = settings["state_dir"]
     base.mkdir(parents=True, exist_ok=True)
     current: dict[str, Any] = read_runtime()

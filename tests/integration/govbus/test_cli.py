@@ -112,9 +112,10 @@ def test_publish_refuses_bad_lines_and_sends_the_rest(tmp_path: Path, settings: 
 
 
 def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
-    env = {"GOVBUS_STATE_DIR": str(tmp_path / "state")}
+    env = {"GOVBUS_STATE_DIR": str(tmp_path / "state"), "GOVBUS_PARTITIONS": "2"}
     up = govbus("up", env=env)
     assert up.returncode == 0, up.stderr + up.stdout
+    assert "2 partitions each" in up.stdout  # GOVBUS_PARTITIONS, no --partitions given
     status = json.loads(govbus("status", "--json", env=env).stdout)
     assert status["up"] and status["embedded"] == {"broker": True, "postgres": True}
     if shutil.which("prometheus"):  # govbus up starts a local Prometheus where installed
