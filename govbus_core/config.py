@@ -31,11 +31,13 @@ from govbus.core.settings_spec import (
     RETENTION_DEFAULTS_MS,
     Access,
     Deadlines,
+    KafkaSecurity,
     Metrics,
     Publishing,
     Retention,
     Runtime,
     Services,
+    Signing,
     Streams,
     Topics,
     env_value,
@@ -44,10 +46,10 @@ from govbus.core.settings_spec import (
 from govbus.core.workdays import use_holidays_file
 
 __all__ = ["DAY_MS", "MESSAGE_MAX_BYTES", "RETENTION_DEFAULTS_DAYS", "RETENTION_DEFAULTS_MS",
-           "Access", "Deadlines", "Metrics", "Publishing", "Retention", "Runtime", "Services",
-           "Settings", "Streams", "Topics", "database_url", "effective_settings", "env_value",
-           "read_env", "read_runtime", "require_database_url", "retention_settings",
-           "runtime_file", "state_dir", "topic_settings"]
+           "Access", "Deadlines", "KafkaSecurity", "Metrics", "Publishing", "Retention", "Runtime",
+           "Services", "Settings", "Signing", "Streams", "Topics", "database_url",
+           "effective_settings", "env_value", "read_env", "read_runtime", "require_database_url",
+           "retention_settings", "runtime_file", "state_dir", "topic_settings"]
 
 ENV_KEYS = tuple(BY_ENV)  # every variable govbus reads
 
@@ -75,10 +77,11 @@ def read_runtime(base: Path | None = None) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Settings(Runtime, Metrics, Access, Publishing, Deadlines, Retention, Streams, Topics,
-               Services):
+class Settings(Runtime, Metrics, Signing, Access, Publishing, Deadlines, Retention, Streams,
+               Topics, KafkaSecurity, Services):
     """The settings of one process: where the broker, the database and the catalogue are
-    (the three positional fields), then every section's fields (docs/configuration.md)."""
+    (the three positional fields), then every section's fields, in the order of
+    ``SECTIONS`` (docs/configuration.md)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -161,6 +161,28 @@ def _group_id(value: str) -> str | None:
     return "must be 1 to 200 printable characters without spaces"
 
 
+#: librdkafka's ``security.protocol`` values; the broker's listener decides which one applies
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+#: the SASL mechanisms a govbus client may use; OAUTHBEARER is not supported: it needs a token
+#: endpoint and a refresh callback govbus does not have
+SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+
+
+def _security_protocol(value: str) -> str | None:
+    """A ``security.protocol`` librdkafka knows, spelt as Kafka spells it."""
+    if value in SECURITY_PROTOCOLS:
+        return None
+    return f"must be one of {', '.join(SECURITY_PROTOCOLS)}"
+
+
+def _sasl_mechanism(value: str) -> str | None:
+    """A SASL mechanism govbus supports (not OAUTHBEARER)."""
+    if value in SASL_MECHANISMS:
+        return None
+    why = f"must be one of {', '.join(SASL_MECHANISMS)}"
+    return why + ("; OAUTHBEARER is not supported" if value.upper() == "OAUTHBEARER" else "")
+
+
 class Section:
     """A group of settings that one component reads."""
 
@@ -189,6 +211,48 @@ class Services:
         "GOVBUS_SCHEMAS_DIR", None, "the catalogue folder every command reads (`--schemas DIR` "
         "sets it for one command)", required=True, factory=_shipped_schemas,
         shown="`schemas/` of the installation")
+
+
+@dataclass(frozen=True)
+class KafkaSecurity(Section):
+    """How every client authenticates to the broker (docs/deployment.md, "Authenticated
+    clients"): librdkafka's security settings, the same for every producer, consumer and admin
+    client of the process; their combination is checked when a client is built
+    (``govbus.core.kafka.kafka_security``)."""
+
+    kafka_security_protocol: str = declare(
+        "KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "librdkafka's `security.protocol`: the "
+        "listener's protocol; `SASL_SSL` in production (infra/docker-compose.yml)",
+        check=_security_protocol, rule="one of " + ", ".join(SECURITY_PROTOCOLS))
+    kafka_sasl_mechanism: str | None = declare(
+        "KAFKA_SASL_MECHANISM", None, "`sasl.mechanism`, with a `SASL_*` protocol only",
+        check=_sasl_mechanism,
+        rule="one of " + ", ".join(SASL_MECHANISMS) + " (OAUTHBEARER is not supported)")
+    kafka_sasl_username: str | None = declare(
+        "KAFKA_SASL_USERNAME", None, "`sasl.username`: the principal `User:<name>` the ACLs "
+        "grant (`govbus` for the bus, the agency's name for its clients)")
+    kafka_sasl_password: str | None = declare(
+        "KAFKA_SASL_PASSWORD", None, "`sasl.password`; `KAFKA_SASL_PASSWORD_FILE` wins over "
+        "it; never printed", mask=SECRET)
+    kafka_sasl_password_file: Path | None = declare(
+        "KAFKA_SASL_PASSWORD_FILE", None, "a file holding the SASL password (its trailing "
+        "newline stripped), read when a client is built; wins over `KAFKA_SASL_PASSWORD`",
+        rule="path of a readable file")
+    kafka_ssl_ca_location: Path | None = declare(
+        "KAFKA_SSL_CA_LOCATION", None, "`ssl.ca.location`: the CA certificate(s) (PEM) the "
+        "broker's certificate is verified with; `SSL`/`SASL_SSL` only",
+        rule="path of a readable file", shown="unset: the system's CAs")
+    kafka_ssl_certificate_location: Path | None = declare(
+        "KAFKA_SSL_CERTIFICATE_LOCATION", None, "`ssl.certificate.location`: the client's "
+        "certificate (PEM) for mutual TLS, with `KAFKA_SSL_KEY_LOCATION`",
+        rule="path of a readable file")
+    kafka_ssl_key_location: Path | None = declare(
+        "KAFKA_SSL_KEY_LOCATION", None, "`ssl.key.location`: the client's private key (PEM) "
+        "for mutual TLS, with `KAFKA_SSL_CERTIFICATE_LOCATION`", rule="path of a readable file")
+    kafka_ssl_key_password_file: Path | None = declare(
+        "KAFKA_SSL_KEY_PASSWORD_FILE", None, "a file holding the password of an encrypted "
+        "`KAFKA_SSL_KEY_LOCATION` (`ssl.key.password`, trailing newline stripped)",
+        rule="path of a readable file", shown="unset: the key is not encrypted")
 
 
 @dataclass(frozen=True)
@@ -320,6 +384,24 @@ class Access(Section):
 
 
 @dataclass(frozen=True)
+class Signing(Section):
+    """The Ed25519 keys of docs/security.md: the agency's, that its events are signed with, and
+    the bus's, that deliveries are signed with and verified against."""
+
+    signing_key_file: Path | None = declare(
+        "GOVBUS_SIGNING_KEY_FILE", None, "the agency's Ed25519 private key (PEM, mode 600) the "
+        "publisher and the outbox relay sign with (`govbus keys generate`); unset under "
+        "`govbus up`: the sample agencies' keys in the state folder", rule="path")
+    bus_key_file: Path | None = declare(
+        "GOVBUS_BUS_KEY_FILE", None, "the bus's Ed25519 private key the hot path and backfills "
+        "sign deliveries with; unset under `govbus up`: the one in the state folder",
+        rule="path")
+    bus_public_key_file: Path | None = declare(
+        "GOVBUS_BUS_PUBLIC_KEY_FILE", None, "the bus's public key(s) (PEM, `govbus keys show "
+        "--bus`) a subscriber verifies deliveries with; several during a rotation", rule="path")
+
+
+@dataclass(frozen=True)
 class Metrics(Section):
     """Where each process serves its Prometheus metrics (docs/operations.md)."""
 
@@ -348,8 +430,8 @@ class Runtime(Section):
         low=0, low_open=True, high=3600)
 
 
-SECTIONS: tuple[type, ...] = (Services, Topics, Streams, Publishing, Deadlines, Retention,
-                              Access, Metrics, Runtime)
+SECTIONS: tuple[type, ...] = (Services, KafkaSecurity, Topics, Streams, Publishing, Deadlines,
+                              Retention, Access, Signing, Metrics, Runtime)
 
 
 def _declarations() -> tuple[Declaration, ...]:

@@ -80,7 +80,9 @@ def test_each_variable_is_declared_once_with_what_it_is_for() -> None:
     attrs = [d.attr for d in DECLARATIONS]
     assert len(set(attrs)) == len(attrs)
     for d in DECLARATIONS:
-        assert d.env.startswith("GOVBUS_") or d.env in SERVICES
+        # librdkafka's security settings keep the KAFKA_ names of the clients' documentation
+        assert d.env.startswith("GOVBUS_") or d.env in SERVICES or (
+            d.section == "KafkaSecurity" and d.env.startswith("KAFKA_")), d.env
         assert d.doc.strip() and "\n" not in d.doc, d.env
         assert d.rule_text() and d.default_text(), d.env
 
@@ -204,6 +206,30 @@ def test_text_settings_obey_their_rule() -> None:
         read_env({"GOVBUS_RECONCILER_ID": "a b"})
 
 
+def test_the_kafka_security_settings_obey_their_rule() -> None:
+    values = read_env({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                       "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                       "KAFKA_SASL_PASSWORD_FILE": "/run/secrets/p"})
+    assert values["kafka_security_protocol"] == "SASL_SSL"
+    assert values["kafka_sasl_mechanism"] == "SCRAM-SHA-512"
+    assert values["kafka_sasl_password_file"] == Path("/run/secrets/p")
+    assert read_env({})["kafka_security_protocol"] == "PLAINTEXT"
+    with pytest.raises(ConfigError, match="KAFKA_SECURITY_PROTOCOL='TLS': must be one of "
+                                          "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"):
+        read_env({"KAFKA_SECURITY_PROTOCOL": "TLS"})
+    with pytest.raises(ConfigError, match="KAFKA_SASL_MECHANISM='OAUTHBEARER': must be one of "
+                                          "SCRAM-SHA-512, SCRAM-SHA-256, PLAIN; OAUTHBEARER is "
+                                          "not supported"):
+        read_env({"KAFKA_SASL_MECHANISM": "OAUTHBEARER"})
+
+
+def test_the_signing_keys_are_paths_unset_by_default(tmp_path: Path) -> None:
+    s = Settings.from_env(env(tmp_path, GOVBUS_SIGNING_KEY_FILE="~/agency.pem",
+                              GOVBUS_BUS_PUBLIC_KEY_FILE=str(tmp_path / "bus.pub")))
+    assert s.signing_key_file == Path("~/agency.pem").expanduser()
+    assert s.bus_public_key_file == tmp_path / "bus.pub" and s.bus_key_file is None
+
+
 def test_every_problem_is_named_at_once() -> None:
     with pytest.raises(ConfigError) as refused:
         read_env({"GOVBUS_PARTITIONS": "0", "GOVBUS_METRICS_PORT": "http", "GOVBUS_X": "1"})
@@ -260,7 +286,7 @@ def test_config_lists_effective_values_with_secrets_masked(
     for d in DECLARATIONS:
         monkeypatch.delenv(d.env, raising=False)
     for key, value in env(tmp_path, DATABASE_URL="postgresql://u:s3cretpw@h/db",
-                          GOVBUS_TOKEN="tok3n-value",
+                          GOVBUS_TOKEN="tok3n-value", KAFKA_SASL_PASSWORD="sasl-s3cret",
                           GOVBUS_PARTITIONS="6").items():
         monkeypatch.setenv(key, value)
     assert main(["config", "--json"]) == 0
@@ -268,6 +294,7 @@ def test_config_lists_effective_values_with_secrets_masked(
     assert set(rows) == set(BY_ENV)
     assert rows["DATABASE_URL"]["value"] == "postgresql://u:***@h/db"
     assert rows["GOVBUS_TOKEN"]["value"] == "***"
+    assert rows["KAFKA_SASL_PASSWORD"]["value"] == "***"
     assert rows["GOVBUS_PARTITIONS"] == {"variable": "GOVBUS_PARTITIONS", "section": "Topics",
                                          "value": "6", "source": "environment"}
     assert rows["GOVBUS_STATE_DIR"]["value"] == str(tmp_path)
@@ -275,6 +302,8 @@ def test_config_lists_effective_values_with_secrets_masked(
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert "s3cretpw" not in out and "tok3n-value" not in out and "GOVBUS_PARTITIONS" in out
+    assert "sasl-s3cret" not in out
+    assert "sasl-s3cret" not in repr(Settings.from_env())
 
 
 def test_config_refuses_a_bad_environment(monkeypatch: pytest.MonkeyPatch,
