@@ -3,6 +3,11 @@
 Producers are idempotent with ``acks=all`` (DESIGN: production runs replication 3, min ISR 2).
 Consumers commit manually, after their output is acknowledged, so a crash replays rather
 than loses. Short group timeouts: with librdkafka defaults a first join takes ~23 s on Tansu.
+
+Every client the project makes — producers, consumers, admin clients, the ops exporter's and
+``govbus acl``'s — takes librdkafka's security settings from :func:`kafka_security`, that is
+from the one settings object (section ``KafkaSecurity``, docs/deployment.md "Authenticated
+clients"); nothing else builds a client config by hand.
 """
 
 from __future__ import annotations
@@ -10,19 +15,147 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from govbus.core.config import Settings
-from govbus.core.errors import BrokerError
+from govbus.core.errors import BrokerError, ConfigError
 from govbus.core.topics import kind as topic_kind
+
+# --- security: how a client authenticates to the broker -------------------------------------
+
+#: librdkafka's SSL file settings and the variable each comes from
+_SSL_FILES = (("ssl.ca.location", "kafka_ssl_ca_location", "KAFKA_SSL_CA_LOCATION"),
+              ("ssl.certificate.location", "kafka_ssl_certificate_location",
+               "KAFKA_SSL_CERTIFICATE_LOCATION"),
+              ("ssl.key.location", "kafka_ssl_key_location", "KAFKA_SSL_KEY_LOCATION"),
+              ("ssl.key.password", "kafka_ssl_key_password_file", "KAFKA_SSL_KEY_PASSWORD_FILE"))
+
+
+def _readable(env: str, path: Path) -> str | None:
+    """Why ``path`` (the value of ``env``) is not a readable file, or None."""
+    try:
+        with path.open("rb"):
+            pass
+    except IsADirectoryError:
+        return f"{env}={path} is a directory, not a file"
+    except OSError as exc:
+        return f"{env}={path} cannot be read: {exc.strerror or exc}"
+    return None if path.is_file() else f"{env}={path} is not a regular file"
+
+
+def _secret_file(env: str, path: Path) -> str:
+    """The secret held in ``path`` (the value of ``env``), its trailing line break stripped;
+    ConfigError naming ``env`` when the file is missing, unreadable, not text or empty."""
+    why = _readable(env, path)
+    if why:
+        raise ConfigError(why)
+    try:
+        secret = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{env}={path} cannot be read as UTF-8 text: {exc}") from exc
+    if not secret:
+        raise ConfigError(f"{env}={path} is empty")
+    return secret
+
+
+def kafka_security(settings: Settings) -> dict[str, str]:
+    """librdkafka's security settings of ``settings`` (section ``KafkaSecurity``): only the
+    keys set, among ``security.protocol``, ``sasl.mechanism``, ``sasl.username``,
+    ``sasl.password``, ``ssl.ca.location``, ``ssl.certificate.location``, ``ssl.key.location``
+    and ``ssl.key.password``. PLAINTEXT with nothing else set gives ``{}``: the config of the
+    embedded runtime is the one librdkafka's defaults make.
+
+    The combination is checked here, every rule at once, ConfigError naming the variables:
+
+    - a ``SASL_*`` protocol needs ``KAFKA_SASL_MECHANISM``, ``KAFKA_SASL_USERNAME`` and a
+      password, ``KAFKA_SASL_PASSWORD_FILE`` or ``KAFKA_SASL_PASSWORD``; any SASL setting
+      without a ``SASL_*`` protocol is refused;
+    - ``KAFKA_SSL_CERTIFICATE_LOCATION`` and ``KAFKA_SSL_KEY_LOCATION`` go together (mutual
+      TLS), ``KAFKA_SSL_KEY_PASSWORD_FILE`` with the key only; SSL files need ``SSL`` or
+      ``SASL_SSL``, and each must be a readable file.
+
+    The password files are read now, at each call, so a client built after a rotation of the
+    file gets the new password; the file wins over ``KAFKA_SASL_PASSWORD``, and its trailing
+    line break is stripped.
+    """
+    protocol = settings.kafka_security_protocol
+    sasl, tls = protocol.startswith("SASL_"), protocol in ("SSL", "SASL_SSL")
+    problems: list[str] = []
+    given = {"KAFKA_SASL_MECHANISM": settings.kafka_sasl_mechanism,
+             "KAFKA_SASL_USERNAME": settings.kafka_sasl_username,
+             "KAFKA_SASL_PASSWORD": settings.kafka_sasl_password,
+             "KAFKA_SASL_PASSWORD_FILE": settings.kafka_sasl_password_file}
+    if sasl:
+        missing = [env for env in ("KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME")
+                   if not given[env]]
+        if not (settings.kafka_sasl_password or settings.kafka_sasl_password_file):
+            missing.append("KAFKA_SASL_PASSWORD_FILE (or KAFKA_SASL_PASSWORD)")
+        if missing:
+            problems.append(f"KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}")
+    else:
+        stray = [env for env, value in given.items() if value]
+        if stray:
+            problems.append(f"{', '.join(stray)} set, but KAFKA_SECURITY_PROTOCOL={protocol} "
+                            "does not authenticate with SASL: use SASL_SSL (or SASL_PLAINTEXT)"
+                            f", or unset {'it' if len(stray) == 1 else 'them'}")
+    files = {key: (env, getattr(settings, attr)) for key, attr, env in _SSL_FILES}
+    set_files = [env for env, path in files.values() if path is not None]
+    certificate, key = (files[k][1] for k in ("ssl.certificate.location", "ssl.key.location"))
+    if (certificate is None) != (key is None):
+        have, lacks = (("KAFKA_SSL_CERTIFICATE_LOCATION", "KAFKA_SSL_KEY_LOCATION")
+                       if key is None else
+                       ("KAFKA_SSL_KEY_LOCATION", "KAFKA_SSL_CERTIFICATE_LOCATION"))
+        problems.append(f"{have} is set without {lacks}: mutual TLS needs the client's "
+                        "certificate and its private key")
+    if settings.kafka_ssl_key_password_file is not None and key is None:
+        problems.append("KAFKA_SSL_KEY_PASSWORD_FILE is set without KAFKA_SSL_KEY_LOCATION")
+    if set_files and not tls:
+        problems.append(f"{', '.join(set_files)} set, but KAFKA_SECURITY_PROTOCOL={protocol} "
+                        "does not use TLS: use SSL or SASL_SSL, or unset "
+                        f"{'it' if len(set_files) == 1 else 'them'}")
+    for env, path in files.values():
+        why = _readable(env, path) if path is not None else None
+        if why:
+            problems.append(why)
+    if settings.kafka_sasl_password_file is not None:
+        why = _readable("KAFKA_SASL_PASSWORD_FILE", settings.kafka_sasl_password_file)
+        if why:
+            problems.append(why)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    conf: dict[str, str] = {}
+    if protocol != "PLAINTEXT":
+        conf["security.protocol"] = protocol
+    if sasl:
+        conf["sasl.mechanism"] = str(settings.kafka_sasl_mechanism)
+        conf["sasl.username"] = str(settings.kafka_sasl_username)
+        conf["sasl.password"] = (
+            _secret_file("KAFKA_SASL_PASSWORD_FILE", settings.kafka_sasl_password_file)
+            if settings.kafka_sasl_password_file is not None
+            else str(settings.kafka_sasl_password))
+    for name, (env, path) in files.items():
+        if path is not None:
+            conf[name] = _secret_file(env, path) if name == "ssl.key.password" else str(path)
+    return conf
+
+
+def admin_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """The config of an admin client (or of a consumer that only reads watermarks): the
+    broker and :func:`kafka_security`, then ``extra``."""
+    conf: dict[str, Any] = {"bootstrap.servers": settings.bootstrap_servers}
+    conf.update(kafka_security(settings))
+    conf.update(extra)
+    return conf
 
 
 def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
     """Idempotent, ``acks=all``; ``message.max.bytes`` from ``GOVBUS_MESSAGE_MAX_BYTES``, the
-    limit every topic's ``max.message.bytes`` is derived from (:func:`topic_spec`)."""
+    limit every topic's ``max.message.bytes`` is derived from (:func:`topic_spec`); the
+    security settings of :func:`kafka_security`; then ``extra``."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "enable.idempotence": True,
@@ -33,11 +166,14 @@ def producer_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "socket.keepalive.enable": True,
         "log.connection.close": False,
     }
+    conf.update(kafka_security(settings))
     conf.update(extra)
     return conf
 
 
 def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, Any]:
+    """Of group ``group``, committing by hand; the security settings of
+    :func:`kafka_security`; then ``extra``."""
     conf: dict[str, Any] = {
         "bootstrap.servers": settings.bootstrap_servers,
         "group.id": group,
@@ -57,12 +193,14 @@ def consumer_config(settings: Settings, group: str, **extra: Any) -> dict[str, A
         "partition.assignment.strategy": "roundrobin,range",
         "log.connection.close": False,
     }
+    conf.update(kafka_security(settings))
     conf.update(extra)
     return conf
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.bootstrap_servers})
+    """An admin client of :func:`admin_config`."""
+    return AdminClient(admin_config(settings))
 
 
 #: what a topic's ``max.message.bytes`` allows over the producers' ``message.max.bytes``.

@@ -22,6 +22,14 @@ The embedded Tansu broker neither enforces ACLs nor implements the ACL admin API
 does not advertise DeleteAcls, and librdkafka aborts the process on its CreateAcls answer), so
 :func:`apply` asks the broker which APIs it speaks before it sends anything, and refuses with
 a :class:`BrokerError` that says so.
+
+``govbus acl apply`` connects as every other client does, with the security settings of
+``govbus.core.kafka.kafka_security`` (docs/deployment.md, "Authenticated clients"), and asks
+that question on every protocol: with ``SSL`` or ``SASL_SSL`` the probe's socket is wrapped in
+TLS with the same CA, client certificate and key (the broker's name verified, as librdkafka
+does); on a SASL listener no authentication is needed, as Kafka answers ApiVersions before the
+SASL handshake (KIP-43). So a broker that lacks the ACL APIs is refused clearly whatever its
+listener, and a TLS or certificate problem is reported before the admin client starts.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ import datetime as dt
 import json
 import re
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import Iterable
@@ -50,7 +59,7 @@ from confluent_kafka.admin import (
 
 from govbus.core import topics
 from govbus.core.catalogue import Catalogue
-from govbus.core.errors import BrokerError, GovbusError
+from govbus.core.errors import BrokerError, ConfigError, GovbusError
 from govbus.core.sharing import Grant
 
 NAME = re.compile(r"^[a-z0-9_]+$")
@@ -213,18 +222,66 @@ def apply(entries: Iterable[AclEntry], bootstrap: str, dry_run: bool = False, *,
           admin_config: dict[str, Any] | None = None, timeout: float = 15.0) -> ApplyResult:
     """Create what the plan has and the broker lacks; delete managed bindings it no longer has.
 
-    ``admin_config`` adds client settings (``security.protocol``, SASL) for a secured cluster.
-    Raises :class:`BrokerError` when the broker does not support ACLs.
+    ``admin_config`` adds librdkafka's security settings for a secured cluster
+    (``govbus.core.kafka.kafka_security``: ``security.protocol``, SASL, TLS files); the
+    ApiVersions probe uses the same TLS settings (:func:`tls_context`). Raises
+    :class:`BrokerError` when the broker does not support ACLs.
     """
-    conf = {"bootstrap.servers": bootstrap} | (admin_config or {})
-    if str(conf.get("security.protocol", "PLAINTEXT")).upper() == "PLAINTEXT":
-        require_acl_apis(bootstrap, timeout)
+    conf = client_config(bootstrap, admin_config)
+    require_acl_apis(bootstrap, timeout, tls=tls_context(conf))
     client = AdminClient(conf)
     create, delete, unchanged = diff(entries, _describe(client, bootstrap, timeout))
     if not dry_run:
         _create(client, create, timeout)
         _delete(client, delete, timeout)
     return ApplyResult(create, delete, unchanged, dry_run)
+
+
+def client_config(bootstrap: str, admin_config: dict[str, Any] | None = None
+                  ) -> dict[str, Any]:
+    """The admin client's config: ``bootstrap``, then ``admin_config`` (the security
+    settings)."""
+    return {"bootstrap.servers": bootstrap} | (admin_config or {})
+
+
+#: the librdkafka TLS settings the probe uses, and the variable each comes from
+_TLS_KEYS = {"ssl.ca.location": "KAFKA_SSL_CA_LOCATION",
+             "ssl.certificate.location": "KAFKA_SSL_CERTIFICATE_LOCATION",
+             "ssl.key.location": "KAFKA_SSL_KEY_LOCATION",
+             "ssl.key.password": "KAFKA_SSL_KEY_PASSWORD_FILE"}
+
+
+def tls_context(conf: dict[str, Any]) -> ssl.SSLContext | None:
+    """The TLS context a raw connection to the broker needs under client config ``conf``, or
+    None when its ``security.protocol`` (default PLAINTEXT) is not ``SSL`` or ``SASL_SSL``.
+
+    As librdkafka: the broker's certificate verified against ``ssl.ca.location`` (unset: the
+    system's CAs) and its host name checked; ``ssl.certificate.location`` and
+    ``ssl.key.location`` (with ``ssl.key.password``) presented for mutual TLS. A file the
+    context cannot load is a ConfigError naming its variable."""
+    if str(conf.get("security.protocol", "PLAINTEXT")).upper() not in ("SSL", "SASL_SSL"):
+        return None
+    ca = conf.get("ssl.ca.location")
+    try:
+        context = ssl.create_default_context(cafile=ca)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"{_TLS_KEYS['ssl.ca.location']}={ca}: not a CA certificate "
+                          f"file (PEM): {exc}") from exc
+    certificate, key = conf.get("ssl.certificate.location"), conf.get("ssl.key.location")
+    if certificate or key:
+        if not (certificate and key):
+            raise ConfigError(f"{_TLS_KEYS['ssl.certificate.location']} and "
+                              f"{_TLS_KEYS['ssl.key.location']} go together: mutual TLS needs "
+                              "the client's certificate and its private key")
+        try:
+            context.load_cert_chain(str(certificate), str(key), conf.get("ssl.key.password"))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"{_TLS_KEYS['ssl.certificate.location']}={certificate} and "
+                f"{_TLS_KEYS['ssl.key.location']}={key} (password from "
+                f"{_TLS_KEYS['ssl.key.password']}): not a certificate and its key (PEM): "
+                f"{exc}") from exc
+    return context
 
 
 def diff(wanted: Iterable[AclEntry], existing: Iterable[AclEntry]
@@ -280,13 +337,15 @@ def _delete(client: AdminClient, entries: list[AclEntry], timeout: float) -> Non
         raise BrokerError(f"{len(failed)} ACL(s) not deleted: {'; '.join(failed[:5])}")
 
 
-def require_acl_apis(bootstrap: str, timeout: float = 10.0) -> set[int]:
-    """Ask the broker (ApiVersions) whether it speaks Describe/Create/DeleteAcls.
+def require_acl_apis(bootstrap: str, timeout: float = 10.0, *,
+                     tls: ssl.SSLContext | None = None) -> set[int]:
+    """Ask the broker (ApiVersions) whether it speaks Describe/Create/DeleteAcls; over TLS
+    with ``tls`` (:func:`tls_context`).
 
     librdkafka trusts a broker that advertises an API; Tansu advertises CreateAcls but answers
     it in a form that aborts the client process, so the question is asked first, directly.
     """
-    apis = advertised_apis(bootstrap, timeout)
+    apis = advertised_apis(bootstrap, timeout, tls=tls)
     missing = [f"{name} (API {key})" for key, name in ACL_APIS.items() if key not in apis]
     if missing:
         raise BrokerError(f"the broker at {bootstrap} does not support ACLs: it does not "
@@ -296,18 +355,27 @@ def require_acl_apis(bootstrap: str, timeout: float = 10.0) -> set[int]:
     return apis
 
 
-def advertised_apis(bootstrap: str, timeout: float = 10.0) -> set[int]:
-    """The API keys the first reachable bootstrap server advertises (ApiVersions v0)."""
+def advertised_apis(bootstrap: str, timeout: float = 10.0, *,
+                    tls: ssl.SSLContext | None = None) -> set[int]:
+    """The API keys the first reachable bootstrap server advertises (ApiVersions v0), asked
+    over TLS with ``tls`` when given (the server's name checked against its certificate).
+    Needs no SASL authentication: a Kafka broker answers ApiVersions before the handshake."""
     client_id = b"govbus-acl"
     request = struct.pack(">hhih", 18, 0, 1, len(client_id)) + client_id
     errors = []
     for server in bootstrap.split(","):
         host, _, port = server.strip().split("://")[-1].rpartition(":")
+        host = host.strip("[]")
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout) as sock:
+            with socket.create_connection((host, int(port)), timeout) as raw, \
+                    (tls.wrap_socket(raw, server_hostname=host) if tls else raw) as sock:
                 sock.sendall(struct.pack(">i", len(request)) + request)
                 (size,) = struct.unpack(">i", _recv(sock, 4))
                 body = _recv(sock, size)
+        except ssl.SSLCertVerificationError as exc:
+            errors.append(f"{server}: its TLS certificate is not trusted "
+                          f"(KAFKA_SSL_CA_LOCATION): {exc.verify_message or exc}")
+            continue
         except (OSError, ValueError, struct.error) as exc:
             errors.append(f"{server}: {exc}")
             continue
@@ -355,6 +423,7 @@ def run(args: argparse.Namespace) -> int:
     """Plan or apply as ``args`` say (``govbus acl`` calls this)."""
     from govbus.core.catalogue import load_catalogue
     from govbus.core.config import Settings
+    from govbus.core.kafka import kafka_security
     from govbus.core.sharing_store import load_grants
 
     try:
@@ -366,7 +435,8 @@ def run(args: argparse.Namespace) -> int:
             print(json.dumps(as_dict(entries, at), ensure_ascii=False, indent=2) if args.json
                   else render_table(entries))
             return 0
-        result = apply(entries, settings.bootstrap_servers, dry_run=args.dry_run)
+        result = apply(entries, settings.bootstrap_servers, dry_run=args.dry_run,
+                       admin_config=kafka_security(settings))
     except GovbusError as exc:
         print(f"govbus acl: error: {exc}", file=sys.stderr)
         return 1

@@ -35,6 +35,7 @@ from prometheus_client.registry import Collector
 from govbus.core import db, metrics
 from govbus.core.config import Settings
 from govbus.core.errors import GovbusError
+from govbus.core.kafka import admin_config
 from govbus.stream_apps.ops_queries import OPTIONAL_SOURCES, QUERIES, staleness
 
 log = logging.getLogger("govbus.ops_exporter")
@@ -139,18 +140,23 @@ _DB_GAUGES = {  # query key: (metric, help, optional source)
 }
 
 
+def watermark_config(settings: Settings) -> dict[str, Any]:
+    """The config of the consumer that only reads high watermarks: it joins no group and
+    commits nothing; the security settings are those of every client (``admin_config``)."""
+    return admin_config(settings, **{"group.id": "govbus-ops-exporter",
+                                     "enable.auto.commit": False})
+
+
 def consumer_offsets(settings: Settings, timeout: float = 5.0) -> dict[str, tuple[int, int]]:
     """Per consumer group: (sum of its committed offsets, sum of those partitions' high
     watermarks). A group whose first stays while the second grows is stuck."""
-    conf: dict[str, str | int | float | bool] = {
-        "bootstrap.servers": settings.bootstrap_servers}
+    conf = admin_config(settings)  # the broker and the security settings of every client
     admin = AdminClient(conf)
     groups = admin.list_consumer_groups(request_timeout=timeout).result()
     names = sorted(g.group_id for g in groups.valid if g.group_id.startswith("govbus"))
     if not names:
         return {}
-    watermarks = Consumer(conf | {"group.id": "govbus-ops-exporter",
-                                  "enable.auto.commit": False})
+    watermarks = Consumer(watermark_config(settings))
     try:
         found: dict[str, tuple[int, int]] = {}
         for name in names:

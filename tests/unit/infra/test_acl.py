@@ -3,22 +3,34 @@ reads exactly the deliveries of its grants in force (Art. 8, 24) — nothing mor
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import socket
+import ssl
+import struct
+import threading
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.errors import BrokerError, ConfigError
 from govbus.core.sharing import Grant
 from govbus.infra.acl import (
     BUS_PRINCIPAL,
     AclEntry,
     AclError,
     ApplyResult,
+    advertised_apis,
+    apply,
     as_dict,
     diff,
     plan,
     render_table,
+    require_acl_apis,
+    tls_context,
 )
 
 NOW = dt.datetime(2025, 11, 25, 12, 0, tzinfo=dt.UTC)
@@ -240,3 +252,153 @@ def test_whole_plan_equals_the_grants_exactly(catalogue: Catalogue) -> None:
            for e in plan(catalogue, grants, NOW) if e.principal != BUS_PRINCIPAL}
     assert got - expected == set(), "more than the grants allow"
     assert expected - got == set(), "less than the grants need"
+
+
+# --- the ApiVersions probe over TLS, against a stand-in broker --------------------------------
+
+KEY_PASSWORD = "key-pa55"
+ACL_KEYS = (18, 29, 30, 31)  # ApiVersions, DescribeAcls, CreateAcls, DeleteAcls
+
+
+def _pem_pair(tmp: Path, name: str, cn: str, issuer: tuple[Any, Any] | None = None, *,
+              ca: bool = False, password: str | None = None) -> tuple[Any, Any]:
+    """A key and a certificate for ``cn`` (issued by ``issuer``, else self-signed), written to
+    ``<name>.pem`` and ``<name>.key`` (encrypted with ``password`` when given)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    signer_key, signer = issuer or (key, None)
+    now = dt.datetime.now(dt.UTC)
+    builder = (x509.CertificateBuilder().subject_name(subject)
+               .issuer_name(signer.subject if signer else subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - DAY).not_valid_after(now + DAY)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+    if ca:
+        builder = builder.add_extension(x509.KeyUsage(
+            digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+            key_encipherment=False, data_encipherment=False, key_agreement=False,
+            encipher_only=False, decipher_only=False), critical=True)
+    else:
+        builder = builder.add_extension(x509.SubjectAlternativeName(
+            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False)
+    cert = builder.sign(signer_key, hashes.SHA256())
+    encryption = (serialization.BestAvailableEncryption(password.encode()) if password
+                  else serialization.NoEncryption())
+    (tmp / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp / f"{name}.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
+    return key, cert
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A CA, the broker's certificate (127.0.0.1, localhost) and an agency's client
+    certificate, its key encrypted; and a CA nobody trusts."""
+    pytest.importorskip("cryptography")  # only to make the certificates
+    tmp = tmp_path_factory.mktemp("pki")
+    ca = _pem_pair(tmp, "ca", "govbus test CA", ca=True)
+    _pem_pair(tmp, "broker", "kafka-1", ca)
+    _pem_pair(tmp, "client", "public_security", ca, password=KEY_PASSWORD)
+    _pem_pair(tmp, "other-ca", "someone else's CA", ca=True)
+    (tmp / "key.password").write_text(KEY_PASSWORD + "\n")
+    return tmp
+
+
+class TlsBroker:
+    """Answers one ApiVersions v0 request over TLS, asking for a client certificate; records
+    the client certificate's common name."""
+
+    def __init__(self, pki: Path, apis: tuple[int, ...] = ACL_KEYS) -> None:
+        self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.context.load_cert_chain(pki / "broker.pem", pki / "broker.key")
+        self.context.load_verify_locations(pki / "ca.pem")
+        self.context.verify_mode = ssl.CERT_REQUIRED
+        self.apis = apis
+        self.client: str | None = None
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(10)
+        self.bootstrap = f"127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError), self.listener:
+            raw, _ = self.listener.accept()
+            with self.context.wrap_socket(raw, server_side=True) as sock:
+                cert: Any = sock.getpeercert() or {}
+                names = [rdn[0] for rdn in cert.get("subject", ())]
+                self.client = dict(names).get("commonName")
+                (size,) = struct.unpack(">i", sock.recv(4))
+                _key, _version, correlation = struct.unpack(">hhi", sock.recv(size)[:8])
+                body = struct.pack(">ihi", correlation, 0, len(self.apis)) + b"".join(
+                    struct.pack(">hhh", key, 0, 3) for key in self.apis)
+                sock.sendall(struct.pack(">i", len(body)) + body)
+
+
+def mtls_config(pki: Path, ca: str = "ca.pem") -> dict[str, Any]:
+    """What ``kafka_security`` gives an agency's SASL_SSL client with mutual TLS."""
+    return {"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "public_security", "sasl.password": "pw",
+            "ssl.ca.location": str(pki / ca),
+            "ssl.certificate.location": str(pki / "client.pem"),
+            "ssl.key.location": str(pki / "client.key"), "ssl.key.password": KEY_PASSWORD}
+
+
+def test_the_probe_speaks_tls_with_the_client_certificate(pki: Path) -> None:
+    broker = TlsBroker(pki)
+    tls = tls_context(mtls_config(pki))
+    assert tls is not None and tls.check_hostname and tls.verify_mode == ssl.CERT_REQUIRED
+    assert require_acl_apis(broker.bootstrap, 5, tls=tls) == set(ACL_KEYS)
+    broker.thread.join(5)
+    assert broker.client == "public_security"  # mutual TLS: the agency's certificate shown
+
+
+def test_the_probe_refuses_a_broker_whose_certificate_is_not_trusted(pki: Path) -> None:
+    broker = TlsBroker(pki)
+    with pytest.raises(BrokerError, match=r"unreachable: 127\.0\.0\.1:\d+: its TLS certificate "
+                                          r"is not trusted \(KAFKA_SSL_CA_LOCATION\)"):
+        advertised_apis(broker.bootstrap, 5, tls=tls_context(mtls_config(pki, "other-ca.pem")))
+
+
+def test_the_probe_over_tls_still_refuses_a_broker_without_the_acl_apis(pki: Path) -> None:
+    broker = TlsBroker(pki, apis=(0, 1, 18, 29, 30))
+    with pytest.raises(BrokerError, match=r"does not support ACLs: it does not offer "
+                                          r"DeleteAcls \(API 31\)"):
+        require_acl_apis(broker.bootstrap, 5, tls=tls_context(mtls_config(pki)))
+
+
+def test_apply_probes_over_tls_before_the_admin_client(pki: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = TlsBroker(pki, apis=(18,))
+    made: list[dict[str, Any]] = []
+    monkeypatch.setattr("govbus.infra.acl.AdminClient", lambda conf: made.append(conf))
+    with pytest.raises(BrokerError, match="does not support ACLs"):
+        apply([], broker.bootstrap, admin_config=mtls_config(pki), timeout=5)
+    assert made == [], "no admin client for a broker that cannot take ACLs"
+
+
+@pytest.mark.parametrize("protocol", [None, "PLAINTEXT", "SASL_PLAINTEXT"])
+def test_no_tls_for_the_probe_without_a_tls_protocol(protocol: str | None) -> None:
+    conf = {} if protocol is None else {"security.protocol": protocol}
+    assert tls_context(conf) is None
+
+
+def test_tls_files_the_probe_cannot_load_are_named(pki: Path) -> None:
+    with pytest.raises(ConfigError, match=r"^KAFKA_SSL_CA_LOCATION=.*key\.password: not a CA "
+                                          r"certificate file \(PEM\)"):
+        tls_context(mtls_config(pki, "key.password"))
+    with pytest.raises(ConfigError, match=r"KAFKA_SSL_CERTIFICATE_LOCATION=.*client\.pem and "
+                                          r"KAFKA_SSL_KEY_LOCATION=.*client\.key \(password "
+                                          r"from KAFKA_SSL_KEY_PASSWORD_FILE\)"):
+        tls_context(mtls_config(pki) | {"ssl.key.password": "wrong"})
+    with pytest.raises(ConfigError, match="KAFKA_SSL_CERTIFICATE_LOCATION and "
+                                          "KAFKA_SSL_KEY_LOCATION go together"):
+        tls_context({"security.protocol": "SSL", "ssl.key.location": str(pki / "client.key")})
