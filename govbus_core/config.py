@@ -48,8 +48,9 @@ from govbus.core.workdays import use_holidays_file
 __all__ = ["DAY_MS", "MESSAGE_MAX_BYTES", "RETENTION_DEFAULTS_DAYS", "RETENTION_DEFAULTS_MS",
            "Access", "Deadlines", "KafkaSecurity", "Metrics", "Publishing", "Retention", "Runtime",
            "Services", "Settings", "Signing", "Streams", "Topics", "database_url",
-           "effective_settings", "env_value", "read_env", "read_runtime", "require_database_url",
-           "retention_settings", "runtime_file", "state_dir", "topic_settings"]
+           "effective_settings", "env_value", "kafka_security_settings", "read_env",
+           "read_runtime", "require_database_url", "retention_settings", "runtime_file",
+           "state_dir", "topic_settings"]
 
 ENV_KEYS = tuple(BY_ENV)  # every variable govbus reads
 
@@ -107,6 +108,15 @@ def topic_settings() -> dict[str, Any]:
     topics = dataclasses.asdict(Topics.from_env())
     topics.pop("partitions")  # `govbus up --partitions` and the callers say how many
     return topics
+
+
+def kafka_security_settings(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``KafkaSecurity`` fields of the environment (checked, as every setting), by
+    attribute name: for a :class:`Settings` made in code for the broker this process talks to
+    (``Settings(bootstrap, ..., **kafka_security_settings())``), whose clients must then
+    authenticate as the process's do. Their combination is checked when a client is built
+    (``govbus.core.kafka.kafka_security``)."""
+    return dataclasses.asdict(KafkaSecurity.from_env(environ))
 
 
 def retention_settings() -> dict[str, Any]:

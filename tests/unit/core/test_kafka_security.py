@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from govbus.core import kafka
-from govbus.core.config import Settings
+from govbus.core.config import Settings, kafka_security_settings
 from govbus.core.errors import ConfigError
 from govbus.core.kafka import (
     admin_config,
@@ -309,3 +309,15 @@ def test_the_settings_object_alone_decides(tmp_path: Path, secured: dict[str, st
                                 kafka_ssl_key_password_file=None)
     assert kafka_security(plain) == {} and kafka_security(settings)["sasl.username"] == \
         "public_security"
+
+
+def test_a_settings_made_in_code_takes_the_environments_security(
+        tmp_path: Path, files: dict[str, Path], secured: dict[str, str]) -> None:
+    """``Settings(bootstrap, ..., **kafka_security_settings())``: for the code that makes its
+    own Settings for the broker the process talks to (the topics `prepare` creates)."""
+    made = Settings("kafka-1:9092", "postgresql://x/y", Path("s"),
+                    **kafka_security_settings(secured))
+    assert kafka_security(made) == expected(files)
+    assert kafka_security(Settings("b:1", "d", Path("s"), **kafka_security_settings({}))) == {}
+    with pytest.raises(ConfigError, match="KAFKA_SECURITY_PROTOCOL='TLS'"):
+        kafka_security_settings({"KAFKA_SECURITY_PROTOCOL": "TLS"})

@@ -1,12 +1,15 @@
 """infra/docker-compose.yml and its Prometheus config, checked by parsing them (there is no
 Docker engine on the build machines): every service a service, a scrape target or a connection
-string names exists, in every profile in which it is needed (docs/deployment.md)."""
+string names exists, in every profile in which it is needed; the brokers take SASL_SSL with
+SCRAM-SHA-512 behind an authorizer, every client authenticates, no password is in the file
+(docs/deployment.md)."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -14,7 +17,10 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from govbus.cli import build_parser
 from govbus.core.config import Settings
+from govbus.core.kafka import kafka_security
+from govbus.infra import acl
 
 INFRA = Path(__file__).resolve().parents[3] / "infra"
 COMPOSE: dict[str, Any] = yaml.safe_load((INFRA / "docker-compose.yml").read_text())
@@ -238,3 +244,170 @@ def test_the_init_script_compiles_and_its_imports_exist() -> None:
         for name in names.split(","):
             assert hasattr(loaded, name.strip()), f"{module}.{name.strip()}"
     assert "Settings.from_env()" in script, "topics from the environment's topic settings"
+
+
+# --- security: SASL_SSL with SCRAM-SHA-512, an authorizer, ACLs from the plan ---------------
+
+TEXT = (INFRA / "docker-compose.yml").read_text()
+BROKERS = [s for s in SERVICES if "KAFKA_NODE_ID" in env(s)]
+SECRETS: dict[str, dict[str, str]] = COMPOSE.get("secrets") or {}
+#: what every govbus client needs to authenticate (docs/deployment.md)
+CLIENT_SECURITY = ("KAFKA_SECURITY_PROTOCOL", "KAFKA_SASL_MECHANISM", "KAFKA_SASL_USERNAME",
+                   "KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CA_LOCATION")
+
+
+def listeners(broker: str) -> dict[str, str]:
+    """Listener name -> security protocol."""
+    e = env(broker)
+    protocols = dict(p.split(":", 1) for p in e["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    names = [entry.split("://", 1)[0] for entry in e["KAFKA_LISTENERS"].split(",")]
+    return {name: protocols[name] for name in names}
+
+
+def script(service: str) -> str:
+    """The shell script a service runs (``bash -c <script>``)."""
+    command = SERVICES[service]["command"]
+    assert command[:2] == ["bash", "-c"], service
+    return str(command[2])
+
+
+def secrets_of(service: str) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in SERVICES[service].get("secrets")
+            or []}
+
+
+def govbus_clients() -> list[str]:
+    """Every service that runs govbus code: the processes and the one-shot inits."""
+    return [s for s in SERVICES if SERVICES[s].get("build")]
+
+
+def test_brokers_take_sasl_ssl_with_scram_for_clients_and_among_themselves() -> None:
+    assert len(BROKERS) == 3
+    for broker in BROKERS:
+        e, named = env(broker), listeners(broker)
+        controller = e["KAFKA_CONTROLLER_LISTENER_NAMES"]
+        assert {p for n, p in named.items() if n != controller} == {"SASL_SSL"}, broker
+        assert named[e["KAFKA_INTER_BROKER_LISTENER_NAME"]] == "SASL_SSL"
+        assert all(a.startswith("SASL_SSL://") for a in e["KAFKA_ADVERTISED_LISTENERS"].split(","))
+        assert e["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+        assert e["KAFKA_SASL_MECHANISM_INTER_BROKER_PROTOCOL"] == "SCRAM-SHA-512"
+        # the controllers speak TLS and take only certificates of the CA, mapped to a principal
+        assert named[controller] == "SSL"
+        assert e[f"KAFKA_LISTENER_NAME_{controller}_SSL_CLIENT_AUTH"] == "required"
+        assert "/kafka-broker/" in e["KAFKA_SSL_PRINCIPAL_MAPPING_RULES"]
+        assert "--command-config" in healthcheck_text(broker), "the health check authenticates"
+
+
+def test_an_authorizer_denies_what_no_acl_allows() -> None:
+    for broker in BROKERS:
+        e = env(broker)
+        assert e["KAFKA_AUTHORIZER_CLASS_NAME"] == \
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+        assert e["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+        assert set(e["KAFKA_SUPER_USERS"].split(";")) == {"User:govbus", "User:kafka-broker"}
+
+
+def test_the_scram_users_are_created_at_format_with_passwords_from_secrets() -> None:
+    """The image's entrypoint formats without SCRAM credentials: the command formats first,
+    with the bus's and the brokers' users, then hands over to the entrypoint."""
+    for broker in BROKERS:
+        text = script(broker)
+        format_at = text.index("kafka-storage.sh format --ignore-formatted")
+        assert text.rstrip().endswith("exec /etc/kafka/docker/run") and format_at > 0
+        for user, variable in (("govbus", "govbus_pw"), ("kafka-broker", "broker_pw")):
+            assert f"SCRAM-SHA-512=[name={user},password=$${variable}]" in text
+        assert {"kafka_govbus_password", "kafka_broker_password"} <= secrets_of(broker)
+        assert 'username=\\"kafka-broker\\"' in text, "the brokers log in as User:kafka-broker"
+        assert "java.security.auth.login.config" in text
+
+
+@pytest.mark.parametrize("service", [s for s in SERVICES if (SERVICES[s].get("command") or
+                                                               [None])[0] == "bash"])
+def test_every_shell_script_parses(service: str) -> None:
+    unescaped = script(service).replace("$$", "$")  # what compose hands to bash
+    done = subprocess.run(["bash", "-n"], input=unescaped, text=True, capture_output=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_dollar_is_for_the_container_not_for_compose() -> None:
+    """Compose substitutes ``$NAME`` from the host's environment; every ``$`` of the file is
+    doubled, so that each reaches the container's shell (or the broker) as it is written."""
+    assert "$" not in TEXT.replace("$$", ""), "a `$` compose would substitute"
+
+
+def test_no_kafka_password_is_written_in_the_file() -> None:
+    assert not re.findall(r'password=(?!\\?"?\$\$)', TEXT), "a password literal"
+    assert "KAFKA_SASL_PASSWORD:" not in TEXT, "passwords come from files (_FILE)"
+    for name, secret in SECRETS.items():
+        assert secret["file"].startswith("./secrets/"), name
+    for service in SERVICES:
+        assert secrets_of(service) <= set(SECRETS), f"{service} uses an undeclared secret"
+    exporter = " ".join(SERVICES["kafka-exporter"]["entrypoint"])
+    assert '--sasl.password="$$(cat /run/secrets/kafka_govbus_password)"' in exporter
+
+
+def test_the_brokers_tls_stores_are_mounted_from_the_secrets_folder() -> None:
+    keystores = set()
+    for broker in BROKERS:
+        assert "./secrets/kafka:/etc/kafka/secrets:ro" in SERVICES[broker]["volumes"]
+        keystores.add(env(broker)["KAFKA_SSL_KEYSTORE_FILENAME"])
+        for key in ("KAFKA_SSL_KEY_CREDENTIALS", "KAFKA_SSL_KEYSTORE_CREDENTIALS",
+                    "KAFKA_SSL_TRUSTSTORE_FILENAME", "KAFKA_SSL_TRUSTSTORE_CREDENTIALS"):
+            assert "/" not in env(broker)[key], "a file name in /etc/kafka/secrets"
+        # the image's entrypoint reads the truststore only when client certificates are asked
+        assert env(broker)["KAFKA_SSL_CLIENT_AUTH"] in ("requested", "required")
+    assert keystores == {f"{b}.keystore.p12" for b in BROKERS}, "one keystore per broker"
+
+
+@pytest.mark.parametrize("service", govbus_clients())
+def test_every_govbus_service_authenticates_with_sasl_ssl(
+        service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    e = env(service)
+    assert e["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and e["KAFKA_SASL_MECHANISM"] == \
+        "SCRAM-SHA-512"
+    agency = re.search(r"--agency (\S+)", " ".join(map(str, SERVICES[service]["command"])))
+    user = e["KAFKA_SASL_USERNAME"]
+    assert user == (agency.group(1) if agency else "govbus"), "an adapter acts as its agency"
+    if user != "govbus":  # its SCRAM user is created by a one-shot of its profile
+        creator = f"kafka-user-{user.replace('_', '-')}"
+        assert f"--entity-name {user}" in script(creator) and profiles(creator) == \
+            profiles(service)
+        assert depends_on(service)[creator] == {"condition": "service_completed_successfully"}
+    for key in ("KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CA_LOCATION"):
+        folder, _, name = e[key].rpartition("/")
+        assert folder == "/run/secrets" and name in secrets_of(service), (service, key)
+    # the process's settings pass the rules of kafka_security, the secrets as files here
+    files = {}
+    for key in ("KAFKA_SASL_PASSWORD_FILE", "KAFKA_SSL_CA_LOCATION"):
+        files[key] = tmp_path / key
+        files[key].write_text("pa55\n")
+    for key, value in (e | {k: str(v) for k, v in files.items()}).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("GOVBUS_STATE_DIR", str(tmp_path))
+    assert kafka_security(Settings.from_env()) == {
+        "security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": user, "sasl.password": "pa55",
+        "ssl.ca.location": str(files["KAFKA_SSL_CA_LOCATION"])}
+
+
+def test_acl_apply_runs_after_the_topics_and_before_the_stream_processes() -> None:
+    service = SERVICES["acl-apply"]
+    args = build_parser().parse_args(service["command"][1:])
+    assert service["command"][0] == "govbus" and args.handler is acl.run
+    assert args.acl_action == "apply" and not args.dry_run
+    assert not long_running("acl-apply"), "one-shot: the stream processes wait for it to end"
+    assert depends_on("acl-apply")["govbus-init"] == \
+        {"condition": "service_completed_successfully"}
+    for process in long_running_govbus():
+        assert depends_on(process)["acl-apply"] == \
+            {"condition": "service_completed_successfully"}, process
+
+
+def test_the_kafka_exporter_authenticates_as_the_bus_over_tls() -> None:
+    flags = SERVICES["kafka-exporter"]["command"]
+    assert {"--sasl.enabled", "--sasl.mechanism=scram-sha512", "--sasl.username=govbus",
+            "--tls.enabled", "--tls.ca-file=/run/secrets/kafka_ca"} <= set(flags)
+    assert {"kafka_ca", "kafka_govbus_password"} <= secrets_of("kafka-exporter")
+    entrypoint = SERVICES["kafka-exporter"]["entrypoint"]
+    assert entrypoint[:2] == ["/bin/sh", "-c"] and '"$$@"' in entrypoint[2], "flags passed on"
