@@ -6,6 +6,11 @@ grant is picked up and a revoked or expired one dropped; never a pattern that co
 another agency's topics (Art. 24: shared data goes only to the entitled agency). Messages of a
 topic whose grant has ended are not used.
 
+Every delivery is verified against the bus's public keys (``GOVBUS_BUS_PUBLIC_KEY_FILE``, from
+``govbus keys show --bus``; :mod:`govbus.core.signatures`) before it is used: one that fails —
+unsigned, signed by another key, changed after signing — is refused: counted, logged with its
+reason, never applied, never confirmed as received (Art. 8, 24).
+
 Each batch is printed as JSON lines, or applied to a table in the agency's own PostgreSQL
 (upsert by entity key in order; an event older than the row's is skipped, so replays are
 idempotent; ``d`` deletes). Then its receipt is confirmed in the bus's ``receipts`` table
@@ -34,13 +39,15 @@ import psycopg2.extras
 from confluent_kafka import Consumer, TopicPartition
 from psycopg2 import sql
 
-from govbus.core import access, db, topics
+from govbus.core import access, db, metrics, topics
 from govbus.core.batching import BatchStage, commit, usable
 from govbus.core.config import Settings
 from govbus.core.errors import BrokerError, DatabaseError, GovbusError
 from govbus.core.kafka import consumer_config
+from govbus.core.keyring import bus_verifier
 from govbus.core.sharing import Grant
 from govbus.core.sharing_store import load_grants, now
+from govbus.core.signatures import Verifier
 from govbus.delivery_log import confirm_receipts
 
 log = logging.getLogger("govbus.subscriber")
@@ -205,8 +212,12 @@ class Subscriber(BatchStage):
     def __init__(self, settings: Settings, agency: str, sink: TableSink | None = None, *,
                  out: TextIO | None = None, resources: Sequence[str] | None = None,
                  max_messages: int | None = None, idle_exit: float | None = None,
-                 refresh_s: float = 3.0, batch: int = 500) -> None:
+                 refresh_s: float = 3.0, batch: int = 500, verifier: Verifier | None = None
+                 ) -> None:
         self.settings, self.agency, self.sink = settings, check_agency(agency), sink
+        #: the bus's public keys every delivery must verify against (none found: refused
+        #: at start, nothing is used unverified)
+        self.verifier = verifier or bus_verifier(settings)
         self.out = out or sys.stdout
         self.resources = [resource_name(r) for r in resources] if resources else None
         self.max_messages, self.idle_exit = max_messages, idle_exit
@@ -306,6 +317,14 @@ class Subscriber(BatchStage):
                 counts["not_granted"] += 1  # its grant ended since the fetch: not used
                 continue
             offsets[(topic, msg.partition())] = msg.offset() + 1
+            refused = self.verifier.check(topic, msg.key(), msg.value(), msg.headers())
+            if refused is not None:  # not the bus's: never applied, never confirmed
+                counts["refused"] += 1
+                counts[f"refused {refused.rule}"] += 1
+                metrics.SUBSCRIBER_REFUSED.labels(self.agency, refused.rule).inc()
+                log.warning("delivery %s[%d]@%d refused (%s): %s", topic, msg.partition(),
+                            msg.offset(), refused.rule, refused.message)
+                continue
             try:
                 deliveries.append(Received.from_message(msg))
             except ValueError as exc:
@@ -367,6 +386,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="stop after SECONDS without deliveries")
     parser.add_argument("--token-file", help="the agency's token (mode 600); else "
                         "$GOVBUS_TOKEN_FILE or $GOVBUS_TOKEN")
+    parser.add_argument("--bus-public-key", metavar="FILE", help="the bus's public key(s) the "
+                        "deliveries are verified with (`govbus keys show --bus`); else "
+                        "$GOVBUS_BUS_PUBLIC_KEY_FILE")
 
 
 def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -381,7 +403,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         access.require(settings.database_url, args.agency, args.token_file)  # Art. 24
         sink = TableSink(args.sink_dsn, args.table) if args.sink_dsn else None
         sub = Subscriber(settings, args.agency, sink, resources=args.resource,
-                         max_messages=args.max, idle_exit=args.idle_exit)
+                         max_messages=args.max, idle_exit=args.idle_exit,
+                         verifier=bus_verifier(settings, args.bus_public_key))
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, sub.stop)
             signal.signal(signal.SIGINT, sub.stop)

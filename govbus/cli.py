@@ -237,7 +237,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         lines = list(read_jsonl(args.file))
     except OSError as exc:
         raise GovbusError(f"cannot read {args.file}: {exc.strerror}") from exc
-    publisher = Publisher(Settings.from_env())
+    publisher = Publisher(Settings.from_env(), key_file=args.key_file)
     good = [(n, obj) for n, obj, err in lines if err is None]
     changes = []
     for _, obj in good:
@@ -319,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--file", required=True, help="JSON lines; '-' reads stdin")
     p.add_argument("--locality", default=None,
                    help="administrative division code for lines without one (360502)")
+    p.add_argument("--key-file", help="the agency's Ed25519 private key the events are signed "
+                   "with (default: $GOVBUS_SIGNING_KEY_FILE, else the embedded runtime's)")
 
     from govbus.producers import outbox
 
@@ -335,6 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus import cli_access  # agency credentials (Art. 24)
 
     cli_access.register(sub, add)
+    from govbus import cli_keys  # signing keys of agencies and of the bus (Art. 8, 24)
+
+    cli_keys.register(sub, add)
     from govbus import cli_quarantine
 
     cli_quarantine.register(sub, add)

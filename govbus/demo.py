@@ -99,23 +99,29 @@ def publish_garbage(pub: Publisher, tally: Tally, run: str) -> None:
              (topics.ingest("hrss", "social_insurance_enrolment"),
               frame(other.schema_id, b"\x02x")),
              (topics.ingest("unknown_bureau", "secrets"), b"\x00\x00\x00\x00\x01")]
+    # signed by market regulation: an agency signing for one that does not exist is refused
+    # (auth.wrong_agency), as is its spoofed sender below
+    spoof = Publisher(pub.settings, pub.catalogue, pub.registry, pub.producer,
+                      signer=pub.signer_for("market_regulation"))
     for i, (topic, payload) in enumerate(cases):
         event_id = f"{run}-garbage-{i}"
-        pub.produce_raw(topic, event_id, payload, event_id)
+        (spoof if "unknown_bureau" in topic else pub).produce_raw(topic, event_id, payload,
+                                                                  event_id)
         tally.ids.add(event_id)
         tally.published["(not events)"] += 1
         tally.expected_bad["(not events)"] += 1
-    # A spoofed sender: market regulation's adapter claims to be public security's (Art. 8).
+    # A spoofed sender: market regulation's adapter claims to be public security's (Art. 8),
+    # signing with its own key: the gate refuses it (auth.wrong_agency).
     population = pub.catalogue.get("public_security", "population_register")
     person = sample.person(random.Random(run))
     event, _ = pub.prepare("market_regulation", population, Change("c", person))
     if event is not None:
         event["event_id"] = f"{run}-garbage-spoofed"
-        pub.send(population, event)
+        spoof.send(population, event)
         tally.ids.add(event["event_id"])
         tally.published["(not events)"] += 1
         tally.expected_bad["(not events)"] += 1
-    if pub.flush(30):
+    if spoof.flush(30) + pub.flush(30):
         raise GovbusError("broker did not acknowledge the garbage payloads")
 
 

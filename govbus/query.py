@@ -29,6 +29,7 @@ from govbus.core.control_plane import load_catalogue_meta
 from govbus.core.envelope import now_ms
 from govbus.core.errors import DatabaseError, GovbusError
 from govbus.core.kafka import ensure_topics, producer_config
+from govbus.core.keyring import bus_signer
 from govbus.core.registry import SchemaRegistry
 from govbus.core.routing import (
     Delivery,
@@ -151,6 +152,7 @@ def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
     dsn = settings.database_url
     res = current_resource(dsn, resource)
     grant = grant_in_force(dsn, agency, res, "data_exchange")
+    signer = bus_signer(settings)  # signed as the hot path's deliveries are
     ensure_topics(settings, [deliver_topic(agency, res)])
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
     writer = LogWriter(dsn)
@@ -162,7 +164,7 @@ def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
                 d._replace(value=d.value | {"channel": "backfill"})
                 for d in (make_delivery(res, _state_event(res, r), grant) for r in rows)]
             writer.append([log_entry(a, "backfill")
-                           for a in send_deliveries(producer, deliveries)])
+                           for a in send_deliveries(producer, deliveries, signer)])
             sent += len(deliveries)
     finally:
         writer.close()

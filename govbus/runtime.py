@@ -32,7 +32,14 @@ from typing import Any
 from govbus import prom
 from govbus.core import db, registry, topics
 from govbus.core.catalogue import Catalogue, load_catalogue
-from govbus.core.config import read_env, read_runtime, runtime_file, state_dir, topic_settings
+from govbus.core.config import (
+    kafka_security_settings,
+    read_env,
+    read_runtime,
+    runtime_file,
+    state_dir,
+    topic_settings,
+)
 from govbus.core.errors import BrokerError, ConfigError, GovbusError
 from govbus.core.kafka import ensure_topics
 
@@ -193,13 +200,20 @@ def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions:
     if admin:
         say(f"access: information center token written to {admin} (mode 600)")
     catalogue = load_catalogue(schemas)
+    from govbus.core import keyring  # the sample agencies' and the bus's keys (Art. 8, 24)
+
+    folder = state_dir() / keyring.KEYS_DIR
+    made = keyring.provision(database_url, folder, [*sorted(catalogue.agencies), keyring.BUS])
+    say(f"keys: {len(made)} generated in {folder}, "
+        f"{len(catalogue.agencies) + 1} registered (each sample agency's and the bus's)")
     results = registry.sync(database_url, catalogue)
     say(f"catalogue: {len(results)} resources, "
         f"{sum(r.status == 'registered' for r in results)} new schema version(s)")
     # the topic settings of the environment (replication, retention, record size) apply to
     # the embedded runtime's topics as to a production broker's (docs/deployment.md)
+    # and the environment's client security (SASL_SSL, mTLS) to a production broker's clients
     settings = Settings(bootstrap, database_url, catalogue.root, partitions=partitions,
-                        **topic_settings())
+                        **topic_settings(), **kafka_security_settings())
     created = ensure_topics(settings, catalogue_topics(catalogue), partitions)
     say(f"topics: {len(created)} created, {partitions} partitions each")
     return catalogue
@@ -333,7 +347,8 @@ def start_supervisor(state: dict[str, Any], base: Path) -> int:
         stop_pid(orphan)
     conf = base / "supervisord.conf"
     env = {"KAFKA_BOOTSTRAP_SERVERS": state["bootstrap_servers"],
-           "DATABASE_URL": state["database_url"]}
+           "DATABASE_URL": state["database_url"],
+           "GOVBUS_STATE_DIR": str(base)}  # where the apps find their keys
     conf.write_text(supervisor_config(base, env, state.get("metrics", {})))
     conf.chmod(0o600)  # it carries the database URL
     socket_path(base).unlink(missing_ok=True)

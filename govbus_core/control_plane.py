@@ -1,9 +1,10 @@
-"""The control plane as the hot path reads it: grants and catalogue metadata, cached.
+"""The control plane as the hot path reads it: grants, catalogue metadata and the registered
+signing keys, cached.
 
-Grants and metadata are reloaded every ``GOVBUS_GRANT_REFRESH_S`` seconds (default 1.0), so a
-grant or a revocation takes effect without a restart (Art. 15, 18, 21); routing refuses to
-run on grants older than that (:meth:`ControlPlane.current` raises rather than route on
-stale grants).
+They are reloaded every ``GOVBUS_GRANT_REFRESH_S`` seconds (default 1.0), so a grant, a key
+registered or either revoked takes effect without a restart (Art. 15, 18, 21, 24); routing
+refuses to run on grants older than that (:meth:`ControlPlane.current` raises rather than
+route on stale grants).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from typing import Any
 
 import psycopg2
 
-from govbus.core import db, metrics, sharing_store
+from govbus.core import db, keys_store, metrics, sharing_store
 from govbus.core.errors import DatabaseError
 from govbus.core.sharing import Grant
+from govbus.core.signatures import EVENTS, Verifier
 
 log = logging.getLogger("govbus.control_plane")
 
@@ -48,6 +50,10 @@ class ControlPlane:
                         metrics.ROUTER_GRANTS_LOADED.labels(group))
         self.grants: list[Grant] = []
         self.meta: dict[str, dict[str, Any]] = {}
+        #: checks events against the agencies' registered keys; a new one (its cache of
+        #: verified batches empty) whenever a key is registered or revoked
+        self.verifier = Verifier([], EVENTS)
+        self._keys: tuple[tuple[str, str, bool], ...] = ()
         self.loaded_at: dt.datetime | None = None  # wall clock when the last load began
         self._due = 0.0
 
@@ -58,7 +64,11 @@ class ControlPlane:
                 conn.cursor() as cur:
             grants = sharing_store.read_grants(cur)
             meta = read_catalogue_meta(cur)
+            keys = [k for k in keys_store.read_keys(cur) if k.agency != keys_store.BUS]
         self.grants, self.meta, self.loaded_at = grants, meta, started
+        seen = tuple((k.key_id, k.agency, k.valid) for k in keys)
+        if seen != self._keys:
+            self.verifier, self._keys = Verifier([k.as_public() for k in keys], EVENTS), seen
         self._due = time.monotonic() + self.refresh_s
         self._gauges[0].set(len(grants))
         self._gauges[1].set(started.timestamp())

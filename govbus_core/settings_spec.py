@@ -154,6 +154,12 @@ def _shipped_schemas() -> Path:
     return default_schemas_dir()
 
 
+def _default_state_dir() -> Path:
+    """``GOVBUS_STATE_DIR``, else ``~/.govbus``: also the default of a :class:`Settings` made
+    in code, so that it finds the embedded runtime's keys where the environment says."""
+    return Path(os.environ.get("GOVBUS_STATE_DIR") or Path.home() / ".govbus").expanduser()
+
+
 def _group_id(value: str) -> str | None:
     """A consumer group id also names rows of ``reconcile_state``: no spaces, bounded."""
     if value.isprintable() and " " not in value and len(value) <= 200:
@@ -419,7 +425,7 @@ class Runtime(Section):
 
     state_dir: Path = declare(
         "GOVBUS_STATE_DIR", None, "data, logs, pids and `runtime.json` of the embedded runtime; "
-        "the information center's token", factory=lambda: Path.home() / ".govbus",
+        "the information center's token", factory=_default_state_dir,
         shown="`~/.govbus`")
     supervised: Path | None = declare(
         "GOVBUS_SUPERVISED", None, "set by `govbus up` for each process supervisord runs: the "

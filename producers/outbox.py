@@ -220,14 +220,16 @@ class OutboxRelay:
     def __init__(self, agency_dsn: str, settings: Settings, agency: str, resource: str, *,
                  catalogue: Catalogue | None = None, batch_size: int = 500,
                  locality: str | None = None, message_timeout_ms: int = 10000,
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5, key_file: str | None = None) -> None:
         self.dsn, self.settings, self.agency = agency_dsn, settings, agency
         self.batch_size, self.poll_interval = batch_size, poll_interval
         self.locality = locality or settings.locality
         self.message_timeout_ms = message_timeout_ms
         catalogue = catalogue or load_catalogue(settings.schemas_dir)
         self.resource = provider_resource(catalogue, agency, resource)
-        self.publisher = Publisher(settings, catalogue, producer=self._new_producer())
+        self.publisher = Publisher(settings, catalogue, producer=self._new_producer(),
+                                   key_file=key_file)
+        self.publisher.signer_for(agency)  # no signing key: refused at start (Art. 8, 24)
         self.published = self.refused = 0
         self.db = db.Reused(self.dsn, on_connect=_exact_jsonb)
         self._stop = threading.Event()
@@ -402,6 +404,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    f"$GOVBUS_LOCALITY, else {DEFAULT_LOCALITY})")
     p.add_argument("--message-timeout-ms", type=int, default=10000,
                    help="broker acknowledgement deadline per event (10000)")
+    p.add_argument("--key-file", help="the agency's Ed25519 private key the events are signed "
+                   "with (default: $GOVBUS_SIGNING_KEY_FILE)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -436,7 +440,8 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         relay = OutboxRelay(args.dsn, settings, args.agency, args.resource,
                             catalogue=catalogue, batch_size=args.batch_size,
                             locality=args.locality,
-                            message_timeout_ms=args.message_timeout_ms)
+                            message_timeout_ms=args.message_timeout_ms,
+                            key_file=args.key_file)
         relay.publisher.registry.latest(relay.resource.id)  # fail fast: contract registered
         say(f"relaying to {relay.resource.ingest_topic}, backlog {relay.backlog()}")
         if args.once:  # what waits now, then exit

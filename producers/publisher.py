@@ -4,6 +4,11 @@
 identifiers, locality, registered provider) and refuses the bad ones with their reasons; the
 good ones are produced to ``ingest.<agency>.<resource>`` by an idempotent, ``acks=all``
 producer, keyed by entity so one entity's changes stay in order.
+
+Every record is signed with the agency's Ed25519 key (:mod:`govbus.core.signatures`, in
+headers; the gate refuses what is not, Art. 8, 24): records are held until a batch of
+:data:`~govbus.core.signatures.MAX_BATCH` is full or :meth:`Publisher.flush` is called, then
+signed with one signature over their hash tree and produced in order.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from govbus.core.config import Settings
 from govbus.core.envelope import OP_NAMES, OPS, make_event, now_ms
 from govbus.core.errors import Violation
 from govbus.core.kafka import producer_config
+from govbus.core.keyring import agency_signer
 from govbus.core.registry import RegisteredSchema, SchemaRegistry
 from govbus.core.serde import frame
+from govbus.core.signatures import MAX_BATCH, Signer
 from govbus.core.validation import check_event, check_record_types
 
 DEFAULT_LOCALITY = Settings.locality  # GOVBUS_LOCALITY's default: Yushui District, Xinyu
@@ -78,16 +85,32 @@ class PublishReport:
 
 
 class Publisher:
-    """Publishes change events for one or more resources; reuse it, it holds a producer."""
+    """Publishes change events for one or more resources; reuse it, it holds a producer.
+
+    ``signer`` signs every record whatever its agency (an agency's own publisher); without
+    one, each agency's signer is found as :func:`govbus.core.keyring.agency_signer` says
+    (``key_file``, ``GOVBUS_SIGNING_KEY_FILE``, the embedded runtime's sample keys)."""
 
     def __init__(self, settings: Settings, catalogue: Catalogue | None = None,
-                 registry: SchemaRegistry | None = None, producer: Producer | None = None
-                 ) -> None:
+                 registry: SchemaRegistry | None = None, producer: Producer | None = None,
+                 signer: Signer | None = None, key_file: str | None = None) -> None:
         self.settings = settings
         self.catalogue = catalogue or load_catalogue(settings.schemas_dir)
         self.registry = registry or SchemaRegistry(settings.database_url)
         self.producer = producer or Producer(producer_config(settings))
         self._schemas: dict[str, tuple[RegisteredSchema, Any]] = {}
+        self.signer, self.key_file = signer, key_file
+        self._signers: dict[str, Signer] = {}
+        # records waiting for their batch's signature, per agency, in the order sent
+        self._pending: dict[str, list[tuple[str, Any, bytes, str, Any]]] = {}
+
+    def signer_for(self, agency: str) -> Signer:
+        """The signer of ``agency``'s records (ConfigError when it has no key)."""
+        if self.signer is not None:
+            return self.signer
+        if agency not in self._signers:
+            self._signers[agency] = agency_signer(self.settings, agency, self.key_file)
+        return self._signers[agency]
 
     def _schema(self, resource: Resource) -> tuple[RegisteredSchema, Any]:
         if resource.id not in self._schemas:
@@ -132,11 +155,33 @@ class Publisher:
 
     def produce_raw(self, topic: str, key: str | None, payload: bytes, event_id: str,
                     on_delivery: Any = None) -> None:
-        produce(self.producer, topic, key, payload, on_delivery, {"event_id": event_id})
+        """Queue one framed record of ``topic`` (``ingest.<agency>.<resource>``) for signing by
+        its agency; produced when its batch is full, or by :meth:`flush`."""
+        agency = topic.split(".")[1] if topic.count(".") >= 2 else topic
+        self.signer_for(agency)  # no key: refused now, before anything is held
+        pending = self._pending.setdefault(agency, [])
+        pending.append((topic, key, payload, event_id, on_delivery))
+        if len(pending) >= MAX_BATCH:
+            self._seal(agency)
+
+    def _seal(self, agency: str) -> None:
+        """Sign ``agency``'s held records as one batch and produce them, in order."""
+        held = self._pending.pop(agency, [])
+        if not held:
+            return
+        records = [(t, None if k is None else k.encode(), p, e.encode())
+                   for t, k, p, e, _ in held]
+        for (topic, key, payload, event_id, on_delivery), headers in zip(
+                held, self.signer_for(agency).sign(records), strict=True):
+            produce(self.producer, topic, key, payload, on_delivery,
+                    [("event_id", event_id.encode()), *headers])
         self.producer.poll(0)
 
     def flush(self, timeout: float = 60.0) -> int:
-        """Wait for acknowledgements; returns how many remain unacknowledged."""
+        """Sign and produce what is held, wait for acknowledgements; returns how many remain
+        unacknowledged."""
+        for agency in list(self._pending):
+            self._seal(agency)
         return self.producer.flush(timeout)
 
     def publish(self, agency: str, resource_name: str, changes: Iterable[Change],
@@ -167,6 +212,6 @@ class Publisher:
         return report
 
     def close(self, timeout: float = 30.0) -> None:
-        """Wait for acknowledgements, then release the producer and its connections."""
-        self.producer.flush(timeout)
+        """Produce what is held, wait for acknowledgements, then release the producer."""
+        self.flush(timeout)
         self.producer = None  # type: ignore[assignment]  # librdkafka handle freed now

@@ -2,14 +2,15 @@
 
 Consumes ``^ingest\\..*`` and, per batch, decodes each event once and:
 
-1. **judges** it (:mod:`govbus.stream_apps.judge`: framing, registered schema, Art. 12
-   identifiers, locality, time, event id); a rejected one goes to ``dlq.<agency>`` with its
-   reasons and, whole, to quarantine; an accepted one, unchanged, to
+1. **judges** it (:mod:`govbus.stream_apps.judge`: the provider's signature, framing,
+   registered schema, Art. 12 identifiers, locality, time, event id); a rejected one goes
+   to ``dlq.<agency>`` with its reasons and, whole, to quarantine; an accepted one,
+   unchanged, to
    ``validated.<agency>.<resource>`` (the accepted stream, for audit and for anyone who taps
    it; the hot path itself does not read it back);
-2. **routes** an accepted one (:mod:`govbus.core.routing`, grants reloaded every
-   ``GOVBUS_GRANT_REFRESH_S``) to ``deliver.<recipient>.<resource>``
-   (:mod:`govbus.stream_apps.route`);
+2. **routes** an accepted one (:mod:`govbus.core.routing`, grants and keys reloaded every
+   ``GOVBUS_GRANT_REFRESH_S``) to ``deliver.<recipient>.<resource>``, signed with the bus's
+   key (:mod:`govbus.stream_apps.route`);
 3. **feeds** its canonical values to ``reconcile.values``, bundled per partition
    (:mod:`govbus.stream_apps.feed`);
 4. **settles** it once the broker acknowledged every output: its settling process
@@ -44,9 +45,13 @@ from govbus.core.control_plane import ControlPlane
 from govbus.core.entity_state import state_rows
 from govbus.core.event_counts import Judged
 from govbus.core.kafka import KnownTopics, consumer_config, producer_config
+from govbus.core.keyring import bus_signer
+from govbus.core.keys_store import BUS
+from govbus.core.keys_store import register as register_key
 from govbus.core.registry import SchemaRegistry
 from govbus.core.routing import Delivery, RoutePlan, by_resource, with_meta
 from govbus.core.sharing import Grant
+from govbus.core.signatures import Signer
 from govbus.stream_apps import event_ids, judge, route
 from govbus.stream_apps.feed import VALUES_TOPIC, Bundles, ValueFeed, owners
 from govbus.stream_apps.judge import NegativeCache, judged, quarantined, reject
@@ -109,22 +114,28 @@ class Decider:
 
     def __init__(self, lookup: NegativeCache, control: ControlPlane,
                  owner_of: dict[str, str], bundles: Bundles, topics: KnownTopics,
-                 ids: event_ids.EventIds) -> None:
+                 ids: event_ids.EventIds, signer: Signer | None) -> None:
         self.lookup, self.control, self.owner_of = lookup, control, owner_of
         self.bundles, self.topics, self.ids = bundles, topics, ids
+        #: the bus's key the deliveries are signed with; with None, and ``verify`` False,
+        #: :mod:`bench` measures what signing and verifying cost (never so in a deployment)
+        self.signer, self.verify = signer, signer is not None
 
     def decide(self, msgs: list[Any], producer: Producer) -> Decided:
         """Judge and route every record; produce DLQ and validated records, collect the
         deliveries and the reconciler's values, and produce them (without waiting)."""
         grants = by_resource(self.control.current())
+        verifier = self.control.verifier if self.verify else None
         at = dt.datetime.now(dt.UTC)
+        now = int(at.timestamp() * 1000)
         plans: dict[int | None, _Plan] = {}  # schema id -> what this batch does with its events
         out = Decided(Acks("outputs"))
         bundles, ids = self.bundles, self.ids
         ids.prefetch(msgs)
         for msg in msgs:
             verdict = judge.judge(msg.topic(), msg.value(), self.lookup,
-                            now_ms=int(at.timestamp() * 1000), max_skew_ms=self.max_skew_ms)
+                                  now_ms=now, max_skew_ms=self.max_skew_ms,
+                                  verifier=verifier, key=msg.key(), headers=msg.headers())
             if verdict.accepted:  # an event id names one event (Art. 19)
                 event = verdict.event
                 assert event is not None  # accepted: decoded
@@ -165,7 +176,7 @@ class Decider:
             plan.count(out)
         self.topics.ensure({d.topic for d in out.deliveries})
         bundles.send(producer, out.acks)
-        queue_deliveries(producer, out.deliveries, out.acks, out.acked)
+        queue_deliveries(producer, out.deliveries, out.acks, out.acked, self.signer)
         return out
 
     def _plan(self, raw: Resource, grants: dict[str, list[Grant]], at: dt.datetime) -> _Plan:
@@ -192,12 +203,14 @@ class HotPath(Pipelined[Decided]):
                              "linger.ms": 20, "compression.type": "lz4"})))
         self.settings = settings
         dsn = settings.database_url
+        bus = bus_signer(settings)  # no bus key: refused at start, nothing goes out unsigned
+        register_key(dsn, BUS, bus.private.public_key(), "hot path")
         self.control = ControlPlane(dsn, refresh_s or settings.grant_refresh_s, group)
         self.decider = Decider(NegativeCache(SchemaRegistry(dsn)), self.control,
                                owners(load_catalogue(settings.schemas_dir)),
                                Bundles.on_broker(settings),
                                KnownTopics(settings, [VALUES_TOPIC]),
-                               event_ids.EventIds(dsn))
+                               event_ids.EventIds(dsn), bus)
         self.decider.max_skew_ms = settings.max_clock_skew_ms
         self.consumer.subscribe([pattern])
         self.settler = Settler(dsn)

@@ -2,9 +2,11 @@
 with it.
 
 :func:`judge` is pure (no I/O, unit-tested without a broker): a record is accepted when it is
-framed (Confluent wire format), its schema id is registered for the topic's resource, it
-decodes completely, and it passes every contract rule (registered provider, Art. 12
-identifiers, locality, time). Anything else is rejected with the violations that explain why
+signed by a registered, unrevoked key of the topic's provider agency over its value, key,
+topic and event id (``auth.*``, Art. 8, 24; :mod:`govbus.core.signatures`), framed (Confluent
+wire format), its schema id is registered for the topic's resource, it decodes completely,
+and it passes every contract rule (registered provider, Art. 12 identifiers, locality,
+time). Anything else is rejected with the violations that explain why
 (the bounded DLQ record, :func:`dlq_record`, and the whole payload in quarantine,
 :func:`quarantined`), never dropped. The rest of this module is the step's plumbing: the
 schema lookup with its negative cache, the DLQ record's production, and the gate's counts.
@@ -32,6 +34,7 @@ from govbus.core.event_counts import Judged
 from govbus.core.kafka import KnownTopics
 from govbus.core.registry import RegisteredSchema, SchemaRegistry
 from govbus.core.serde import unframe
+from govbus.core.signatures import Verifier
 from govbus.core.validation import check_event
 
 Lookup = Callable[[int], RegisteredSchema]  # raises RegistryError when unknown
@@ -81,18 +84,30 @@ def parse_topic(topic: str) -> tuple[str, str, str | None]:
     return agency, ".".join(parts[1:3]), problem
 
 
+AUTH_ARTICLE = "Art. 8, 24"  # one datum, one source; only the entitled speak for it
+
+
 def judge(topic: str, payload: bytes | None, lookup: Lookup, *, now_ms: int,
-          max_skew_ms: int) -> Verdict:
+          max_skew_ms: int, verifier: Verifier | None = None, key: bytes | None = None,
+          headers: Any = None) -> Verdict:
     """Decide one record of ``topic``. Infrastructure errors (database down) propagate.
 
     ``now_ms`` is the caller's clock (epoch ms) and ``max_skew_ms`` how far ahead of it an
     event's ``occurred_ms`` may be (``GOVBUS_MAX_CLOCK_SKEW_MS``): passed in, so the decision
-    stays a function of its arguments."""
+    stays a function of its arguments. ``verifier`` holds the registered keys the record's
+    signature (in ``headers``, over ``payload``, ``key``, ``topic`` and the event id) must
+    check against; the hot path always passes one, None judges the contents alone."""
     agency, resource_id, problem = parse_topic(topic)
     verdict = Verdict(agency, resource_id)
     if problem is not None:
         verdict.violations.append(Violation("topic.malformed", "topic", "Art. 7", problem))
         return verdict
+    if verifier is not None:
+        refused = verifier.check(topic, key, payload, headers, agency)
+        if refused is not None:
+            verdict.violations.append(Violation(refused.rule, "headers", AUTH_ARTICLE,
+                                                refused.message))
+            return verdict
     try:
         schema_id, body = unframe(payload)
         try:

@@ -3,7 +3,8 @@
 
 Which agency receives what is decided by :mod:`govbus.core.routing` (pure); here each
 delivery is produced to ``deliver.<recipient>.<resource>`` (JSON; key = entity key; headers
-``event_id``, ``grant_id``) without waiting, each acknowledgement is kept with the partition
+``event_id``, ``grant_id`` and the bus's batch signature, :mod:`govbus.core.signatures`,
+which the subscriber verifies) without waiting, each acknowledgement is kept with the partition
 and offset the broker gave it (what the delivery log records), and a batch's routing is
 counted and timed once per label set.
 """
@@ -21,6 +22,7 @@ from govbus.core.batching import Acks, produce
 from govbus.core.envelope import now_ms
 from govbus.core.routing import Delivery, RouteResult
 from govbus.core.serde import json_bytes
+from govbus.core.signatures import Signer
 from govbus.delivery_log import LogEntry, entry
 
 Routed = tuple[Any, dict[str, Any], RouteResult]  # (Resource, event, what routing decided)
@@ -30,9 +32,10 @@ Acked = tuple[Delivery, int | None, int | None, int]
 
 
 def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
-                     acked: list[Acked]) -> None:
-    """Produce deliveries without waiting: each acknowledged one is appended to ``acked`` with
-    its partition and offset, each failure to ``acks``, which counts them all."""
+                     acked: list[Acked], signer: Signer | None) -> None:
+    """Produce deliveries without waiting, signed by ``signer`` (the bus; None only where
+    :mod:`bench` measures what signing costs): each acknowledged one is appended to ``acked``
+    with its partition and offset, each failure to ``acks``, which counts them all."""
     def callback(delivery: Delivery) -> Callable[[Any, Any], None]:
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is None:  # recorded before it is counted: settle() then sees it
@@ -40,19 +43,26 @@ def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
             acks.answer(err, f"{delivery.topic}: ", msg)
         return on_delivery
 
-    for d in deliveries:
-        headers: Headers = [("event_id", str(d.value["event_id"]).encode()),
-                            ("grant_id", str(d.grant_id).encode())]
+    values = [json_bytes(d.value) for d in deliveries]
+    ids = [str(d.value["event_id"]).encode() for d in deliveries]
+    signed = (signer.sign([(d.topic, str(d.value["key"]).encode(), v, i)
+                           for d, v, i in zip(deliveries, values, ids, strict=True)])
+              if signer is not None and deliveries else None)
+    for n, d in enumerate(deliveries):
+        headers: Headers = [("event_id", ids[n]), ("grant_id", str(d.grant_id).encode())]
+        if signed is not None:
+            headers += signed[n]
         acks.expect()
-        produce(producer, d.topic, d.value["key"], json_bytes(d.value), callback(d), headers)
+        produce(producer, d.topic, d.value["key"], values[n], callback(d), headers)
 
 
-def send_deliveries(producer: Producer, deliveries: list[Delivery]) -> list[Acked]:
-    """Produce deliveries and wait for the broker (a backfill's chunk); return each with its
-    partition and offset."""
+def send_deliveries(producer: Producer, deliveries: list[Delivery], signer: Signer
+                    ) -> list[Acked]:
+    """Produce deliveries signed by ``signer`` and wait for the broker (a backfill's chunk);
+    return each with its partition and offset."""
     acked: list[Acked] = []
     acks = Acks("deliveries")
-    queue_deliveries(producer, deliveries, acks, acked)
+    queue_deliveries(producer, deliveries, acks, acked, signer)
     acks.wait(producer)
     return acked
 

@@ -45,7 +45,7 @@ import psycopg2
 from confluent_kafka import Consumer
 
 from govbus import runtime, sample
-from govbus.core import db, registry, sharing_store
+from govbus.core import db, keyring, registry, sharing_store
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import Settings
 from govbus.core.errors import GovbusError
@@ -300,8 +300,11 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
     faults: Counter[str] = Counter()
     with cluster(base, say) as (pg, broker):
         agency = prepare_databases(pg, catalogue, recipients)
+        state = base / "state"  # the keys every agency and the bus sign with, as `govbus up`
+        keyring.provision(pg.url, state / keyring.KEYS_DIR,
+                          [*sorted(catalogue.agencies), keyring.BUS], "fault suite")
         settings = Settings(f"127.0.0.1:{broker.port}", pg.url, catalogue.root,
-                            session_timeout_ms=3000, partitions=3)
+                            session_timeout_ms=3000, partitions=3, state_dir=state)
         topics = runtime.catalogue_topics(catalogue) + [VALUES_TOPIC, CASES_TOPIC] + [
             f"deliver.{r}.{res.split('.', 1)[1]}" for r in recipients for res in (TAX, POP)]
 
@@ -313,7 +316,7 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
         env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                             "DATABASE_URL": pg.url, "GOVBUS_GRANT_REFRESH_S": "0.5",
                             "GOVBUS_KAFKA_SESSION_TIMEOUT_MS": "3000",
-                            "GOVBUS_STATE_DIR": str(base / "state")}
+                            "GOVBUS_STATE_DIR": str(state)}
         env.pop("GOVBUS_METRICS_PORT", None)
         sup = Supervisor(env, base / "logs")
         load = Load(settings, agency, plan.seed)

@@ -5,14 +5,19 @@
   used instead (tests then rely on unique group ids).
 - ``database_url``: a uniquely named database created for the session on the PostgreSQL of
   ``DATABASE_URL`` (else ``postgresql://postgres@127.0.0.1:5432/postgres``, else an embedded
-  PostgreSQL started for the session), dropped at the end; migrations applied and the
-  catalogue synced once.
+  PostgreSQL started for the session), dropped at the end; migrations applied, the
+  catalogue synced and the sample keys registered once.
+- ``GOVBUS_STATE_DIR`` is a folder of the session's, holding an Ed25519 pair for each agency of
+  the catalogue and for the bus (``keys/``, as ``govbus up`` makes them), so that publishers
+  sign and the hot path and subscribers verify as they do in a deployment;
+  :func:`register_sample_keys` registers them in a database a test migrated itself.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,7 +28,7 @@ import psycopg2
 import pytest
 
 from govbus import runtime
-from govbus.core import db, registry
+from govbus.core import db, keyring, registry
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import Settings
 from govbus.core.errors import DatabaseError
@@ -109,12 +114,27 @@ def scratch_database(admin_dsn: str) -> Iterator[str]:
         admin.close()
 
 
+#: the session's state folder, never the user's: a developer's own runtime is left alone
+SESSION_STATE = Path(tempfile.mkdtemp(prefix="govbus-tests-"))
+os.environ["GOVBUS_STATE_DIR"] = str(SESSION_STATE)
+
+
+def register_sample_keys(dsn: str) -> list[str]:
+    """Generate (once) and register in ``dsn`` the session's key of every agency of the
+    shipped catalogue and of the bus; the holders."""
+    holders = [*sorted(load_catalogue().agencies), keyring.BUS]
+    keyring.provision(dsn, SESSION_STATE / keyring.KEYS_DIR, holders, "tests")
+    return holders
+
+
 @pytest.fixture(scope="session")
 def database_url(pg_admin: str) -> Iterator[str]:
-    """The session database: migrated, shipped catalogue synced. Don't change its registry."""
+    """The session database: migrated, shipped catalogue synced, sample keys registered.
+    Don't change its registry."""
     with scratch_database(pg_admin) as url:
         db.migrate(url)
         registry.sync(url, load_catalogue())
+        register_sample_keys(url)
         yield url
 
 

@@ -9,10 +9,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, Producer
 
 from govbus.core.config import Settings
-from govbus.core.kafka import consumer_config
+from govbus.core.errors import ConfigError
+from govbus.core.kafka import consumer_config, producer_config
+from govbus.core.keyring import agency_signer
+from govbus.core.signatures import Signer
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
@@ -59,3 +62,45 @@ def running(stage: Any) -> Iterator[Any]:
         stage.stop()
         thread.join(30)
     assert not thread.is_alive(), f"{type(stage).__name__} did not stop"
+
+
+class SignedProducer:
+    """A raw producer whose records are signed, at :meth:`flush`, by the sample key of the
+    agency their topic names (``ingest.<agency>.…``), as an agency's producer signs what it
+    sends: for tests that put bad *contents* before the gate. A topic naming an agency without
+    a key is produced unsigned."""
+
+    def __init__(self, settings: Settings, conf: dict[str, Any] | None = None) -> None:
+        self.settings = settings
+        self.producer = Producer(conf or producer_config(settings))
+        self.held: list[tuple[str, Any, Any, list[tuple[str, bytes]]]] = []
+
+    def produce(self, topic: str, key: Any = None, value: Any = None, headers: Any = None
+                ) -> None:
+        pairs = headers.items() if isinstance(headers, dict) else headers or []
+        self.held.append((topic, key, value, [(n, v.encode() if isinstance(v, str) else v)
+                                              for n, v in pairs]))
+
+    def signs(self, topic: str) -> bool:
+        """Whether a record of ``topic`` is signed (its agency holds a sample key)."""
+        return self._signer(topic) is not None
+
+    def _signer(self, topic: str) -> Signer | None:
+        parts = topic.split(".")
+        try:
+            return agency_signer(self.settings, parts[1]) if len(parts) > 1 else None
+        except ConfigError:
+            return None
+
+    def flush(self, timeout: float = 30.0) -> int:
+        held, self.held = self.held, []
+        for topic, key, value, headers in held:
+            as_bytes = key.encode() if isinstance(key, str) else key
+            data = value.encode() if isinstance(value, str) else value
+            event_id = dict(headers).get("event_id")
+            if isinstance(event_id, str):
+                event_id = event_id.encode()
+            signer = self._signer(topic)
+            extra = signer.sign([(topic, as_bytes, data, event_id)])[0] if signer else []
+            self.producer.produce(topic, key=as_bytes, value=data, headers=headers + extra)
+        return int(self.producer.flush(timeout))

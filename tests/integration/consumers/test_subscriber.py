@@ -1,6 +1,6 @@
 """The subscriber against a real broker and PostgreSQL: an agency reads exactly the deliveries
 of its grants in force and nobody else's (Art. 24), applies them to its own table in order and
-idempotently, and confirms each receipt."""
+idempotently, and confirms each receipt; a delivery the bus did not sign is refused."""
 
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ from govbus.core import access, db
 from govbus.core.catalogue import Catalogue, default_schemas_dir
 from govbus.core.config import Settings
 from govbus.core.kafka import consumer_config, ensure_topics
+from govbus.core.keyring import agency_signer, bus_signer
 from govbus.core.sharing_store import decide, file_request, revoke
+from govbus.core.signatures import DELIVERIES, Signer
 from tests.integration.helpers import wait_until
 
 POP = "public_security.population_register"
@@ -55,12 +57,19 @@ def topic_of(agency: str, resource_id: str) -> str:
     return f"deliver.{agency}.{resource_id.split('.', 1)[1]}"
 
 
-def produce(settings: Settings, topic: str, values: list[dict[str, Any]]) -> None:
+def produce(settings: Settings, topic: str, values: list[dict[str, Any]],
+            signer: Signer | None | bool = True) -> None:
+    """Deliveries as the hot path sends them, signed by the bus (``signer`` True), by another
+    key, or not at all (None)."""
     producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
-    for v in values:
-        producer.produce(topic, key=v["key"], value=json.dumps(v, ensure_ascii=False),
-                         headers=[("event_id", v["event_id"].encode()),
-                                  ("grant_id", str(v["grant_id"]).encode())])
+    sign = bus_signer(settings) if signer is True else signer or None
+    bodies = [json.dumps(v, ensure_ascii=False).encode() for v in values]
+    signed = sign.sign([(topic, v["key"].encode(), b, v["event_id"].encode())
+                        for v, b in zip(values, bodies, strict=True)]) if sign else None
+    for n, v in enumerate(values):
+        headers = [("event_id", v["event_id"].encode()), ("grant_id", str(v["grant_id"]).encode())]
+        producer.produce(topic, key=v["key"], value=bodies[n],
+                         headers=headers + (signed[n] if signed else []))
     assert producer.flush(15) == 0
 
 
@@ -222,7 +231,8 @@ def test_table_mode_applies_in_order_idempotently_with_deletes(
          delivery(agency, TAX, "k5", "d", 500, None)]         # delete of nothing
     produce(settings, topic, d[:4])
     raw = Producer({"bootstrap.servers": settings.bootstrap_servers})
-    raw.produce(topic, key="k2", value=b"{not json")  # logged, counted, skipped
+    signed = bus_signer(settings).sign([(topic, b"k2", b"{not json", None)])[0]
+    raw.produce(topic, key="k2", value=b"{not json", headers=signed)  # logged, counted, skipped
     assert raw.flush(15) == 0
     produce(settings, topic, d[4:])
     sub = Subscriber(settings, agency, TableSink(empty_database, "tax_copy"),
@@ -327,3 +337,51 @@ def test_bad_table_name_refused() -> None:
     with pytest.raises(SubscriberError, match="plain"):
         TableSink("postgresql://nowhere/x", "t; DROP TABLE receipts")
 
+
+
+def test_a_delivery_the_bus_did_not_sign_is_refused_never_applied_nor_confirmed(
+        settings: Settings, catalogue: Catalogue, running: list[Running], tmp_path: Any) -> None:
+    agency = new_agency()
+    grant(settings, catalogue, agency, POP)
+    topic = topic_of(agency, POP)
+    ensure_topics(settings, [topic])
+    genuine = [delivery(agency, POP, f"k{i}", "c", 1000 + i, {"i": i}) for i in range(3)]
+    unsigned = delivery(agency, POP, "forged", "c", 5000, {"i": "unsigned"})
+    by_agency = delivery(agency, POP, "forged", "c", 5001, {"i": "public security's key"})
+    changed = delivery(agency, POP, "k0", "u", 5002, {"i": "changed after signing"})
+    produce(settings, topic, [unsigned], signer=None)
+    # an agency's key is no bus key, even over the right purpose
+    agency_key = agency_signer(settings, "public_security")
+    produce(settings, topic, [by_agency], signer=Signer(agency_key.private, DELIVERIES))
+    produce(settings, topic, genuine[:2])
+    # a genuine signature over one value, carried by another
+    real = bus_signer(settings).sign([(topic, b"k0", json.dumps(changed).encode() + b" ",
+                                       changed["event_id"].encode())])[0]
+    producer = Producer({"bootstrap.servers": settings.bootstrap_servers})
+    producer.produce(topic, key="k0", value=json.dumps(changed).encode(),
+                     headers=[("event_id", changed["event_id"].encode()), *real])
+    assert producer.flush(15) == 0
+    produce(settings, topic, genuine[2:])
+
+    out = io.StringIO()
+    sub = Subscriber(settings, agency, out=out, refresh_s=0.5, batch=2)
+    running.append(Running(sub))
+    wait_until(lambda: sub.stats["messages"] >= 6, 60, "6 deliveries read")
+    running[0].stop()
+    assert sorted(d["event_id"] for d in lines(out)) == sorted(d["event_id"] for d in genuine)
+    assert receipts(settings, agency) == {d["event_id"] for d in genuine}
+    assert sub.stats["refused"] == 3
+    assert sub.stats["refused auth.unsigned"] == 1
+    assert sub.stats["refused auth.unknown_key"] == 1
+    assert sub.stats["refused auth.bad_signature"] == 1
+
+
+def test_a_subscriber_without_the_bus_public_key_does_not_start(
+        settings: Settings, tmp_path: Any) -> None:
+    from dataclasses import replace
+
+    from govbus.core.errors import ConfigError
+
+    bare = replace(settings, state_dir=tmp_path, bus_public_key_file=None)
+    with pytest.raises(ConfigError, match="GOVBUS_BUS_PUBLIC_KEY_FILE"):
+        Subscriber(bare, new_agency())

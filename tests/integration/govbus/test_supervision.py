@@ -120,7 +120,8 @@ def test_postgres_killed_up_restarts_it_alone_and_keeps_the_broker_and_its_event
     assert before["up"], before
     dsn, bootstrap = before["database_url"], before["bootstrap_servers"]
     catalogue = load_catalogue()
-    settings = Settings(bootstrap, dsn, catalogue.root)
+    # the runtime's state folder: the sample keys `up` generated and registered
+    settings = Settings(bootstrap, dsn, catalogue.root, state_dir=Path(before["state_dir"]))
     recipient = agency("supervision")
     grant(catalogue, dsn, recipient, TAX, ["uscc", "taxpayer_name"])
     rng = random.Random(uuid.uuid4().int)

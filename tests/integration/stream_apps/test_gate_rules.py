@@ -15,12 +15,11 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from confluent_kafka import Producer
 
 from govbus import sample
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
-from govbus.core.kafka import ensure_topics, producer_config
+from govbus.core.kafka import ensure_topics
 from govbus.core.registry import SchemaRegistry
 from govbus.stream_apps.hotpath import HotPath
 from tests.corpus.bad_inputs import (
@@ -33,7 +32,7 @@ from tests.corpus.bad_inputs import (
     framed,
     valid_payload,
 )
-from tests.integration.helpers import TopicReader, running, wait_until
+from tests.integration.helpers import SignedProducer, TopicReader, running, wait_until
 from tests.integration.kills import logged
 from tests.integration.stream_apps.test_routing import agency, grant, state_event_id
 
@@ -73,7 +72,7 @@ def test_each_bad_record_lands_on_its_dlq_with_its_rule_and_is_never_delivered(
     validated = TopicReader(settings, [f"validated.{POP}"])
     schema_for = SchemaRegistry(settings.database_url).latest
     run = uuid.uuid4().hex[:8]
-    raw = Producer(producer_config(settings))
+    raw = SignedProducer(settings)
     try:
         bad: dict[str, tuple[GateCase, str]] = {}  # record key -> its case, its DLQ topic
         for case in CASES:

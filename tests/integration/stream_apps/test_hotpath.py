@@ -13,17 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from govbus.core import db
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
-from govbus.core.kafka import ensure_topics, murmur2_partition, producer_config
+from govbus.core.kafka import ensure_topics, murmur2_partition
 from govbus.delivery_log import verify
 from govbus.producers.publisher import Change
 from govbus.stream_apps.feed import VALUES_TOPIC
 from govbus.stream_apps.hotpath import HotPath
-from tests.integration.helpers import TopicReader, running, wait_until
+from tests.integration.helpers import SignedProducer, TopicReader, running, wait_until
 from tests.integration.kills import N, Processes, further, logged, paced_feed
 from tests.integration.stream_apps.test_routing import TAX, agency, company, grant, publish
 
@@ -49,7 +48,7 @@ def test_one_pass_rejects_routes_logs_and_feeds(settings: Settings, catalogue: C
         companies = [company(rng) for _ in range(60)]
         ids = set(publish(settings, [Change("c", c) for c in companies]))
         garbage = f"garbage-{uuid.uuid4().hex}"
-        producer = Producer(producer_config(settings))
+        producer = SignedProducer(settings)
         producer.produce(f"ingest.{TAX}", key=garbage.encode(), value=b"not avro at all")
         assert producer.flush(10) == 0
 

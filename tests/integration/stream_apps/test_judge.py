@@ -47,15 +47,14 @@ def test_bad_bytes_go_to_dlq_and_gate_keeps_running(settings: Settings, gate: Ho
         "unknown": frame(987654, b"\x02x"),
         "short": b"\x00\x00",
     }
-    raw = Producer({"bootstrap.servers": settings.bootstrap_servers})
-    for key, payload in bad.items():
-        raw.produce(TOPIC, key=key, value=payload)
-    raw.flush(10)
+    for key, payload in bad.items():  # signed by public security: the contents are bad
+        pub.produce_raw(TOPIC, key, payload, f"raw-{key}-{uuid.uuid4()}")
+    pub.flush(10)
     valid = TopicReader(settings, ["validated.public_security.population_register"])
     good_bytes = valid.until(1)[0].value()
     # a truncated copy of a real event, and a bad check digit from a faulty adapter
-    raw.produce(TOPIC, key="truncated", value=good_bytes[:-7])
-    raw.flush(10)
+    pub.produce_raw(TOPIC, "truncated", good_bytes[:-7], f"raw-truncated-{uuid.uuid4()}")
+    pub.flush(10)
     faulty = pub.publish("public_security", "population_register",
                          [Change("c", PERSON | {"resident_id": "110105194912310021"})],
                          validate=False)
@@ -92,6 +91,6 @@ def test_unknown_agency_gets_its_own_dlq(settings: Settings, gate: HotPath) -> N
     raw.flush(10)
     dlq = TopicReader(settings, ["dlq.forged_bureau"])
     record = json.loads(dlq.until(1, timeout=40)[0].value())
-    assert record["rule"] == "schema.resource_mismatch"
+    assert record["rule"] == "auth.unsigned"  # no agency of that name holds a key
     assert record["resource"] == "forged_bureau.people"
     dlq.close()

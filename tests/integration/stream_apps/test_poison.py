@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from govbus.core import db
 from govbus.core.catalogue import Catalogue
@@ -26,7 +25,7 @@ from govbus.stream_apps.hotpath import HotPath
 from govbus.stream_apps.judge import DLQ_RECORD_MAX_BYTES
 from tests.integration.govbus.test_access import cli
 from tests.integration.govbus.test_sharing_cli import token  # one token per agency and database
-from tests.integration.helpers import TopicReader, running, wait_until
+from tests.integration.helpers import SignedProducer, TopicReader, running, wait_until
 from tests.integration.kills import logged
 from tests.integration.stream_apps.test_routing import TAX, agency, company, grant, publish
 
@@ -56,7 +55,8 @@ def test_oversized_garbage_is_set_aside_once_and_valid_events_flow(
     try:
         big = {f"poison-2mb-{uuid.uuid4().hex}".encode(): os.urandom(2 * 1024 * 1024),
                f"poison-760kb-{uuid.uuid4().hex}".encode(): os.urandom(760 * 1024)}
-        raw = Producer(producer_config(settings, **{"message.max.bytes": 4 * 1024 * 1024}))
+        raw = SignedProducer(settings, producer_config(
+            settings, **{"message.max.bytes": 4 * 1024 * 1024}))
         ids: set[str] = set()
         for key, garbage in big.items():  # valid events before, between and after them
             ids |= set(publish(settings, [Change("c", company(rng)) for _ in range(15)]))
