@@ -22,6 +22,7 @@ from confluent_kafka import Consumer
 
 from govbus import demo_sharing, runtime, sample
 from govbus.core import topics
+from govbus.core.batching import produce
 from govbus.core.config import Settings
 from govbus.core.errors import GovbusError
 from govbus.core.identifiers import resident_id_check_char
@@ -118,6 +119,16 @@ def publish_garbage(pub: Publisher, tally: Tally, run: str) -> None:
     if event is not None:
         event["event_id"] = f"{run}-garbage-spoofed"
         spoof.send(population, event)
+        tally.ids.add(event["event_id"])
+        tally.published["(not events)"] += 1
+        tally.expected_bad["(not events)"] += 1
+    # A client with no key publishing a well-formed record as public security: refused
+    # (auth.unsigned) before its contents are read.
+    event, _ = pub.prepare("public_security", population, Change("u", person))
+    if event is not None:
+        event["event_id"] = f"{run}-garbage-unsigned"
+        produce(pub.producer, pop_topic, event["key"], pub.encode(population, event), None,
+                {"event_id": event["event_id"]})
         tally.ids.add(event["event_id"])
         tally.published["(not events)"] += 1
         tally.expected_bad["(not events)"] += 1

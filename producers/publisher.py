@@ -148,10 +148,14 @@ class Publisher:
 
     def send(self, resource: Resource, event: dict[str, Any], on_delivery: Any = None) -> None:
         """Frame and produce one prepared event (no checks); call ``flush`` afterwards."""
-        reg, _ = self._schema(resource)
-        payload = frame(reg.schema_id, reg.codec.encode(event))
+        payload = self.encode(resource, event)
         self.produce_raw(resource.ingest_topic, event["key"], payload, event["event_id"],
                          on_delivery)
+
+    def encode(self, resource: Resource, event: dict[str, Any]) -> bytes:
+        """A prepared event as the broker carries it: Avro in the Confluent wire format."""
+        reg, _ = self._schema(resource)
+        return frame(reg.schema_id, reg.codec.encode(event))
 
     def produce_raw(self, topic: str, key: str | None, payload: bytes, event_id: str,
                     on_delivery: Any = None) -> None:
