@@ -187,8 +187,11 @@ def catalogue_topics(catalogue: Catalogue) -> list[str]:
 
 
 def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions: int,
-            say: Say) -> Catalogue:
-    """Migrations, catalogue sync and topics: everything the stream apps need."""
+            say: Say, sample_keys: bool = False) -> Catalogue:
+    """Migrations, catalogue sync and topics: everything the stream apps need; with
+    ``sample_keys`` (the embedded runtime only) a key pair for each agency of the catalogue and
+    for the bus in the state folder, registered. A deployment never makes agencies' keys:
+    each agency generates its own (docs/security.md)."""
     from govbus.core.config import Settings
 
     applied = db.migrate(database_url)
@@ -200,12 +203,14 @@ def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions:
     if admin:
         say(f"access: information center token written to {admin} (mode 600)")
     catalogue = load_catalogue(schemas)
-    from govbus.core import keyring  # the sample agencies' and the bus's keys (Art. 8, 24)
+    if sample_keys:
+        from govbus.core import keyring  # the sample agencies' and the bus's keys (Art. 8, 24)
 
-    folder = state_dir() / keyring.KEYS_DIR
-    made = keyring.provision(database_url, folder, [*sorted(catalogue.agencies), keyring.BUS])
-    say(f"keys: {len(made)} generated in {folder}, "
-        f"{len(catalogue.agencies) + 1} registered (each sample agency's and the bus's)")
+        folder = state_dir() / keyring.KEYS_DIR
+        made = keyring.provision(database_url, folder,
+                                 [*sorted(catalogue.agencies), keyring.BUS])
+        say(f"keys: {len(made)} generated in {folder}, {len(catalogue.agencies) + 1} "
+            "registered (each sample agency's and the bus's)")
     results = registry.sync(database_url, catalogue)
     say(f"catalogue: {len(results)} resources, "
         f"{sum(r.status == 'registered' for r in results)} new schema version(s)")
@@ -577,7 +582,7 @@ def up(say: Say = print, partitions: int | None = None) -> dict[str, Any]:
         say(f"database: embedded PostgreSQL at {database_url}")
     state.update(bootstrap_servers=bootstrap, database_url=database_url)
     runtime_file().write_text(json.dumps(state))
-    prepare(bootstrap, database_url, settings["schemas_dir"], partitions, say)
+    prepare(bootstrap, database_url, settings["schemas_dir"], partitions, say, sample_keys=True)
     state["metrics"] = prom.free_ports(STREAM_APPS)  # scrape targets, one port per app
     (base / "restarts.json").unlink(missing_ok=True)  # a new runtime counts from zero
     start_supervisor(state, base)

@@ -366,7 +366,10 @@ def test_every_govbus_service_authenticates_with_sasl_ssl(
     e = env(service)
     assert e["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and e["KAFKA_SASL_MECHANISM"] == \
         "SCRAM-SHA-512"
-    agency = re.search(r"--agency (\S+)", " ".join(map(str, SERVICES[service]["command"])))
+    command = " ".join(map(str, SERVICES[service]["command"]))
+    # an adapter publishes as its agency; a control-plane command about an agency (`keys
+    # register --agency A`) runs as the bus
+    agency = re.search(r"--agency (\S+)", command) if "outbox" in command else None
     user = e["KAFKA_SASL_USERNAME"]
     assert user == (agency.group(1) if agency else "govbus"), "an adapter acts as its agency"
     if user != "govbus":  # its SCRAM user is created by a one-shot of its profile
@@ -411,3 +414,48 @@ def test_the_kafka_exporter_authenticates_as_the_bus_over_tls() -> None:
     assert {"kafka_ca", "kafka_govbus_password"} <= secrets_of("kafka-exporter")
     entrypoint = SERVICES["kafka-exporter"]["entrypoint"]
     assert entrypoint[:2] == ["/bin/sh", "-c"] and '"$$@"' in entrypoint[2], "flags passed on"
+
+
+def test_the_hot_path_signs_with_the_bus_key_and_the_adapter_with_its_agencys() -> None:
+    """Each private key reaches exactly the process that signs with it (docs/security.md):
+    the bus's the hot path, an agency's its own adapter; no other service holds either."""
+    holders: dict[str, set[str]] = {}
+    for name in SERVICES:
+        for secret in secrets_of(name):
+            holders.setdefault(secret, set()).add(name)
+    assert env("hotpath")["GOVBUS_BUS_KEY_FILE"] == "/run/secrets/govbus_bus_key"
+    assert holders["govbus_bus_key"] == {"hotpath"}
+    adapter = env("outbox-public-security")
+    assert adapter["GOVBUS_SIGNING_KEY_FILE"] == "/run/secrets/public_security_signing_key"
+    assert holders["public_security_signing_key"] == {"outbox-public-security"}
+    for name in SERVICES:
+        if name not in ("hotpath", "outbox-public-security"):
+            assert not {"GOVBUS_BUS_KEY_FILE", "GOVBUS_SIGNING_KEY_FILE"} & set(env(name)), name
+    for secret in ("govbus_bus_key", "public_security_signing_key",
+                   "public_security_public_key"):
+        assert COMPOSE["secrets"][secret]["file"].startswith("./secrets/")
+
+
+def test_the_agencys_public_key_is_registered_before_its_adapter_publishes() -> None:
+    service = SERVICES["keys-public-security"]
+    args = build_parser().parse_args(service["command"][1:])
+    assert service["command"][0] == "govbus" and args.keys == "register"
+    assert args.agency == "public_security" and not long_running("keys-public-security")
+    assert args.public_key == "/run/secrets/public_security_public_key"
+    assert profiles("keys-public-security") == profiles("outbox-public-security")
+    assert depends_on("outbox-public-security")["keys-public-security"] == \
+        {"condition": "service_completed_successfully"}
+    token = env("keys-public-security")["GOVBUS_TOKEN_FILE"]
+    assert any(v.startswith("govbus-state:") and token.startswith(v.split(":")[1])
+               for v in service["volumes"]), "the information center's token, read-only"
+
+
+def test_the_image_holds_every_package_the_govbus_namespace_links_to() -> None:
+    """``govbus/<name>`` are links to top-level folders: the image must copy each folder, or
+    the link dangles and ``govbus.<name>`` fails to import in every container."""
+    root = INFRA.parent
+    copied = {line.split()[1] for line in (INFRA / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ")}
+    links = {p.resolve().relative_to(root).parts[0] for p in (root / "govbus").iterdir()
+             if p.is_symlink()}
+    assert links and links <= copied, f"not copied into the image: {sorted(links - copied)}"
