@@ -116,6 +116,14 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     up = govbus("up", env=env)
     assert up.returncode == 0, up.stderr + up.stdout
     assert "2 partitions each" in up.stdout  # GOVBUS_PARTITIONS, no --partitions given
+    # a key pair per sample agency and for the bus, private keys mode 600, all registered
+    keys = tmp_path / "state" / "keys"
+    holders = {p.stem for p in keys.glob("*.key")}
+    assert holders == {"civil_affairs", "hrss", "market_regulation", "public_security", "tax",
+                       "govbus"}
+    assert {oct(p.stat().st_mode & 0o777) for p in keys.glob("*.key")} == {"0o600"}
+    listed = json.loads(govbus("keys", "list", "--json", env=env).stdout)
+    assert {k["agency"] for k in listed if k["valid"]} == holders
     status = json.loads(govbus("status", "--json", env=env).stdout)
     assert status["up"] and status["embedded"] == {"broker": True, "postgres": True}
     if shutil.which("prometheus"):  # govbus up starts a local Prometheus where installed
