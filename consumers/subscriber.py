@@ -14,8 +14,8 @@ reason, never applied, never confirmed as received (Art. 8, 24).
 Each batch is printed as JSON lines, or applied to a table in the agency's own PostgreSQL
 (upsert by entity key in order; an event older than the row's is skipped, so replays are
 idempotent; ``d`` deletes). Then its receipt is confirmed in the bus's ``receipts`` table
-(channel ``exchange``), and only then are the Kafka offsets committed: a crash replays a batch,
-it never loses one.
+(channel ``exchange``) with the hash of what was received, and only then are the Kafka
+offsets committed: a crash replays a batch, it never loses one.
 """
 
 from __future__ import annotations
@@ -47,8 +47,12 @@ from govbus.core.kafka import consumer_config
 from govbus.core.keyring import bus_verifier
 from govbus.core.sharing import Grant
 from govbus.core.sharing_store import load_grants, now
-from govbus.core.signatures import Verifier
-from govbus.delivery_log import confirm_receipts
+from govbus.core.signatures import Verifier, leaf
+from govbus.core.topics import CHECKPOINTS
+from govbus.delivery_log import MalformedEntry, confirm_receipts
+from govbus.delivery_log.checkpoint_store import keep as keep_checkpoints
+from govbus.delivery_log.checkpoints import Checkpoint
+from govbus.delivery_log.checkpoints import parse as parse_checkpoint
 
 log = logging.getLogger("govbus.subscriber")
 AGENCY = re.compile(r"^[a-z0-9_]+$")
@@ -100,6 +104,7 @@ class Received:
     topic: str
     partition: int
     offset: int
+    content_sha256: str | None = None  # what was received, byte for byte (its leaf hash)
 
     @classmethod
     def from_message(cls, msg: Any) -> Received:
@@ -121,8 +126,11 @@ class Received:
             raise ValueError("key (string) and occurred_ms (integer) are required")
         if record is not None and not isinstance(record, dict):
             raise ValueError("record is neither an object nor null")
+        header = dict(msg.headers() or []).get("event_id")
+        received = leaf(msg.topic(), msg.key(), msg.value(),
+                        header.encode() if isinstance(header, str) else header).hex()
         return cls(event_id, op, key, record, occurred, value, msg.topic(), msg.partition(),
-                   msg.offset())
+                   msg.offset(), received)
 
 
 class _Link:
@@ -168,11 +176,14 @@ class TableSink:
                 op text NOT NULL, occurred_ms bigint NOT NULL,
                 updated_at timestamptz NOT NULL DEFAULT now())""").format(self.ident))
 
-    def apply(self, deliveries: Sequence[Received]) -> Counter[str]:
+    def apply(self, deliveries: Sequence[Received], checkpoints: Sequence[Checkpoint] = ()
+              ) -> Counter[str]:
         """Apply in order, in one transaction. An event older than the stored one is skipped.
 
         A delete removes the row only if it is not older than the row: replaying a batch
-        converges on the same table.
+        converges on the same table. The log's ``checkpoints`` received with the batch are
+        kept in the same transaction (``govbus_evidence.checkpoints``): the agency's own
+        evidence of what the bus's log held (docs/security.md).
         """
         upsert = sql.SQL("""INSERT INTO {} AS cur (entity_key, record, event_id, op,
                                 occurred_ms, updated_at) VALUES (%s, %s, %s, %s, %s, now())
@@ -192,6 +203,8 @@ class TableSink:
                 record = psycopg2.extras.Json(d.record) if d.record is not None else None
                 cur.execute(upsert, (d.key, record, d.event_id, d.op, d.occurred_ms))
                 counts["applied" if cur.rowcount else "stale"] += 1
+            if checkpoints:
+                counts["checkpoints_kept"] += keep_checkpoints(cur.connection, checkpoints)
         return counts
 
     def close(self) -> None:
@@ -289,6 +302,8 @@ class Subscriber(BatchStage):
             log.warning("grants not refreshed, keeping %s: %s", self.topics, exc)
             return self.topics
         topics = granted_topics(grants, self.agency, now(), self.resources)
+        if self.sink is not None and topics:  # the log's checkpoints, kept with the data
+            topics = [*topics, CHECKPOINTS]
         if topics != self.topics:
             log.info("%s now reads %s", self.agency, ", ".join(topics) or "nothing")
             if topics:
@@ -309,10 +324,20 @@ class Subscriber(BatchStage):
 
     def process(self, msgs: list[Any]) -> None:
         """Print or apply, confirm receipt, then commit; counts only a batch that is done."""
-        counts: Counter[str] = Counter(messages=len(msgs))
-        deliveries, offsets = [], {}
+        counts: Counter[str] = Counter()
+        deliveries, offsets, checkpoints = [], {}, []
         for msg in msgs:
             topic = msg.topic()
+            if topic == CHECKPOINTS:
+                offsets[(topic, msg.partition())] = msg.offset() + 1
+                try:
+                    checkpoints.append(parse_checkpoint(msg.value()))
+                except MalformedEntry as exc:
+                    counts["malformed_checkpoints"] += 1
+                    log.warning("malformed checkpoint %s@%d skipped: %s", topic, msg.offset(),
+                                exc)
+                continue
+            counts["messages"] += 1
             if not topic.startswith(self.prefix) or topic not in self.topics:
                 counts["not_granted"] += 1  # its grant ended since the fetch: not used
                 continue
@@ -332,12 +357,12 @@ class Subscriber(BatchStage):
                 log.warning("malformed delivery %s[%d]@%d skipped: %s", topic,
                             msg.partition(), msg.offset(), exc)
         if self.sink is not None:
-            counts.update(self.sink.apply(deliveries))
+            counts.update(self.sink.apply(deliveries, checkpoints))
         else:
             self._print(deliveries)
         counts["receipts"] = confirm_receipts(
             self.settings.database_url,
-            [(d.event_id, self.agency, str(d.value.get("channel") or CHANNEL))
+            [(d.event_id, self.agency, str(d.value.get("channel") or CHANNEL), d.content_sha256)
              for d in deliveries])
         counts["delivered"] = len(deliveries)
         self.stats.update(counts)

@@ -27,6 +27,10 @@ GENESIS = "0" * 64
 MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999Z: what Python's datetime can read back
 FIELDS = ("event_id", "channel", "provider", "recipient", "resource", "grant_id", "fields",
           "masked_fields", "topic", "partition", "offset", "delivered_ms")
+#: the hash of what was delivered, byte for byte (the leaf hash of the delivery's signature:
+#: topic, key, value, event id); in a row's content only when known, so that rows logged
+#: before it was recorded keep their hashes
+CONTENT = "content_sha256"
 
 Key = tuple[str, str, str]  # (event_id, recipient, channel)
 
@@ -57,6 +61,7 @@ class LogEntry(NamedTuple):
     partition: int | None
     offset: int | None
     delivered_ms: int
+    content_sha256: str | None = None  # hex; None for a query (no bytes on a topic)
 
     @property
     def key(self) -> Key:
@@ -83,15 +88,19 @@ class LoggedRow(NamedTuple):
     logged_us: int | None
     prev_hash: str
     row_hash: str
+    content_sha256: str | None = None
 
     def content(self) -> dict[str, Any]:
         """What the hash covers: everything but the hashes themselves."""
-        return {"seq": self.seq, "event_id": self.event_id, "channel": self.channel,
-                "provider": self.provider, "recipient": self.recipient,
-                "resource": self.resource, "grant_id": self.grant_id, "fields": self.fields,
-                "masked_fields": self.masked_fields, "topic": self.topic,
-                "partition": self.partition, "offset": self.offset,
-                "delivered_us": self.delivered_us, "logged_us": self.logged_us}
+        found = {"seq": self.seq, "event_id": self.event_id, "channel": self.channel,
+                 "provider": self.provider, "recipient": self.recipient,
+                 "resource": self.resource, "grant_id": self.grant_id, "fields": self.fields,
+                 "masked_fields": self.masked_fields, "topic": self.topic,
+                 "partition": self.partition, "offset": self.offset,
+                 "delivered_us": self.delivered_us, "logged_us": self.logged_us}
+        if self.content_sha256 is not None:
+            found[CONTENT] = self.content_sha256
+        return found
 
 
 @dataclass(frozen=True)
@@ -130,14 +139,24 @@ def _names(value: Any, name: str) -> tuple[str, ...]:
 _MAX_INT64 = 2**63 - 1
 
 
+def _digest(value: Any) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str or len(value) != 64 or value.strip("0123456789abcdef"):
+        raise MalformedEntry(f"{CONTENT}: expected 64 lowercase hex digits, got {value!r:.70}")
+    return value
+
+
 def entry(delivery: Delivery, channel: str, partition: int | None, offset: int | None,
-          delivered_ms: int, topic: str | None = None) -> LogEntry:
+          delivered_ms: int, topic: str | None = None, content_sha256: str | None = None
+          ) -> LogEntry:
     """The log entry of one routed delivery: ``channel`` is exchange | query | backfill
     (Art. 17); a query has no topic, partition or offset."""
     value = delivery.value
     return LogEntry(value["event_id"], channel, value["provider"], delivery.recipient,
                     value["resource"], delivery.grant_id, tuple(delivery.fields),
-                    tuple(delivery.masked), topic, partition, offset, delivered_ms)
+                    tuple(delivery.masked), topic, partition, offset, delivered_ms,
+                    content_sha256)
 
 
 def parse_entry(value: bytes | str | None) -> LogEntry:
@@ -169,7 +188,8 @@ def parse_entry(value: bytes | str | None) -> LogEntry:
                      None if topic is None else _text(topic, "topic"),
                      None if partition is None else _int(partition, "partition", 0, 2**31 - 1),
                      None if offset is None else _int(offset, "offset", 0, _MAX_INT64),
-                     _int(obj["delivered_ms"], "delivered_ms", 0, MAX_MS))
+                     _int(obj["delivered_ms"], "delivered_ms", 0, MAX_MS),
+                     _digest(obj.get(CONTENT)))
     except KeyError:
         missing = [f for f in FIELDS if f not in obj]
         raise MalformedEntry(f"missing key(s): {', '.join(missing)}") from None
@@ -226,12 +246,14 @@ _AT_LOGGED, _AT_SEQ = b',"logged_us":-1,', b',"seq":-2,'
 def prepare(d: LogEntry) -> Prepared:
     """``d``'s content rendered, but for ``seq`` and ``logged_us`` (see :class:`Prepared`)."""
     fields, masked, delivered_us = list(d.fields), list(d.masked_fields), d.delivered_ms * 1000
-    text = orjson.dumps(
-        {"seq": _SEQ, "event_id": d.event_id, "channel": d.channel, "provider": d.provider,
-         "recipient": d.recipient, "resource": d.resource, "grant_id": d.grant_id,
-         "fields": fields, "masked_fields": masked, "topic": d.topic,
-         "partition": d.partition, "offset": d.offset, "delivered_us": delivered_us,
-         "logged_us": _LOGGED}, option=orjson.OPT_SORT_KEYS)
+    content = {"seq": _SEQ, "event_id": d.event_id, "channel": d.channel,
+               "provider": d.provider, "recipient": d.recipient, "resource": d.resource,
+               "grant_id": d.grant_id, "fields": fields, "masked_fields": masked,
+               "topic": d.topic, "partition": d.partition, "offset": d.offset,
+               "delivered_us": delivered_us, "logged_us": _LOGGED}
+    if d.content_sha256 is not None:
+        content[CONTENT] = d.content_sha256
+    text = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     # a string value cannot hold these bytes (its quotes would be escaped): each is found once
     i = text.index(_AT_LOGGED)
     j = text.index(_AT_SEQ, i)
@@ -251,7 +273,8 @@ def link(prepared: Sequence[Prepared], head: Head, logged_us: int) -> list[Logge
         d = p.delivery
         rows.append(LoggedRow(seq, d.event_id, d.channel, d.provider, d.recipient, d.resource,
                               d.grant_id, p.fields, p.masked_fields, d.topic, d.partition,
-                              d.offset, p.delivered_us, logged_us, prev, digest))
+                              d.offset, p.delivered_us, logged_us, prev, digest,
+                              d.content_sha256))
         prev = digest
     return rows
 
@@ -293,6 +316,13 @@ class VerifyReport:
     def ok(self) -> bool:
         return not self.counts
 
+    def add_problem(self, seq: int | None, kind: str, message: str,
+                    max_problems: int = 1000) -> None:
+        """A problem found besides the chain walk (a checkpoint's signature, say)."""
+        self.counts[kind] += 1
+        if len(self.problems) < max_problems:
+            self.problems.append(Problem(seq, kind, message))
+
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "rows": self.rows, "first_seq": self.first_seq,
                 "last_seq": self.last_seq, "head_seq": self.head_seq,
@@ -326,7 +356,8 @@ class ChainChecker:
         self.max_problems = max_problems
         self._prev: LoggedRow | None = None
 
-    def _add(self, seq: int | None, kind: str, message: str) -> None:
+    def add(self, seq: int | None, kind: str, message: str) -> None:
+        """Count a problem of ``kind``; keep it while fewer than ``max_problems`` are kept."""
         self.report.counts[kind] += 1
         if len(self.report.problems) < self.max_problems:
             self.report.problems.append(Problem(seq, kind, message))
@@ -338,39 +369,39 @@ class ChainChecker:
         rep.first_seq = row.seq if rep.first_seq is None else rep.first_seq
         rep.last_seq = row.seq
         if row.seq > expected:  # a gap: the link is broken because rows are gone
-            self._add(expected, "missing", f"{_span(expected, row.seq - 1)} missing before "
+            self.add(expected, "missing", f"{_span(expected, row.seq - 1)} missing before "
                       f"seq {row.seq} (deleted rows)")
         elif row.seq < expected:
-            self._add(row.seq, "out_of_order", f"seq {row.seq} below the first seq 1")
+            self.add(row.seq, "out_of_order", f"seq {row.seq} below the first seq 1")
         else:
             want = prev.row_hash if prev else GENESIS
             if row.prev_hash != want:
                 what = f"seq {prev.seq}'s row_hash" if prev else "the genesis hash"
-                self._add(row.seq, "broken_link", f"prev_hash {str(row.prev_hash)[:16]}… is not "
+                self.add(row.seq, "broken_link", f"prev_hash {str(row.prev_hash)[:16]}… is not "
                           f"{what} {want[:16]}… (inserted or replaced row, or rewritten hash)")
         if row_hash(row.prev_hash, row.content()) != row.row_hash:
-            self._add(row.seq, "altered", "row_hash does not match the row's content "
+            self.add(row.seq, "altered", "row_hash does not match the row's content "
                       "(altered, or forged row)")
         if prev and row.logged_us is not None and prev.logged_us is not None \
                 and row.logged_us < prev.logged_us:
-            self._add(row.seq, "out_of_order", f"logged before seq {prev.seq}, which precedes it")
+            self.add(row.seq, "out_of_order", f"logged before seq {prev.seq}, which precedes it")
         self._prev = row
 
     def finish(self, head: Head | None) -> VerifyReport:
         last, rep = self._prev, self.report
         if head is None:
             if last is not None:
-                self._add(None, "head_mismatch", "delivery_log_head has no row (removed?)")
+                self.add(None, "head_mismatch", "delivery_log_head has no row (removed?)")
             return rep
         rep.head_seq, rep.head_hash = head.seq, head.row_hash
         end = last.seq if last else 0
         if end < head.seq:
-            self._add(end + 1, "missing", f"the log ends at seq {end} but its head is seq "
+            self.add(end + 1, "missing", f"the log ends at seq {end} but its head is seq "
                       f"{head.seq}: {_span(end + 1, head.seq)} missing (deleted newest rows)")
         elif end > head.seq:
-            self._add(head.seq + 1, "head_mismatch", f"{_span(head.seq + 1, end)} beyond the "
+            self.add(head.seq + 1, "head_mismatch", f"{_span(head.seq + 1, end)} beyond the "
                       f"head (seq {head.seq}): not appended by the log writer")
         elif last is not None and last.row_hash != head.row_hash:
-            self._add(end, "head_mismatch", f"row_hash {last.row_hash[:16]}… differs from the "
+            self.add(end, "head_mismatch", f"row_hash {last.row_hash[:16]}… differs from the "
                       f"head's {head.row_hash[:16]}…")
         return rep

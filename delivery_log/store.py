@@ -47,6 +47,7 @@ from govbus.delivery_log.chain import (
     link,
     prepare,
 )
+from govbus.delivery_log.checkpoints import DELIVERIES, Binder, Checkpoint
 
 LOCK_KEY = 0x60B0DE11  # advisory lock of the single log writer
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -59,7 +60,7 @@ _FINITE_US = "CASE WHEN isfinite({0}) THEN " + _US + " END"
 _ROW_SQL = ("SELECT seq, event_id, channel, provider, recipient, resource_id, grant_id, fields, "
             "masked_fields, topic, kafka_partition, kafka_offset, "
             f"{_FINITE_US.format('delivered_at')}, {_FINITE_US.format('logged_at')}, "
-            "prev_hash, row_hash FROM deliveries ORDER BY seq")
+            "prev_hash, row_hash, content_sha256 FROM deliveries ORDER BY seq")
 _HEAD_SQL = f"SELECT seq, row_hash, {_FINITE_US.format('logged_at')} FROM delivery_log_head"
 
 
@@ -86,7 +87,8 @@ def _copy_value(value: Any) -> str:
     return text.translate(_COPY_ESCAPES) if _COPY_SPECIAL.search(text) else text
 
 
-Ready = tuple[Prepared, str]  # a delivery rendered ahead, and its COPY columns 2-13
+# a delivery rendered ahead, its COPY columns 2-13, and its content hash column (or \N)
+Ready = tuple[Prepared, str, str]
 
 
 def _ready(deliveries: Sequence[LogEntry]) -> list[Ready]:
@@ -128,7 +130,8 @@ def _ready(deliveries: Sequence[LogEntry]) -> list[Ready]:
         out.append((p, "\t".join((*strings, str(d.grant_id), array(d.fields),
                                    array(d.masked_fields), topic,
                                    "\\N" if partition is None else str(partition),
-                                   "\\N" if offset is None else str(offset), stamp))))
+                                   "\\N" if offset is None else str(offset), stamp)),
+                    "\\N" if d.content_sha256 is None else d.content_sha256))
     return out
 
 
@@ -166,7 +169,7 @@ def append(conn: psycopg2.extensions.connection, deliveries: Sequence[LogEntry]
             rows = _copy(cur, fresh, head, logged_us)
         except psycopg2.errors.UniqueViolation:  # a replay: some are logged already
             cur.execute("ROLLBACK TO SAVEPOINT optimistic")
-            logged = _logged(cur, [p.delivery.key for p, _ in fresh])
+            logged = _logged(cur, [p.delivery.key for p, _, _ in fresh])
             fresh = [r for r in fresh if r[0].delivery.key not in logged]
             rows = _copy(cur, fresh, head, logged_us)
         if not rows:
@@ -191,22 +194,28 @@ def _copy(cur: Any, ready: list[Ready], head: Head, logged_us: int) -> list[Logg
     """Chain ``ready`` rows after ``head`` and COPY them (never before the head's time)."""
     if not ready:
         return []
-    rows = link([p for p, _ in ready], head, logged_us)
+    rows = link([p for p, _, _ in ready], head, logged_us)
     logged_at = _at_us(logged_us).isoformat()
-    lines = [f"{r.seq}\t{columns}\t{logged_at}\t{r.prev_hash}\t{r.row_hash}"  # hex
-             for r, (_, columns) in zip(rows, ready, strict=True)]
+    lines = [f"{r.seq}\t{columns}\t{logged_at}\t{r.prev_hash}\t{r.row_hash}\t{content}"
+             for r, (_, columns, content) in zip(rows, ready, strict=True)]
     lines.append("")
     # COPY rather than INSERT ... VALUES: no per-row statement text to build and parse
     cur.copy_expert(
         "COPY deliveries (seq, event_id, channel, provider, recipient, resource_id, "
         "grant_id, fields, masked_fields, topic, kafka_partition, kafka_offset, "
-        "delivered_at, logged_at, prev_hash, row_hash) FROM STDIN", io.StringIO("\n".join(lines)))
+        "delivered_at, logged_at, prev_hash, row_hash, content_sha256) FROM STDIN",
+        io.StringIO("\n".join(lines)))
     return rows
 
 
-def verify(dsn: str, max_problems: int = 1000) -> VerifyReport:
-    """Walk the whole log in seq order, recomputing every hash, in one consistent snapshot."""
+def verify(dsn: str, max_problems: int = 1000, checkpoints: Sequence[Checkpoint] = ()
+           ) -> VerifyReport:
+    """Walk the whole log in seq order, recomputing every hash, in one consistent snapshot;
+    each row at a seq that ``checkpoints`` cover must have the hash they signed (their
+    signatures checked by the caller, :func:`govbus.delivery_log.checkpoints.check_series`),
+    and every receipt that names what was received must match the log's hash of it."""
     checker = ChainChecker(max_problems)
+    binders = [Binder(DELIVERIES, checkpoints, max_problems)] if checkpoints else []
     conn = db.connect(dsn)
     try:
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ,
@@ -219,12 +228,26 @@ def verify(dsn: str, max_problems: int = 1000) -> VerifyReport:
             cur.itersize = 10000
             cur.execute(_ROW_SQL)
             for rec in cur:
-                checker.feed(LoggedRow(*rec))
+                row = LoggedRow(*rec)
+                checker.feed(row)
+                for b in binders:
+                    b.feed(row.seq, row.row_hash)
+        with conn.cursor() as cur:  # what recipients received against what the log says
+            cur.execute("SELECT d.seq, d.recipient, d.event_id FROM deliveries d JOIN receipts r "
+                        "USING (event_id, recipient, channel) WHERE r.content_sha256 <> "
+                        "d.content_sha256 ORDER BY d.seq LIMIT %s", (max_problems,))
+            mismatched = cur.fetchall()
         conn.rollback()
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot read the delivery log: {exc}") from exc
     finally:
         conn.close()
+    for seq, recipient, event_id in mismatched:
+        checker.add(seq, "receipt_mismatch", f"{recipient} confirmed receiving other bytes "
+                     f"for event {event_id} than the log records as delivered")
+    for b in binders:
+        for f in b.finish():
+            checker.add(f.seq, f.kind, f.message)
     return checker.finish(head)
 
 
@@ -262,10 +285,15 @@ def list_deliveries(dsn: str, recipient: str | None = None, provider: str | None
     return rows
 
 
-def confirm_receipts(dsn: str, keys: Iterable[Key]) -> int:
-    """Record that recipients received deliveries; idempotent. Returns how many were new."""
-    wanted = list(dict.fromkeys((str(e), str(r), str(c)) for e, r, c in keys))
-    odd = sorted({c for _, _, c in wanted} - set(CHANNELS))
+def confirm_receipts(dsn: str, keys: Iterable[Key | tuple[str, str, str, str | None]]) -> int:
+    """Record that recipients received deliveries; idempotent. Returns how many were new.
+
+    A key may carry a fourth item, the hash of what the recipient received (the leaf hash of
+    the delivery's signature, hex): :func:`verify` compares it with the log's."""
+    wanted = list({(str(k[0]), str(k[1]), str(k[2])): (str(k[0]), str(k[1]), str(k[2]),
+                                                      k[3] if len(k) > 3 else None)
+                   for k in keys}.values())
+    odd = sorted({w[2] for w in wanted} - set(CHANNELS))
     if odd:
         raise ValueError(f"channel(s) {', '.join(odd)} not one of {', '.join(CHANNELS)}")
     if not wanted:
@@ -273,8 +301,9 @@ def confirm_receipts(dsn: str, keys: Iterable[Key]) -> int:
     try:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
             new = psycopg2.extras.execute_values(
-                cur, "INSERT INTO receipts (event_id, recipient, channel) VALUES %s "
-                     "ON CONFLICT DO NOTHING RETURNING 1", wanted, page_size=1000, fetch=True)
+                cur, "INSERT INTO receipts (event_id, recipient, channel, content_sha256) "
+                     "VALUES %s ON CONFLICT DO NOTHING RETURNING 1", wanted, page_size=1000,
+                fetch=True)
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot record receipts: {exc}") from exc
     return len(new)

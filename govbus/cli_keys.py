@@ -19,7 +19,7 @@ from govbus.cli import catalogue, dumps, printable
 from govbus.cli_access import token_arg
 from govbus.core import access, keys_store, signatures
 from govbus.core.errors import GovbusError
-from govbus.core.keyring import private_file, public_file
+from govbus.core.keyring import CHECKPOINT_SIGNER, private_file, public_file
 from govbus.core.keys_store import BUS
 
 
@@ -37,11 +37,12 @@ def holder(args: argparse.Namespace) -> str:
         return BUS
     if not args.agency:
         raise GovbusError("name the key's holder: --agency A, or --bus")
-    agencies = sorted(catalogue().agencies)
+    # the information center holds the key the log's checkpoints are signed with
+    agencies = [*sorted(catalogue().agencies), CHECKPOINT_SIGNER]
     if args.agency not in agencies:
         shown = printable(args.agency[:64])
-        raise GovbusError(f"--agency '{shown}' is not an agency of the catalogue; valid: "
-                          f"{', '.join(agencies)}")
+        raise GovbusError(f"--agency '{shown}' is not an agency of the catalogue nor the "
+                          f"information center; valid: {', '.join(agencies)}")
     return str(args.agency)
 
 
@@ -153,7 +154,8 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--public-key", required=True, metavar="FILE", help="the PEM public key")
     token_arg(p)
     p = add("list", cmd_list, "the registered keys, valid and revoked", parent=ksub)
-    p.add_argument("--agency", help="only this agency's (govbus: the bus's)")
+    p.add_argument("--agency", help="only this agency's (govbus: the bus's; "
+                   "information_center: the checkpoints')")
     p = add("revoke", cmd_revoke, "revoke a key (information center): what it signed is "
             "refused from then on", parent=ksub)
     holder_args(p)

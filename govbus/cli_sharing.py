@@ -146,14 +146,6 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_log_verify(args: argparse.Namespace) -> int:
-    from govbus import delivery_log
-
-    report = delivery_log.verify(_dsn())
-    _emit(args, report.as_dict(), report.lines())
-    return 0 if report.ok else 1
-
-
 def register(sub: Any, add: Any) -> None:
     """Add the sharing commands to the ``govbus`` parser."""
     p = add("request", cmd_request, "apply for a resource (Art. 18, 24, 25); "
@@ -210,10 +202,9 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--resource")
     p.add_argument("--limit", type=int, default=100)
     token_arg(p)
-    log = sub.add_parser("log", help="the tamper-evident delivery log")
-    lsub = log.add_subparsers(dest="log", required=True, metavar="ACTION")
-    add("verify", cmd_log_verify, "recompute the hash chain; exit 1 on any alteration",
-        parent=lsub)
+    from govbus import cli_log  # verify, against checkpoints; list and export them
+
+    cli_log.register(sub, add)
     from govbus.consumers import subscriber
     from govbus.infra import acl
 

@@ -47,7 +47,8 @@ from govbus.core.kafka import ensure_topics
 STREAM_APPS = {"hotpath": "govbus.stream_apps.hotpath",
                "ops_exporter": "govbus.stream_apps.ops_exporter",
                "reconciler": "govbus.stream_apps.reconciler",
-               "cases_sink": "govbus.consumers.cases_sink"}
+               "cases_sink": "govbus.consumers.cases_sink",
+               "checkpointer": "govbus.stream_apps.checkpointer"}
 Say = Callable[[str], None]
 
 
@@ -207,10 +208,10 @@ def prepare(bootstrap: str, database_url: str, schemas: Path | None, partitions:
         from govbus.core import keyring  # the sample agencies' and the bus's keys (Art. 8, 24)
 
         folder = state_dir() / keyring.KEYS_DIR
-        made = keyring.provision(database_url, folder,
-                                 [*sorted(catalogue.agencies), keyring.BUS])
-        say(f"keys: {len(made)} generated in {folder}, {len(catalogue.agencies) + 1} "
-            "registered (each sample agency's and the bus's)")
+        holders = [*sorted(catalogue.agencies), keyring.BUS, keyring.CHECKPOINT_SIGNER]
+        made = keyring.provision(database_url, folder, holders)
+        say(f"keys: {len(made)} generated in {folder}, {len(holders)} registered (each sample "
+            "agency's, the bus's and the information center's, which signs checkpoints)")
     results = registry.sync(database_url, catalogue)
     say(f"catalogue: {len(results)} resources, "
         f"{sum(r.status == 'registered' for r in results)} new schema version(s)")

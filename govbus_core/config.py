@@ -31,6 +31,7 @@ from govbus.core.settings_spec import (
     RETENTION_DEFAULTS_MS,
     Access,
     Deadlines,
+    Evidence,
     KafkaSecurity,
     Metrics,
     Publishing,
@@ -46,8 +47,9 @@ from govbus.core.settings_spec import (
 from govbus.core.workdays import use_holidays_file
 
 __all__ = ["DAY_MS", "MESSAGE_MAX_BYTES", "RETENTION_DEFAULTS_DAYS", "RETENTION_DEFAULTS_MS",
-           "Access", "Deadlines", "KafkaSecurity", "Metrics", "Publishing", "Retention", "Runtime",
-           "Services", "Settings", "Signing", "Streams", "Topics", "database_url",
+           "Access", "Deadlines", "Evidence", "KafkaSecurity", "Metrics", "Publishing",
+           "Retention", "Runtime", "Services", "Settings", "Signing", "Streams", "Topics",
+           "database_url",
            "effective_settings", "env_value", "kafka_security_settings", "read_env",
            "read_runtime", "require_database_url", "retention_settings", "runtime_file",
            "state_dir", "topic_settings"]
@@ -78,8 +80,8 @@ def read_runtime(base: Path | None = None) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Settings(Runtime, Metrics, Signing, Access, Publishing, Deadlines, Retention, Streams,
-               Topics, KafkaSecurity, Services):
+class Settings(Runtime, Metrics, Evidence, Signing, Access, Publishing, Deadlines, Retention,
+               Streams, Topics, KafkaSecurity, Services):
     """The settings of one process: where the broker, the database and the catalogue are
     (the three positional fields), then every section's fields, in the order of
     ``SECTIONS`` (docs/configuration.md)."""

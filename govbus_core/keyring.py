@@ -21,9 +21,18 @@ from govbus.core.config import Settings
 from govbus.core.errors import ConfigError
 from govbus.core.keys_store import BUS
 
-__all__ = ["BUS", "KEYS_DIR", "agency_signer", "bus_signer", "bus_verifier", "embedded_dir",
+__all__ = ["BUS", "CHECKPOINT_SIGNER", "KEYS_DIR", "agency_signer", "bus_signer",
+           "bus_verifier", "checkpoint_key", "checkpoint_publics", "embedded_dir",
            "private_file", "provision", "public_file"]
-from govbus.core.signatures import DELIVERIES, EVENTS, PublicKey, Signer, Verifier
+from govbus.core.signatures import (
+    DELIVERIES,
+    EVENTS,
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+    PublicKey,
+    Signer,
+    Verifier,
+)
 
 KEYS_DIR = "keys"  # under the state folder: the embedded runtime's sample keys
 
@@ -76,6 +85,38 @@ def bus_verifier(settings: Settings, public_key_file: Path | str | None = None) 
                           f"--bus` ({named} does not exist)")
     keys = signatures.load_public_file(named, "bus public key file (GOVBUS_BUS_PUBLIC_KEY_FILE)")
     return Verifier([PublicKey(signatures.key_id(k), BUS, k) for k in keys], DELIVERIES)
+
+
+#: who signs the log's checkpoints (docs/security.md): the information center
+CHECKPOINT_SIGNER = "information_center"
+
+
+def checkpoint_key(settings: Settings) -> Ed25519PrivateKey:
+    """The information center's key the checkpointer signs with: ``GOVBUS_CHECKPOINT_KEY_FILE``,
+    else the embedded runtime's."""
+    named = settings.checkpoint_key_file or private_file(embedded_dir(settings),
+                                                         CHECKPOINT_SIGNER)
+    if not Path(named).exists():
+        raise ConfigError(f"no checkpoint key: set GOVBUS_CHECKPOINT_KEY_FILE to the "
+                          f"information center's private key (`govbus keys generate --agency "
+                          f"{CHECKPOINT_SIGNER}`); {named} does not exist")
+    return signatures.load_private(named, "checkpoint key file (GOVBUS_CHECKPOINT_KEY_FILE)")
+
+
+def checkpoint_publics(settings: Settings, dsn: str | None = None,
+                       public_key_file: Path | str | None = None
+                       ) -> dict[str, Ed25519PublicKey]:
+    """Key id → the information center's public keys that checkpoints may be signed with:
+    ``public_key_file``, else ``GOVBUS_CHECKPOINT_PUBLIC_KEY_FILE`` (an agency pins them), else
+    those registered in the bus's database under the information center (revoked ones too:
+    a checkpoint signed before a revocation stays evidence)."""
+    named = public_key_file or settings.checkpoint_public_key_file
+    if named:
+        keys = signatures.load_public_file(named, "checkpoint public key file "
+                                                  "(GOVBUS_CHECKPOINT_PUBLIC_KEY_FILE)")
+        return {signatures.key_id(k): k for k in keys}
+    rows = keys_store.list_keys(dsn or settings.database_url, CHECKPOINT_SIGNER)
+    return {r.key_id: r.as_public().key for r in rows}
 
 
 def provision(dsn: str, folder: Path, holders: list[str], by: str = "govbus up") -> list[str]:

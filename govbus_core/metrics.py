@@ -81,6 +81,8 @@ RECONCILER_VALUES = Counter(
     ["outcome"])  # applied | malformed (a record that is no value message or bundle)
 CASES_SINK_RECORDS = Counter(
     "govbus_cases_sink_records_total", "Case messages read by the cases sink", ["outcome"])
+CHECKPOINTS = Counter(
+    "govbus_log_checkpoints_total", "Signed checkpoints of the delivery log and the audit ledger")
 SUBSCRIBER_REFUSED = Counter(
     "govbus_subscriber_refused_total",
     "Deliveries a subscriber refused: not signed by the bus, or changed after signing "

@@ -408,6 +408,27 @@ class Signing(Section):
 
 
 @dataclass(frozen=True)
+class Evidence(Section):
+    """The signed checkpoints of the delivery log and the audit ledger (docs/security.md;
+    Art. 24, 26, 31): how often, and with which key."""
+
+    checkpoint_key_file: Path | None = declare(
+        "GOVBUS_CHECKPOINT_KEY_FILE", None, "the information center's Ed25519 private key the "
+        "checkpointer signs checkpoints with, kept apart from the database's credentials; unset "
+        "under `govbus up`: the one in the state folder", rule="path (mode 600)")
+    checkpoint_public_key_file: Path | None = declare(
+        "GOVBUS_CHECKPOINT_PUBLIC_KEY_FILE", None, "the information center's public key(s) an "
+        "agency verifies checkpoints with (`govbus keys show --agency information_center`); "
+        "unset: the keys registered in the bus's database", rule="path")
+    checkpoint_interval_s: float = declare(
+        "GOVBUS_CHECKPOINT_INTERVAL_S", 10.0, "seconds between checkpoints while the log or "
+        "the ledger grows", low=0, low_open=True, high=86_400)
+    checkpoint_rows: int = declare(
+        "GOVBUS_CHECKPOINT_ROWS", 10_000, "a checkpoint as soon as this many rows were logged "
+        "since the last, before the interval ends", low=1, high=100_000_000)
+
+
+@dataclass(frozen=True)
 class Metrics(Section):
     """Where each process serves its Prometheus metrics (docs/operations.md)."""
 
@@ -437,7 +458,7 @@ class Runtime(Section):
 
 
 SECTIONS: tuple[type, ...] = (Services, KafkaSecurity, Topics, Streams, Publishing, Deadlines,
-                              Retention, Access, Signing, Metrics, Runtime)
+                              Retention, Access, Signing, Evidence, Metrics, Runtime)
 
 
 def _declarations() -> tuple[Declaration, ...]:

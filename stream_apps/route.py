@@ -22,13 +22,14 @@ from govbus.core.batching import Acks, produce
 from govbus.core.envelope import now_ms
 from govbus.core.routing import Delivery, RouteResult
 from govbus.core.serde import json_bytes
-from govbus.core.signatures import Signer
+from govbus.core.signatures import Signer, leaf
 from govbus.delivery_log import LogEntry, entry
 
 Routed = tuple[Any, dict[str, Any], RouteResult]  # (Resource, event, what routing decided)
 Headers = list[tuple[str, str | bytes | None]]
-# a delivery the broker acknowledged: delivery, partition, offset, delivered_ms
-Acked = tuple[Delivery, int | None, int | None, int]
+# a delivery the broker acknowledged: delivery, partition, offset, delivered_ms, and the
+# hash of what was delivered (its signature's leaf: topic, key, value, event id), hex
+Acked = tuple[Delivery, int | None, int | None, int, str | None]
 
 
 def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
@@ -36,24 +37,25 @@ def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
     """Produce deliveries without waiting, signed by ``signer`` (the bus; None only where
     :mod:`bench` measures what signing costs): each acknowledged one is appended to ``acked``
     with its partition and offset, each failure to ``acks``, which counts them all."""
-    def callback(delivery: Delivery) -> Callable[[Any, Any], None]:
+    def callback(delivery: Delivery, content: str) -> Callable[[Any, Any], None]:
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is None:  # recorded before it is counted: settle() then sees it
-                acked.append((delivery, msg.partition(), msg.offset(), now_ms()))
+                acked.append((delivery, msg.partition(), msg.offset(), now_ms(), content))
             acks.answer(err, f"{delivery.topic}: ", msg)
         return on_delivery
 
     values = [json_bytes(d.value) for d in deliveries]
     ids = [str(d.value["event_id"]).encode() for d in deliveries]
-    signed = (signer.sign([(d.topic, str(d.value["key"]).encode(), v, i)
-                           for d, v, i in zip(deliveries, values, ids, strict=True)])
-              if signer is not None and deliveries else None)
+    leaves = [leaf(d.topic, str(d.value["key"]).encode(), v, i)
+              for d, v, i in zip(deliveries, values, ids, strict=True)]
+    signed = signer.sign_leaves(leaves) if signer is not None and deliveries else None
     for n, d in enumerate(deliveries):
         headers: Headers = [("event_id", ids[n]), ("grant_id", str(d.grant_id).encode())]
         if signed is not None:
             headers += signed[n]
         acks.expect()
-        produce(producer, d.topic, d.value["key"], values[n], callback(d), headers)
+        produce(producer, d.topic, d.value["key"], values[n], callback(d, leaves[n].hex()),
+                headers)
 
 
 def send_deliveries(producer: Producer, deliveries: list[Delivery], signer: Signer
@@ -69,18 +71,18 @@ def send_deliveries(producer: Producer, deliveries: list[Delivery], signer: Sign
 
 def log_entry(acked: Acked, channel: str = "exchange") -> LogEntry:
     """The delivery-log entry of one acknowledged delivery."""
-    d, partition, offset, delivered_ms = acked
-    return entry(d, channel, partition, offset, delivered_ms, d.topic)
+    d, partition, offset, delivered_ms, content = acked
+    return entry(d, channel, partition, offset, delivered_ms, d.topic, content)
 
 
 def log_fields(acked: Acked) -> tuple[Any, ...]:
     """:func:`log_entry`'s fields as a plain tuple: what the settling process is sent (it
     pickles five times faster than the named tuple, which need not be built first)."""
-    d, partition, offset, delivered_ms = acked
+    d, partition, offset, delivered_ms, content = acked
     value = d.value
     return (value["event_id"], "exchange", value["provider"], d.recipient, value["resource"],
             d.grant_id, tuple(d.fields), tuple(d.masked), d.topic, partition, offset,
-            delivered_ms)
+            delivered_ms, content)
 
 
 def observe(routed: Sequence[Routed], acked: Sequence[Acked]) -> None:
@@ -102,7 +104,7 @@ def observe(routed: Sequence[Routed], acked: Sequence[Acked]) -> None:
             withheld[(str(resource.provider), resource.id, share)] += 1
     latency: dict[str, list[float]] = {}  # resource -> its deliveries' latencies
     now = now_ms()
-    for delivery, _partition, _offset, delivered_ms in acked:
+    for delivery, _partition, _offset, delivered_ms, _content in acked:
         value = delivery.value
         resource_id = str(value.get("resource"))
         delivered[(str(value.get("provider")), delivery.recipient, resource_id,

@@ -302,7 +302,8 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
         agency = prepare_databases(pg, catalogue, recipients)
         state = base / "state"  # the keys every agency and the bus sign with, as `govbus up`
         keyring.provision(pg.url, state / keyring.KEYS_DIR,
-                          [*sorted(catalogue.agencies), keyring.BUS], "fault suite")
+                          [*sorted(catalogue.agencies), keyring.BUS, keyring.CHECKPOINT_SIGNER],
+                          "fault suite")
         settings = Settings(f"127.0.0.1:{broker.port}", pg.url, catalogue.root,
                             session_timeout_ms=3000, partitions=3, state_dir=state)
         topics = runtime.catalogue_topics(catalogue) + [VALUES_TOPIC, CASES_TOPIC] + [

@@ -122,7 +122,7 @@ os.environ["GOVBUS_STATE_DIR"] = str(SESSION_STATE)
 def register_sample_keys(dsn: str) -> list[str]:
     """Generate (once) and register in ``dsn`` the session's key of every agency of the
     shipped catalogue and of the bus; the holders."""
-    holders = [*sorted(load_catalogue().agencies), keyring.BUS]
+    holders = [*sorted(load_catalogue().agencies), keyring.BUS, keyring.CHECKPOINT_SIGNER]
     keyring.provision(dsn, SESSION_STATE / keyring.KEYS_DIR, holders, "tests")
     return holders
 

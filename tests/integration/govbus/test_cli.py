@@ -120,7 +120,7 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     keys = tmp_path / "state" / "keys"
     holders = {p.stem for p in keys.glob("*.key")}
     assert holders == {"civil_affairs", "hrss", "market_regulation", "public_security", "tax",
-                       "govbus"}
+                       "govbus", "information_center"}
     assert {oct(p.stat().st_mode & 0o777) for p in keys.glob("*.key")} == {"0o600"}
     listed = json.loads(govbus("keys", "list", "--json", env=env).stdout)
     assert {k["agency"] for k in listed if k["valid"]} == holders

@@ -34,7 +34,7 @@ def test_generate_register_list_rotate_revoke(empty_database: str, tmp_path: Pat
     assert code == 1 and "never overwritten" in err
     code, _, err = cli(dsn, "keys", "generate", "--agency", "no_such", "--out",
                        str(tmp_path / "k1"), extra=env)
-    assert code == 1 and "not an agency of the catalogue" in err
+    assert code == 1 and "not an agency of the catalogue nor the information center" in err
 
     register = ("keys", "register", "--agency", "tax", "--public-key", made["public_key"])
     code, _, err = cli(dsn, *register, token=access.issue(dsn, "tax", "tests"), extra=env)
