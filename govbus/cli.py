@@ -340,6 +340,9 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus import cli_keys  # signing keys of agencies and of the bus (Art. 8, 24)
 
     cli_keys.register(sub, add)
+    from govbus import cli_audit  # the control plane's audit ledger (docs/evidence.md)
+
+    cli_audit.register(sub, add)
     from govbus import cli_quarantine
 
     cli_quarantine.register(sub, add)

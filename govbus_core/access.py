@@ -57,6 +57,7 @@ def issue(dsn: str, agency: str, issued_by: str) -> str:
     salt = secrets.token_bytes(16)
     try:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT set_config('govbus.actor', %s, true)", (issued_by,))
             cur.execute("INSERT INTO agency_credentials (agency, salt, token_hash, kdf, "
                         "issued_by) VALUES (%s, %s, %s, %s, %s) ON CONFLICT (agency) DO UPDATE "
                         "SET salt = EXCLUDED.salt, token_hash = EXCLUDED.token_hash, "

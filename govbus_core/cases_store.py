@@ -77,6 +77,7 @@ def resolve(dsn: str, case_id: int, by: str, resolution: str, note: str) -> dict
     try:
         with db.transaction(dsn) as conn, conn.cursor(
                 cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("SELECT set_config('govbus.actor', %s, true)", (by,))
             cur.execute("SELECT id, owner_agency, status FROM cases WHERE id = %s FOR UPDATE",
                         (case_id,))
             row = cur.fetchone()

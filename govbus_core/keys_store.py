@@ -91,6 +91,7 @@ def register(dsn: str, agency: str, key: Ed25519PublicKey, registered_by: str) -
     raw, kid = raw_public(key), key_id(key)
     try:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT set_config('govbus.actor', %s, true)", (registered_by,))
             cur.execute(f"SELECT {_COLUMNS} FROM agency_keys WHERE key_id = %s OR "
                         "public_key = %s", (kid, raw))
             found = cur.fetchone()
@@ -118,6 +119,7 @@ def revoke(dsn: str, agency: str, kid: str, revoked_by: str) -> KeyRow:
     when the agency has no such key. Revoking a revoked key changes nothing."""
     try:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT set_config('govbus.actor', %s, true)", (revoked_by,))
             cur.execute("UPDATE agency_keys SET revoked_at = now(), revoked_by = %s "
                         "WHERE key_id = %s AND agency = %s AND revoked_at IS NULL",
                         (revoked_by, kid, agency))

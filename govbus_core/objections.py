@@ -94,6 +94,7 @@ def file(dsn: str, catalogue: Catalogue, kind: str, filed_by: str, against: str,
     deadline = add_working_days(at.astimezone(CHINA), deadline_days(kind))
     try:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT set_config('govbus.actor', %s, true)", (filed_by,))
             if kind == "objection" and not _received(cur, filed_by, str(resource), event_id):
                 what = f"event {event_id} of {resource}" if event_id else resource
                 raise ObjectionError(f"{filed_by} has not received {what}: an objection is "
@@ -133,6 +134,7 @@ def answer(dsn: str, objection_id: int, by: str, text: str,
     try:
         with db.transaction(dsn) as conn, conn.cursor(
                 cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+            cur.execute("SELECT set_config('govbus.actor', %s, true)", (by,))
             cur.execute("SELECT * FROM objections WHERE id = %s FOR UPDATE", (objection_id,))
             row = cur.fetchone()
             if row is None:

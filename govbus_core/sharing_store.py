@@ -104,6 +104,7 @@ def file_request(dsn: str, resource: Resource, requester: str, purpose: str,
     at = now()
     with db.transaction(dsn) as conn, conn.cursor(
             cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("SELECT set_config('govbus.actor', %s, true)", (requester,))
         cur.execute("""INSERT INTO sharing_requests (requester, resource_id, purpose, fields,
                            commitment_ref, confidentiality_ref, masked_fields, share_class,
                            status, requested_at, due_at, reason, decided_at, decided_by)
@@ -155,6 +156,7 @@ def decide(dsn: str, request_id: int, by: str, approve: bool, reason: str | None
     at = now()
     with db.transaction(dsn) as conn, conn.cursor(
             cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("SELECT set_config('govbus.actor', %s, true)", (by,))
         request = _pending(cur, request_id)
         if by != request["provider"]:
             raise SharingError(f"only the provider {request['provider']} decides request "
@@ -178,6 +180,7 @@ def revoke(dsn: str, grant_id: int, by: str, reason: str) -> dict[str, Any]:
     at = now()
     with db.transaction(dsn) as conn, conn.cursor(
             cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+        cur.execute("SELECT set_config('govbus.actor', %s, true)", (by,))
         cur.execute("SELECT g.*, c.provider, r.purpose, r.requester, r.requested_at "
                     "FROM grants g JOIN catalogue_resources c USING (resource_id) "
                     "JOIN sharing_requests r USING (request_id) WHERE grant_id = %s FOR UPDATE",
