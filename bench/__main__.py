@@ -11,11 +11,18 @@ from collections.abc import Callable
 
 from govbus.core.errors import GovbusError
 
-from . import gate_bench, pipeline_bench, publish_bench, reconcile_bench, verdict_bench
+from . import (
+    gate_bench,
+    pipeline_bench,
+    publish_bench,
+    reconcile_bench,
+    signatures_bench,
+    verdict_bench,
+)
 from .env import environment
 from .report import BenchError
 
-BENCHES = ("gate", "verdict", "publish", "pipeline", "reconcile")
+BENCHES = ("gate", "verdict", "publish", "pipeline", "reconcile", "signatures")
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -58,8 +65,11 @@ def main(argv: list[str] | None = None) -> int:
           f"{platform.machine()}; running {', '.join(chosen)}", flush=True)
     say = lambda line: print(line, flush=True)  # noqa: E731
     try:
-        if set(chosen) - {"pipeline", "reconcile"}:
+        if set(chosen) & {"gate", "verdict", "publish"}:
             run_basic(args, chosen, say)
+        signing = None  # the per-record costs of signatures, for the pipeline's summary
+        if "signatures" in chosen:  # in-process: no broker, no database
+            signing = signatures_bench.run(say).summary()
         printed: list[str] = []  # the reconciler's lines, for the pipeline's summary
 
         def say_and_keep(line: str) -> None:
@@ -73,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             with environment(need_broker=True, say=say) as env:
                 pipeline_bench.run(env, args.pipeline_events, say, args.latency_rate,
                                    args.latency_seconds, reconcile=printed,
-                                   repeats=args.repeats)
+                                   repeats=args.repeats, signing=signing)
     except (BenchError, GovbusError) as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 1
@@ -83,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_basic(args: argparse.Namespace, chosen: list[str], say: Callable[[str], None]) -> None:
     """The per-component benchmarks, sharing one broker and database."""
-    with environment(need_broker=chosen != ["verdict"], say=say) as env:
+    with environment(need_broker=bool({"gate", "publish"} & set(chosen)), say=say) as env:
         if "gate" in chosen:
             gate_bench.run(env, args.events, say)
         if "verdict" in chosen:

@@ -1,13 +1,15 @@
 """Where the CPU of one governed run goes: µs of CPU per event, per process.
 
-``python -m bench.cpu [--events 20000] [--runs 4] [--workers 1] [--py-spy FILE]``: a fresh
-broker and scratch database (:mod:`bench.env`), one worker (or ``--workers``, in one group)
-as the pipeline benchmark runs it (with the reconciler beside it), warmed up; then ``--runs``
+``python -m bench.cpu [--events 20000] [--runs 4] [--workers 1] [--py-spy FILE] [--unsigned]``:
+a fresh broker and scratch database (:mod:`bench.env`), one worker (or ``--workers``, in one
+group) as the pipeline benchmark runs it (with the reconciler beside it), warmed up; then ``--runs``
 timed runs of ``--events`` events each, and for each the events/s and the CPU (user +
 system, from ``/proc/<pid>/stat``) that the workers, their settling processes, the
 reconciler, the broker, every PostgreSQL process and this process (the feeder) spent, divided
 by the events; then the whole machine's busy CPU per event (``/proc/stat``: the bench's own
-feeder and the kernel included) and how many cores were busy on average.
+feeder and the kernel included) and how many cores were busy on average. The events are
+signed before each run (as in the pipeline benchmark); with ``--unsigned`` they are not, and
+the workers neither verify nor sign (``bench.worker --unsigned``).
 With ``--py-spy FILE`` (py-spy installed and allowed to attach), a worker is sampled during
 the last run, per thread, into FILE (py-spy's raw format). Linux only.
 """
@@ -97,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, choices=(1, 2, 3, 4),
                         help="worker processes in the group (1); CPU is summed over them")
     parser.add_argument("--py-spy", metavar="FILE", help="sample the worker in the last run")
+    parser.add_argument("--unsigned", action="store_true", help="unsigned events, workers "
+                        "that neither verify nor sign (what signatures cost, by the difference)")
     args = parser.parse_args(argv)
     if args.events < 100 or args.runs < 1:
         parser.error("--events needs at least 100 and --runs at least 1")
@@ -108,10 +112,12 @@ def main(argv: list[str] | None = None) -> int:
         feeder = Feeder(env, file_grants(env))
         try:
             with tempfile.TemporaryDirectory() as tmp, workers(
-                    env, args.workers, f"cpu-{uuid.uuid4().hex[:6]}", Path(tmp), say) as procs:
-                feeder.warm_up(procs)
+                    env, args.workers, f"cpu-{uuid.uuid4().hex[:6]}", Path(tmp), say,
+                    unsigned=args.unsigned) as procs:
+                feeder.warm_up(procs, signed=not args.unsigned)
                 for run in range(args.runs):
-                    batch = feeder.encode(workload.items(args.events, 0.02, seed=3000 + run))
+                    batch = feeder.encode(workload.items(args.events, 0.02, seed=3000 + run),
+                                          signed=not args.unsigned)
                     sampler = None
                     if spy and run == args.runs - 1:
                         sampler = subprocess.Popen(

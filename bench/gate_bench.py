@@ -2,13 +2,15 @@
 against a plain passthrough loop.
 
 N framed events (about 2% with a bad identifier, so the DLQ path runs) are published to the
-ingest topics first. Then, one after the other, each with its own consumer group and the
-same batch size:
+ingest topics first, by ``Publisher``, so signed by each agency's key (``bench.env``
+provisions and registers them). Then, one after the other, each with its own consumer group
+and the same batch size:
 
 - baseline: a plain confluent-kafka consume→produce loop, same producer settings, manual
   synchronous commit after flush, from the same ingest topics into a scratch topic;
 - the hot path (``govbus.stream_apps.hotpath.HotPath``, as ``govbus up`` runs it) on a
-  database with no grant in force: it judges every event, forwards the accepted ones to
+  database with no grant in force: it verifies every event's signature and judges it,
+  forwards the accepted ones to
   ``validated.*`` and the rejected ones to ``dlq.*``, feeds ``reconcile.values``, routes
   nothing (no grant) and settles each batch (``entity_state``, the counts, the quarantine,
   the accepted event ids, written by its settling process) before its offsets are committed.
@@ -240,8 +242,8 @@ def run(env: Env, n: int, say: Say) -> None:
         raise BenchError("grants are in force: this benchmark measures judging without routing")
     started = time.monotonic()
     bad = publish_input(settings, env, n)
-    say(f"  input: {n} events published in {time.monotonic() - started:.1f} s "
-        f"({bad} with a bad check character)")
+    say(f"  input: {n} events published (signed by each agency's key) in "
+        f"{time.monotonic() - started:.1f} s ({bad} with a bad check character)")
     say("  clock: from the first consumed batch to the batch completing N committed (loop) or "
         "settled (hot path); group join excluded, for both")
     run_id = uuid.uuid4().hex[:8]

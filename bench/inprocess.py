@@ -1,13 +1,18 @@
 """The hot path's own work per event, in-process, without a broker: what its interpreter lock
 pays for, measured away from the noise of the shared cores.
 
-``python -m bench.inprocess [--events 20000] [--repeats 7] [--db] [--passes P]``: a scratch
-database with the bench's grants (:mod:`bench.env`, :func:`bench.pipeline.file_grants`), the
-bench workload encoded as ingest records, then per 2,000-record batch what a hot-path worker
-does with them: judge and route (:meth:`govbus.stream_apps.hotpath.Decider.decide`, given a producer
+``python -m bench.inprocess [--events 20000] [--repeats 7] [--db] [--passes P] [--unsigned]``:
+a scratch database with the bench's grants and keys (:mod:`bench.env`,
+:func:`bench.pipeline.file_grants`), the bench workload encoded as ingest records, signed by
+their agencies' keys (128 per signature, as a publisher signs), then per 2,000-record batch
+what a hot-path worker does with them: verify, judge and route
+(:meth:`govbus.stream_apps.hotpath.Decider.decide`, its deliveries signed with the bus's key,
+given a producer
 that only keeps the delivery callbacks), answer the callbacks as the broker would, build the log
 entries, chain them and render their COPY text; with ``--db`` also the real ``entity_state``,
-count and log writes. Prints µs of this process's CPU per event for each part, the least of
+count and log writes; with ``--unsigned``, unsigned records and a decider that neither
+verifies nor signs (what signatures cost, by the difference). Prints µs of this process's CPU
+per event for each part, the least of
 ``--repeats`` passes (the machine's speed drifts by ±30% over minutes; the least is the
 steadiest estimate of the work itself).
 
@@ -31,7 +36,9 @@ from govbus.core.catalogue import load_catalogue
 from govbus.core.control_plane import ControlPlane
 from govbus.core.entity_state import StateWriter
 from govbus.core.event_counts import CountWriter
+from govbus.core.keyring import BUS, private_file
 from govbus.core.registry import SchemaRegistry
+from govbus.core.signatures import DELIVERIES, Signer, Verifier
 from govbus.delivery_log import LogWriter
 from govbus.delivery_log.chain import GENESIS, Head
 from govbus.delivery_log.store import _copy, _ready
@@ -110,11 +117,15 @@ class NoTopics:
         pass
 
 
-def decider(dsn: str) -> Decider:
-    """The hot path's judging and routing, with no broker (no topic needs creating)."""
-    return Decider(NegativeCache(SchemaRegistry(dsn)), ControlPlane(dsn, 3600.0, "bench-inprocess"),
+def decider(dsn: str, signer: Signer | None) -> Decider:
+    """The hot path's judging and routing, with no broker (no topic needs creating); its
+    deliveries signed by ``signer`` (the bus's key), and with None neither signed nor the
+    events' signatures verified (``bench.worker --unsigned``)."""
+    made = Decider(NegativeCache(SchemaRegistry(dsn)), ControlPlane(dsn, 3600.0, "bench-inprocess"),
                    owners(load_catalogue()), Bundles(3), NoTopics(),  # type: ignore[arg-type]
-                   EventIds(dsn))
+                   EventIds(dsn), signer)
+    made.verify = signer is not None
+    return made
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,22 +137,29 @@ def main(argv: list[str] | None = None) -> int:
                         help="also write entity_state, the counts and the log, as a worker")
     parser.add_argument("--passes", type=int, help="make this many passes, print nothing "
                         "(for an instruction count under valgrind)")
+    parser.add_argument("--unsigned", action="store_true", help="unsigned records, nothing "
+                        "verified or signed (what signatures cost, by the difference)")
     args = parser.parse_args(argv)
     quiet = args.passes is not None
     with environment(need_broker=False, say=(lambda *_: None) if quiet else print) as env:
         file_grants(env)
         encoder = workload.Encoder(env.catalogue, SchemaRegistry(env.database_url))
-        records = []
-        for i, item in enumerate(workload.items(args.events, 0.02)):
-            e = encoder.encode(item)
-            records.append(Record(e.topic, e.key.encode(), e.payload,
-                                  [("event_id", e.event_id.encode())], i))
+        encoded = [encoder.encode(item) for item in workload.items(args.events, 0.02)]
+        if not args.unsigned:
+            workload.sign(encoded, workload.Signers(env.keys))
+        records = [Record(e.topic, e.key.encode(), e.payload, e.record_headers(), i)
+                   for i, e in enumerate(encoded)]
         batches = [records[i:i + BATCH] for i in range(0, len(records), BATCH)]
-        decide, dsn = decider(env.database_url).decide, env.database_url
+        bus = None if args.unsigned else Signer.from_file(private_file(env.keys, BUS),
+                                                          DELIVERIES, "bench bus key")
+        hot, dsn = decider(env.database_url, bus), env.database_url
+        decide = hot.decide
         writers = (StateWriter(dsn), CountWriter(dsn), LogWriter(dsn)) if args.db else None
 
         def one_pass() -> dict[str, float]:
             spent = dict.fromkeys(PARTS, 0.0)
+            old = hot.control.verifier  # a fresh one: no batch verified before, as in a worker
+            hot.control.verifier = Verifier(list(old.keys.values()), old.purpose)
             if writers:  # the same events again: an empty log, as on their first pass
                 with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
                     cur.execute("DELETE FROM deliveries; UPDATE delivery_log_head SET seq = 0, "
@@ -180,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             best = {k: min(best.get(k, 1e9), v) for k, v in one_pass().items()}
         shown = {k: v for k, v in best.items() if v or writers}
-        print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {args.events} events, least of "
+        print(f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {args.events} events"
+              + (" (unsigned)" if args.unsigned else " (signed, verified)") + ", least of "
               f"{args.repeats} passes, µs of CPU per event: "
               + ", ".join(f"{k} {1e6 * v / args.events:.1f}" for k, v in shown.items())
               + f"; total {1e6 * sum(shown.values()) / args.events:.1f}")

@@ -2,8 +2,11 @@
 
 Building blocks of :mod:`bench.pipeline_bench`: the grant mix that makes events route to
 several agencies, the worker processes (:mod:`bench.worker`), a feeder that produces
-pre-encoded events, and the delivery log's head as the finishing line (every delivery the
-hot path made is logged exactly once, so the head's seq counts deliveries without a scan).
+pre-encoded, pre-signed events (each agency's key, as its publisher signs them: the signing
+is the producer's cost, not the bus's; ``bench.publish_bench`` and
+``bench.signatures_bench`` measure it), and the delivery log's head as the finishing line
+(every delivery the hot path made is logged exactly once, so the head's seq counts deliveries
+without a scan).
 """
 
 from __future__ import annotations
@@ -122,23 +125,29 @@ class Batch:
 
 
 class Feeder:
-    """Produces pre-encoded events to the ingest topics, as an agency's publisher would."""
+    """Produces pre-encoded events to the ingest topics, as an agency's publisher would:
+    signed with the agency's key (:func:`bench.workload.sign`, as ``Publisher`` signs), or,
+    for the comparison without signatures, unsigned."""
 
     def __init__(self, env: Env, recipients: dict[str, int]) -> None:
         self.env, self.recipients = env, recipients
         self.encoder = workload.Encoder(env.catalogue, SchemaRegistry(env.database_url))
+        self.signers = workload.Signers(env.keys)
         self.producer = Producer(producer_config(env.broker))
         self.failures: list[str] = []
 
-    def encode(self, items: list[workload.Item]) -> Batch:
-        """Fresh envelopes (new event ids, ``ts_ms`` now) for ``items``."""
+    def encode(self, items: list[workload.Item], signed: bool = True) -> Batch:
+        """Fresh envelopes (new event ids, ``ts_ms`` now) for ``items``; with ``signed``
+        signed now, before any clock starts (the agency's producer pays for it)."""
         events = [self.encoder.encode(i) for i in items]
+        if signed:
+            workload.sign(events, self.signers)
         deliveries = sum(self.recipients[f"{i.agency}.{i.name}"] for i in items if not i.bad)
         return Batch(events, deliveries, sum(i.bad for i in items))
 
     def send(self, e: workload.Encoded) -> None:
         produce(self.producer, e.topic, e.key, e.payload, self._delivered,
-                {"event_id": e.event_id})
+                e.record_headers())
 
     def _delivered(self, err: Any, _msg: Any) -> None:
         if err is not None:
@@ -148,13 +157,13 @@ class Feeder:
         if self.producer.flush(60) or self.failures:
             raise BenchError(f"feeding failed: {self.failures[:3]}")
 
-    def warm_up(self, procs: list[Worker], timeout: float = 120.0) -> int:
+    def warm_up(self, procs: list[Worker], timeout: float = 120.0, signed: bool = True) -> int:
         """Valid events on every partition through the whole pipeline until every stage of
         every worker has processed a batch (schemas cached, topics created, consumer groups
         settled: a stage that processed data holds partitions). Returns the rounds needed."""
         deadline = time.monotonic() + timeout
         for round_ in range(1, 1000):
-            batch = self.encode(workload.items(300, 0.0, seed=round_))
+            batch = self.encode(workload.items(300, 0.0, seed=round_), signed)
             target = log_head(self.env.database_url) + batch.deliveries
             for e in batch.events:
                 self.send(e)
@@ -209,14 +218,21 @@ def _expect(w: Worker, prefix: str, deadline: float) -> str:
             return line
 
 
+# the key files a deployment names: never the bench's processes, which use the run's own keys
+KEY_VARIABLES = ("GOVBUS_SIGNING_KEY_FILE", "GOVBUS_BUS_KEY_FILE", "GOVBUS_BUS_PUBLIC_KEY_FILE")
+
+
 @contextmanager
 def workers(env: Env, count: int, group: str, log_dir: Path, say: Say,
-            ready_timeout: float = 60.0) -> Iterator[list[Worker]]:
+            ready_timeout: float = 60.0, unsigned: bool = False) -> Iterator[list[Worker]]:
     """``count`` worker processes sharing ``group``; yields once all have started (warm them
-    up with :meth:`Feeder.warm_up`)."""
-    proc_env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": env.broker.bootstrap_servers,
+    up with :meth:`Feeder.warm_up`). They find the run's keys in its state folder
+    (``GOVBUS_STATE_DIR``); with ``unsigned`` they neither verify nor sign
+    (``bench.worker --unsigned``: the comparison without signatures, never a setting)."""
+    proc_env = {**{k: v for k, v in os.environ.items() if k not in KEY_VARIABLES},
+                "KAFKA_BOOTSTRAP_SERVERS": env.broker.bootstrap_servers,
                 "DATABASE_URL": env.database_url, "GOVBUS_SCHEMAS_DIR": str(env.catalogue.root),
-                "PYTHONPATH": str(ROOT)}
+                "GOVBUS_STATE_DIR": str(env.state), "PYTHONPATH": str(ROOT)}
     started: list[Worker] = []
     companions: list[subprocess.Popen[bytes]] = []
     try:
@@ -231,7 +247,8 @@ def workers(env: Env, count: int, group: str, log_dir: Path, say: Say,
             say(f"  {name}: {module} running alongside, pid {companions[-1].pid}")
         for i in range(count):
             err = open(log_dir / f"worker-{count}-{i}.log", "ab")  # noqa: SIM115
-            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--group", group],
+            proc = subprocess.Popen([sys.executable, "-m", "bench.worker", "--group", group,
+                                     *(["--unsigned"] if unsigned else [])],
                                     stdout=subprocess.PIPE, stderr=err, env=proc_env,
                                     cwd=ROOT)
             err.close()
@@ -285,9 +302,11 @@ def timed_feed(feeder: Feeder, batch: Batch, dsn: str, timeout: float
 
 
 def paced_feed(feeder: Feeder, items: list[workload.Item], rate: float,
-               on_sent: Callable[[workload.Encoded], None]) -> int:
+               on_sent: Callable[[workload.Encoded], None], signed: bool = True) -> int:
     """Encode and send ``items`` at ``rate`` events/s (envelope ``ts_ms`` = send time);
-    returns the deliveries they must cause."""
+    returns the deliveries they must cause. With ``signed`` each event is signed alone as it
+    is sent (a batch of one, as a publisher flushing every event signs: nothing waits for a
+    batch to fill, and every event costs the hot path a whole Ed25519 verification)."""
     deliveries = 0
     start = time.perf_counter()
     for i, item in enumerate(items):
@@ -296,6 +315,8 @@ def paced_feed(feeder: Feeder, items: list[workload.Item], rate: float,
         if pause > 0:
             time.sleep(pause)  # pacing the offered load, not waiting for a result
         e = feeder.encoder.encode(item)
+        if signed:
+            workload.sign([e], feeder.signers)
         feeder.send(e)
         feeder.producer.poll(0)
         on_sent(e)

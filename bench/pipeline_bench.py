@@ -6,11 +6,18 @@ zero to three agencies: unconditional, on application with projection and maskin
 (withheld). In order:
 
 1. **1 worker**: one process running the hot path (judge, route, feed and settle in one pass,
-   as ``govbus up`` runs it) and the cases sink as threads, the reconciler beside it.
+   as ``govbus up`` runs it) and the cases sink as threads, the reconciler beside it. The
+   events are signed by their agencies' keys (pre-signed by the feeder, as a publisher signs:
+   the producer's cost, measured by ``bench.publish_bench`` and ``bench.signatures_bench``),
+   the hot path verifies them and signs its deliveries with the bus's key.
    Warm-up; **latency** at a fixed offered load (1,000 events/s by default): publish time in
    the envelope (``ts_ms``, stamped at send) to the delivered record's timestamp on
    ``deliver.*``; then N events (about 2% bad, so the DLQ path runs) fed at full speed, clock
    from the first event produced to the last of their deliveries logged.
+   **Without signatures**, alternating with it (:func:`one_worker`: signed, unsigned, signed
+   sessions): the same runs with unsigned events and a worker that neither verifies nor
+   signs (``bench.worker --unsigned``, a switch of the benchmark only); the summary prints
+   the signed figure's ratio to it against its target.
 2. **2 workers**: two such processes in the same consumer groups, N fresh events.
 3. the delivery log of both verified (its hash chain, every row).
 4. **outbox adapter** (:mod:`bench.outbox_bench`).
@@ -94,24 +101,33 @@ def delivered_latencies(env: Env, ids: set[str], expected: int) -> list[float]:
 
 
 def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: Path,
-             say: Say, latency: tuple[float, float] | None = None, repeats: int = 1
-             ) -> dict[str, Any]:
+             say: Say, latency: tuple[float, float] | None = None, repeats: int = 1,
+             signed: bool = True, first: int = 1, of: int | None = None) -> dict[str, Any]:
     """``repeats`` timed runs of ``n`` fresh events with ``workers`` processes (the figure: the
-    median run); with ``latency`` (rate, seconds) first the fixed-load latency phase."""
+    median run, ``out["e2e"]``; every run in ``out["runs"]``); with ``latency`` (rate,
+    seconds) first the fixed-load latency phase. With ``signed`` False the events are fed
+    unsigned and the workers neither verify nor sign (``bench.worker --unsigned``). The runs
+    are numbered ``first`` onwards of ``of`` (all of them here, unless a figure's runs are
+    spread over several sessions: :func:`one_worker`)."""
     out: dict[str, Any] = {}
-    batches = [feeder.encode(workload.items(n, 0.02, seed=2018 + workers + 1000 * r))
+    kind = "" if signed else ", unsigned"
+    of = of or repeats
+    offset = 0 if signed else 500  # other rows for the unsigned runs; each run its own
+    batches = [feeder.encode(workload.items(n, 0.02, seed=2018 + workers + offset
+                                            + 1000 * (first - 1 + r)), signed)
                for r in range(repeats)]
     batch = batches[0]
-    with start_workers(env, workers, group, logs, say) as procs:
-        rounds = feeder.warm_up(procs)
-        say(f"  {workers} worker(s) started ({procs[0].stages}); warm after {rounds} round(s) "
-            "of 300 events")
+    with start_workers(env, workers, group, logs, say, unsigned=not signed) as procs:
+        rounds = feeder.warm_up(procs, signed=signed)
+        say(f"  {workers} worker(s){kind} started ({procs[0].stages}); warm after {rounds} "
+            "round(s) of 300 events")
         if latency:  # first, while the worker is idle: no backlog of the bulk run in the way
             rate, duration = latency
             items = workload.items(int(rate * duration), 0.02, seed=99)
             ids: set[str] = set()
             target = log_head(env.database_url)
-            deliveries = paced_feed(feeder, items, rate, lambda e: ids.add(e.event_id))
+            deliveries = paced_feed(feeder, items, rate, lambda e: ids.add(e.event_id),
+                                    signed)
             wait_log(env.database_url, target + deliveries, 60, "latency run")
             lat = delivered_latencies(env, ids, deliveries)
             out["latency"] = (percentile(lat, 0.5), percentile(lat, 0.99), len(lat), rate)
@@ -120,22 +136,49 @@ def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: P
                 f"{max(lat):.0f} ms, mean {statistics.fmean(lat):.0f} ms over {len(lat)} "
                 "deliveries")
         runs: list[Result] = []
-        for r, timed in enumerate(batches, 1):
+        for r, timed in enumerate(batches, first):
             busy = machine_seconds()
             seconds, fed = timed_feed(feeder, timed, env.database_url, TIMEOUT)
             after = machine_seconds()
             cores = cores_busy(busy, after, seconds)
-            runs.append(Result(f"governed, {workers} worker(s)", n, seconds, busy_cores=cores))
-            say(f"  {workers} worker(s), run {r} of {repeats}: {n} events ({timed.bad} bad → "
-                f"DLQ) → {timed.deliveries} deliveries logged in {seconds:.2f} s = "
+            runs.append(Result(f"governed, {workers} worker(s){kind}", n, seconds,
+                               busy_cores=cores))
+            say(f"  {workers} worker(s){kind}, run {r} of {of}: {n} events ({timed.bad} bad "
+                f"→ DLQ) → {timed.deliveries} deliveries logged in {seconds:.2f} s = "
                 f"{n / seconds:,.0f} events/s (feeding took {fed:.2f} s"
                 + (f"; {cores:.2f} of {os.cpu_count()} cores busy" if cores is not None else "")
                 + ")")
-        out["e2e"] = median(runs)
-        if repeats > 1:
-            say(f"  {workers} worker(s): median {out['e2e'].rate:,.0f} events/s "
+        out["e2e"], out["runs"] = median(runs), runs
+        if repeats > 1 and repeats == of:
+            say(f"  {workers} worker(s){kind}: median {out['e2e'].rate:,.0f} events/s "
                 f"(runs: {rates(runs)})")
     out["deliveries_per_event"] = batch.deliveries / max(1, n - batch.bad)
+    return out
+
+
+def one_worker(env: Env, feeder: Feeder, n: int, group: str, logs: Path, say: Say,
+               latency: tuple[float, float], repeats: int) -> dict[str, Any]:
+    """1 worker with signatures (the events signed by their agencies, verified by the hot
+    path, the deliveries signed by the bus) and without them, alternating in three sessions
+    of the same consumer groups: signed (the latency phase, then the first half of the
+    ``repeats`` signed runs), unsigned (``repeats`` runs), signed (the other half). Both
+    figures are medians, so that the machine's drift over the minute weighs on neither side
+    alone; the signed one is the 1-worker figure of every other target."""
+    half = (repeats + 1) // 2
+    signed = governed(env, feeder, 1, n, group, logs, say, latency=latency, repeats=half,
+                      of=repeats)
+    unsigned = governed(env, feeder, 1, n, group, logs, say, repeats=repeats, signed=False)
+    runs = list(signed["runs"])
+    if repeats > half:
+        runs += governed(env, feeder, 1, n, group, logs, say, repeats=repeats - half,
+                         first=half + 1, of=repeats)["runs"]
+    out = {**signed, "e2e": median(runs), "runs": runs, "unsigned": unsigned["e2e"],
+           "unsigned_runs": unsigned["runs"]}
+    if repeats > 1:
+        say(f"  1 worker(s): median {out['e2e'].rate:,.0f} events/s (runs: {rates(runs)})")
+    ratio = out["e2e"].rate / unsigned["e2e"].rate
+    say(f"  1 worker with signatures {out['e2e'].rate:,.0f} events/s, without "
+        f"{unsigned['e2e'].rate:,.0f} events/s: {ratio:.2f}x")
     return out
 
 
@@ -149,26 +192,30 @@ def verify_log(env: Env, say: Say) -> None:
 
 def run(env: Env, n: int, say: Say, latency_rate: float = 1000.0,
         latency_seconds: float = 10.0, outbox_rows: int | None = None,
-        reconcile: list[str] | None = None, repeats: int = 3) -> Figures:
+        reconcile: list[str] | None = None, repeats: int = 3,
+        signing: str | None = None) -> Figures:
     """The whole pipeline benchmark; ``reconcile``: the lines the reconciler's memory
-    benchmark printed in this run, if it ran (its figure goes into the summary)."""
+    benchmark printed in this run, if it ran (its figure goes into the summary); ``signing``:
+    the per-record costs ``bench.signatures_bench`` measured in this run, if it ran."""
     say(f"\n== 4. governed pipeline: {n} events per run, {len(list(env.catalogue))} ingest "
         f"topics x {env.broker.partitions} partitions")
     recipients = file_grants(env)
     say("  grants in force, recipients per event: " + ", ".join(
         f"{rid} {k}" for rid, k in recipients.items()))
-    figures = Figures(n=n, reconcile=reconciler_figure(reconcile or []))
+    figures = Figures(n=n, reconcile=reconciler_figure(reconcile or []), signing=signing)
     group = f"bench-gov-{uuid.uuid4().hex[:8]}"
     feeder = Feeder(env, recipients)
     try:
         with tempfile.TemporaryDirectory(prefix="govbus-bench-workers-") as tmp:
-            one = governed(env, feeder, 1, n, group, Path(tmp), say,
-                           latency=(latency_rate, latency_seconds), repeats=repeats)
+            one = one_worker(env, feeder, n, group, Path(tmp), say,
+                             (latency_rate, latency_seconds), repeats)
             two = governed(env, feeder, 2, n, group, Path(tmp), say, repeats=repeats)
     finally:
         feeder.close()
         del feeder  # no client alive in this process when the next phases fork
     figures.one, figures.two = one["e2e"], two["e2e"]
+    figures.unsigned = one["unsigned"]
+    figures.signed_runs, figures.unsigned_runs = one["runs"], one["unsigned_runs"]
     figures.latency = one.get("latency")
     figures.deliveries_per_event = one["deliveries_per_event"]
     verify_log(env, say)

@@ -1,5 +1,7 @@
 """The pipeline bench's summary: each figure with its ratio to every baseline of the run, and
-the issue's targets, each marked met or missed by what was measured (never assumed)."""
+the issue's targets, each marked met or missed by what was measured (never assumed), among
+them what signing costs: 1 worker with signatures against 1 worker without them, measured
+alternately in the same run."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from .report import Result, Say
+from .report import Result, Say, rates
 
 if TYPE_CHECKING:
     from .peers import Measured
@@ -16,18 +18,23 @@ if TYPE_CHECKING:
 LATENCY_P99_MS = 250.0
 SCALING = 1.6
 FLOOR_VS_FAUST = 2.0
+SIGNED_VS_UNSIGNED = 0.85  # signing and verifying may cost at most 15% of 1 worker's events/s
 
 
 @dataclass
 class Figures:
     n: int
-    one: Result | None = None
+    one: Result | None = None  # signed: every target but the signing one is read off it
     two: Result | None = None
+    unsigned: Result | None = None  # 1 worker, no signature verified or made (bench only)
+    signed_runs: list[Result] = field(default_factory=list)
+    unsigned_runs: list[Result] = field(default_factory=list)
     latency: tuple[float, float, int, float] | None = None  # p50, p99, samples, rate
     deliveries_per_event: float = 0.0
     outbox: Result | None = None
     peers: list[Measured] = field(default_factory=list)
     reconcile: str | None = None  # set by the reconciler's benchmark when it ran
+    signing: str | None = None  # per-record costs, set by bench.signatures_bench when it ran
 
     def peer(self, word: str) -> float | None:
         return next((p.rate for p in self.peers if word in p.name), None)
@@ -86,6 +93,24 @@ def work_line(one: Result | None, peer: Result | None) -> str | None:
             f"{one.cpu_us / peer.cpu_us:.1f}x the work per event")
 
 
+def signing_lines(f: Figures) -> list[str]:
+    """The signing target: 1 worker with signatures ÷ without, then (indented by the caller)
+    both events/s and their runs, the per-record costs, where the producer's cost is."""
+    label = f"signing: 1 worker signed ≥ {SIGNED_VS_UNSIGNED:g}× unsigned"
+    if f.one is None or f.unsigned is None:
+        return [f"{label:<48} not measured"]
+    ratio = f.one.rate / f.unsigned.rate
+    order = "signed, unsigned, signed" if len(f.signed_runs) > 1 else "signed, then unsigned"
+    runs = (f" (runs: {rates(f.signed_runs)}; unsigned {rates(f.unsigned_runs)}; sessions "
+            f"{order})" if f.signed_runs and f.unsigned_runs else "")
+    return [f"{label:<48} {ratio:>6.2f}x  {_verdict(ratio >= SIGNED_VS_UNSIGNED)}",
+            f"signed {f.one.rate:,.0f} events/s, unsigned {f.unsigned.rate:,.0f} events/s"
+            + runs,
+            *([f.signing] if f.signing else []),
+            "the events were signed before the clock, as their publishers sign them: the "
+            "publisher's signing cost is measured separately (benchmark 3)"]
+
+
 def _verdict(ok: bool | None) -> str:
     return "met" if ok else ("MISSED" if ok is not None else "not measured")
 
@@ -99,6 +124,7 @@ def summarise(f: Figures, say: Say) -> None:
         for p in f.peers))
     say(f"  {'':<44} {'value':>12}  " + " ".join(f"{n[:9]:>9}" for n in names))
     rows = [("end-to-end governed events/s, 1 worker", f.one),
+            ("  1 worker without signatures (bench only)", f.unsigned),
             ("end-to-end governed events/s, 2 workers", f.two),
             ("outbox adapter events/s", f.outbox)]
     for label, r in rows:
@@ -142,6 +168,8 @@ def summarise(f: Figures, say: Say) -> None:
     bound = scaling_bound(f.one, f.two, os.cpu_count() or 1)
     if bound:
         say(f"      {bound}")
+    for i, line in enumerate(signing_lines(f)):
+        say(("    " if i == 0 else "      ") + line)
     if f.latency:
         say(f"    {'p99 < 250 ms at 1,000 events/s offered':<48} {f.latency[1]:>6.0f}ms "
             f"{_verdict(f.latency[1] < LATENCY_P99_MS)}")

@@ -1,4 +1,5 @@
-"""``python -m bench.worker --group G``: one governed worker process for the pipeline bench.
+"""``python -m bench.worker --group G [--unsigned]``: one governed worker process for the
+pipeline bench.
 
 A worker is one OS process running every stage of the governed path as a thread: the hot
 path (judge, route, feed and settle in one pass over each batch, as ``govbus up`` runs it;
@@ -7,7 +8,12 @@ worker" comparable with the single-process baselines. Several workers started wi
 ``--group`` share the work through their consumer groups (``G-hotpath``, ``G-cases_sink``),
 exactly as production workers would.
 
-Broker and database come from ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL``. The worker
+Broker and database come from ``KAFKA_BOOTSTRAP_SERVERS`` and ``DATABASE_URL``, the keys from
+``GOVBUS_STATE_DIR`` (``<it>/keys``, provisioned by ``bench.env``): the hot path verifies each
+event's signature and signs its deliveries, as ``govbus up`` runs it. ``--unsigned`` turns
+both off on the hot path after it is built (``decider.verify = False``, ``decider.signer =
+None``): the benchmark's comparison without signatures, a switch of this benchmark only, never
+a setting. The worker
 prints ``stages <names>`` at start, ``ready`` once every core stage has processed a batch,
 and ``stopped <json stats>`` after SIGTERM; the bench reads these lines on stdout.
 """
@@ -81,16 +87,31 @@ def busy(stage: Stage) -> bool:
     return bool(stage.stats)
 
 
+def unsign(stage: HotPath) -> None:
+    """What the hot path costs without signatures: it checks none and signs none (for the
+    comparison of ``bench.pipeline_bench`` only; a deployment always does both)."""
+    stage.decider.verify = False
+    stage.decider.signer = None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.worker")
     parser.add_argument("--group", required=True, help="consumer-group prefix of the stages")
+    parser.add_argument("--unsigned", action="store_true",
+                        help="benchmark only: the hot path neither verifies the events' "
+                             "signatures nor signs its deliveries")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = Settings.from_env()
     extra, missing = optional_stages()
     stages = [(name, make(settings, args.group)) for name, make in [*CORE, *extra]]
+    if args.unsigned:
+        for _, stage in stages:
+            if isinstance(stage, HotPath):
+                unsign(stage)
     print("stages " + " ".join(name for name, _ in stages)
+          + (" (unsigned: no verification, no delivery signatures)" if args.unsigned else "")
           + "".join(f"; not present: {m}" for m in missing), flush=True)
     tune_gc()  # as serve() does for each stage `govbus up` starts
     stop = threading.Event()

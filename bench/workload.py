@@ -2,20 +2,27 @@
 
 The corrupted rows carry a mistyped identifier check character (``govbus.demo.corrupt``, the
 adapter bug the demo sends too): valid Avro, rejected by the gate into ``dlq.<agency>``.
+
+Encoded events are signed as ``Publisher`` signs them (:func:`sign`): per agency, in the order
+given, one Ed25519 signature per :data:`~govbus.core.signatures.MAX_BATCH` records.
 """
 
 from __future__ import annotations
 
 import random
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from govbus import sample
 from govbus.core.catalogue import Catalogue, Resource
 from govbus.core.envelope import make_event
+from govbus.core.keyring import private_file
 from govbus.core.registry import RegisteredSchema, SchemaRegistry
 from govbus.core.serde import frame
+from govbus.core.signatures import EVENTS, Signer
 from govbus.demo import corrupt
 from govbus.producers.publisher import DEFAULT_LOCALITY, Change
 
@@ -59,6 +66,45 @@ class Encoded:
     key: str
     payload: bytes
     event_id: str
+    #: once signed (:func:`sign`): the record's headers, ``event_id`` then the signature's
+    headers: list[tuple[str, bytes]] | None = None
+
+    def record_headers(self) -> list[tuple[str, bytes]]:
+        """The headers to produce it with: the signed ones, else ``event_id`` alone."""
+        return self.headers or [("event_id", self.event_id.encode())]
+
+
+class Signers:
+    """Each agency's signer, from its private key in ``folder`` (``bench.env`` provisions
+    one per agency of the catalogue)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._signers: dict[str, Signer] = {}
+
+    def __call__(self, agency: str) -> Signer:
+        if agency not in self._signers:
+            self._signers[agency] = Signer.from_file(private_file(self.folder, agency), EVENTS,
+                                                     "bench signing key")
+        return self._signers[agency]
+
+
+def agency_of(topic: str) -> str:
+    return topic.split(".")[1]  # ingest.<agency>.<resource>
+
+
+def sign(events: Sequence[Encoded], signer_for: Callable[[str], Signer]) -> None:
+    """Sign ``events`` as ``Publisher`` does with what it holds at a flush: each agency's
+    records in the order given, :data:`~govbus.core.signatures.MAX_BATCH` per signature;
+    sets each one's :attr:`Encoded.headers`."""
+    mine: dict[str, list[Encoded]] = defaultdict(list)
+    for e in events:
+        mine[agency_of(e.topic)].append(e)
+    for agency, held in mine.items():
+        signed = signer_for(agency).sign([(e.topic, e.key.encode(), e.payload,
+                                           e.event_id.encode()) for e in held])
+        for e, headers in zip(held, signed, strict=True):
+            e.headers = [("event_id", e.event_id.encode()), *headers]
 
 
 class Encoder:

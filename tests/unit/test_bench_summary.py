@@ -1,11 +1,12 @@
-"""The pipeline bench's pure parts: percentiles, the reconciler's figure, the target verdicts:
-a missed target must print as MISSED, never as met."""
+"""The pipeline bench's pure parts: percentiles, the reconciler's figure, the target verdicts
+(the signing ratio among them): a missed target must print as MISSED, never as met."""
 
 from __future__ import annotations
 
 from bench.peers import Measured
 from bench.pipeline_bench import percentile
 from bench.report import Result, median, rates
+from bench.signatures_bench import Costs
 from bench.summary import Figures, reconciler_figure, scaling_bound, summarise
 
 
@@ -100,3 +101,34 @@ def test_cpu_per_event_and_the_work_against_quix() -> None:
     at = next(i for i, x in enumerate(out) if "goal:" in x)
     assert out[at + 1].strip().startswith("CPU per event: governed 150 µs, the peer 25 µs")
     assert out[at + 1].endswith("6.0x the work per event")
+
+
+def test_the_signing_ratio_and_both_figures() -> None:
+    f = figures(one=9000, two=13000, p99=100)                     # signed: 9,000 events/s
+    f.unsigned = Result("u", 1000, 1000 / 10000)                  # unsigned: 10,000
+    f.signed_runs = [Result("s", 1000, 1000 / r) for r in (9000, 8800, 9100)]
+    f.unsigned_runs = [Result("u", 1000, 1000 / r) for r in (10000, 9900, 10200)]
+    f.signing = Costs(3.6, 7.0, 92.0, 6.2, 27.0, 90.0).summary()
+    out: list[str] = []
+    summarise(f, out.append)
+    at = next(i for i, x in enumerate(out) if "signing: 1 worker signed ≥ 0.85× unsigned" in x)
+    assert out[at].split()[-2:] == ["0.90x", "met"]               # 9,000 / 10,000
+    assert out[at + 1].strip().startswith("signed 9,000 events/s, unsigned 10,000 events/s")
+    assert "runs: 9,000 / 8,800 / 9,100; unsigned 10,000 / 9,900 / 10,200" in out[at + 1]
+    assert "Signer.sign 3.6 µs, Verifier.check 7.0 µs" in out[at + 2]
+    assert "publisher's signing cost is measured separately" in out[at + 3]
+    assert next(x for x in out if "floor:" in x).endswith("met")  # from the signed figure
+    row = next(x for x in out if "1 worker without signatures" in x)
+    assert "10,000" in row
+
+
+def test_the_signing_ratio_missed_or_not_measured() -> None:
+    f = figures(one=8000, two=13000, p99=100)
+    f.unsigned = Result("u", 1000, 1000 / 10000)                  # 0.80 < 0.85
+    out: list[str] = []
+    summarise(f, out.append)
+    assert next(x for x in out if "signing: 1 worker" in x).endswith("0.80x  MISSED")
+    out = []
+    summarise(figures(one=8000, two=13000, p99=100), out.append)  # no unsigned figure
+    assert next(x for x in out if "signing: 1 worker" in x).endswith("not measured")
+    assert next(x for x in out if "1 worker without signatures" in x).endswith("not measured")
