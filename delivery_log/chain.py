@@ -311,6 +311,8 @@ class VerifyReport:
     head_hash: str | None = None
     problems: list[Problem] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
+    #: the months archived out of the database, oldest first (their rows verify offline)
+    archives: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -328,7 +330,8 @@ class VerifyReport:
                 "last_seq": self.last_seq, "head_seq": self.head_seq,
                 "head_hash": self.head_hash, "problem_counts": dict(self.counts),
                 "problems": [p.as_dict() for p in self.problems],
-                "problems_omitted": sum(self.counts.values()) - len(self.problems)}
+                "problems_omitted": sum(self.counts.values()) - len(self.problems),
+                "archives": self.archives}
 
     def lines(self) -> list[str]:
         span = f"seq {self.first_seq}..{self.last_seq}" if self.rows else "empty"
@@ -337,6 +340,11 @@ class VerifyReport:
             f"{n} {k}" for k, n in sorted(self.counts.items()))
         out = [f"delivery log: {self.rows} rows ({span}), head seq {self.head_seq} "
                f"{(self.head_hash or '-')[:16]}…: {verdict}"]
+        if self.archives:
+            last = self.archives[-1]
+            out.append(f"  seq 1..{last['last_seq']} archived in {len(self.archives)} "
+                       f"file(s), the latest {last['file']} (sha256 {last['sha256'][:16]}…): "
+                       "`govbus log verify --archive FILE` checks each")
         out += [f"  {'' if p.seq is None else f'seq {p.seq}: '}{p.kind}: {p.message}"
                 for p in self.problems]
         if total > len(self.problems):
@@ -351,10 +359,13 @@ def _span(first: int, last: int) -> str:
 class ChainChecker:
     """Feed rows in seq order, then :meth:`finish` with the head; keeps counts, not rows."""
 
-    def __init__(self, max_problems: int = 1000) -> None:
+    def __init__(self, max_problems: int = 1000, start: Head | None = None) -> None:
+        """``start``: the row the first one fed links to, when the rows before it are not fed
+        (archived out of the database, or a range in an archive); seq 0 and GENESIS else."""
         self.report = VerifyReport()
         self.max_problems = max_problems
         self._prev: LoggedRow | None = None
+        self.start = start or Head(0, GENESIS)
 
     def add(self, seq: int | None, kind: str, message: str) -> None:
         """Count a problem of ``kind``; keep it while fewer than ``max_problems`` are kept."""
@@ -364,7 +375,7 @@ class ChainChecker:
 
     def feed(self, row: LoggedRow) -> None:
         prev, rep = self._prev, self.report
-        expected = prev.seq + 1 if prev else 1
+        expected = prev.seq + 1 if prev else self.start.seq + 1
         rep.rows += 1
         rep.first_seq = row.seq if rep.first_seq is None else rep.first_seq
         rep.last_seq = row.seq
@@ -372,11 +383,13 @@ class ChainChecker:
             self.add(expected, "missing", f"{_span(expected, row.seq - 1)} missing before "
                       f"seq {row.seq} (deleted rows)")
         elif row.seq < expected:
-            self.add(row.seq, "out_of_order", f"seq {row.seq} below the first seq 1")
+            self.add(row.seq, "out_of_order", f"seq {row.seq} below the first seq "
+                     f"{self.start.seq + 1}")
         else:
-            want = prev.row_hash if prev else GENESIS
+            want = prev.row_hash if prev else self.start.row_hash
             if row.prev_hash != want:
-                what = f"seq {prev.seq}'s row_hash" if prev else "the genesis hash"
+                what = (f"seq {prev.seq}'s row_hash" if prev else "the genesis hash"
+                        if self.start.seq == 0 else f"the archived seq {self.start.seq}'s hash")
                 self.add(row.seq, "broken_link", f"prev_hash {str(row.prev_hash)[:16]}… is not "
                           f"{what} {want[:16]}… (inserted or replaced row, or rewritten hash)")
         if row_hash(row.prev_hash, row.content()) != row.row_hash:
@@ -394,7 +407,7 @@ class ChainChecker:
                 self.add(None, "head_mismatch", "delivery_log_head has no row (removed?)")
             return rep
         rep.head_seq, rep.head_hash = head.seq, head.row_hash
-        end = last.seq if last else 0
+        end = last.seq if last else self.start.seq
         if end < head.seq:
             self.add(end + 1, "missing", f"the log ends at seq {end} but its head is seq "
                       f"{head.seq}: {_span(end + 1, head.seq)} missing (deleted newest rows)")

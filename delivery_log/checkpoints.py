@@ -190,9 +190,12 @@ class Binder:
     below a checkpoint cannot change, go or come without a finding."""
 
     def __init__(self, chain: str, checkpoints: Iterable[Checkpoint],
-                 max_findings: int = 1000) -> None:
+                 max_findings: int = 1000, floor: int = 0) -> None:
+        """``floor``: the last seq archived out of the database; the checkpoints up to it
+        bind the archive (:mod:`govbus.delivery_log.archive`), not the rows left."""
         self.chain, self.max_findings = chain, max_findings
-        self.expected = expected_hashes(checkpoints, chain)
+        self.expected = {seq: want for seq, want in expected_hashes(checkpoints, chain).items()
+                         if seq > floor}
         self.findings: list[Finding] = []
         self.seen: set[int] = set()
         self.last = 0

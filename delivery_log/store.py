@@ -34,6 +34,7 @@ import psycopg2.extras
 
 from govbus.core import db
 from govbus.core.errors import DatabaseError
+from govbus.delivery_log.archive import boundary
 from govbus.delivery_log.chain import (
     CHANNELS,
     ChainChecker,
@@ -210,17 +211,21 @@ def _copy(cur: Any, ready: list[Ready], head: Head, logged_us: int) -> list[Logg
 
 def verify(dsn: str, max_problems: int = 1000, checkpoints: Sequence[Checkpoint] = ()
            ) -> VerifyReport:
-    """Walk the whole log in seq order, recomputing every hash, in one consistent snapshot;
+    """Walk the whole log in seq order, recomputing every hash, in one consistent snapshot,
+    from the last row archived out of the database (``log_archives``) when months were;
     each row at a seq that ``checkpoints`` cover must have the hash they signed (their
     signatures checked by the caller, :func:`govbus.delivery_log.checkpoints.check_series`),
     and every receipt that names what was received must match the log's hash of it."""
-    checker = ChainChecker(max_problems)
-    binders = [Binder(DELIVERIES, checkpoints, max_problems)] if checkpoints else []
     conn = db.connect(dsn)
     try:
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ,
                          readonly=True)
         with conn.cursor() as cur:
+            start, archives = boundary(cur)
+            checker = ChainChecker(max_problems, start)
+            checker.report.archives = archives
+            binders = [Binder(DELIVERIES, checkpoints, max_problems,
+                              floor=start.seq if start else 0)] if checkpoints else []
             cur.execute(_HEAD_SQL + " WHERE id = 1")
             found = cur.fetchone()
         head = Head(int(found[0]), str(found[1]), found[2]) if found else None

@@ -40,7 +40,79 @@ def read_checkpoints(path: str) -> list[Any]:
     return found
 
 
+def _pinned(path: str | None) -> dict[str, Any] | None:
+    """The information center's keys an agency pinned (``--checkpoint-key``, else
+    ``GOVBUS_CHECKPOINT_PUBLIC_KEY_FILE``), read without a database; None when neither."""
+    from govbus.core import signatures
+    from govbus.core.config import read_env
+
+    named = path or read_env()["checkpoint_public_key_file"]
+    if not named:
+        return None
+    keys = signatures.load_public_file(named, "checkpoint public key file")
+    return {signatures.key_id(k): k for k in keys}
+
+
+def verify_archive(args: argparse.Namespace) -> int:
+    """``log verify --archive FILE``: no database, no broker."""
+    from govbus.delivery_log import archive
+
+    found = archive.read(args.archive)
+    pinned = _pinned(args.checkpoint_key)
+    report = archive.verify(found, pinned)
+    h = found.header
+    note = (f"archive {args.archive}: seq {h.get('first_seq')}..{h.get('last_seq')}, "
+            f"{len(found.checkpoints)} checkpoint(s), checked with "
+            + ("the pinned keys" if pinned else "the archive's own keys (pin the information "
+               "center's with --checkpoint-key)"))
+    if args.json:
+        print(json.dumps(report.as_dict() | {"archive": h, "pinned": bool(pinned)},
+                         ensure_ascii=False, indent=2))
+    else:
+        first = next((p for p in report.problems if p.seq is not None), None)
+        lines = [*report.lines(), f"  {note}"]
+        if first is not None:
+            lines.append(f"  first break at seq {first.seq}: {first.kind}")
+        print("\n".join(lines))
+    return 0 if report.ok else 1
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from govbus.delivery_log import archive
+
+    try:
+        start, end = dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end)
+    except ValueError as exc:
+        raise GovbusError(f"--from/--to: expected YYYY-MM-DD ({exc})") from exc
+    if end < start:
+        raise GovbusError(f"--to {end} is before --from {start}")
+    out = archive.export_dates(_settings().database_url, start, end, Path(args.out))
+    print(json.dumps(out) if args.json else
+          f"{out['rows']} rows (seq {out['first_seq']}..{out['last_seq']}) written to "
+          f"{out['file']}, sha256 {out['sha256']}; check it anywhere with `govbus log verify "
+          f"--archive {out['file']}`")
+    return 0
+
+
+def cmd_archive(args: argparse.Namespace) -> int:
+    from govbus.core.config import state_dir
+    from govbus.delivery_log import archive
+
+    path = Path(args.out) if args.out else state_dir() / "archives" / f"log-{args.month}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = archive.archive_month(_settings().database_url, args.month, path)
+    print(json.dumps(out) if args.json else
+          f"{args.month}: seq {out['first_seq']}..{out['last_seq']} archived to {out['file']} "
+          f"(sha256 {out['sha256']}, verified) and {out['deleted']} rows deleted from the "
+          "database; keep the file: `govbus log verify --archive` checks it")
+    return 0
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.archive:
+        return verify_archive(args)
     from govbus import delivery_log
     from govbus.core.keyring import checkpoint_publics
     from govbus.delivery_log import checkpoint_store
@@ -130,6 +202,19 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--checkpoint-key", metavar="FILE", help="the information center's public "
                    "key(s) to check them with; default: $GOVBUS_CHECKPOINT_PUBLIC_KEY_FILE, "
                    "else the registered ones")
+    p.add_argument("--archive", metavar="FILE", help="check an archive (`log export`, `log "
+                   "archive`) alone: no database, no broker")
+    p = add("export", cmd_export, "write the rows logged on some days, their checkpoints and "
+            "the keys to a self-contained archive", parent=lsub)
+    p.add_argument("--from", dest="start", required=True, metavar="YYYY-MM-DD")
+    p.add_argument("--to", dest="end", required=True, metavar="YYYY-MM-DD",
+                   help="the last day included (UTC)")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p = add("archive", cmd_archive, "archive the oldest month to a verified file and delete "
+            "its rows from the database", parent=lsub)
+    p.add_argument("--month", required=True, metavar="YYYY-MM")
+    p.add_argument("--out", metavar="FILE", help="default: <state dir>/archives/"
+                   "log-YYYY-MM.jsonl")
     p = add("checkpoints", cmd_checkpoints, "list or export the signed checkpoints",
             parent=lsub)
     p.add_argument("--out", metavar="FILE", help="write them as JSON lines")

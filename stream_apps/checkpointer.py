@@ -96,10 +96,14 @@ class Checkpointer:
         pending = [c for c in checkpoint_store.list_checkpoints(self.dsn, limit=1000)
                    if c.number > self.published]
         errors: list[str] = []
+
+        def answered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
         for cp in pending:
             self.producer.produce(topics.CHECKPOINTS, key=str(cp.number).encode(),
-                                  value=orjson.dumps(cp.as_dict()),
-                                  on_delivery=lambda err, _m: err and errors.append(str(err)))
+                                  value=orjson.dumps(cp.as_dict()), on_delivery=answered)
         left = self.producer.flush(30)
         if left or errors:
             raise BrokerError(f"checkpoints not acknowledged by the broker: {errors[:2]}")
