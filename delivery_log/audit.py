@@ -28,7 +28,8 @@ Invariants:
   :data:`UNSEALED_GRACE_S` are a warning, not a break.
 - **Detection, not prevention.** The database owner can write the ledger: a rewritten chain
   whose head is rewritten too, or the newest rows deleted with the head moved back, verifies
-  here. Signed checkpoints of :func:`head`, held by the agencies, anchor it.
+  here on its own. Signed checkpoints of :func:`head`, held by the agencies, anchor it:
+  given to :func:`verify`, a row they cover that changed or went is found.
 
 Depends on :mod:`govbus.core` and this package only.
 """
@@ -49,6 +50,7 @@ import psycopg2.extras
 from govbus.core import db
 from govbus.core.errors import DatabaseError
 from govbus.delivery_log.chain import GENESIS, Problem, VerifyReport, row_hash
+from govbus.delivery_log.checkpoints import AUDIT, Binder, Checkpoint
 
 SEAL_LOCK_KEY = 0x60B0A0D1  # advisory lock of the sealer: one chain, one sealer at a time
 BATCH = 5000  # rows sealed per transaction
@@ -445,10 +447,15 @@ def _check_state(cur: Any, checker: LedgerChecker) -> None:
                         "audit trigger bypassed)")
 
 
-def verify(dsn: str, max_problems: int = 1000) -> AuditReport:
+def verify(dsn: str, max_problems: int = 1000, checkpoints: Sequence[Checkpoint] = ()
+           ) -> AuditReport:
     """Check the whole ledger in one consistent snapshot: the chain up to its head, the
-    triggers, every audited table's rows against their last record, the bus's rules."""
+    triggers, every audited table's rows against their last record, the bus's rules; and
+    each sealed row at a seq that ``checkpoints`` cover must have the hash they signed (their
+    signatures checked by the caller, :func:`govbus.delivery_log.checkpoints.check_series`):
+    what a consistent rewrite or a head moved back cannot hide."""
     checker = LedgerChecker(max_problems)
+    binder = Binder(AUDIT, checkpoints, max_problems) if checkpoints else None
     conn = db.connect(dsn)
     try:
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ,
@@ -468,7 +475,11 @@ def verify(dsn: str, max_problems: int = 1000) -> AuditReport:
                 checker.feed(LedgerRow(int(rec[0]), int(rec[1]), int(rec[2]), rec[3], rec[4],
                                        rec[5], rec[6], parse_image(rec[7]),
                                        parse_image(rec[8]), rec[9], rec[10]))
+                if binder is not None:
+                    binder.feed(int(rec[0]), str(rec[10]))
         report = checker.finish((int(found[0]), str(found[1])) if found else None)
+        for f in binder.finish() if binder is not None else ():
+            checker.add(f.seq, f.kind, f.message)
         with conn.cursor() as cur:  # after the chain's problems: the tables' against it
             _check_triggers(cur, checker)
             _check_state(cur, checker)

@@ -56,16 +56,29 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from govbus.delivery_log import audit
+    from govbus.cli_log import read_checkpoints
+    from govbus.core.config import Settings
+    from govbus.core.keyring import checkpoint_publics
+    from govbus.delivery_log import audit, checkpoint_store
+    from govbus.delivery_log.checkpoints import check_series
 
-    dsn = _dsn()
+    settings = Settings.from_env()
+    dsn = settings.database_url
     access.require(dsn, access.INFORMATION_CENTER, args.token_file)
+    given = read_checkpoints(args.checkpoints) if args.checkpoints else \
+        checkpoint_store.list_checkpoints(dsn)
+    keys = checkpoint_publics(settings, dsn, args.checkpoint_key) if given else {}
+    valid, findings = check_series(given, keys)
     audit.seal(dsn)
-    report = audit.verify(dsn)
+    report = audit.verify(dsn, checkpoints=valid)
+    for f in findings:
+        report.add_problem(f.seq, f.kind, f.message)
+    against = f"checked against {len(valid)} checkpoint(s)" + (
+        f" from {args.checkpoints}" if args.checkpoints else " of the bus")
     if args.json:
-        print(dumps(report.as_dict()))
+        print(dumps(report.as_dict() | {"checkpoints": len(valid)}))
     else:
-        print("\n".join(printable(line) for line in report.lines()))
+        print("\n".join(printable(line) for line in [*report.lines(), f"  {against}"]))
     return 0 if report.ok else 1
 
 
@@ -78,6 +91,11 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--since", metavar="DATE", help="only entries from DATE (YYYY-MM-DD, UTC) on")
     p.add_argument("--limit", type=int, default=100, help="at most N entries (100)")
     token_arg(p)
-    p = add("verify", cmd_verify, "check the ledger's chain, triggers and rows; exit 1 on a "
-            "problem", parent=asub)
+    p = add("verify", cmd_verify, "check the ledger's chain, triggers and rows, against signed "
+            "checkpoints; exit 1 on a problem", parent=asub)
+    p.add_argument("--checkpoints", metavar="FILE", help="checkpoints an agency kept (`log "
+                   "checkpoints --from-dsn DSN --out FILE`); default: the bus's own")
+    p.add_argument("--checkpoint-key", metavar="FILE", help="the information center's public "
+                   "key(s) to check them with; default: $GOVBUS_CHECKPOINT_PUBLIC_KEY_FILE, "
+                   "else the registered ones")
     token_arg(p)

@@ -9,15 +9,17 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg2
 import pytest
 
-from govbus.core import access, db, registry, sharing_store
+from govbus.core import access, db, registry, sharing_store, signatures
 from govbus.core.catalogue import Catalogue
 from govbus.delivery_log import audit
 from govbus.delivery_log.chain import GENESIS
+from govbus.delivery_log.checkpoints import AUDIT, ChainHead, make
 from tests.integration.govbus.test_access import cli
 
 RESOURCE = "tax.tax_registration"  # on application: the provider decides (Art. 18)
@@ -133,7 +135,9 @@ def test_deleting_the_newest_rows(dsn: str, catalogue: Catalogue) -> None:
     bypassed) leaves a shorter, consistent ledger: only a checkpoint of the head shows that."""
     decided(dsn, catalogue)
     audit.seal(dsn)
-    (last,), = sql(dsn, "SELECT seq FROM audit_ledger_head")
+    (last, top), = sql(dsn, "SELECT seq, row_hash FROM audit_ledger_head")
+    held = make(1, 0, {AUDIT: ChainHead(last, top)}, GENESIS, signatures.generate())
+    assert audit.verify(dsn, checkpoints=[held]).ok
     sql(dsn, "DELETE FROM audit_ledger WHERE seq > %s", (last - 2,))  # the revocation
     report = audit.verify(dsn)
     assert report.counts["missing"] == 1 and report.problems[0].seq == last - 1
@@ -153,6 +157,8 @@ def test_deleting_the_newest_rows(dsn: str, catalogue: Catalogue) -> None:
     conn.close()
     report = audit.verify(dsn)
     assert report.ok, report.lines()  # the limit: detection needs the head anchored outside
+    report = audit.verify(dsn, checkpoints=[held])  # an agency's copy of a checkpoint
+    assert report.counts == {"truncated": 1} and report.problems[0].seq == last
 
 
 def test_writes_that_bypass_the_trigger_are_unrecorded_and_a_disabled_trigger_unaudited(
@@ -267,7 +273,8 @@ def test_rows_left_unsealed_are_a_warning(dsn: str) -> None:
     assert audit.seal(dsn) == 1 and not audit.verify(dsn).warnings
 
 
-def test_the_cli_is_the_information_centers(dsn: str, catalogue: Catalogue) -> None:
+def test_the_cli_is_the_information_centers(dsn: str, catalogue: Catalogue,
+                                            tmp_path: Path) -> None:
     decided(dsn, catalogue)
     tax = access.issue(dsn, "tax", access.INFORMATION_CENTER)
     for args in (("audit", "verify"), ("audit", "list")):
@@ -279,7 +286,15 @@ def test_the_cli_is_the_information_centers(dsn: str, catalogue: Catalogue) -> N
     code, out, err = cli(dsn, "audit", "verify", token=center)
     assert code == 0 and "intact" in out, (out, err)
     code, out, err = cli(dsn, "audit", "verify", "--json", token=center)
-    assert code == 0 and json.loads(out)["ok"] is True
+    assert code == 0 and json.loads(out)["ok"] is True and json.loads(out)["checkpoints"] == 0
+    key = signatures.generate()
+    signatures.write_pair(key, tmp_path / "center.key", tmp_path / "center.pub")
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        held = make(1, 0, {AUDIT: ChainHead(*audit.head(cur))}, GENESIS, key)
+    (tmp_path / "kept.jsonl").write_text(json.dumps(held.as_dict()) + "\n")
+    code, out, err = cli(dsn, "audit", "verify", "--checkpoints", str(tmp_path / "kept.jsonl"),
+                         "--checkpoint-key", str(tmp_path / "center.pub"), token=center)
+    assert code == 0 and "checked against 1 checkpoint(s) from" in out, (out, err)
     code, out, err = cli(dsn, "audit", "list", "--table", "filings", "--json", token=center)
     assert code == 0 and [e["after"]["decision"] for e in json.loads(out)] == ["revoked",
                                                                                "granted"]
