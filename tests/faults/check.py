@@ -31,6 +31,7 @@ class Figures:
     misdelivered: int = 0
     resent: int = 0              # extra copies on deliver topics (at-least-once re-sends)
     chain_ok: bool = True
+    checkpoints: int = 0         # signed checkpoints the log was verified against
     cases_expected: int = 0      # (entity, attribute) pairs whose values differ
     cases_missing: int = 0
     cases_unexpected: int = 0
@@ -47,7 +48,8 @@ class Figures:
                 f"{self.expected_deliveries}, faults injected {sum(self.faults.values())} "
                 f"({kinds}); lost {self.lost}, duplicated {self.duplicated}, misdelivered "
                 f"{self.misdelivered}; topic re-sends {self.resent}; log chain "
-                f"{'intact' if self.chain_ok else 'BROKEN'}; cases expected "
+                f"{'intact' if self.chain_ok else 'BROKEN'} against {self.checkpoints} "
+                f"checkpoint(s); cases expected "
                 f"{self.cases_expected}, missing {self.cases_missing}, unexpected "
                 f"{self.cases_unexpected}")
 

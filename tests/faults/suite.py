@@ -50,7 +50,10 @@ from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import Settings
 from govbus.core.errors import GovbusError
 from govbus.core.kafka import consumer_config, ensure_topics
+from govbus.core.keyring import checkpoint_publics
 from govbus.delivery_log import verify
+from govbus.delivery_log.checkpoint_store import list_checkpoints
+from govbus.delivery_log.checkpoints import check_series
 from govbus.producers.outbox import install
 from govbus.producers.publisher import Change, Publisher
 from govbus.stream_apps.feed import CASES_TOPIC, VALUES_TOPIC
@@ -64,7 +67,8 @@ TAX, POP = "tax.tax_registration", "public_security.population_register"
 # through the broker outage like the rest (its state is in PostgreSQL)
 BUS = {"hotpath": ["-m", "govbus.stream_apps.hotpath"],
        "reconciler": ["-m", "govbus.stream_apps.reconciler"],
-       "cases": ["-m", "govbus.consumers.cases_sink"]}
+       "cases": ["-m", "govbus.consumers.cases_sink"],
+       "checkpointer": ["-m", "govbus.stream_apps.checkpointer"]}
 REP = "company.legal_representative"
 Say = Callable[[str], None]
 
@@ -317,6 +321,7 @@ def run(plan: Plan, base: Path, say: Say = print) -> Figures:
         env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                             "DATABASE_URL": pg.url, "GOVBUS_GRANT_REFRESH_S": "0.5",
                             "GOVBUS_KAFKA_SESSION_TIMEOUT_MS": "3000",
+                            "GOVBUS_CHECKPOINT_INTERVAL_S": "1",
                             "GOVBUS_STATE_DIR": str(state)}
         env.pop("GOVBUS_METRICS_PORT", None)
         sup = Supervisor(env, base / "logs")
@@ -407,7 +412,12 @@ def settle(plan: Plan, settings: Settings, pg: Postgres, agency: str, load: Load
         say(str(exc))
     pub = published() or outbox_ids(agency)[0] | load.pop_ids
     figures = compare(pub, load.invalid, entitled, read_deliveries(settings), read_log(pg.url))
-    figures.chain_ok = verify(pg.url).ok
+    # the log against the checkpoints signed while the faults went on (kills of the
+    # checkpointer too): every one signed and linked, the log at each checkpointed seq
+    checkpoints, broken = check_series(list_checkpoints(pg.url),
+                                       checkpoint_publics(settings, pg.url))
+    figures.checkpoints = len(checkpoints)
+    figures.chain_ok = verify(pg.url, checkpoints=checkpoints).ok and not broken
 
     def cases_settled() -> bool:
         probe = Figures()
