@@ -28,16 +28,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
 
 from govbus import prom, runtime, sample
 from govbus.core import db, registry, sharing_store
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import Settings
-from govbus.core.kafka import ensure_topics, producer_config
+from govbus.core.kafka import ensure_topics
 from govbus.producers.publisher import Change, Publisher
-from tests.integration.conftest import TansuBroker, scratch_database
-from tests.integration.helpers import wait_until
+from tests.integration.conftest import TansuBroker, register_sample_keys, scratch_database
+from tests.integration.helpers import SignedProducer, wait_until
 
 APPS = {"hotpath": "govbus.stream_apps.hotpath",
         "ops_exporter": "govbus.stream_apps.ops_exporter"}
@@ -77,6 +76,7 @@ def observed(tmp_path_factory: pytest.TempPathFactory, pg_admin: str) -> Iterato
             catalogue = load_catalogue()
             db.migrate(dsn)
             registry.sync(dsn, catalogue)
+            register_sample_keys(dsn)  # the agencies sign; the hot path verifies
             settings = Settings(broker.bootstrap, dsn, catalogue.root)
             ensure_topics(settings, runtime.catalogue_topics(catalogue))
             ports = prom.free_ports(APPS, start=19600)
@@ -126,7 +126,7 @@ def workload(settings: Settings, catalogue: Catalogue, url: str) -> None:
     report = publisher.publish("civil_affairs", "adoption_register",
                                [Change("c", r) for r in rows[ADOPTION][:ADOPTIONS]])
     assert report.published == ADOPTIONS, report.as_dict()
-    producer = Producer(producer_config(settings))
+    producer = SignedProducer(settings)  # signed by tax: its contents are the garbage
     for i in range(GARBAGE):
         producer.produce("ingest.tax.tax_registration", key=f"g{i}", value=b"garbage")
     assert producer.flush(30) == 0
