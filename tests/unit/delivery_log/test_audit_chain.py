@@ -167,7 +167,7 @@ def test_a_rewritten_chain_with_its_head_is_not_detectable_without_a_checkpoint(
 FIELDS = ("seq", "id", "at_us", "actor", "table", "op", "row_key", "before", "after")
 VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.text(max_size=8),
                    st.lists(st.text(max_size=4), max_size=3),
-                   st.dictionaries(st.text(max_size=4), st.integers(), max_size=3))
+                   st.dictionaries(st.text(max_size=4), st.integers(-2**63, 2**63 - 1), max_size=3))
 
 
 @settings(max_examples=200, deadline=None)
