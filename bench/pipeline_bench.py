@@ -14,10 +14,10 @@ zero to three agencies: unconditional, on application with projection and maskin
    the envelope (``ts_ms``, stamped at send) to the delivered record's timestamp on
    ``deliver.*``; then N events (about 2% bad, so the DLQ path runs) fed at full speed, clock
    from the first event produced to the last of their deliveries logged.
-   **Without signatures**, alternating with it (:func:`one_worker`: signed, unsigned, signed
-   sessions): the same runs with unsigned events and a worker that neither verifies nor
-   signs (``bench.worker --unsigned``, a switch of the benchmark only); the summary prints
-   the signed figure's ratio to it against its target.
+   **Without signatures**, alternating with it run by run (:func:`one_worker`): the same
+   runs with unsigned events and a worker that neither verifies nor signs (``bench.worker
+   --unsigned``, a switch of the benchmark only); the summary prints the signed figure's
+   ratio to it against its target.
 2. **2 workers**: two such processes in the same consumer groups, N fresh events.
 3. the delivery log of both verified (its hash chain, every row).
 4. **outbox adapter** (:mod:`bench.outbox_bench`).
@@ -64,7 +64,7 @@ from .report import (
     median,
     rates,
 )
-from .summary import Figures, reconciler_figure, summarise
+from .summary import Figures, pair_ratios, reconciler_figure, summarise
 
 TIMEOUT = 300.0
 
@@ -156,29 +156,47 @@ def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: P
     return out
 
 
+def sessions(repeats: int) -> list[tuple[bool, int]]:
+    """The order of the 1-worker runs, signed (True) and unsigned, as (signed, runs) sessions:
+    pairs of runs, signed first in every other pair (S U, U S, S U, ...), adjacent runs of a
+    kind in one session. Each signed run has an unsigned one beside it, so that a change of
+    the machine's speed falls on both kinds alike; a linear drift cancels every two pairs."""
+    kinds = [k for i in range(repeats) for k in ((True, False) if i % 2 == 0 else (False, True))]
+    out: list[tuple[bool, int]] = []
+    for k in kinds:
+        if out and out[-1][0] == k:
+            out[-1] = (k, out[-1][1] + 1)
+        else:
+            out.append((k, 1))
+    return out
+
+
 def one_worker(env: Env, feeder: Feeder, n: int, group: str, logs: Path, say: Say,
                latency: tuple[float, float], repeats: int) -> dict[str, Any]:
     """1 worker with signatures (the events signed by their agencies, verified by the hot
-    path, the deliveries signed by the bus) and without them, alternating in three sessions
-    of the same consumer groups: signed (the latency phase, then the first half of the
-    ``repeats`` signed runs), unsigned (``repeats`` runs), signed (the other half). Both
-    figures are medians, so that the machine's drift over the minute weighs on neither side
-    alone; the signed one is the 1-worker figure of every other target."""
-    half = (repeats + 1) // 2
-    signed = governed(env, feeder, 1, n, group, logs, say, latency=latency, repeats=half,
-                      of=repeats)
-    unsigned = governed(env, feeder, 1, n, group, logs, say, repeats=repeats, signed=False)
-    runs = list(signed["runs"])
-    if repeats > half:
-        runs += governed(env, feeder, 1, n, group, logs, say, repeats=repeats - half,
-                         first=half + 1, of=repeats)["runs"]
-    out = {**signed, "e2e": median(runs), "runs": runs, "unsigned": unsigned["e2e"],
-           "unsigned_runs": unsigned["runs"]}
-    if repeats > 1:
-        say(f"  1 worker(s): median {out['e2e'].rate:,.0f} events/s (runs: {rates(runs)})")
-    ratio = out["e2e"].rate / unsigned["e2e"].rate
+    path, the deliveries signed by the bus) and without them, ``repeats`` runs of each,
+    alternating (:func:`sessions`: for 3, signed 1, unsigned 2, signed 2, unsigned 1), each
+    session a fresh worker of the same consumer groups; the latency phase opens the first.
+    Both figures are medians; the signed one is the 1-worker figure of every other target."""
+    done: dict[bool, list[Result]] = {True: [], False: []}
+    first: dict[str, Any] = {}
+    for signed, count in sessions(repeats):
+        out = governed(env, feeder, 1, n, group, logs, say,
+                       latency=None if first else latency, repeats=count, signed=signed,
+                       first=len(done[signed]) + 1, of=repeats)
+        first = first or out
+        done[signed] += out["runs"]
+    runs, unsigned = done[True], done[False]
+    out = {**first, "e2e": median(runs), "runs": runs, "unsigned": median(unsigned),
+           "unsigned_runs": unsigned}
+    for kind, got in (("", runs), (", unsigned", unsigned)):
+        if repeats > 1:
+            say(f"  1 worker(s){kind}: median {median(got).rate:,.0f} events/s "
+                f"(runs: {rates(got)})")
+    ratio = out["e2e"].rate / out["unsigned"].rate
     say(f"  1 worker with signatures {out['e2e'].rate:,.0f} events/s, without "
-        f"{unsigned['e2e'].rate:,.0f} events/s: {ratio:.2f}x")
+        f"{out['unsigned'].rate:,.0f} events/s: {ratio:.2f}x (run by run: "
+        f"{pair_ratios(runs, unsigned)})")
     return out
 
 

@@ -110,12 +110,13 @@ def test_signed_and_unsigned_sessions_alternate_and_deliver(
     assert len(out["runs"]) == 2 and len(out["unsigned_runs"]) == 2, text
     assert out["e2e"].events == 300 and out["unsigned"].events == 300
     assert "latency" in out
-    # signed, unsigned, signed: the signed runs on either side of the unsigned ones
+    # run by run, alternating: S U, U S (three sessions: signed, unsigned twice, signed)
     order = [line.split(":")[0].strip() for line in lines if ", run " in line]
     assert order == ["1 worker(s), run 1 of 2", "1 worker(s), unsigned, run 1 of 2",
                      "1 worker(s), unsigned, run 2 of 2", "1 worker(s), run 2 of 2"], order
+    assert sum("started (stages" in line for line in lines) == 3
     assert "(unsigned: no verification, no delivery signatures)" in text
-    assert "1 worker with signatures" in lines[-1] and lines[-1].endswith("x")
+    assert "1 worker with signatures" in lines[-1] and "(run by run: " in lines[-1]
     assert not [line for line in lines if "worker problems" in line], lines
     assert all(e.headers and dict(e.headers).get(SIG_HEADER) for e in signed.events)
     assert all(e.headers is None for e in unsigned.events)

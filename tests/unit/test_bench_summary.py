@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from bench.peers import Measured
-from bench.pipeline_bench import percentile
+from bench.pipeline_bench import percentile, sessions
 from bench.report import Result, median, rates
 from bench.signatures_bench import Costs
 from bench.summary import Figures, reconciler_figure, scaling_bound, summarise
@@ -115,6 +115,7 @@ def test_the_signing_ratio_and_both_figures() -> None:
     assert out[at].split()[-2:] == ["0.90x", "met"]               # 9,000 / 10,000
     assert out[at + 1].strip().startswith("signed 9,000 events/s, unsigned 10,000 events/s")
     assert "runs: 9,000 / 8,800 / 9,100; unsigned 10,000 / 9,900 / 10,200" in out[at + 1]
+    assert out[at + 1].endswith("run by run, alternating: 0.90x / 0.89x / 0.89x)")
     assert "Signer.sign 3.6 µs, Verifier.check 7.0 µs" in out[at + 2]
     assert "publisher's signing cost is measured separately" in out[at + 3]
     assert next(x for x in out if "floor:" in x).endswith("met")  # from the signed figure
@@ -132,3 +133,14 @@ def test_the_signing_ratio_missed_or_not_measured() -> None:
     summarise(figures(one=8000, two=13000, p99=100), out.append)  # no unsigned figure
     assert next(x for x in out if "signing: 1 worker" in x).endswith("not measured")
     assert next(x for x in out if "1 worker without signatures" in x).endswith("not measured")
+
+
+def test_signed_and_unsigned_runs_alternate_in_pairs() -> None:
+    """S U, U S, S U: each signed run beside an unsigned one, same-kind neighbours in one
+    session (one worker process each), so 3 runs of each take 4 sessions, not 6."""
+    assert sessions(1) == [(True, 1), (False, 1)]
+    assert sessions(3) == [(True, 1), (False, 2), (True, 2), (False, 1)]
+    for k in range(1, 7):
+        got = sessions(k)
+        assert sum(c for s, c in got if s) == sum(c for s, c in got if not s) == k
+        assert got[0] == (True, 1)  # the latency phase opens a signed session
