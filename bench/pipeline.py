@@ -82,14 +82,15 @@ def file_grants(env: Env) -> dict[str, int]:
 
 
 def log_head(dsn: str) -> int:
-    """Rows in the delivery log: the head's seq (one writer, no gaps)."""
+    """Rows in the delivery log: its shards' head seqs added up (each numbers from 1, no
+    gaps)."""
     with db.transaction(dsn) as conn:
         return _head_seq(conn)
 
 
 def _head_seq(conn: psycopg2.extensions.connection) -> int:
     with conn.cursor() as cur:
-        cur.execute("SELECT seq FROM delivery_log_head WHERE id = 1")
+        cur.execute("SELECT coalesce(sum(seq), 0) FROM delivery_log_head")
         row = cur.fetchone()
     return int(row[0]) if row else 0
 

@@ -3,8 +3,16 @@
 ``row_hash = sha256(prev_hash + canonical(row))``: ``canonical`` is sorted-key, compact UTF-8
 JSON of the row's content, including its ``seq`` (so renumbering shows) and its timestamps in
 microseconds (PostgreSQL's resolution, so no representable change escapes the hash);
-``prev_hash`` is the previous row's ``row_hash``, :data:`GENESIS` for seq 1.
-:class:`ChainChecker` takes rows in seq order and names every break: an altered row (its hash no
+``prev_hash`` is the previous row's ``row_hash`` in the same shard, :data:`GENESIS` for a
+shard's seq 1.
+
+The log is a chain per shard: the ingest topic-partition a delivered event came from
+(``"<topic>/<partition>"``), ``"query"`` for online queries, ``"backfill"`` for backfills, and
+``""`` for the rows logged before shards existed (the legacy chain). Each shard numbers its rows
+from 1 and links them on its own, so writers of disjoint shards never wait for each other; the
+shard is in a row's hashed content (but for ``""``, whose rows keep their hashes), so moving a
+row to another shard shows. :class:`ChainChecker` takes one shard's rows in seq order and
+names every break (:class:`ShardedChecker` a checker per shard): an altered row (its hash no
 longer matches its content), missing seqs (deleted rows, also the newest ones, through the
 head), a link that does not chain (an inserted or replaced row), rows beyond the head.
 """
@@ -31,6 +39,16 @@ FIELDS = ("event_id", "channel", "provider", "recipient", "resource", "grant_id"
 #: topic, key, value, event id); in a row's content only when known, so that rows logged
 #: before it was recorded keep their hashes
 CONTENT = "content_sha256"
+#: the chain a row belongs to; in a row's content only when not ``""`` (the legacy chain's rows,
+#: logged before shards existed, keep their hashes)
+SHARD = "shard"
+LEGACY = ""
+QUERY_SHARD, BACKFILL_SHARD = "query", "backfill"
+
+
+def ingest_shard(topic: str, partition: int) -> str:
+    """The shard of a delivery of an event consumed from ``topic``'s ``partition``."""
+    return f"{topic}/{partition}"
 
 Key = tuple[str, str, str]  # (event_id, recipient, channel)
 
@@ -62,6 +80,7 @@ class LogEntry(NamedTuple):
     offset: int | None
     delivered_ms: int
     content_sha256: str | None = None  # hex; None for a query (no bytes on a topic)
+    shard: str = LEGACY  # the chain it is logged in (see the module's docstring)
 
     @property
     def key(self) -> Key:
@@ -89,9 +108,11 @@ class LoggedRow(NamedTuple):
     prev_hash: str
     row_hash: str
     content_sha256: str | None = None
+    shard: str = LEGACY
 
     def content(self) -> dict[str, Any]:
-        """What the hash covers: everything but the hashes themselves."""
+        """What the hash covers: everything but the hashes themselves (the shard only when
+        not the legacy one, as the content hash only when known)."""
         found = {"seq": self.seq, "event_id": self.event_id, "channel": self.channel,
                  "provider": self.provider, "recipient": self.recipient,
                  "resource": self.resource, "grant_id": self.grant_id, "fields": self.fields,
@@ -100,6 +121,8 @@ class LoggedRow(NamedTuple):
                  "delivered_us": self.delivered_us, "logged_us": self.logged_us}
         if self.content_sha256 is not None:
             found[CONTENT] = self.content_sha256
+        if self.shard != LEGACY:
+            found[SHARD] = self.shard
         return found
 
 
@@ -147,16 +170,22 @@ def _digest(value: Any) -> str | None:
     return value
 
 
+def _shard(value: Any) -> str:
+    if type(value) is not str or "\x00" in value:
+        raise MalformedEntry(f"{SHARD}: expected a string, got {value!r:.60}")
+    return value
+
+
 def entry(delivery: Delivery, channel: str, partition: int | None, offset: int | None,
-          delivered_ms: int, topic: str | None = None, content_sha256: str | None = None
-          ) -> LogEntry:
+          delivered_ms: int, topic: str | None = None, content_sha256: str | None = None,
+          shard: str = LEGACY) -> LogEntry:
     """The log entry of one routed delivery: ``channel`` is exchange | query | backfill
     (Art. 17); a query has no topic, partition or offset."""
     value = delivery.value
     return LogEntry(value["event_id"], channel, value["provider"], delivery.recipient,
                     value["resource"], delivery.grant_id, tuple(delivery.fields),
                     tuple(delivery.masked), topic, partition, offset, delivered_ms,
-                    content_sha256)
+                    content_sha256, shard)
 
 
 def parse_entry(value: bytes | str | None) -> LogEntry:
@@ -189,7 +218,7 @@ def parse_entry(value: bytes | str | None) -> LogEntry:
                      None if partition is None else _int(partition, "partition", 0, 2**31 - 1),
                      None if offset is None else _int(offset, "offset", 0, _MAX_INT64),
                      _int(obj["delivered_ms"], "delivered_ms", 0, MAX_MS),
-                     _digest(obj.get(CONTENT)))
+                     _digest(obj.get(CONTENT)), _shard(obj.get(SHARD, LEGACY)))
     except KeyError:
         missing = [f for f in FIELDS if f not in obj]
         raise MalformedEntry(f"missing key(s): {', '.join(missing)}") from None
@@ -253,6 +282,8 @@ def prepare(d: LogEntry) -> Prepared:
                "delivered_us": delivered_us, "logged_us": _LOGGED}
     if d.content_sha256 is not None:
         content[CONTENT] = d.content_sha256
+    if d.shard != LEGACY:
+        content[SHARD] = d.shard
     text = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     # a string value cannot hold these bytes (its quotes would be escaped): each is found once
     i = text.index(_AT_LOGGED)
@@ -263,7 +294,8 @@ def prepare(d: LogEntry) -> Prepared:
 
 def link(prepared: Sequence[Prepared], head: Head, logged_us: int) -> list[LoggedRow]:
     """Rows for ``prepared`` deliveries appended after ``head``: consecutive seqs, each hash
-    linked. The log writer's serial step: two concatenations and a hash per row."""
+    linked. The log writer's serial step: two concatenations and a hash per row. Every
+    delivery must be of ``head``'s shard (:func:`chain_shards` links a batch of several)."""
     rows, prev = [], head.row_hash
     sha256 = hashlib.sha256
     for seq, p in enumerate(prepared, start=head.seq + 1):
@@ -274,7 +306,7 @@ def link(prepared: Sequence[Prepared], head: Head, logged_us: int) -> list[Logge
         rows.append(LoggedRow(seq, d.event_id, d.channel, d.provider, d.recipient, d.resource,
                               d.grant_id, p.fields, p.masked_fields, d.topic, d.partition,
                               d.offset, p.delivered_us, logged_us, prev, digest,
-                              d.content_sha256))
+                              d.content_sha256, d.shard))
         prev = digest
     return rows
 
@@ -286,23 +318,47 @@ def chain(deliveries: Sequence[LogEntry], head: Head, logged_us: int) -> list[Lo
     return link([prepare(d) for d in deliveries], head, logged_us)
 
 
+def chain_shards(deliveries: Sequence[LogEntry], heads: Mapping[str, Head], logged_us: int
+                 ) -> dict[str, list[LoggedRow]]:
+    """Rows for ``deliveries`` of any shards, each shard's chained after its head in
+    ``heads`` (an empty shard's after seq 0 and :data:`GENESIS`), in the batch's order."""
+    by_shard: dict[str, list[LogEntry]] = {}
+    for d in deliveries:
+        by_shard.setdefault(d.shard, []).append(d)
+    return {s: chain(ds, heads.get(s) or Head(0, GENESIS), logged_us)
+            for s, ds in sorted(by_shard.items())}
+
+
 # --- verification: pure ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class Problem:
-    """One break in the chain: which seq, what kind, what was found."""
+    """One break in a chain: which shard and seq, what kind, what was found."""
 
     seq: int | None
     kind: str  # altered | missing | broken_link | out_of_order | head_mismatch
     message: str
+    shard: str = LEGACY
 
     def as_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "kind": self.kind, "message": self.message}
+        return {"shard": self.shard, "seq": self.seq, "kind": self.kind,
+                "message": self.message}
+
+    def where(self) -> str:
+        """``[shard] seq N: `` (the legacy shard unnamed), as :meth:`VerifyReport.lines`
+        prints it."""
+        at = "" if self.seq is None else f"seq {self.seq}: "
+        return f"[{self.shard}] {at}" if self.shard != LEGACY else at
 
 
 @dataclass
 class VerifyReport:
-    """What :func:`verify` found; ``ok`` when the chain is intact up to its head."""
+    """What :func:`verify` found; ``ok`` when every shard's chain is intact up to its head.
+
+    ``heads`` has, per shard, its rows, first and last seq, head seq and hash; ``first_seq``,
+    ``last_seq``, ``head_seq`` and ``head_hash`` are those of the only shard when there is
+    one (a single chain: an archive of one shard, or a log written before shards), else
+    None; ``rows``, ``counts`` and ``problems`` cover every shard."""
 
     rows: int = 0
     first_seq: int | None = None
@@ -313,43 +369,60 @@ class VerifyReport:
     counts: Counter[str] = field(default_factory=Counter)
     #: the months archived out of the database, oldest first (their rows verify offline)
     archives: list[dict[str, Any]] = field(default_factory=list)
+    heads: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.counts
 
     def add_problem(self, seq: int | None, kind: str, message: str,
-                    max_problems: int = 1000) -> None:
+                    max_problems: int = 1000, shard: str = LEGACY) -> None:
         """A problem found besides the chain walk (a checkpoint's signature, say)."""
         self.counts[kind] += 1
         if len(self.problems) < max_problems:
-            self.problems.append(Problem(seq, kind, message))
+            self.problems.append(Problem(seq, kind, message, shard))
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.rows, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "head_seq": self.head_seq, "head_hash": self.head_hash}
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "rows": self.rows, "first_seq": self.first_seq,
                 "last_seq": self.last_seq, "head_seq": self.head_seq,
-                "head_hash": self.head_hash, "problem_counts": dict(self.counts),
+                "head_hash": self.head_hash,
+                "heads": {s: dict(h) for s, h in sorted(self.heads.items())},
+                "problem_counts": dict(self.counts),
                 "problems": [p.as_dict() for p in self.problems],
                 "problems_omitted": sum(self.counts.values()) - len(self.problems),
                 "archives": self.archives}
 
     def lines(self) -> list[str]:
-        span = f"seq {self.first_seq}..{self.last_seq}" if self.rows else "empty"
         total = sum(self.counts.values())
         verdict = "intact" if self.ok else f"{total} problem(s): " + ", ".join(
             f"{n} {k}" for k, n in sorted(self.counts.items()))
-        out = [f"delivery log: {self.rows} rows ({span}), head seq {self.head_seq} "
-               f"{(self.head_hash or '-')[:16]}…: {verdict}"]
+        if len(self.heads) > 1:
+            out = [f"delivery log: {self.rows} rows in {len(self.heads)} shards: {verdict}"]
+            out += [f"  shard {s or '(legacy)'}: {_head_line(h)}"
+                    for s, h in sorted(self.heads.items())]
+        else:
+            out = [f"delivery log: {_head_line(self.summary())}: {verdict}"]
         if self.archives:
             last = self.archives[-1]
-            out.append(f"  seq 1..{last['last_seq']} archived in {len(self.archives)} "
-                       f"file(s), the latest {last['file']} (sha256 {last['sha256'][:16]}…): "
-                       "`govbus log verify --archive FILE` checks each")
-        out += [f"  {'' if p.seq is None else f'seq {p.seq}: '}{p.kind}: {p.message}"
-                for p in self.problems]
+            months, files = ({a["month"] for a in self.archives},
+                             {a["file"] for a in self.archives})
+            out.append(f"  {len(months)} month(s) archived in {len(files)} file(s), the latest "
+                       f"{last['file']} (sha256 {last['sha256'][:16]}…): `govbus log verify "
+                       "--archive FILE` checks each")
+        out += [f"  {p.where()}{p.kind}: {p.message}" for p in self.problems]
         if total > len(self.problems):
             out.append(f"  … and {total - len(self.problems)} more")
         return out
+
+
+def _head_line(h: Mapping[str, Any]) -> str:
+    span = f"seq {h['first_seq']}..{h['last_seq']}" if h["rows"] else "empty"
+    return (f"{h['rows']} rows ({span}), head seq {h['head_seq']} "
+            f"{(h['head_hash'] or '-')[:16]}…")
 
 
 def _span(first: int, last: int) -> str:
@@ -357,21 +430,24 @@ def _span(first: int, last: int) -> str:
 
 
 class ChainChecker:
-    """Feed rows in seq order, then :meth:`finish` with the head; keeps counts, not rows."""
+    """Feed one shard's rows in seq order, then :meth:`finish` with its head; keeps counts,
+    not rows."""
 
-    def __init__(self, max_problems: int = 1000, start: Head | None = None) -> None:
+    def __init__(self, max_problems: int = 1000, start: Head | None = None,
+                 shard: str = LEGACY) -> None:
         """``start``: the row the first one fed links to, when the rows before it are not fed
         (archived out of the database, or a range in an archive); seq 0 and GENESIS else."""
         self.report = VerifyReport()
         self.max_problems = max_problems
         self._prev: LoggedRow | None = None
         self.start = start or Head(0, GENESIS)
+        self.shard = shard
 
     def add(self, seq: int | None, kind: str, message: str) -> None:
         """Count a problem of ``kind``; keep it while fewer than ``max_problems`` are kept."""
         self.report.counts[kind] += 1
         if len(self.report.problems) < self.max_problems:
-            self.report.problems.append(Problem(seq, kind, message))
+            self.report.problems.append(Problem(seq, kind, message, self.shard))
 
     def feed(self, row: LoggedRow) -> None:
         prev, rep = self._prev, self.report
@@ -404,7 +480,9 @@ class ChainChecker:
         last, rep = self._prev, self.report
         if head is None:
             if last is not None:
-                self.add(None, "head_mismatch", "delivery_log_head has no row (removed?)")
+                self.add(None, "head_mismatch", "delivery_log_head has no row for this "
+                         "shard (removed?)")
+            rep.heads = {self.shard: rep.summary()}
             return rep
         rep.head_seq, rep.head_hash = head.seq, head.row_hash
         end = last.seq if last else self.start.seq
@@ -417,4 +495,47 @@ class ChainChecker:
         elif last is not None and last.row_hash != head.row_hash:
             self.add(end, "head_mismatch", f"row_hash {last.row_hash[:16]}… differs from the "
                       f"head's {head.row_hash[:16]}…")
+        rep.heads = {self.shard: rep.summary()}
         return rep
+
+
+class ShardedChecker:
+    """Feed rows of any shards, each shard's in seq order (``ORDER BY shard, seq``, or
+    interleaved), then :meth:`finish` with every shard's head: one :class:`ChainChecker` per
+    shard, from its own start, merged into one :class:`VerifyReport`."""
+
+    def __init__(self, max_problems: int = 1000, starts: Mapping[str, Head] | None = None
+                 ) -> None:
+        self.max_problems = max_problems
+        self.starts = dict(starts or {})
+        self.checkers: dict[str, ChainChecker] = {}
+
+    def checker(self, shard: str) -> ChainChecker:
+        found = self.checkers.get(shard)
+        if found is None:
+            found = self.checkers[shard] = ChainChecker(self.max_problems,
+                                                        self.starts.get(shard), shard)
+        return found
+
+    def feed(self, row: LoggedRow) -> None:
+        self.checker(row.shard).feed(row)
+
+    def finish(self, heads: Mapping[str, Head | None]) -> VerifyReport:
+        """Every shard that has a head, rows or a start is finished with its head (None when
+        it has none: rows no writer accounted for)."""
+        for s in {*heads, *self.starts}:
+            self.checker(s)
+        merged = VerifyReport()
+        for s, c in sorted(self.checkers.items()):
+            rep = c.finish(heads.get(s))
+            merged.rows += rep.rows
+            merged.counts.update(rep.counts)
+            merged.heads.update(rep.heads)
+            for p in rep.problems:
+                if len(merged.problems) < self.max_problems:
+                    merged.problems.append(p)
+        if len(merged.heads) == 1:
+            (only,) = merged.heads.values()
+            merged.first_seq, merged.last_seq = only["first_seq"], only["last_seq"]
+            merged.head_seq, merged.head_hash = only["head_seq"], only["head_hash"]
+        return merged

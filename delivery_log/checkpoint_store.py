@@ -1,6 +1,7 @@
 """Signed checkpoints in PostgreSQL: taking one, listing them, reading an agency's copies.
 
-:func:`take` reads the head of every chain and, when any moved since the last checkpoint,
+:func:`take` reads the head of every chain (every shard of the delivery log's, and the
+audit ledger's) and, when any moved since the last checkpoint,
 signs the next checkpoint and records it in ``log_checkpoints`` (migration 0013), under an
 advisory lock so that two checkpointers never number two checkpoints alike. The checkpointer
 (:mod:`govbus.stream_apps.checkpointer`) also publishes each on ``govbus.log.checkpoints``;
@@ -22,8 +23,8 @@ from govbus.core import db
 from govbus.core.errors import DatabaseError
 from govbus.core.signatures import Ed25519PrivateKey
 from govbus.delivery_log import audit
-from govbus.delivery_log.chain import GENESIS, MalformedEntry
-from govbus.delivery_log.checkpoints import AUDIT, DELIVERIES, ChainHead, Checkpoint, make, parse
+from govbus.delivery_log.chain import GENESIS, LEGACY, MalformedEntry
+from govbus.delivery_log.checkpoints import AUDIT, ChainHead, Checkpoint, log_chain, make, parse
 
 LOCK_KEY = 0x60B0C4EC  # advisory lock of the checkpointer
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -40,14 +41,15 @@ CREATE TABLE IF NOT EXISTS govbus_evidence.checkpoints (
 
 
 def read_heads(cur: Any) -> dict[str, ChainHead]:
-    """The head of every chain a checkpoint covers: the delivery log's and the audit
-    ledger's sealed head."""
-    cur.execute("SELECT seq, row_hash FROM delivery_log_head WHERE id = 1")
-    found = cur.fetchone()
-    if found is None:
-        raise DatabaseError("delivery_log_head has no row: migrations not applied, or the log "
-                            "was tampered with; run `govbus log verify`")
-    heads = {DELIVERIES: ChainHead(int(found[0]), str(found[1]))}
+    """The head of every chain a checkpoint covers: every shard of the delivery log's
+    (named by :func:`govbus.delivery_log.checkpoints.log_chain`) and the audit ledger's
+    sealed head."""
+    cur.execute("SELECT shard, seq, row_hash FROM delivery_log_head ORDER BY shard")
+    found = cur.fetchall()
+    if not any(s == LEGACY for s, _, _ in found):
+        raise DatabaseError("delivery_log_head has no row for the legacy shard: migrations not "
+                            "applied, or the log was tampered with; run `govbus log verify`")
+    heads = {log_chain(str(s)): ChainHead(int(seq), str(h)) for s, seq, h in found}
     seq, row_hash = audit.head(cur)
     heads[AUDIT] = ChainHead(int(seq), str(row_hash))
     return heads

@@ -1,13 +1,15 @@
 """Signed checkpoints of the delivery log and the audit ledger, as pure functions: no I/O.
 
-A checkpoint states, at a time, the head (seq and row hash) of every chain the bus keeps — the
-delivery log's and the audit ledger's — and one root over them, linked to the checkpoint before
-it by that one's digest, and is signed with the information center's Ed25519 key. Checkpoints
-are published where every agency reads them (``govbus.log.checkpoints``), and each agency's
-subscriber keeps those it receives in its own database. A chain is then bound to them: a row at
-or below a checkpointed seq that is altered, deleted, inserted or rewritten — even consistently,
-hashes recomputed — no longer reaches the checkpointed hash; a log cut back below a checkpoint
-lacks the seqs it covered (Art. 24, 26, 31).
+A checkpoint states, at a time, the head (seq and row hash) of every chain the bus keeps — each
+shard of the delivery log's (:data:`DELIVERIES` for the legacy shard ``""``,
+``deliveries/<shard>`` for the others: :func:`log_chain`) and the audit ledger's — and one
+root over them, linked to the checkpoint before it by that one's digest, and is signed with
+the information center's Ed25519 key. Checkpoints are published where every agency reads
+them (``govbus.log.checkpoints``), and each agency's subscriber keeps those it receives in its
+own database. A chain is then bound to them: a row at or below a checkpointed seq that is
+altered, deleted, inserted or rewritten — even consistently, hashes recomputed — no longer
+reaches the checkpointed hash; a log cut back below a checkpoint lacks the seqs it covered
+(Art. 24, 26, 31). Each shard of the delivery log is bound to its own heads.
 
 The signed bytes are :data:`PURPOSE` and the checkpoint's canonical body (sorted-key compact
 JSON, as the log's rows), so a checkpoint's signature is never a valid event or delivery
@@ -30,6 +32,26 @@ from govbus.delivery_log.chain import GENESIS, MalformedEntry, canonical
 
 PURPOSE = b"govbus checkpoint v1\x00"
 DELIVERIES, AUDIT = "deliveries", "audit"  # the chains a checkpoint covers
+#: the delivery log's chain of shard ``s`` is named ``deliveries/<s>``; the legacy shard's
+#: (``""``, the rows logged before shards) is :data:`DELIVERIES`, as before shards existed
+_SHARD_PREFIX = DELIVERIES + "/"
+
+
+def log_chain(shard: str) -> str:
+    """The name a checkpoint gives the delivery log's chain of ``shard``."""
+    return _SHARD_PREFIX + shard if shard else DELIVERIES
+
+
+def log_shard(chain: str) -> str | None:
+    """The delivery-log shard a checkpoint's chain name is of; None for another chain."""
+    if chain == DELIVERIES:
+        return ""
+    return chain[len(_SHARD_PREFIX):] if chain.startswith(_SHARD_PREFIX) else None
+
+
+def log_rows(heads: Mapping[str, ChainHead]) -> int:
+    """Rows the delivery log's shards hold up to ``heads`` (each shard numbers from 1)."""
+    return sum(h.seq for n, h in heads.items() if log_shard(n) is not None)
 #: who signs checkpoints: the information center, whose keys are registered under this name
 SIGNER = "information_center"
 
@@ -190,12 +212,15 @@ class Binder:
     below a checkpoint cannot change, go or come without a finding."""
 
     def __init__(self, chain: str, checkpoints: Iterable[Checkpoint],
-                 max_findings: int = 1000, floor: int = 0) -> None:
+                 max_findings: int = 1000, floor: int = 0, ceiling: int | None = None
+                 ) -> None:
         """``floor``: the last seq archived out of the database; the checkpoints up to it
-        bind the archive (:mod:`govbus.delivery_log.archive`), not the rows left."""
+        bind the archive (:mod:`govbus.delivery_log.archive`), not the rows left.
+        ``ceiling``: the last seq of an archive's range; the checkpoints beyond it bind the
+        rows after the archive, not the archive."""
         self.chain, self.max_findings = chain, max_findings
         self.expected = {seq: want for seq, want in expected_hashes(checkpoints, chain).items()
-                         if seq > floor}
+                         if seq > floor and (ceiling is None or seq <= ceiling)}
         self.findings: list[Finding] = []
         self.seen: set[int] = set()
         self.last = 0
@@ -226,4 +251,4 @@ class Binder:
 
 __all__ = ["AUDIT", "DELIVERIES", "GENESIS", "PURPOSE", "SIGNER", "Binder", "ChainHead",
            "Checkpoint", "Finding", "body", "check_series", "expected_hashes", "from_dict",
-           "make", "parse", "root", "signature_problem"]
+           "log_chain", "log_rows", "log_shard", "make", "parse", "root", "signature_problem"]

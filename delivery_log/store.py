@@ -8,11 +8,15 @@ A replay writes nothing twice: keys (event_id, recipient, channel) already in th
 filtered out, and duplicates within a batch dropped, under the writer's lock.
 
 Tamper evidence: ``row_hash = sha256(prev_hash + canonical(row))``, chained from row to row
-(records, hashes and checks are pure, in :mod:`govbus.delivery_log.chain`). Seqs are assigned
-by the writer, not by a sequence, so a rolled-back batch leaves no gap. One writer at a time
-(``pg_advisory_xact_lock``) keeps the chain linear however many write; ``delivery_log_head``
-(migration 0003) records the last row, so deleting the newest rows shows. :func:`verify` walks
-the log with a server-side cursor and names each broken seq.
+within a shard (records, hashes and checks are pure, in :mod:`govbus.delivery_log.chain`). A
+shard is the ingest topic-partition a delivered event came from, ``query`` or ``backfill`` (``""``
+for the rows logged before shards): each has its own chain, numbered from 1, and its own head in
+``delivery_log_head`` (migrations 0003, 0015), so deleting a shard's newest rows shows. Seqs are
+assigned by the writer, not by a sequence, so a rolled-back batch leaves no gap. One writer at a
+time per shard (``pg_advisory_xact_lock(LOCK_KEY, hashtext(shard))``) keeps each chain linear;
+writers of disjoint shards (two hot-path workers own disjoint partitions) never wait for each
+other. :func:`verify` walks every shard's chain with a server-side cursor and names each broken
+seq; every checkpoint covers every shard's head.
 
 This is the evidence for supervision of use (Art. 24: use limited to duties, no passing on;
 Art. 31: misuse, leaks, widened use) and for the yearly sharing report (Art. 26, 28).
@@ -23,8 +27,9 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
+import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg2
@@ -37,20 +42,23 @@ from govbus.core.errors import DatabaseError
 from govbus.delivery_log.archive import boundary
 from govbus.delivery_log.chain import (
     CHANNELS,
-    ChainChecker,
+    GENESIS,
+    LEGACY,
     Head,
     Key,
     LogEntry,
     LoggedRow,
     Prepared,
+    ShardedChecker,
     VerifyReport,
     dedupe,
     link,
     prepare,
 )
-from govbus.delivery_log.checkpoints import DELIVERIES, Binder, Checkpoint
+from govbus.delivery_log.checkpoints import Binder, Checkpoint, log_chain, log_shard
 
-LOCK_KEY = 0x60B0DE11  # advisory lock of the single log writer
+#: advisory lock of a shard's writer: (LOCK_KEY, hashtext(shard)), two int4 keys
+LOCK_KEY = 0x60B0DE11
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -61,8 +69,9 @@ _FINITE_US = "CASE WHEN isfinite({0}) THEN " + _US + " END"
 _ROW_SQL = ("SELECT seq, event_id, channel, provider, recipient, resource_id, grant_id, fields, "
             "masked_fields, topic, kafka_partition, kafka_offset, "
             f"{_FINITE_US.format('delivered_at')}, {_FINITE_US.format('logged_at')}, "
-            "prev_hash, row_hash, content_sha256 FROM deliveries ORDER BY seq")
-_HEAD_SQL = f"SELECT seq, row_hash, {_FINITE_US.format('logged_at')} FROM delivery_log_head"
+            "prev_hash, row_hash, content_sha256, shard FROM deliveries ORDER BY shard, seq")
+_HEAD_SQL = (f"SELECT shard, seq, row_hash, {_FINITE_US.format('logged_at')} "
+             "FROM delivery_log_head")
 
 
 def _at_us(us: int) -> dt.datetime:
@@ -138,48 +147,79 @@ def _ready(deliveries: Sequence[LogEntry]) -> list[Ready]:
 
 @dataclass(frozen=True)
 class AppendResult:
+    """What :func:`append` did: rows written, deliveries left out as logged already, the head
+    of the last shard written (of the legacy shard when none was), every written shard's new
+    head, and how long the writer waited for the shards' locks (other writers of the same
+    shards; zero for shards nobody else writes)."""
+
     written: int
     duplicates: int
     head: Head
+    heads: dict[str, Head] = field(default_factory=dict)
+    waited_s: float = 0.0
+
+
+def _heads(cur: Any, shards: list[str]) -> dict[str, Head]:
+    cur.execute(_HEAD_SQL + " WHERE shard = ANY(%s) FOR UPDATE", (shards,))
+    return {str(s): Head(int(seq), str(h), us) for s, seq, h, us in cur.fetchall()}
 
 
 def append(conn: psycopg2.extensions.connection, deliveries: Sequence[LogEntry]
            ) -> AppendResult:
-    """Append ``deliveries`` not logged yet, inside the caller's transaction.
+    """Append ``deliveries`` not logged yet, each to its shard's chain, inside the caller's
+    transaction.
 
-    Takes the writer's advisory lock (released at commit/rollback) so that reading the head,
-    filtering logged keys and appending happen with no other writer in between. Optimistic:
-    a batch is first copied as it is (after dropping keys it repeats), which the unique key
-    (event_id, recipient, channel) refuses if any was logged before; only then, after a
-    replay, are the logged keys looked up and left out.
+    Takes the advisory lock of every shard the batch writes (released at commit/rollback),
+    in the order of their lock keys, so that two writers never wait for each other in a
+    circle; between taking them and committing, no other writer reads or moves those shards'
+    heads. A shard's head row is created on its first use. Optimistic: a batch is first copied
+    as it is (after dropping keys it repeats), which the unique key (event_id, recipient,
+    channel) refuses if any was logged before, in whatever shard; only then, after a replay,
+    are the logged keys looked up and left out.
     """
-    fresh = _ready(dedupe(deliveries, set()))  # before the lock: it serialises every writer
+    fresh = _ready(dedupe(deliveries, set()))  # before the locks: they serialise a shard
+    shards = sorted({r[0].delivery.shard for r in fresh})
     with conn.cursor() as cur:
+        if not shards:
+            cur.execute(_HEAD_SQL + " WHERE shard = %s", (LEGACY,))
+            found = cur.fetchone()
+            head = Head(int(found[1]), str(found[2]), found[3]) if found else Head(0, GENESIS)
+            return AppendResult(0, len(deliveries), head)
         cur.execute("SET LOCAL lock_timeout = '30s'")
-        cur.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
-        cur.execute(_HEAD_SQL + " WHERE id = 1")
-        found = cur.fetchone()
-        if found is None:
-            raise DatabaseError("delivery_log_head has no row: migration 0003 not applied, "
-                                "or the log was tampered with; run `govbus log verify`")
-        head = Head(int(found[0]), str(found[1]), found[2])
+        started = time.perf_counter()
+        # one statement, the locks taken row by row in the order of their keys: a lock a
+        # statement per shard cost a round trip each (a dozen shards per batch in `make bench`)
+        cur.execute("SELECT count(pg_advisory_xact_lock(%s, k)) FROM (SELECT DISTINCT "
+                    "hashtext(s) AS k FROM unnest(%s::text[]) s ORDER BY k) keys",
+                    (LOCK_KEY, shards))
+        waited = time.perf_counter() - started
+        cur.execute("INSERT INTO delivery_log_head (shard, seq, row_hash) SELECT s, 0, %s "
+                    "FROM unnest(%s::text[]) s ON CONFLICT DO NOTHING", (GENESIS, shards))
+        heads = _heads(cur, shards)
+        if len(heads) != len(shards):
+            raise DatabaseError("delivery_log_head lacks a shard's row just written: the log "
+                                "was tampered with; run `govbus log verify`")
         cur.execute(f"SELECT {_US.format('clock_timestamp()')}")
-        logged_us = max(int(cur.fetchone()[0]), head.logged_us or 0)  # type: ignore[index]
+        logged_us = max([int(cur.fetchone()[0]),  # type: ignore[index]
+                         *(h.logged_us or 0 for h in heads.values())])
         cur.execute("SAVEPOINT optimistic")
         try:
-            rows = _copy(cur, fresh, head, logged_us)
+            rows = _copy(cur, fresh, heads, logged_us)
         except psycopg2.errors.UniqueViolation:  # a replay: some are logged already
             cur.execute("ROLLBACK TO SAVEPOINT optimistic")
             logged = _logged(cur, [p.delivery.key for p, _, _ in fresh])
             fresh = [r for r in fresh if r[0].delivery.key not in logged]
-            rows = _copy(cur, fresh, head, logged_us)
-        if not rows:
-            return AppendResult(0, len(deliveries), head)
-        last = rows[-1]
-        cur.execute("UPDATE delivery_log_head SET seq = %s, row_hash = %s, logged_at = %s "
-                    "WHERE id = 1", (last.seq, last.row_hash, _at_us(int(last.logged_us or 0))))
-        return AppendResult(len(rows), len(deliveries) - len(rows),
-                            Head(last.seq, last.row_hash, last.logged_us))
+            rows = _copy(cur, fresh, heads, logged_us)
+        moved: dict[str, Head] = {}
+        for shard, written in rows.items():
+            last = written[-1]
+            moved[shard] = Head(last.seq, last.row_hash, last.logged_us)
+            cur.execute("UPDATE delivery_log_head SET seq = %s, row_hash = %s, logged_at = %s "
+                        "WHERE shard = %s",
+                        (last.seq, last.row_hash, _at_us(int(last.logged_us or 0)), shard))
+        count = sum(len(r) for r in rows.values())
+        head = moved[max(moved)] if moved else heads[shards[-1]]
+        return AppendResult(count, len(deliveries) - count, head, moved, waited)
 
 
 def _logged(cur: Any, keys: list[Key]) -> set[Key]:
@@ -191,69 +231,89 @@ def _logged(cur: Any, keys: list[Key]) -> set[Key]:
     return {(str(e), str(r), str(c)) for e, r, c in cur.fetchall()}
 
 
-def _copy(cur: Any, ready: list[Ready], head: Head, logged_us: int) -> list[LoggedRow]:
-    """Chain ``ready`` rows after ``head`` and COPY them (never before the head's time)."""
-    if not ready:
-        return []
-    rows = link([p for p, _, _ in ready], head, logged_us)
+_EMPTY = Head(0, GENESIS)
+
+
+def _copy(cur: Any, ready: list[Ready], heads: dict[str, Head], logged_us: int
+          ) -> dict[str, list[LoggedRow]]:
+    """Chain ``ready`` rows, each after its shard's head, and COPY them (never before a head's
+    time); the rows written, per shard."""
+    by_shard: dict[str, list[Ready]] = {}
+    for r in ready:
+        by_shard.setdefault(r[0].delivery.shard, []).append(r)
+    if not by_shard:
+        return {}
     logged_at = _at_us(logged_us).isoformat()
-    lines = [f"{r.seq}\t{columns}\t{logged_at}\t{r.prev_hash}\t{r.row_hash}\t{content}"
-             for r, (_, columns, content) in zip(rows, ready, strict=True)]
+    lines, written = [], {}
+    for shard, mine in by_shard.items():
+        rows = written[shard] = link([p for p, _, _ in mine], heads.get(shard, _EMPTY), logged_us)
+        text = shard.translate(_COPY_ESCAPES)
+        lines += [f"{text}\t{r.seq}\t{columns}\t{logged_at}\t{r.prev_hash}\t{r.row_hash}\t"
+                  f"{content}" for r, (_, columns, content) in zip(rows, mine, strict=True)]
     lines.append("")
     # COPY rather than INSERT ... VALUES: no per-row statement text to build and parse
     cur.copy_expert(
-        "COPY deliveries (seq, event_id, channel, provider, recipient, resource_id, "
+        "COPY deliveries (shard, seq, event_id, channel, provider, recipient, resource_id, "
         "grant_id, fields, masked_fields, topic, kafka_partition, kafka_offset, "
         "delivered_at, logged_at, prev_hash, row_hash, content_sha256) FROM STDIN",
         io.StringIO("\n".join(lines)))
-    return rows
+    return written
 
 
 def verify(dsn: str, max_problems: int = 1000, checkpoints: Sequence[Checkpoint] = ()
            ) -> VerifyReport:
-    """Walk the whole log in seq order, recomputing every hash, in one consistent snapshot,
-    from the last row archived out of the database (``log_archives``) when months were;
-    each row at a seq that ``checkpoints`` cover must have the hash they signed (their
-    signatures checked by the caller, :func:`govbus.delivery_log.checkpoints.check_series`),
-    and every receipt that names what was received must match the log's hash of it."""
+    """Walk every shard's chain in seq order, recomputing every hash, in one consistent
+    snapshot, each from the last row of it archived out of the database (``log_archives``)
+    when months were, and each against its own head; each row at a seq that ``checkpoints``
+    cover for its shard must have the hash they signed (their signatures checked by the
+    caller, :func:`govbus.delivery_log.checkpoints.check_series`), and every receipt that
+    names what was received must match the log's hash of it."""
     conn = db.connect(dsn)
     try:
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ,
                          readonly=True)
         with conn.cursor() as cur:
-            start, archives = boundary(cur)
-            checker = ChainChecker(max_problems, start)
-            checker.report.archives = archives
-            binders = [Binder(DELIVERIES, checkpoints, max_problems,
-                              floor=start.seq if start else 0)] if checkpoints else []
-            cur.execute(_HEAD_SQL + " WHERE id = 1")
-            found = cur.fetchone()
-        head = Head(int(found[0]), str(found[1]), found[2]) if found else None
+            starts, archives = boundary(cur)
+            checker = ShardedChecker(max_problems, starts)
+            cur.execute(_HEAD_SQL)
+            heads = {str(s): Head(int(seq), str(h), us) for s, seq, h, us in cur.fetchall()}
+        named = {s for cp in checkpoints for n in cp.heads if (s := log_shard(n)) is not None}
+        binders = {s: Binder(log_chain(s), checkpoints, max_problems,
+                             floor=starts[s].seq if s in starts else 0)
+                   for s in sorted({*heads, *named, *starts})} if checkpoints else {}
         with conn.cursor(name="govbus_delivery_log_verify") as cur:
             cur.itersize = 10000
             cur.execute(_ROW_SQL)
             for rec in cur:
                 row = LoggedRow(*rec)
                 checker.feed(row)
-                for b in binders:
-                    b.feed(row.seq, row.row_hash)
+                binder = binders.get(row.shard)
+                if binder is None and checkpoints:
+                    binder = binders[row.shard] = Binder(log_chain(row.shard), checkpoints,
+                                                         max_problems)
+                if binder is not None:
+                    binder.feed(row.seq, row.row_hash)
         with conn.cursor() as cur:  # what recipients received against what the log says
-            cur.execute("SELECT d.seq, d.recipient, d.event_id FROM deliveries d JOIN receipts r "
-                        "USING (event_id, recipient, channel) WHERE r.content_sha256 <> "
-                        "d.content_sha256 ORDER BY d.seq LIMIT %s", (max_problems,))
+            cur.execute("SELECT d.shard, d.seq, d.recipient, d.event_id FROM deliveries d "
+                        "JOIN receipts r USING (event_id, recipient, channel) "
+                        "WHERE r.content_sha256 <> d.content_sha256 ORDER BY d.shard, d.seq "
+                        "LIMIT %s", (max_problems,))
             mismatched = cur.fetchall()
         conn.rollback()
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot read the delivery log: {exc}") from exc
     finally:
         conn.close()
-    for seq, recipient, event_id in mismatched:
-        checker.add(seq, "receipt_mismatch", f"{recipient} confirmed receiving other bytes "
-                     f"for event {event_id} than the log records as delivered")
-    for b in binders:
+    report = checker.finish(heads)
+    report.archives = archives
+    for shard, seq, recipient, event_id in mismatched:
+        report.add_problem(seq, "receipt_mismatch", f"{recipient} confirmed receiving other "
+                           f"bytes for event {event_id} than the log records as delivered",
+                           max_problems, shard)
+    for shard, b in sorted(binders.items()):
         for f in b.finish():
-            checker.add(f.seq, f.kind, f.message)
-    return checker.finish(head)
+            report.add_problem(f.seq, f.kind, f.message, max_problems, shard)
+    return report
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -271,13 +331,14 @@ def list_deliveries(dsn: str, recipient: str | None = None, provider: str | None
         if value is not None:
             where.append(f"d.{column} = %s")
             params.append(value)
-    sql = ("SELECT d.seq, d.event_id, d.channel, d.provider, d.recipient, "
+    sql = ("SELECT d.shard, d.seq, d.event_id, d.channel, d.provider, d.recipient, "
            "d.resource_id AS resource, d.grant_id, d.fields, d.masked_fields, d.topic, "
            "d.kafka_partition AS partition, d.kafka_offset AS offset, "
            "floor(extract(epoch FROM d.delivered_at) * 1000)::bigint AS delivered_ms, "
            "d.logged_at, d.row_hash, r.received_at FROM deliveries d "
            "LEFT JOIN receipts r USING (event_id, recipient, channel) "
-           f"WHERE {' AND '.join(where) or 'true'} ORDER BY d.seq DESC LIMIT %s")
+           f"WHERE {' AND '.join(where) or 'true'} "
+           "ORDER BY d.logged_at DESC, d.shard DESC, d.seq DESC LIMIT %s")
     try:
         with db.transaction(dsn) as conn, conn.cursor(
                 cursor_factory=psycopg2.extras.RealDictCursor) as cur:

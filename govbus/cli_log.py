@@ -61,7 +61,7 @@ def verify_archive(args: argparse.Namespace) -> int:
     pinned = _pinned(args.checkpoint_key)
     report = archive.verify(found, pinned)
     h = found.header
-    note = (f"archive {args.archive}: seq {h.get('first_seq')}..{h.get('last_seq')}, "
+    note = (f"archive {args.archive}: {archive.describe(archive.ranges(h))}, "
             f"{len(found.checkpoints)} checkpoint(s), checked with "
             + ("the pinned keys" if pinned else "the archive's own keys (pin the information "
                "center's with --checkpoint-key)"))
@@ -72,7 +72,7 @@ def verify_archive(args: argparse.Namespace) -> int:
         first = next((p for p in report.problems if p.seq is not None), None)
         lines = [*report.lines(), f"  {note}"]
         if first is not None:
-            lines.append(f"  first break at seq {first.seq}: {first.kind}")
+            lines.append(f"  first break at {first.where()}{first.kind}")
         print("\n".join(lines))
     return 0 if report.ok else 1
 
@@ -90,7 +90,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise GovbusError(f"--to {end} is before --from {start}")
     out = archive.export_dates(_settings().database_url, start, end, Path(args.out))
     print(json.dumps(out) if args.json else
-          f"{out['rows']} rows (seq {out['first_seq']}..{out['last_seq']}) written to "
+          f"{out['rows']} rows ({out['span']}) written to "
           f"{out['file']}, sha256 {out['sha256']}; check it anywhere with `govbus log verify "
           f"--archive {out['file']}`")
     return 0
@@ -104,7 +104,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     out = archive.archive_month(_settings().database_url, args.month, path)
     print(json.dumps(out) if args.json else
-          f"{args.month}: seq {out['first_seq']}..{out['last_seq']} archived to {out['file']} "
+          f"{args.month}: {out['span']} archived to {out['file']} "
           f"(sha256 {out['sha256']}, verified) and {out['deleted']} rows deleted from the "
           "database; keep the file: `govbus log verify --archive` checks it")
     return 0
@@ -116,7 +116,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from govbus import delivery_log
     from govbus.core.keyring import checkpoint_publics
     from govbus.delivery_log import checkpoint_store
-    from govbus.delivery_log.checkpoints import check_series
+    from govbus.delivery_log.checkpoints import check_series, log_rows, log_shard
 
     settings = _settings()
     dsn = settings.database_url
@@ -139,8 +139,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
         report.add_problem(f.seq, f.kind, f.message)
     latest = valid[-1] if valid else None
     against = (f"checked against {len(valid)} checkpoint(s)"
-               + (f", the latest #{latest.number} at seq {latest.heads['deliveries'].seq}"
-                  if latest and "deliveries" in latest.heads else "")
+               + (f", the latest #{latest.number} covering {log_rows(latest.heads)} rows in "
+                  f"{sum(log_shard(n) is not None for n in latest.heads)} shard(s)"
+                  if latest else "")
                + (f" from {args.checkpoints}" if args.checkpoints else " of the bus"))
     data = report.as_dict() | {"checkpoints": len(valid),
                                "latest_checkpoint": latest.number if latest else None}

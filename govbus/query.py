@@ -3,11 +3,11 @@ request and response, not a stream.
 
 - :func:`query` looks up the current record of one entity, projected and masked for the
   asking agency's grant, and appends the access to the delivery log (channel ``query``)
-  before returning it: no access goes unlogged (Art. 24, 31).
+  before returning it, in the log's ``query`` shard: no access goes unlogged (Art. 24, 31).
 - :func:`backfill` sends the current state of every entity of a resource (op ``r``) to
   ``deliver.<agency>.<resource>``, chunk by chunk, and logs each chunk (channel
-  ``backfill``) once the broker acknowledged it — for an agency that was granted a resource
-  after its events went by.
+  ``backfill``, in the log's ``backfill`` shard) once the broker acknowledged it — for an
+  agency that was granted a resource after its events went by.
 
 The current state is the ``entity_state`` table the hot path keeps.
 """
@@ -41,7 +41,7 @@ from govbus.core.routing import (
     withheld_reason,
 )
 from govbus.core.sharing import Grant, SharingError
-from govbus.delivery_log import LogWriter, entry
+from govbus.delivery_log import BACKFILL_SHARD, QUERY_SHARD, LogWriter, entry
 from govbus.stream_apps.route import log_entry, send_deliveries
 
 BACKFILL_CHUNK = 500
@@ -118,7 +118,7 @@ def query(settings: Settings, agency: str, resource: str | Resource, key: str
     query_id = uuid.uuid4().hex[:16]
     logged = delivery._replace(value=delivery.value | {
         "event_id": f"{delivery.value['event_id']}#query-{query_id}"})
-    _log(dsn, [entry(logged, "query", None, None, now_ms())])
+    _log(dsn, [entry(logged, "query", None, None, now_ms(), shard=QUERY_SHARD)])
     return delivery.value | {"query_id": query_id}
 
 
@@ -164,7 +164,8 @@ def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
                 d._replace(value=d.value | {"channel": "backfill"})
                 for d in (make_delivery(res, _state_event(res, r), grant) for r in rows)]
             writer.append([log_entry(a, "backfill")
-                           for a in send_deliveries(producer, deliveries, signer)])
+                           for a in send_deliveries(producer, deliveries, signer,
+                                                    BACKFILL_SHARD)])
             sent += len(deliveries)
     finally:
         writer.close()

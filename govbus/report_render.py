@@ -185,6 +185,8 @@ def annual_lines(report: dict[str, Any]) -> list[str]:
         f"stale:       {', '.join(report['stale_at_end']) or 'none'}",
         f"delivery log head: seq {head.get('seq')} hash {head.get('row_hash')} "
         "(publish it: it anchors the tamper-evident log)",
+        *(f"  shard {s}: seq {h['seq']} hash {h['row_hash']}"
+          for s, h in (report.get("delivery_log_heads") or {}).items() if s),
     ]
     return lines + [f"note: {n}" for n in report["notes"]]
 

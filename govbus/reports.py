@@ -275,7 +275,8 @@ def _annual(src: Source) -> dict[str, Any]:
     objections = src.objections()
     changes = src.last_changes()
     stale = [r[0] for r in resources if calc.is_stale(changes.get(r[0]), r[3], r[2], win.end)]
-    head = src.rows("SELECT seq, row_hash FROM delivery_log_head")
+    heads = src.rows("SELECT shard, seq, row_hash FROM delivery_log_head ORDER BY shard")
+    head = [(seq, h) for s, seq, h in heads if s == ""]  # the legacy shard's
     months = range(1, 13)
     return {
         "catalogue": {"resources": len(resources),
@@ -299,4 +300,6 @@ def _annual(src: Source) -> dict[str, Any]:
                                        for o in objections)},
         "stale_at_end": stale,
         "delivery_log_head": {"seq": head[0][0], "row_hash": head[0][1]} if head else None,
+        # every shard's head (the ingest partitions', query's, backfill's), to anchor outside
+        "delivery_log_heads": {s: {"seq": seq, "row_hash": h} for s, seq, h in heads},
     }

@@ -58,6 +58,11 @@ DELIVERY_LATENCY = Histogram(
 LOG_RECORDS = Counter(
     "govbus_delivery_log_records_total", "Deliveries appended to the delivery log, by outcome",
     ["outcome"])  # written | duplicate (a replayed batch's, already logged)
+LOG_LOCK_WAIT = Histogram(
+    "govbus_delivery_log_lock_wait_seconds",
+    "How long a batch's log writer waited for its shards' locks (another writer of the same "
+    "shard; none while each ingest partition is owned by one worker)",
+    buckets=(0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30))
 
 # --- the outbox adapter -------------------------------------------------------------------
 OUTBOX_PUBLISHED = Counter(

@@ -29,7 +29,7 @@ from govbus.core.errors import BrokerError, DatabaseError
 from govbus.core.kafka import KnownTopics, producer_config
 from govbus.core.keyring import CHECKPOINT_SIGNER, checkpoint_key
 from govbus.delivery_log import audit, checkpoint_store
-from govbus.delivery_log.checkpoints import DELIVERIES, Checkpoint
+from govbus.delivery_log.checkpoints import Checkpoint, log_rows
 
 log = logging.getLogger("govbus.checkpointer")
 POLL_S = 0.5  # how often the heads are looked at
@@ -66,7 +66,8 @@ class Checkpointer:
             return True
         with self.db.use("cannot read the delivery log's head") as conn, conn, \
                 conn.cursor() as cur:
-            cur.execute("SELECT seq FROM delivery_log_head WHERE id = 1")
+            # every shard numbers its rows from 1: the heads' seqs add up to the rows logged
+            cur.execute("SELECT coalesce(sum(seq), 0) FROM delivery_log_head")
             found = cur.fetchone()
         seq = int(found[0]) if found else 0
         return self._last_seq is not None and seq - self._last_seq >= self.rows
@@ -79,7 +80,7 @@ class Checkpointer:
         with self.db.use("cannot take a checkpoint") as conn, conn:
             cp = checkpoint_store.take(conn, self.private)
         if cp is not None:
-            self._last_seq = cp.heads[DELIVERIES].seq
+            self._last_seq = log_rows(cp.heads)
             self.stats["checkpoints"] += 1
             metrics.CHECKPOINTS.inc()
             log.info("checkpoint %d: %s", cp.number,
@@ -87,7 +88,7 @@ class Checkpointer:
         elif self._last_seq is None:
             with self.db.use("cannot read the checkpoints") as conn, conn, conn.cursor() as cur:
                 last = checkpoint_store.latest(cur)
-            self._last_seq = last.heads[DELIVERIES].seq if last else 0
+            self._last_seq = log_rows(last.heads) if last else 0
         self.publish()
         return cp
 

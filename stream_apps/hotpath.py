@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +52,7 @@ from govbus.core.registry import SchemaRegistry
 from govbus.core.routing import Delivery, RoutePlan, by_resource, with_meta
 from govbus.core.sharing import Grant
 from govbus.core.signatures import Signer
+from govbus.delivery_log import ingest_shard
 from govbus.stream_apps import event_ids, judge, route
 from govbus.stream_apps.feed import VALUES_TOPIC, Bundles, ValueFeed, owners
 from govbus.stream_apps.judge import NegativeCache, judged, quarantined, reject
@@ -76,6 +77,8 @@ class Decided:
     accepted: list[tuple[Any, Resource, dict[str, Any]]] = field(default_factory=list)
     routed: list[route.Routed] = field(default_factory=list)
     deliveries: list[Delivery] = field(default_factory=list)
+    #: the delivery-log shard of each of ``deliveries``: its ingest record's topic-partition
+    shards: list[str] = field(default_factory=list)
     acked: list[Acked] = field(default_factory=list)  # filled by the broker's callbacks
     counts: Counter[str] = field(default_factory=Counter)
     fed: Counter[str] = field(default_factory=Counter)
@@ -165,6 +168,9 @@ class Decider:
             result = plan.route.route(event)
             out.routed.append((plan.resource, event, result))
             out.deliveries += result.deliveries
+            if result.deliveries:
+                out.shards += [ingest_shard(msg.topic(), msg.partition())] \
+                    * len(result.deliveries)
             plan.accepted += 1
             plan.delivered += len(result.deliveries)
             plan.withheld += result.withheld
@@ -176,7 +182,7 @@ class Decider:
             plan.count(out)
         self.topics.ensure({d.topic for d in out.deliveries})
         bundles.send(producer, out.acks)
-        queue_deliveries(producer, out.deliveries, out.acks, out.acked, self.signer)
+        queue_deliveries(producer, out.deliveries, out.acks, out.acked, self.signer, out.shards)
         return out
 
     def _plan(self, raw: Resource, grants: dict[str, list[Grant]], at: dt.datetime) -> _Plan:
@@ -214,6 +220,8 @@ class HotPath(Pipelined[Decided]):
         self.decider.max_skew_ms = settings.max_clock_skew_ms
         self.consumer.subscribe([pattern])
         self.settler = Settler(dsn)
+        #: the log writer's lock wait of each of the latest batches, seconds (``make bench``)
+        self.lock_waits: deque[float] = deque(maxlen=100_000)
 
     def idle(self) -> None:
         self.control.refresh_idle()
@@ -255,6 +263,14 @@ class HotPath(Pipelined[Decided]):
             self.stats["duplicates"] += logged.duplicates
             metrics.LOG_RECORDS.labels("written").inc(logged.written)
             metrics.LOG_RECORDS.labels("duplicate").inc(logged.duplicates)
+            # the log writer's wait for its shards' locks (other writers of them: none while
+            # the partitions are owned by one worker each)
+            metrics.LOG_LOCK_WAIT.observe(logged.waited_s)
+            self.lock_waits.append(logged.waited_s)
+            waited_us = round(logged.waited_s * 1e6)
+            self.stats["log lock wait us"] += waited_us
+            self.stats["log lock wait max us"] = max(self.stats["log lock wait max us"],
+                                                     waited_us)
 
 
 def main() -> None:

@@ -23,24 +23,32 @@ from govbus.core.envelope import now_ms
 from govbus.core.routing import Delivery, RouteResult
 from govbus.core.serde import json_bytes
 from govbus.core.signatures import Signer, leaf
-from govbus.delivery_log import LogEntry, entry
+from govbus.delivery_log import BACKFILL_SHARD, LEGACY, LogEntry, entry
 
 Routed = tuple[Any, dict[str, Any], RouteResult]  # (Resource, event, what routing decided)
 Headers = list[tuple[str, str | bytes | None]]
-# a delivery the broker acknowledged: delivery, partition, offset, delivered_ms, and the
-# hash of what was delivered (its signature's leaf: topic, key, value, event id), hex
-Acked = tuple[Delivery, int | None, int | None, int, str | None]
+# a delivery the broker acknowledged: delivery, partition, offset, delivered_ms, the hash of
+# what was delivered (its signature's leaf: topic, key, value, event id), hex, and the shard
+# of the delivery log it is logged in (the ingest topic-partition its event came from,
+# ``query`` or ``backfill``: govbus.delivery_log.chain)
+Acked = tuple[Delivery, int | None, int | None, int, str | None, str]
 
 
 def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
-                     acked: list[Acked], signer: Signer | None) -> None:
+                     acked: list[Acked], signer: Signer | None,
+                     shards: Sequence[str] | None = None) -> None:
     """Produce deliveries without waiting, signed by ``signer`` (the bus; None only where
     :mod:`bench` measures what signing costs): each acknowledged one is appended to ``acked``
-    with its partition and offset, each failure to ``acks``, which counts them all."""
-    def callback(delivery: Delivery, content: str) -> Callable[[Any, Any], None]:
+    with its partition and offset and its log shard (``shards[n]`` for ``deliveries[n]``;
+    the legacy shard ``""`` without them), each failure to ``acks``, which counts them all."""
+    if shards is not None and len(shards) != len(deliveries):
+        raise ValueError(f"{len(shards)} shards for {len(deliveries)} deliveries")
+
+    def callback(delivery: Delivery, content: str, shard: str) -> Callable[[Any, Any], None]:
         def on_delivery(err: KafkaError | None, msg: Any) -> None:
             if err is None:  # recorded before it is counted: settle() then sees it
-                acked.append((delivery, msg.partition(), msg.offset(), now_ms(), content))
+                acked.append((delivery, msg.partition(), msg.offset(), now_ms(), content,
+                              shard))
             acks.answer(err, f"{delivery.topic}: ", msg)
         return on_delivery
 
@@ -54,35 +62,36 @@ def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
         if signed is not None:
             headers += signed[n]
         acks.expect()
-        produce(producer, d.topic, d.value["key"], values[n], callback(d, leaves[n].hex()),
+        produce(producer, d.topic, d.value["key"], values[n],
+                callback(d, leaves[n].hex(), shards[n] if shards is not None else LEGACY),
                 headers)
 
 
-def send_deliveries(producer: Producer, deliveries: list[Delivery], signer: Signer
-                    ) -> list[Acked]:
+def send_deliveries(producer: Producer, deliveries: list[Delivery], signer: Signer,
+                    shard: str = BACKFILL_SHARD) -> list[Acked]:
     """Produce deliveries signed by ``signer`` and wait for the broker (a backfill's chunk);
-    return each with its partition and offset."""
+    return each with its partition and offset, to be logged in ``shard``."""
     acked: list[Acked] = []
     acks = Acks("deliveries")
-    queue_deliveries(producer, deliveries, acks, acked, signer)
+    queue_deliveries(producer, deliveries, acks, acked, signer, [shard] * len(deliveries))
     acks.wait(producer)
     return acked
 
 
 def log_entry(acked: Acked, channel: str = "exchange") -> LogEntry:
-    """The delivery-log entry of one acknowledged delivery."""
-    d, partition, offset, delivered_ms, content = acked
-    return entry(d, channel, partition, offset, delivered_ms, d.topic, content)
+    """The delivery-log entry of one acknowledged delivery, in its shard."""
+    d, partition, offset, delivered_ms, content, shard = acked
+    return entry(d, channel, partition, offset, delivered_ms, d.topic, content, shard)
 
 
 def log_fields(acked: Acked) -> tuple[Any, ...]:
     """:func:`log_entry`'s fields as a plain tuple: what the settling process is sent (it
     pickles five times faster than the named tuple, which need not be built first)."""
-    d, partition, offset, delivered_ms, content = acked
+    d, partition, offset, delivered_ms, content, shard = acked
     value = d.value
     return (value["event_id"], "exchange", value["provider"], d.recipient, value["resource"],
             d.grant_id, tuple(d.fields), tuple(d.masked), d.topic, partition, offset,
-            delivered_ms, content)
+            delivered_ms, content, shard)
 
 
 def observe(routed: Sequence[Routed], acked: Sequence[Acked]) -> None:
@@ -104,7 +113,8 @@ def observe(routed: Sequence[Routed], acked: Sequence[Acked]) -> None:
             withheld[(str(resource.provider), resource.id, share)] += 1
     latency: dict[str, list[float]] = {}  # resource -> its deliveries' latencies
     now = now_ms()
-    for delivery, _partition, _offset, delivered_ms, _content in acked:
+    for a in acked:
+        delivery, delivered_ms = a[0], a[3]
         value = delivery.value
         resource_id = str(value.get("resource"))
         delivered[(str(value.get("provider")), delivery.recipient, resource_id,

@@ -16,9 +16,10 @@ One request, one reply, over a :func:`multiprocessing.Pipe` to a child started w
   (:class:`govbus.core.batching.Pipelined` calls :meth:`Settler.settle` in that order);
 - the child writes the log (:meth:`govbus.delivery_log.LogWriter.append`) while a second
   thread writes ``entity_state``, the counts, the quarantine and the event ids, each on its
-  own connection, and replies ``("ok", written, duplicates)``, ``("failed", why)``
-  (PostgreSQL: the worker rewinds and retries the batch) or ``("crashed", why)`` (a bug: the
-  worker stops, as it would have);
+  own connection, and replies ``("ok", written, duplicates, waited_s)`` (``waited_s``: how
+  long the log writer waited for its shards' locks, other writers of the same shards),
+  ``("failed", why)`` (PostgreSQL: the worker rewinds and retries the batch) or
+  ``("crashed", why)`` (a bug: the worker stops, as it would have);
 - the child ignores SIGINT (a ^C reaches the whole process group; the worker decides when to
   stop) and ends when the worker closes its end of the pipe, also when the worker was killed
   (only the worker holds that end).
@@ -65,6 +66,7 @@ class Batch(NamedTuple):
 class Settled(NamedTuple):
     written: int
     duplicates: int
+    waited_s: float = 0.0  # the log writer's wait for its shards' locks
 
 
 class Settler:
@@ -106,7 +108,7 @@ class Settler:
             raise DatabaseError(f"the settling process ended (exit status {code}) before "
                                 f"it settled the batch: {exc}") from exc
         if reply[0] == "ok":
-            return Settled(reply[1], reply[2])
+            return Settled(*reply[1:])
         if reply[0] == "failed":
             raise DatabaseError(reply[1])
         raise RuntimeError(f"the settling process failed: {reply[1]}")
@@ -151,7 +153,8 @@ class _Writers:
                 if batch.entries else None
         finally:
             kept.result()
-        return Settled(logged.written, logged.duplicates) if logged else Settled(0, 0)
+        return Settled(logged.written, logged.duplicates, logged.waited_s) if logged \
+            else Settled(0, 0)
 
     def _keep(self, batch: Batch) -> None:
         self.state.apply(batch.state)

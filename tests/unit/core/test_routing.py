@@ -195,10 +195,10 @@ def test_the_log_entry_of_a_delivery(tax: Resource) -> None:
     g = grant("hrss", tax, ["uscc", "credit_rating"], masked=("credit_rating",), grant_id=4)
     ev = event(tax, COMPANY)
     [d] = route(tax, ev, [g], NOW).deliveries
-    assert log_entry((d, 2, 17, 5000, "ab" * 32)) == LogEntry(
+    assert log_entry((d, 2, 17, 5000, "ab" * 32, "ingest.tax.tax_registration/3")) == LogEntry(
         ev["event_id"], "exchange", "tax", "hrss", "tax.tax_registration", 4,
         ("uscc", "credit_rating"), ("credit_rating",), "deliver.hrss.tax_registration", 2, 17,
-        5000, "ab" * 32)
+        5000, "ab" * 32, "ingest.tax.tax_registration/3")
     # a query is logged with no topic, partition or offset
     assert entry(d, "query", None, None, 5000) == LogEntry(
         ev["event_id"], "query", "tax", "hrss", "tax.tax_registration", 4,
@@ -227,5 +227,5 @@ def test_the_settling_process_is_sent_the_fields_of_the_log_entry(tax: Resource)
     g = grant("market_regulation", tax, ["uscc", "legal_representative"],
               ("legal_representative",), grant_id=9)
     [d] = route(tax, event(tax, COMPANY), [g], NOW).deliveries
-    acked = (d, 2, 41, 1_700_000_000_123, "cd" * 32)
+    acked = (d, 2, 41, 1_700_000_000_123, "cd" * 32, "ingest.tax.tax_registration/0")
     assert LogEntry._make(log_fields(acked)) == log_entry(acked)

@@ -252,7 +252,7 @@ def test_any_single_field_change_is_caught_at_its_seq(n: int, data: st.DataObjec
     name = data.draw(st.sampled_from(["event_id", "channel", "provider", "recipient",
                                       "resource", "grant_id", "fields", "masked_fields",
                                       "topic", "partition", "offset", "delivered_us",
-                                      "logged_us", "prev_hash", "row_hash"]))
+                                      "logged_us", "prev_hash", "row_hash", "shard"]))
     old = getattr(rows[i], name)
     new: Any = (old + "x" if isinstance(old, str) else old + 1 if isinstance(old, int)
                 else [*old, "x"] if isinstance(old, list) else "x")
@@ -271,18 +271,20 @@ AWKWARD = st.lists(st.sampled_from(['a', '"', '\\', ',', ':', '-', '1', '2', 'çŽ
 @given(st.lists(st.tuples(AWKWARD, AWKWARD, st.lists(AWKWARD, max_size=3),
                           st.none() | AWKWARD, st.none() | st.integers(0, 2**63 - 1),
                           st.integers(-(2**63), 2**63 - 1)), min_size=1, max_size=6),
-       st.integers(0, 2**40), st.integers(0, 2**62))
+       st.integers(0, 2**40), st.integers(0, 2**62), st.just("") | AWKWARD)
 def test_the_rendered_ahead_chain_hashes_what_content_defines(
-        parts: list[tuple[Any, ...]], seq: int, logged_us: int) -> None:
+        parts: list[tuple[Any, ...]], seq: int, logged_us: int, shard: str) -> None:
     # the writer renders each row before its lock, then fills in seq and logged_us (link);
     # whatever the values hold (the placeholders' own text included), the hash must be
     # row_hash(prev, content()) â€” what `log verify` recomputes
     deliveries = [LogEntry(f"e-{i}{event}", "exchange", "p", recipient, "r", grant, tuple(names),
-                           (), topic, None if offset is None else 1, offset, 1_700_000_000_123)
+                           (), topic, None if offset is None else 1, offset, 1_700_000_000_123,
+                           None, shard)
                   for i, (event, recipient, names, topic, offset, grant) in enumerate(parts)]
     rows = chain(deliveries, Head(seq, GENESIS), logged_us)
     assert [r.seq for r in rows] == list(range(seq + 1, seq + 1 + len(rows)))
     prev = GENESIS
     for r in rows:
         assert r.prev_hash == prev and r.row_hash == row_hash(prev, r.content())
+        assert r.shard == shard and ("shard" in r.content()) == (shard != "")
         prev = r.row_hash
