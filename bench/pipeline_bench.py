@@ -100,6 +100,17 @@ def delivered_latencies(env: Env, ids: set[str], expected: int) -> list[float]:
     return out
 
 
+def lock_waits(procs: list[Any]) -> list[float]:
+    """Every worker's log-writer lock wait per batch (seconds), from its ``stopped`` line."""
+    waits: list[float] = []
+    for w in procs:
+        try:
+            waits += json.loads(w.stopped.removeprefix("stopped "))["lock_waits"]
+        except (ValueError, KeyError, TypeError):
+            continue
+    return waits
+
+
 def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: Path,
              say: Say, latency: tuple[float, float] | None = None, repeats: int = 1,
              signed: bool = True, first: int = 1, of: int | None = None) -> dict[str, Any]:
@@ -152,6 +163,12 @@ def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: P
         if repeats > 1 and repeats == of:
             say(f"  {workers} worker(s){kind}: median {out['e2e'].rate:,.0f} events/s "
                 f"(runs: {rates(runs)})")
+    if workers > 1:
+        out["lock_waits"] = waits = lock_waits(procs)
+        if waits:  # a chain per ingest partition: disjoint partitions never wait
+            say(f"  {workers} worker(s){kind}: the log writers waited for their shards' "
+                f"locks {statistics.median(waits) * 1000:.2f} ms per batch (median), "
+                f"{max(waits) * 1000:.2f} ms at most, over {len(waits)} batches")
     out["deliveries_per_event"] = batch.deliveries / max(1, n - batch.bad)
     return out
 

@@ -15,7 +15,8 @@ both off on the hot path after it is built (``decider.verify = False``, ``decide
 None``): the benchmark's comparison without signatures, a switch of this benchmark only, never
 a setting. The worker
 prints ``stages <names>`` at start, ``ready`` once every core stage has processed a batch,
-and ``stopped <json stats>`` after SIGTERM; the bench reads these lines on stdout.
+and ``stopped <json stats>`` after SIGTERM (with the log writer's lock wait per batch); the
+bench reads these lines on stdout.
 """
 
 from __future__ import annotations
@@ -141,8 +142,10 @@ def main(argv: list[str] | None = None) -> int:
     for t in threads:
         t.join(60)
     stats = {name: dict(stage.stats) for name, stage in stages}
+    # the hot path's log writer: its wait for its shards' locks, per batch (seconds)
+    waits = [w for _, stage in stages for w in getattr(stage, "lock_waits", ())]
     print("stopped " + json.dumps({"errors": errors, "stats": stats,
-                                   "at": time.time()}), flush=True)
+                                   "lock_waits": waits, "at": time.time()}), flush=True)
     return 1 if errors else 0
 
 
