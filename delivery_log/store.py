@@ -157,6 +157,8 @@ class AppendResult:
     head: Head
     heads: dict[str, Head] = field(default_factory=dict)
     waited_s: float = 0.0
+    #: left out as logged, but of other bytes than the logged row: kept in log_conflicts
+    conflicts: int = 0
 
 
 def _heads(cur: Any, shards: list[str]) -> dict[str, Head]:
@@ -208,8 +210,12 @@ def append(conn: psycopg2.extensions.connection, deliveries: Sequence[LogEntry]
         except psycopg2.errors.UniqueViolation:  # a replay: some are logged already
             cur.execute("ROLLBACK TO SAVEPOINT optimistic")
             logged = _logged(cur, [p.delivery.key for p, _, _ in fresh])
+            conflicts = _conflicts(cur, [r[0].delivery for r in fresh
+                                         if r[0].delivery.key in logged], logged)
             fresh = [r for r in fresh if r[0].delivery.key not in logged]
             rows = _copy(cur, fresh, heads, logged_us)
+        else:
+            conflicts = 0
         moved: dict[str, Head] = {}
         for shard, written in rows.items():
             last = written[-1]
@@ -219,16 +225,32 @@ def append(conn: psycopg2.extensions.connection, deliveries: Sequence[LogEntry]
                         (last.seq, last.row_hash, _at_us(int(last.logged_us or 0)), shard))
         count = sum(len(r) for r in rows.values())
         head = moved[max(moved)] if moved else heads[shards[-1]]
-        return AppendResult(count, len(deliveries) - count, head, moved, waited)
+        return AppendResult(count, len(deliveries) - count, head, moved, waited, conflicts)
 
 
-def _logged(cur: Any, keys: list[Key]) -> set[Key]:
-    """Which of ``keys`` the log holds."""
-    cur.execute("SELECT event_id, recipient, channel FROM deliveries "
+def _logged(cur: Any, keys: list[Key]) -> dict[Key, str | None]:
+    """Which of ``keys`` the log holds, each with the hash of what its row says was
+    delivered."""
+    cur.execute("SELECT event_id, recipient, channel, content_sha256 FROM deliveries "
                 "WHERE (event_id, recipient, channel) IN (SELECT * FROM "
                 "unnest(%s::text[], %s::text[], %s::text[]))",
                 ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]))
-    return {(str(e), str(r), str(c)) for e, r, c in cur.fetchall()}
+    return {(str(e), str(r), str(c)): h for e, r, c, h in cur.fetchall()}
+
+
+def _conflicts(cur: Any, repeated: list[LogEntry], logged: dict[Key, str | None]) -> int:
+    """Keep in ``log_conflicts`` every repeated delivery whose bytes differ from its logged
+    row's: an event id reused for other content is then on record, not deduplicated away (a
+    true replay has the same bytes). How many were new."""
+    odd = [(d.event_id, d.recipient, d.channel, d.shard, logged[d.key], d.content_sha256)
+           for d in repeated if d.content_sha256 is not None
+           and logged.get(d.key) is not None and logged[d.key] != d.content_sha256]
+    if not odd:
+        return 0
+    new = psycopg2.extras.execute_values(
+        cur, "INSERT INTO log_conflicts (event_id, recipient, channel, shard, logged_sha256, "
+             "delivered_sha256) VALUES %s ON CONFLICT DO NOTHING RETURNING 1", odd, fetch=True)
+    return len(new)
 
 
 _EMPTY = Head(0, GENESIS)
@@ -299,6 +321,9 @@ def verify(dsn: str, max_problems: int = 1000, checkpoints: Sequence[Checkpoint]
                         "WHERE r.content_sha256 <> d.content_sha256 ORDER BY d.shard, d.seq "
                         "LIMIT %s", (max_problems,))
             mismatched = cur.fetchall()
+            cur.execute("SELECT event_id, recipient, channel, logged_sha256, delivered_sha256 "
+                        "FROM log_conflicts ORDER BY seen_at LIMIT %s", (max_problems,))
+            conflicting = cur.fetchall()
         conn.rollback()
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot read the delivery log: {exc}") from exc
@@ -310,6 +335,11 @@ def verify(dsn: str, max_problems: int = 1000, checkpoints: Sequence[Checkpoint]
         report.add_problem(seq, "receipt_mismatch", f"{recipient} confirmed receiving other "
                            f"bytes for event {event_id} than the log records as delivered",
                            max_problems, shard)
+    for event_id, recipient, channel, logged_sha, delivered_sha in conflicting:
+        report.add_problem(None, "event_id_conflict", f"event {event_id} was delivered to "
+                           f"{recipient} ({channel}) as {delivered_sha[:16]}… besides the "
+                           f"logged {logged_sha[:16]}…: one event id for two contents",
+                           max_problems)
     for shard, b in sorted(binders.items()):
         for f in b.finish():
             report.add_problem(f.seq, f.kind, f.message, max_problems, shard)

@@ -161,3 +161,28 @@ def test_a_receipt_of_other_bytes_than_logged_is_found(logged: tuple[str, str]) 
     report = dl.verify(dsn)
     assert report.counts == {"receipt_mismatch": 1}
     assert report.problems[0].seq == 3 and "a-2" in report.problems[0].message
+
+
+def test_an_event_id_delivered_again_with_other_bytes_is_on_record(empty_database: str) -> None:
+    """A replay (the same bytes) is logged once and silently; the same key with other bytes is
+    logged once too, but kept in log_conflicts and reported: one event id, two contents."""
+    db.migrate(empty_database)
+    first = entries(2, "x")
+    conn = db.connect(empty_database)
+    try:
+        with conn:
+            assert dl.append(conn, first).written == 2
+        with conn:
+            again = dl.append(conn, first)
+        assert (again.written, again.duplicates, again.conflicts) == (0, 2, 0)
+        other = first[1]._replace(content_sha256=hashlib.sha256(b"other").hexdigest())
+        with conn:
+            clash = dl.append(conn, [other])
+        assert (clash.written, clash.conflicts) == (0, 1)
+        with conn:
+            assert dl.append(conn, [other]).conflicts == 0  # on record once
+    finally:
+        conn.close()
+    report = dl.verify(empty_database)
+    assert report.counts == {"event_id_conflict": 1}
+    assert "x-1" in report.problems[0].message and "two contents" in report.problems[0].message
