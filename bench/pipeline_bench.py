@@ -111,6 +111,21 @@ def lock_waits(procs: list[Any]) -> list[float]:
     return waits
 
 
+def log_against_routing(procs: list[Any]) -> tuple[float, float] | None:
+    """The workers' log writing and their judging and routing, in seconds summed over every
+    batch (the ``log write us`` and ``decide us`` of their hot path's ``stopped`` stats); None
+    when no worker reported them."""
+    log_us = decide_us = 0
+    for w in procs:
+        try:
+            stats = json.loads(w.stopped.removeprefix("stopped "))["stats"]["hotpath"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        log_us += int(stats.get("log write us", 0))
+        decide_us += int(stats.get("decide us", 0))
+    return (log_us / 1e6, decide_us / 1e6) if decide_us else None
+
+
 def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: Path,
              say: Say, latency: tuple[float, float] | None = None, repeats: int = 1,
              signed: bool = True, first: int = 1, of: int | None = None) -> dict[str, Any]:
@@ -169,6 +184,13 @@ def governed(env: Env, feeder: Feeder, workers: int, n: int, group: str, logs: P
             say(f"  {workers} worker(s){kind}: the log writers waited for their shards' "
                 f"locks {statistics.median(waits) * 1000:.2f} ms per batch (median), "
                 f"{max(waits) * 1000:.2f} ms at most, over {len(waits)} batches")
+    spent = log_against_routing(procs)
+    if spent is not None:  # the log writer keeps up with routing (target: no more time)
+        out["log_vs_routing"] = ratio = spent[0] / spent[1]
+        say(f"  {workers} worker(s){kind}: the log writers took {spent[0]:.2f} s for what "
+            f"judging and routing took {spent[1]:.2f} s: {ratio:.2f}x (target ≤ 1x: "
+            f"{'met' if ratio <= 1 else 'MISSED'}; the log is written in the settling "
+            "process, beside the next batches' routing)")
     out["deliveries_per_event"] = batch.deliveries / max(1, n - batch.bad)
     return out
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import signal
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
@@ -67,6 +68,7 @@ class Settled(NamedTuple):
     written: int
     duplicates: int
     waited_s: float = 0.0  # the log writer's wait for its shards' locks
+    log_s: float = 0.0  # the log writer's time for the batch, its wait included (wall clock)
 
 
 class Settler:
@@ -148,12 +150,14 @@ class _Writers:
 
     def settle(self, batch: Batch) -> Settled:
         kept = self._side.submit(self._keep, batch)
+        started = time.perf_counter()
         try:
             logged = self.log.append([LogEntry._make(e) for e in batch.entries]) \
                 if batch.entries else None
+            spent = time.perf_counter() - started
         finally:
             kept.result()
-        return Settled(logged.written, logged.duplicates, logged.waited_s) if logged \
+        return Settled(logged.written, logged.duplicates, logged.waited_s, spent) if logged \
             else Settled(0, 0)
 
     def _keep(self, batch: Batch) -> None:

@@ -144,3 +144,18 @@ def test_signed_and_unsigned_runs_alternate_in_pairs() -> None:
         got = sessions(k)
         assert sum(c for s, c in got if s) == sum(c for s, c in got if not s) == k
         assert got[0] == (True, 1)  # the latency phase opens a signed session
+
+
+def test_the_log_writers_time_is_read_against_routing_from_the_workers_stopped_lines() -> None:
+    import json
+    from types import SimpleNamespace
+
+    from bench.pipeline_bench import log_against_routing
+
+    def worker(log_us: int, decide_us: int) -> SimpleNamespace:
+        stats = {"hotpath": {"log write us": log_us, "decide us": decide_us}, "cases_sink": {}}
+        return SimpleNamespace(stopped="stopped " + json.dumps({"errors": [], "stats": stats}))
+
+    assert log_against_routing([worker(300_000, 1_000_000), worker(200_000, 1_000_000)]) == \
+        (0.5, 2.0)
+    assert log_against_routing([SimpleNamespace(stopped="")]) is None
