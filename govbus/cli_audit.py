@@ -15,6 +15,7 @@ from typing import Any
 
 from govbus.cli import dumps, printable
 from govbus.cli_access import token_arg
+from govbus.cli_log import checkpoint_args
 from govbus.core import access
 from govbus.core.errors import GovbusError
 
@@ -93,9 +94,5 @@ def register(sub: Any, add: Any) -> None:
     token_arg(p)
     p = add("verify", cmd_verify, "check the ledger's chain, triggers and rows, against signed "
             "checkpoints; exit 1 on a problem", parent=asub)
-    p.add_argument("--checkpoints", metavar="FILE", help="checkpoints an agency kept (`log "
-                   "checkpoints --from-dsn DSN --out FILE`); default: the bus's own")
-    p.add_argument("--checkpoint-key", metavar="FILE", help="the information center's public "
-                   "key(s) to check them with; default: $GOVBUS_CHECKPOINT_PUBLIC_KEY_FILE, "
-                   "else the registered ones")
+    checkpoint_args(p)
     token_arg(p)

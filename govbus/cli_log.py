@@ -193,16 +193,22 @@ def _when(at_us: int) -> str:
     return dt.datetime.fromtimestamp(at_us / 1e6, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def register(sub: Any, add: Any) -> None:
-    log = sub.add_parser("log", help="the tamper-evident delivery log and its checkpoints")
-    lsub = log.add_subparsers(dest="log", required=True, metavar="ACTION")
-    p = add("verify", cmd_verify, "recompute the hash chain, against signed checkpoints; "
-            "exit 1 on any alteration, truncation or rewrite", parent=lsub)
+def checkpoint_args(p: argparse.ArgumentParser) -> None:
+    """``--checkpoints FILE --checkpoint-key FILE``, for every verify that binds a chain to
+    signed checkpoints (`log verify`, `audit verify`)."""
     p.add_argument("--checkpoints", metavar="FILE", help="checkpoints an agency kept (`log "
                    "checkpoints --from-dsn DSN --out FILE`); default: the bus's own")
     p.add_argument("--checkpoint-key", metavar="FILE", help="the information center's public "
                    "key(s) to check them with; default: $GOVBUS_CHECKPOINT_PUBLIC_KEY_FILE, "
                    "else the registered ones")
+
+
+def register(sub: Any, add: Any) -> None:
+    log = sub.add_parser("log", help="the tamper-evident delivery log and its checkpoints")
+    lsub = log.add_subparsers(dest="log", required=True, metavar="ACTION")
+    p = add("verify", cmd_verify, "recompute the hash chain, against signed checkpoints; "
+            "exit 1 on any alteration, truncation or rewrite", parent=lsub)
+    checkpoint_args(p)
     p.add_argument("--archive", metavar="FILE", help="check an archive (`log export`, `log "
                    "archive`) alone: no database, no broker")
     p = add("export", cmd_export, "write the rows logged on some days, their checkpoints and "

@@ -16,7 +16,7 @@ import orjson
 from govbus import delivery_log as dl
 from govbus.core import db, keys_store, signatures
 from govbus.delivery_log import checkpoint_store
-from tests.integration.delivery_log.test_checkpoints import entries
+from tests.integration.delivery_log.test_checkpoints import entries, insert_rows
 from tests.integration.govbus.test_access import cli
 from tests.integration.govbus.test_cli import govbus
 
@@ -28,16 +28,7 @@ def october_rows(dsn: str, n: int) -> None:
     """Rows as the writer logged them in October: chained, with the head after them."""
     rows = dl.chain(entries(n, "oct"), dl.Head(0, dl.GENESIS), OCTOBER_US)
     with db.transaction(dsn) as conn, conn.cursor() as cur:
-        for r in rows:
-            cur.execute("INSERT INTO deliveries (seq, event_id, channel, provider, recipient, "
-                        "resource_id, grant_id, fields, masked_fields, topic, kafka_partition, "
-                        "kafka_offset, delivered_at, logged_at, prev_hash, row_hash, "
-                        "content_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                        "%s, to_timestamp(%s / 1e6), to_timestamp(%s / 1e6), %s, %s, %s)",
-                        (r.seq, r.event_id, r.channel, r.provider, r.recipient, r.resource,
-                         r.grant_id, r.fields, r.masked_fields, r.topic, r.partition,
-                         r.offset, r.delivered_us, r.logged_us, r.prev_hash, r.row_hash,
-                         r.content_sha256))
+        insert_rows(cur, rows)
         cur.execute("UPDATE delivery_log_head SET seq = %s, row_hash = %s, logged_at = "
                     "to_timestamp(%s / 1e6)", (rows[-1].seq, rows[-1].row_hash, OCTOBER_US))
 

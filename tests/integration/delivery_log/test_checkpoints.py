@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,22 @@ def sql(dsn: str, *statements: str) -> None:
             cur.execute(s)
 
 
+def insert_rows(cur: Any, rows: list[dl.LoggedRow]) -> None:
+    """Chained rows written straight into ``deliveries``, each in its own shard, as anyone
+    with the database can (no project code: the log writer's checks are bypassed)."""
+    for r in rows:
+        cur.execute("INSERT INTO deliveries (shard, seq, event_id, channel, provider, "
+                    "recipient, resource_id, grant_id, fields, masked_fields, topic, "
+                    "kafka_partition, kafka_offset, delivered_at, logged_at, prev_hash, "
+                    "row_hash, content_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                    "%s, %s, %s, %s, to_timestamp(%s / 1e6), to_timestamp(%s / 1e6), %s, "
+                    "%s, %s)",
+                    (r.shard, r.seq, r.event_id, r.channel, r.provider, r.recipient,
+                     r.resource, r.grant_id, r.fields, r.masked_fields, r.topic,
+                     r.partition, r.offset, r.delivered_us, r.logged_us, r.prev_hash,
+                     r.row_hash, r.content_sha256))
+
+
 def forge_append(dsn: str) -> None:
     """A forged row appended after seq 14 with its hash recomputed and the rest re-chained,
     as anyone with the database and twenty lines of SHA-256 can (no project code needed)."""
@@ -87,16 +104,7 @@ def forge_append(dsn: str) -> None:
         head = dl.Head(14, prev)
         later = int(time.time() * 1e6) + 10**6  # logged after the genuine rows, as it would be
         rows = dl.chain(entries(1, "forged") + entries(15, "b")[:-1], head, later)
-        for r in rows:
-            cur.execute("INSERT INTO deliveries (seq, event_id, channel, provider, recipient, "
-                        "resource_id, grant_id, fields, masked_fields, topic, kafka_partition, "
-                        "kafka_offset, delivered_at, logged_at, prev_hash, row_hash, "
-                        "content_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                        "%s, to_timestamp(%s / 1e6), to_timestamp(%s / 1e6), %s, %s, %s)",
-                        (r.seq, r.event_id, r.channel, r.provider, r.recipient, r.resource,
-                         r.grant_id, r.fields, r.masked_fields, r.topic, r.partition,
-                         r.offset, r.delivered_us, r.logged_us, r.prev_hash, r.row_hash,
-                         r.content_sha256))
+        insert_rows(cur, rows)
         cur.execute("UPDATE delivery_log_head SET seq = %s, row_hash = %s",
                     (rows[-1].seq, rows[-1].row_hash))
 

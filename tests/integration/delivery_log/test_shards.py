@@ -15,6 +15,7 @@ from govbus import delivery_log as dl
 from govbus.core import db, keys_store, signatures
 from govbus.delivery_log import archive, checkpoint_store
 from govbus.delivery_log.checkpoints import AUDIT, DELIVERIES, log_chain
+from tests.integration.delivery_log.test_checkpoints import insert_rows
 from tests.integration.helpers import wait_until
 
 KEY = signatures.generate()
@@ -144,17 +145,7 @@ def october_rows(dsn: str, n: int, shard: str) -> None:
     """Rows of ``shard`` as the writer logged them in October, with its head after them."""
     rows = dl.chain(entries(n, f"oct-{shard}", shard), dl.Head(0, dl.GENESIS), OCTOBER_US)
     with db.transaction(dsn) as conn, conn.cursor() as cur:
-        for r in rows:
-            cur.execute("INSERT INTO deliveries (shard, seq, event_id, channel, provider, "
-                        "recipient, resource_id, grant_id, fields, masked_fields, topic, "
-                        "kafka_partition, kafka_offset, delivered_at, logged_at, prev_hash, "
-                        "row_hash, content_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                        "%s, %s, %s, %s, to_timestamp(%s / 1e6), to_timestamp(%s / 1e6), %s, "
-                        "%s, %s)",
-                        (shard, r.seq, r.event_id, r.channel, r.provider, r.recipient,
-                         r.resource, r.grant_id, r.fields, r.masked_fields, r.topic,
-                         r.partition, r.offset, r.delivered_us, r.logged_us, r.prev_hash,
-                         r.row_hash, r.content_sha256))
+        insert_rows(cur, rows)
         cur.execute("INSERT INTO delivery_log_head (shard, seq, row_hash, logged_at) VALUES "
                     "(%s, %s, %s, to_timestamp(%s / 1e6))",
                     (shard, rows[-1].seq, rows[-1].row_hash, OCTOBER_US))
