@@ -219,10 +219,9 @@ def _ranges(cur: Any, start: dt.datetime, end: dt.datetime) -> Ranges:
 
 def _checkpoints(cur: Any, found: Ranges) -> list[Checkpoint]:
     """The checkpoints with a head of one of the shards in its range."""
-    from govbus.delivery_log.checkpoint_store import _row
+    from govbus.delivery_log.checkpoint_store import read_all
 
-    cur.execute("SELECT number, body, key_id, signature FROM log_checkpoints ORDER BY number")
-    every = [_row(*r) for r in cur.fetchall()]
+    every = read_all(cur)
     names = {log_chain(s): r for s, r in found.items()}
     return [c for c in every if any(n in c.heads and lo <= c.heads[n].seq <= hi
                                     for n, (lo, hi) in names.items())]

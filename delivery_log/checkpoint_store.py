@@ -62,6 +62,12 @@ def _row(number: Any, body: str, key_id: str, signature: Any) -> Checkpoint:
     return parse(orjson.dumps(obj))
 
 
+def read_all(cur: Any) -> list[Checkpoint]:
+    """Every checkpoint the bus records, oldest first, on the caller's cursor (its snapshot)."""
+    cur.execute("SELECT number, body, key_id, signature FROM log_checkpoints ORDER BY number")
+    return [_row(*r) for r in cur.fetchall()]
+
+
 def latest(cur: Any) -> Checkpoint | None:
     cur.execute("SELECT number, body, key_id, signature FROM log_checkpoints "
                 "ORDER BY number DESC LIMIT 1")
