@@ -84,7 +84,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     info = runtime.up(say=say, partitions=args.partitions)
     shown = "up" if info["up"] else "DEGRADED (see `govbus status`)"
     emit(args, info, lambda: say(f"govbus is {shown}: broker {info['bootstrap_servers']}, "
-                                 f"database {info['database_url']}"))
+                                 f"database {info['database_url']}, HTTP service "
+                                 f"{info.get('api_url')} (docs at /docs)"))
     return 0 if info["up"] else 1
 
 
@@ -110,6 +111,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             shown = comp.get("state") or ("running" if comp["alive"] else "STOPPED")
             restarts = f"  restarts {comp['restarts']}" if "restarts" in comp else ""
             say(f"  {name:<12} pid {comp['pid'] or '-':<8} {shown}{restarts}")
+        if info.get("api_url"):
+            say(f"HTTP service {info['api_url']} (OpenAPI {info['api_url']}/openapi.json, "
+                f"docs {info['api_url']}/docs)")
         if info.get("supervisor_log"):
             say(f"supervisor: restarts counted since `govbus up`; log {info['supervisor_log']}")
         if info.get("prometheus_url"):
@@ -118,6 +122,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     emit(args, info, text)
     return 0 if info.get("up") or "components" not in info else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from govbus.api.serve import serve
+
+    serve(args.host, args.port)
+    return 0
 
 
 # --- catalogue -------------------------------------------------------------------------------
@@ -301,6 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="partitions per topic created (default: GOVBUS_PARTITIONS, else 3)")
     add("down", cmd_down, "stop exactly what `up` started", json_out=False)
     add("status", cmd_status, "show what runs and where it listens")
+    p = add("serve", cmd_serve, "the HTTP service agencies call (OpenAPI at /openapi.json, "
+            "docs at /docs); `govbus up` runs one", json_out=False)
+    p.add_argument("--host", help="interface (default: GOVBUS_API_HOST, else 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port (default: GOVBUS_API_PORT, else 8480)")
 
     cat = sub.add_parser("catalogue", help="the catalogue of data contracts (Art. 7, 13)")
     csub = cat.add_subparsers(dest="action", required=True, metavar="ACTION")

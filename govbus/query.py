@@ -27,7 +27,7 @@ from govbus.core.catalogue import Resource
 from govbus.core.config import Settings
 from govbus.core.control_plane import load_catalogue_meta
 from govbus.core.envelope import now_ms
-from govbus.core.errors import DatabaseError, GovbusError
+from govbus.core.errors import DatabaseError, NotFoundError
 from govbus.core.kafka import ensure_topics, producer_config
 from govbus.core.keyring import bus_signer
 from govbus.core.registry import SchemaRegistry
@@ -47,8 +47,11 @@ from govbus.stream_apps.route import log_entry, send_deliveries
 BACKFILL_CHUNK = 500
 
 
-class RecordNotFound(GovbusError):
+class RecordNotFound(NotFoundError):
     """No current record with the key asked for."""
+
+    rule = "query.no_record"
+    article = "Art. 17"
 
 
 def current_resource(dsn: str, resource: str | Resource) -> Resource:

@@ -43,12 +43,15 @@ from govbus.core.config import (
 from govbus.core.errors import BrokerError, ConfigError, GovbusError
 from govbus.core.kafka import ensure_topics
 
+API = "api"
 # the hot path judges, routes, feeds the reconciler and logs its deliveries in one pass
 STREAM_APPS = {"hotpath": "govbus.stream_apps.hotpath",
                "ops_exporter": "govbus.stream_apps.ops_exporter",
                "reconciler": "govbus.stream_apps.reconciler",
                "cases_sink": "govbus.consumers.cases_sink",
-               "checkpointer": "govbus.stream_apps.checkpointer"}
+               "checkpointer": "govbus.stream_apps.checkpointer",
+               # the HTTP service agencies call; its metrics are on its own port
+               API: "govbus.api"}
 Say = Callable[[str], None]
 
 
@@ -276,7 +279,9 @@ def supervisor_config(base: Path, env: dict[str, str], metrics: dict[str, int]) 
              "", "[supervisorctl]", f"serverurl=unix://{_ini(str(sock))}", ""]
     for name, module in STREAM_APPS.items():
         app_env = env | {SUPERVISED: str(base)}
-        if name in metrics:
+        if name == API and name in metrics:
+            app_env["GOVBUS_API_PORT"] = str(metrics[name])  # serves /metrics too
+        elif name in metrics:
             app_env["GOVBUS_METRICS_PORT"] = str(metrics[name])
         lines += [f"[program:{name}]", f"command={_ini(sys.executable)} -m {module}",
                   f"directory={_ini(os.getcwd())}", f"environment={_env_ini(app_env)}",
@@ -585,6 +590,7 @@ def up(say: Say = print, partitions: int | None = None) -> dict[str, Any]:
     runtime_file().write_text(json.dumps(state))
     prepare(bootstrap, database_url, settings["schemas_dir"], partitions, say, sample_keys=True)
     state["metrics"] = prom.free_ports(STREAM_APPS)  # scrape targets, one port per app
+    state["api_url"] = f"http://127.0.0.1:{state['metrics'][API]}"
     (base / "restarts.json").unlink(missing_ok=True)  # a new runtime counts from zero
     start_supervisor(state, base)
     runtime_file().write_text(json.dumps(state))
@@ -673,7 +679,8 @@ def status() -> dict[str, Any]:
             "restarts": restart_counts(base),
             "supervisor_log": str(base / "logs" / "supervisord.log"),
             "prometheus_url": state.get("prometheus", {}).get("url"),
-            "metrics_ports": state.get("metrics", {})}
+            "metrics_ports": state.get("metrics", {}),
+            "api_url": state.get("api_url")}
 
 
 if __name__ == "__main__":

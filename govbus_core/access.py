@@ -15,6 +15,7 @@ Kafka the data plane uses SASL principals ``User:<agency>`` with the ACL plan (i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -34,11 +35,15 @@ TOKEN_ENV, TOKEN_FILE_ENV = "GOVBUS_TOKEN", "GOVBUS_TOKEN_FILE"
 INFORMATION_CENTER = "information_center"
 ADMIN_TOKEN_FILE = "information_center.token"
 KDF = "scrypt:n=16384,r=8,p=1"
+PREFIX = "gbt_"
 AGENCY = re.compile(r"^[a-z0-9_]+$")
 
 
 class AccessError(GovbusError):
     """The caller did not prove it is the agency it acts as (Art. 24)."""
+
+    rule = "access.bad_token"
+    article = "Art. 24"
 
 
 def _hash(token: str, salt: bytes) -> bytes:
@@ -52,8 +57,10 @@ def _check_name(agency: str) -> str:
 
 
 def issue(dsn: str, agency: str, issued_by: str) -> str:
-    """A new token for ``agency`` (replacing any earlier one); returned once, never stored."""
-    token = "gbt_" + secrets.token_urlsafe(32)
+    """A new token for ``agency`` (replacing any earlier one); returned once, never stored.
+    It names its agency (``gbt_<agency>.<secret>``), so that a bearer token alone says whom
+    to check it against; the secret is 32 random bytes."""
+    token = f"{PREFIX}{_check_name(agency)}.{secrets.token_urlsafe(32)}"
     salt = secrets.token_bytes(16)
     try:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
@@ -107,6 +114,55 @@ def authenticate(dsn: str, agency: str, token: str | None) -> None:
     if not ok:
         raise AccessError(f"the credential presented is not {agency}'s (Art. 24): one agency "
                           "cannot act as another; ask the information center for a token")
+
+
+def agency_of(token: str) -> str:
+    """The agency a bearer token names (``gbt_<agency>.<secret>``); AccessError if it names
+    none (a token issued before tokens named their agency: have it issued again)."""
+    name, dot, secret = token.removeprefix(PREFIX).partition(".")
+    if not token.startswith(PREFIX) or not dot or not secret or not AGENCY.match(name):
+        raise AccessError("the bearer token is not a govbus token (gbt_<agency>.<secret>); a "
+                          "token issued before tokens named their agency must be issued again "
+                          "(`govbus access issue`)", rule="access.malformed_token")
+    return name
+
+
+class Verified:
+    """Bearer tokens checked once, for a service that checks one on every call: the scrypt
+    hash is computed when a token is first seen or its credential was issued again; later
+    calls cost one indexed read, which still sees a revocation or a rotation at once."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[str, bytes], Any] = {}
+
+    def agency(self, dsn: str, token: str | None) -> str:
+        """The agency ``token`` is the credential of; AccessError otherwise (Art. 24)."""
+        if not token:
+            raise AccessError("no credential: send the agency's token as `Authorization: "
+                              "Bearer <token>` (Art. 24)", rule="access.no_token")
+        agency = agency_of(token)
+        digest = hashlib.sha256(token.encode()).digest()
+        try:
+            with db.transaction(dsn) as conn, conn.cursor() as cur:
+                cur.execute("SELECT salt, token_hash, issued_at FROM agency_credentials "
+                            "WHERE agency = %s", (agency,))
+                row = cur.fetchone()
+        except psycopg2.Error as exc:
+            raise DatabaseError(f"cannot check {agency}'s credential: {exc}") from exc
+        if row is not None and self._seen.get((agency, digest)) == row[2]:
+            return agency
+        salt, stored = (bytes(row[0]), bytes(row[1])) if row else (b"\0" * 16, b"")
+        if not hmac.compare_digest(_hash(token, salt), stored):
+            raise AccessError(f"the token is not {agency}'s credential, or it was revoked or "
+                              "issued again (Art. 24); ask the information center for a token")
+        if len(self._seen) > 10_000:
+            self._seen.clear()
+        self._seen[(agency, digest)] = row[2]
+        with contextlib.suppress(psycopg2.Error), db.transaction(dsn) as conn, \
+                conn.cursor() as cur:
+            cur.execute("UPDATE agency_credentials SET last_used_at = now() WHERE agency = %s",
+                        (agency,))
+        return agency
 
 
 def token_from(token_file: str | None = None) -> str | None:

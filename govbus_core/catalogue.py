@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from govbus.core import topics
-from govbus.core.errors import GovbusError
+from govbus.core.errors import GovbusError, NotFoundError
 
 DATABASE_CLASSES = ("foundational", "thematic", "departmental")  # Art. 3
 SHARE_CLASSES = ("unconditional", "on_application", "not_shared")  # Art. 15
@@ -32,6 +32,13 @@ class CatalogueError(GovbusError):
     def __init__(self, message: str, findings: list[Any] | None = None) -> None:
         self.findings = findings or []
         super().__init__(message)
+
+
+class UnknownResource(CatalogueError, NotFoundError):
+    """A resource id the catalogue does not hold."""
+
+    rule = "catalogue.unknown_resource"
+    article = "Art. 7"
 
 
 @dataclass(frozen=True)
@@ -198,7 +205,7 @@ class Catalogue:
         res = self.resources.get(f"{agency}.{name}")
         if res is None:
             known = ", ".join(sorted(self.resources)) or "none"
-            raise CatalogueError(f"catalogue.unknown_resource [Art. 7]: resource "
+            raise UnknownResource(f"catalogue.unknown_resource [Art. 7]: resource "
                                  f"{agency}.{name} is not in the catalogue "
                                  f"({self.root}); known: {known}")
         return res

@@ -37,6 +37,7 @@ from govbus.core.settings_spec import (
     Publishing,
     Retention,
     Runtime,
+    Service,
     Services,
     Signing,
     Streams,
@@ -80,8 +81,8 @@ def read_runtime(base: Path | None = None) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Settings(Runtime, Metrics, Evidence, Signing, Access, Publishing, Deadlines, Retention,
-               Streams, Topics, KafkaSecurity, Services):
+class Settings(Runtime, Metrics, Evidence, Signing, Service, Access, Publishing, Deadlines,
+               Retention, Streams, Topics, KafkaSecurity, Services):
     """The settings of one process: where the broker, the database and the catalogue are
     (the three positional fields), then every section's fields, in the order of
     ``SECTIONS`` (docs/configuration.md)."""

@@ -6,7 +6,40 @@ from dataclasses import dataclass
 
 
 class GovbusError(Exception):
-    """Root of every error govbus raises on purpose."""
+    """Root of every error govbus raises on purpose. ``rule`` (a stable dotted name) and
+    ``article`` (of the measures) say which rule refused, for the HTTP service's errors."""
+
+    rule = "govbus.refused"
+    article = ""
+
+    def __init__(self, message: str = "", *, rule: str | None = None,
+                 article: str | None = None) -> None:
+        super().__init__(message)
+        if rule:
+            self.rule = rule
+        if article:
+            self.article = article
+
+
+class NotFoundError(GovbusError):
+    """What a command names (a request, a grant, a case, a resource) does not exist."""
+
+    rule = "request.not_found"
+
+
+class ForbiddenError(GovbusError):
+    """The caller is who it says, but may not act on what it names: another agency's request,
+    case or delivery (Art. 24)."""
+
+    rule = "access.not_yours"
+    article = "Art. 24"
+
+
+class ConflictError(GovbusError):
+    """The state of what a command names forbids it: a request already decided, a grant
+    already revoked, a case already resolved."""
+
+    rule = "state.conflict"
 
 
 class ConfigError(GovbusError):

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -189,6 +190,18 @@ def _sasl_mechanism(value: str) -> str | None:
     return why + ("; OAUTHBEARER is not supported" if value.upper() == "OAUTHBEARER" else "")
 
 
+def _http_url(value: str) -> str | None:
+    if re.match(r"^https?://[^\s/]+(/\S*)?$", value):
+        return None
+    return "must be an http:// or https:// URL (`http://127.0.0.1:8480`)"
+
+
+def _rate(value: str) -> str | None:
+    if re.match(r"^[1-9][0-9]{0,8}/(second|minute|hour|day)$", value):
+        return None
+    return "must be N/second, N/minute, N/hour or N/day with N ≥ 1 (`120/minute`)"
+
+
 class Section:
     """A group of settings that one component reads."""
 
@@ -339,9 +352,18 @@ class Deadlines(Section):
     case_deadline_days: int = declare(
         "GOVBUS_CASE_DEADLINE_DAYS", 5, "working days the source of record has to verify a "
         "reconciliation case (Art. 20)", **_DAYS)
+    provide_deadline_days: int = declare(
+        "GOVBUS_PROVIDE_DEADLINE_DAYS", 1, "working days to provide unconditional data once "
+        "requested (State Council regulation on government data sharing, 2025; Art. 18)",
+        **_DAYS)
     request_deadline_days: int = declare(
-        "GOVBUS_REQUEST_DEADLINE_DAYS", 5, "working days the provider has to decide a sharing "
-        "request on application (Art. 18; a delay is a fault, Art. 31)", **_DAYS)
+        "GOVBUS_REQUEST_DEADLINE_DAYS", 10, "working days the provider has to answer a sharing "
+        "request on application (Art. 18; the 2025 regulation; a delay is a fault, Art. 31)",
+        **_DAYS)
+    completion_deadline_days: int = declare(
+        "GOVBUS_COMPLETION_DEADLINE_DAYS", 20, "working days to complete sharing once the "
+        "provider consented: the first delivery or backfill (the 2025 regulation; Art. 31)",
+        **_DAYS)
     objection_deadline_days: int = declare(
         "GOVBUS_OBJECTION_DEADLINE_DAYS", 5, "working days to answer an objection to shared "
         "data (Art. 19)", **_DAYS)
@@ -387,6 +409,46 @@ class Access(Section):
     token: str | None = declare(
         "GOVBUS_TOKEN", None, "the token of the agency a command acts as (Art. 24); never "
         "printed", mask=SECRET)
+
+
+@dataclass(frozen=True)
+class Service(Section):
+    """The HTTP service (`govbus serve`) agencies call instead of the central database, and
+    where the command line finds it (docs/integrating.md; Art. 15, 17, 24)."""
+
+    api_url: str | None = declare(
+        "GOVBUS_API_URL", None, "the HTTP service the command line acts through; set: the "
+        "agencies' commands need no database address", rule="an http(s) URL",
+        check=_http_url, shown="unset: the embedded runtime's, else the database directly")
+    api_host: str = declare(
+        "GOVBUS_API_HOST", "127.0.0.1", "the interface `govbus serve` listens on (`0.0.0.0` "
+        "in containers)", rule="an address or host name")
+    api_port: int = declare(
+        "GOVBUS_API_PORT", 8480, "the port `govbus serve` listens on (`govbus up` picks a free "
+        "one)", low=1, high=65535)
+    api_tls_cert_file: Path | None = declare(
+        "GOVBUS_API_TLS_CERT_FILE", None, "the service's TLS certificate (PEM); with "
+        "`GOVBUS_API_TLS_KEY_FILE`, the service speaks HTTPS", rule="path")
+    api_tls_key_file: Path | None = declare(
+        "GOVBUS_API_TLS_KEY_FILE", None, "the private key of `GOVBUS_API_TLS_CERT_FILE`",
+        rule="path (mode 600)")
+    api_client_ca_file: Path | None = declare(
+        "GOVBUS_API_CLIENT_CA_FILE", None, "mutual TLS: the CA that signs the agencies' client "
+        "certificates; set, a client without such a certificate is refused before HTTP",
+        rule="path")
+    api_ca_file: Path | None = declare(
+        "GOVBUS_API_CA_FILE", None, "the command line's trust anchor for an https "
+        "`GOVBUS_API_URL`", rule="path", shown="unset: the system's")
+    api_client_cert_file: Path | None = declare(
+        "GOVBUS_API_CLIENT_CERT_FILE", None, "the command line's client certificate and key "
+        "(one PEM) when the service requires mutual TLS", rule="path (mode 600)")
+    query_rate: str = declare(
+        "GOVBUS_QUERY_RATE", "120/minute", "online queries (Art. 17) an agency may make, per "
+        "agency, through the service; over it: 429 with Retry-After", check=_rate,
+        rule="`N/second`, `N/minute`, `N/hour` or `N/day`")
+    api_max_body_bytes: int = declare(
+        "GOVBUS_API_MAX_BODY_BYTES", 1_048_576, "the largest request body the service reads; "
+        "larger: 413 (a proposed contract is the largest body)", low=1024, high=67_108_864)
 
 
 @dataclass(frozen=True)
@@ -458,7 +520,7 @@ class Runtime(Section):
 
 
 SECTIONS: tuple[type, ...] = (Services, KafkaSecurity, Topics, Streams, Publishing, Deadlines,
-                              Retention, Access, Signing, Evidence, Metrics, Runtime)
+                              Retention, Access, Service, Signing, Evidence, Metrics, Runtime)
 
 
 def _declarations() -> tuple[Declaration, ...]:

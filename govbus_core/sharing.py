@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from govbus.core.catalogue import Resource
-from govbus.core.errors import GovbusError
+from govbus.core.errors import ConflictError, ForbiddenError, GovbusError, NotFoundError
 from govbus.core.settings_spec import Deadlines
 from govbus.core.workdays import add_working_days
 
@@ -25,6 +25,20 @@ PLATFORM = "information_center"  # the operator decides what the rules decide (A
 
 class SharingError(GovbusError):
     """A request, decision or revocation that the rules do not allow; says which rule."""
+
+    article = "Art. 18"
+
+
+class SharingNotFound(SharingError, NotFoundError):
+    """The request or grant named does not exist."""
+
+
+class SharingForbidden(SharingError, ForbiddenError):
+    """The agency may not decide or revoke what it names (Art. 18, 24)."""
+
+
+class SharingConflict(SharingError, ConflictError):
+    """The request is already decided, or the grant already revoked."""
 
 
 @dataclass(frozen=True)

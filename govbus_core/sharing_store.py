@@ -18,7 +18,10 @@ from govbus.core.errors import DatabaseError
 from govbus.core.sharing import (
     PLATFORM,
     Grant,
+    SharingConflict,
     SharingError,
+    SharingForbidden,
+    SharingNotFound,
     decide_request,
     due_at,
 )
@@ -141,10 +144,10 @@ def _pending(cur: Any, request_id: int) -> dict[str, Any]:
                 (request_id,))
     row = cur.fetchone()
     if row is None:
-        raise SharingError(f"no sharing request {request_id}")
+        raise SharingNotFound(f"no sharing request {request_id}", rule="request.not_found")
     if row["status"] != "pending":
-        raise SharingError(f"request {request_id} is already {row['status']} "
-                           f"(by {row['decided_by']} at {row['decided_at']:%Y-%m-%d %H:%M})")
+        raise SharingConflict(f"request {request_id} is already {row['status']} "
+                              f"(by {row['decided_by']} at {row['decided_at']:%Y-%m-%d %H:%M})")
     return dict(row)
 
 
@@ -159,8 +162,8 @@ def decide(dsn: str, request_id: int, by: str, approve: bool, reason: str | None
         cur.execute("SELECT set_config('govbus.actor', %s, true)", (by,))
         request = _pending(cur, request_id)
         if by != request["provider"]:
-            raise SharingError(f"only the provider {request['provider']} decides request "
-                               f"{request_id}, not {by} (Art. 18)")
+            raise SharingForbidden(f"only the provider {request['provider']} decides request "
+                                   f"{request_id}, not {by} (Art. 18)", rule="request.not_provider")
         status = "granted" if approve else "rejected"
         masked = list(request["masked_fields"])
         cur.execute("UPDATE sharing_requests SET status = %s, decided_at = %s, decided_by = %s, "
@@ -187,13 +190,13 @@ def revoke(dsn: str, grant_id: int, by: str, reason: str) -> dict[str, Any]:
                     (grant_id,))
         grant = cur.fetchone()
         if grant is None:
-            raise SharingError(f"no grant {grant_id}")
+            raise SharingNotFound(f"no grant {grant_id}", rule="grant.not_found")
         if grant["revoked_at"] is not None:
-            raise SharingError(f"grant {grant_id} was already revoked at "
-                               f"{grant['revoked_at']:%Y-%m-%d %H:%M} by {grant['revoked_by']}")
+            raise SharingConflict(f"grant {grant_id} was already revoked at "
+                                  f"{grant['revoked_at']:%Y-%m-%d %H:%M} by {grant['revoked_by']}")
         if by not in (grant["provider"], PLATFORM):
-            raise SharingError(f"only the provider {grant['provider']} or the {PLATFORM} "
-                               f"revokes grant {grant_id}, not {by}")
+            raise SharingForbidden(f"only the provider {grant['provider']} or the {PLATFORM} "
+                                   f"revokes grant {grant_id}, not {by}", rule="grant.not_provider")
         cur.execute("UPDATE grants SET revoked_at = %s, revoked_by = %s, revoke_reason = %s, "
                     "changed_at = %s WHERE grant_id = %s", (at, by, reason, at, grant_id))
         _file(cur, dict(grant), grant["provider"], "revoked", reason, by, at)

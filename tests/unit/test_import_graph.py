@@ -41,8 +41,10 @@ def package_of(module: str) -> str | None:
 
 def sources(package: str) -> Iterator[Path]:
     folder = ROOT / PACKAGES[package]
-    pattern = "*.py" if package == "govbus" else "**/*.py"  # govbus/: not through its links
-    yield from (p for p in folder.glob(pattern) if p.is_file() and not p.is_symlink())
+    # govbus/: its modules and the service's package, not the packages it links to
+    patterns = ("*.py", "api/**/*.py") if package == "govbus" else ("**/*.py",)
+    for pattern in patterns:
+        yield from (p for p in folder.glob(pattern) if p.is_file() and not p.is_symlink())
 
 
 def imported(path: Path) -> set[str]:

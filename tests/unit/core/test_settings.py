@@ -114,7 +114,8 @@ def test_defaults_are_the_declared_ones(tmp_path: Path) -> None:
     assert (s.locality, s.reconciler_id, s.case_deadline_days) == ("360502", "govbus-reconciler",
                                                                    5)
     assert (s.request_deadline_days, s.objection_deadline_days, s.complaint_deadline_days) == \
-        (5, 5, 10)
+        (10, 5, 10)
+    assert (s.provide_deadline_days, s.completion_deadline_days) == (1, 20)
     assert s.outbox_dsns == () and s.token is None and s.metrics_port is None
     assert s.demo_timeout_s == 90.0 and s.state_dir == tmp_path
 

@@ -1,0 +1,3 @@
+from govbus.api.serve import serve
+
+serve()

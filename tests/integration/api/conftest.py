@@ -1,0 +1,88 @@
+"""A real ``govbus serve`` for the service's tests: the process an agency calls over HTTP,
+on a free port, over the session database and a broker of the test's own.
+
+``service`` is its base URL; :func:`as_agency` gives an ``httpx.Client`` holding an agency's
+token, issued once per database and agency."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from govbus import runtime
+from govbus.core import access
+from tests.integration.helpers import wait_until
+
+ROOT = Path(__file__).resolve().parents[3]
+TOKENS: dict[tuple[str, str], str] = {}
+
+
+def token(database_url: str, agency: str) -> str:
+    """``agency``'s credential (Art. 24), issued once per database for these tests."""
+    if (database_url, agency) not in TOKENS:
+        TOKENS[(database_url, agency)] = access.issue(database_url, agency, "test")
+    return TOKENS[(database_url, agency)]
+
+
+@dataclass
+class Service:
+    url: str
+    database_url: str
+    bootstrap: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self, agency: str | None = None, token_: str | None = None) -> httpx.Client:
+        """A client holding ``agency``'s token (or ``token_``; neither: no token)."""
+        if agency:
+            token_ = token(self.database_url, agency)
+        headers = {"Authorization": f"Bearer {token_}"} if token_ else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+
+def start_service(database_url: str, bootstrap: str, log: Path,
+                  extra: dict[str, str] | None = None) -> Service:
+    port = runtime.free_port(28480)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GOVBUS_API", "GOVBUS_QUERY"))}
+    env |= {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "GOVBUS_API_PORT": str(port), "PYTHONPATH": str(ROOT)} | (extra or {})
+    out = log.open("wb")
+    proc = subprocess.Popen([sys.executable, "-m", "govbus.api"], env=env, cwd=ROOT,
+                            stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"govbus serve exited: {log.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 30, "govbus serve to answer /healthz")
+    return Service(url, database_url, bootstrap, proc, log)
+
+
+def stop_service(service: Service) -> None:
+    service.process.terminate()
+    try:
+        service.process.wait(10)
+    except subprocess.TimeoutExpired:
+        service.process.kill()
+        service.process.wait(5)
+
+
+@pytest.fixture
+def service(settings, tmp_path: Path) -> Iterator[Service]:  # type: ignore[no-untyped-def]
+    """The service over the session database and this test's broker (topics created)."""
+    svc = start_service(settings.database_url, settings.bootstrap_servers,
+                        tmp_path / "serve.log")
+    yield svc
+    stop_service(svc)
