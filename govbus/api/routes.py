@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from govbus.api import routes_sharing
+from govbus.api import routes_schemas, routes_sharing
 
-ROUTERS: list[APIRouter] = [routes_sharing.router]
+ROUTERS: list[APIRouter] = [routes_sharing.router, routes_schemas.router]
