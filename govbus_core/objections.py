@@ -23,7 +23,13 @@ import psycopg2.extras
 
 from govbus.core import db
 from govbus.core.catalogue import Catalogue
-from govbus.core.errors import DatabaseError, GovbusError
+from govbus.core.errors import (
+    ConflictError,
+    DatabaseError,
+    ForbiddenError,
+    GovbusError,
+    NotFoundError,
+)
 from govbus.core.settings_spec import Deadlines
 from govbus.core.workdays import add_working_days
 
@@ -34,6 +40,22 @@ CHINA = dt.timezone(dt.timedelta(hours=8))
 
 class ObjectionError(GovbusError):
     """An objection or complaint cannot be filed or answered as asked."""
+
+    rule = "objection.invalid"
+    article = "Art. 19"
+
+
+class ObjectionNotFound(ObjectionError, NotFoundError):
+    """The objection or complaint named does not exist."""
+
+
+class ObjectionForbidden(ObjectionError, ForbiddenError):
+    """The agency may not answer (or read) it: objections are answered by the provider or
+    the information center (Art. 19), complaints by the municipal office (Art. 29)."""
+
+
+class ObjectionConflict(ObjectionError, ConflictError):
+    """It is no longer open: already answered or withdrawn."""
 
 
 def deadline_days(kind: str) -> int:
@@ -98,7 +120,8 @@ def file(dsn: str, catalogue: Catalogue, kind: str, filed_by: str, against: str,
             if kind == "objection" and not _received(cur, filed_by, str(resource), event_id):
                 what = f"event {event_id} of {resource}" if event_id else resource
                 raise ObjectionError(f"{filed_by} has not received {what}: an objection is "
-                                     "filed on data the agency received (Art. 19)")
+                                     "filed on data the agency received (Art. 19)",
+                                     rule="objection.not_received")
             cur.execute("""INSERT INTO objections (kind, filed_by, against_agency, resource,
                                entity_key, reason, filed_at, deadline, status, event_id, handler)
                            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 'open', %s, %s)
@@ -129,7 +152,7 @@ def answer(dsn: str, objection_id: int, by: str, text: str,
            at: dt.datetime | None = None) -> dict[str, Any]:
     """Answer an open objection or complaint."""
     if not text.strip():
-        raise ObjectionError("--answer is empty")
+        raise ObjectionError("--answer is empty", rule="input.answer")
     at = at or dt.datetime.now(dt.UTC)
     try:
         with db.transaction(dsn) as conn, conn.cursor(
@@ -138,13 +161,18 @@ def answer(dsn: str, objection_id: int, by: str, text: str,
             cur.execute("SELECT * FROM objections WHERE id = %s FOR UPDATE", (objection_id,))
             row = cur.fetchone()
             if row is None:
-                raise ObjectionError(f"objection {objection_id} does not exist")
+                raise ObjectionNotFound(f"objection {objection_id} does not exist",
+                                        rule="objection.not_found")
+            article = "Art. 19" if row["kind"] == "objection" else "Art. 29"
             if by not in answerers(row):
-                article = "Art. 19" if row["kind"] == "objection" else "Art. 29"
-                raise ObjectionError(f"{row['kind']} {objection_id} is answered by "
-                                     f"{' or '.join(answerers(row))} ({article}); not by {by}")
+                raise ObjectionForbidden(f"{row['kind']} {objection_id} is answered by "
+                                         f"{' or '.join(answerers(row))} ({article}); not by "
+                                         f"{by}", rule="objection.not_answerer",
+                                         article=article)
             if row["status"] != "open":
-                raise ObjectionError(f"{row['kind']} {objection_id} is already {row['status']}")
+                raise ObjectionConflict(f"{row['kind']} {objection_id} is already "
+                                        f"{row['status']}", rule="objection.not_open",
+                                        article=article)
             cur.execute("""UPDATE objections SET status = 'answered', answered_at = %s,
                                answer = %s, answered_by = %s WHERE id = %s""",
                         (at, text.strip(), by, objection_id))
@@ -195,5 +223,12 @@ def list_all(dsn: str, kind: str | None = None, agency: str | None = None,
 def get(dsn: str, objection_id: int) -> dict[str, Any]:
     rows = list_all(dsn, ids=[objection_id])
     if not rows:
-        raise ObjectionError(f"objection {objection_id} does not exist")
+        raise ObjectionNotFound(f"objection {objection_id} does not exist",
+                                rule="objection.not_found")
     return rows[0]
+
+
+def parties(row: dict[str, Any]) -> tuple[str, ...]:
+    """Who reads an objection or complaint besides the information center and the office:
+    the agency that filed it and the agency it is against."""
+    return (row["filed_by"], row["against_agency"])
