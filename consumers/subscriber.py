@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 import psycopg2
 import psycopg2.extras
@@ -89,6 +89,39 @@ def granted_topics(grants: Iterable[Grant], agency: str, at: Any,
     found = {topics.deliver(agency, g.resource_id) for g in grants
              if g.recipient == agency and g.in_force(at)}
     return sorted(t for t in found if wanted is None or t.split(".", 2)[2] in wanted)
+
+
+class ControlPlane(Protocol):
+    """What a subscriber asks the bus's control plane: whether the agency is who it says,
+    its grants, and to record what it received (Art. 24). :class:`DatabaseControlPlane`
+    asks the central database; the command line passes one that asks the HTTP service, so
+    that an agency needs no database address."""
+
+    def check(self, agency: str) -> None:
+        """AccessError unless the caller holds ``agency``'s credential."""
+
+    def grants(self, agency: str) -> Sequence[Any]:
+        """``agency``'s grants (each with ``recipient``, ``resource_id``, ``in_force(at)``);
+        DatabaseError when the control plane cannot be reached."""
+
+    def confirm(self, keys: list[tuple[str, str, str, str | None]]) -> int:
+        """Record receipts (event id, recipient, channel, content hash); the new ones."""
+
+
+class DatabaseControlPlane:
+    """The control plane as the central database, with the agency's token."""
+
+    def __init__(self, dsn: str, token_file: str | None = None) -> None:
+        self.dsn, self.token_file = dsn, token_file
+
+    def check(self, agency: str) -> None:
+        access.require(self.dsn, agency, self.token_file)  # Art. 24
+
+    def grants(self, agency: str) -> Sequence[Any]:
+        return load_grants(self.dsn, recipient=agency)
+
+    def confirm(self, keys: list[tuple[str, str, str, str | None]]) -> int:
+        return confirm_receipts(self.dsn, keys)
 
 
 @dataclass(frozen=True)
@@ -225,9 +258,10 @@ class Subscriber(BatchStage):
     def __init__(self, settings: Settings, agency: str, sink: TableSink | None = None, *,
                  out: TextIO | None = None, resources: Sequence[str] | None = None,
                  max_messages: int | None = None, idle_exit: float | None = None,
-                 refresh_s: float = 3.0, batch: int = 500, verifier: Verifier | None = None
-                 ) -> None:
+                 refresh_s: float = 3.0, batch: int = 500, verifier: Verifier | None = None,
+                 control: ControlPlane | None = None) -> None:
         self.settings, self.agency, self.sink = settings, check_agency(agency), sink
+        self.control = control or DatabaseControlPlane(settings.database_url)
         #: the bus's public keys every delivery must verify against (none found: refused
         #: at start, nothing is used unverified)
         self.verifier = verifier or bus_verifier(settings)
@@ -247,8 +281,7 @@ class Subscriber(BatchStage):
         self._last_activity = time.monotonic()
 
     def _only_resource(self) -> list[str]:
-        topics = granted_topics(load_grants(self.settings.database_url,
-                                            recipient=self.agency), self.agency, now())
+        topics = granted_topics(self.control.grants(self.agency), self.agency, now())
         if len(topics) != 1:
             have = ", ".join(t.split(".", 2)[2] for t in topics) or "none"
             raise SubscriberError(f"a table holds one resource; {self.agency} has "
@@ -260,7 +293,7 @@ class Subscriber(BatchStage):
         """Asked explicitly for a resource without a grant in force: refuse, don't wait
         (Art. 24: a subscriber cannot be pointed at what its agency is not granted)."""
         granted = {t.split(".", 2)[2] for t in granted_topics(
-            load_grants(self.settings.database_url, recipient=self.agency), self.agency, now())}
+            self.control.grants(self.agency), self.agency, now())}
         ungranted = sorted(set(resources) - granted)
         if ungranted:
             raise SubscriberError(f"{self.agency} has no grant in force for "
@@ -297,7 +330,7 @@ class Subscriber(BatchStage):
             return self.topics
         self._refreshed = time.monotonic()
         try:
-            grants = load_grants(self.settings.database_url, recipient=self.agency)
+            grants = self.control.grants(self.agency)
         except DatabaseError as exc:
             log.warning("grants not refreshed, keeping %s: %s", self.topics, exc)
             return self.topics
@@ -360,8 +393,7 @@ class Subscriber(BatchStage):
             counts.update(self.sink.apply(deliveries, checkpoints))
         else:
             self._print(deliveries)
-        counts["receipts"] = confirm_receipts(
-            self.settings.database_url,
+        counts["receipts"] = self.control.confirm(
             [(d.event_id, self.agency, str(d.value.get("channel") or CHANNEL), d.content_sha256)
              for d in deliveries])
         counts["delivered"] = len(deliveries)
@@ -416,20 +448,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "$GOVBUS_BUS_PUBLIC_KEY_FILE")
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Subscribe as ``args`` say (``govbus subscribe`` calls this with its sub-parser)."""
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser,
+        control: ControlPlane | None = None, settings: Settings | None = None) -> int:
+    """Subscribe as ``args`` say (``govbus subscribe`` calls this with its sub-parser, and
+    with the HTTP service's ``control`` when it acts through the service)."""
     if bool(args.sink_dsn) != bool(args.table):
         parser.error("--sink-dsn and --table go together")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         check_agency(args.agency)
-        settings = Settings.from_env()
-        access.require(settings.database_url, args.agency, args.token_file)  # Art. 24
+        settings = settings or Settings.from_env()
+        control = control or DatabaseControlPlane(settings.database_url, args.token_file)
+        control.check(args.agency)  # Art. 24
         sink = TableSink(args.sink_dsn, args.table) if args.sink_dsn else None
         sub = Subscriber(settings, args.agency, sink, resources=args.resource,
                          max_messages=args.max, idle_exit=args.idle_exit,
-                         verifier=bus_verifier(settings, args.bus_public_key))
+                         verifier=bus_verifier(settings, args.bus_public_key), control=control)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, sub.stop)
             signal.signal(signal.SIGINT, sub.stop)

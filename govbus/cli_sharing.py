@@ -38,18 +38,34 @@ def _until(text: str | None) -> dt.datetime | None:
     return dt.datetime.combine(day, dt.time(23, 59, 59), tzinfo=dt.UTC)
 
 
+def _service(args: argparse.Namespace) -> Any:
+    """The HTTP service's client when the command line acts through it, else None."""
+    from govbus.api.client import client
+
+    return client(getattr(args, "token_file", None))
+
+
 def cmd_request(args: argparse.Namespace) -> int:
-    from govbus.core import sharing_store
-    agency, _, name = args.resource.partition(".")
-    resource = catalogue().get(agency, name)
     fields = [f.strip() for f in args.fields.split(",")] if args.fields else None
-    require(_dsn(), args.agency, args.token_file)  # Art. 24: only the agency applies for itself
-    out = sharing_store.file_request(_dsn(), resource, args.agency, args.purpose, fields,
-                                     args.commitment, args.confidentiality,
-                                     _until(args.valid_until))
+    if http := _service(args):
+        _until(args.valid_until)  # the same error for a malformed date
+        out = http.post("/v1/requests", {
+            "agency": args.agency, "resource": args.resource, "purpose": args.purpose,
+            "fields": fields, "commitment": args.commitment,
+            "confidentiality": args.confidentiality, "valid_until": args.valid_until})
+    else:
+        from govbus.core import sharing_store
+
+        agency, _, name = args.resource.partition(".")
+        resource = catalogue().get(agency, name)
+        require(_dsn(), args.agency, args.token_file)  # Art. 24: the agency applies for itself
+        out = sharing_store.file_request(_dsn(), resource, args.agency, args.purpose, fields,
+                                         args.commitment, args.confidentiality,
+                                         _until(args.valid_until))
     line = f"request {out['request_id']}: {out['status']} — {printable(out['reason'])}"
     if out["status"] == "pending":
-        line += f"\n  the provider {resource.provider} must answer by {out['due_at'][:10]}"
+        provider = args.resource.partition('.')[0]
+        line += f"\n  the provider {provider} must answer by {str(out['due_at'])[:10]}"
     if out.get("grant_id"):
         line += f"\n  grant {out['grant_id']}: fields {', '.join(out['fields'])}"
     _emit(args, out, [line])
@@ -60,9 +76,16 @@ def cmd_decide(args: argparse.Namespace) -> int:
     from govbus.core import sharing_store
 
     approve = args.command == "approve"
-    require(_dsn(), args.actor, args.token_file)
-    out = sharing_store.decide(_dsn(), args.request_id, args.actor, approve, args.reason,
-                               _until(getattr(args, "valid_until", None)))
+    until = getattr(args, "valid_until", None)
+    if http := _service(args):
+        _until(until)
+        body = {"agency": args.actor, "reason": args.reason} | (
+            {"valid_until": until} if approve else {})
+        out = http.post(f"/v1/requests/{args.request_id}/{args.command}", body)
+    else:
+        require(_dsn(), args.actor, args.token_file)
+        out = sharing_store.decide(_dsn(), args.request_id, args.actor, approve, args.reason,
+                                   _until(until))
     _emit(args, out, [f"request {args.request_id}: {out['status']} by {args.actor}"
                       + (f", grant {out['grant_id']}" if out["grant_id"] else "")])
     return 0
@@ -71,8 +94,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
 def cmd_revoke(args: argparse.Namespace) -> int:
     from govbus.core import sharing_store
 
-    require(_dsn(), args.actor, args.token_file)
-    out = sharing_store.revoke(_dsn(), args.grant_id, args.actor, args.reason)
+    if http := _service(args):
+        out = http.post(f"/v1/grants/{args.grant_id}/revoke",
+                        {"agency": args.actor, "reason": args.reason})
+    else:
+        require(_dsn(), args.actor, args.token_file)
+        out = sharing_store.revoke(_dsn(), args.grant_id, args.actor, args.reason)
     _emit(args, out, [f"grant {args.grant_id} revoked by {printable(args.actor)}: "
                       f"{printable(args.reason)}"])
     return 0
@@ -81,7 +108,11 @@ def cmd_revoke(args: argparse.Namespace) -> int:
 def cmd_grants(args: argparse.Namespace) -> int:
     from govbus.core import sharing_store
 
-    rows = sharing_store.list_grants(_dsn(), args.agency, args.resource, args.active)
+    if http := _service(args):
+        rows = http.get("/v1/grants", agency=args.agency, resource=args.resource,
+                        active=args.active)
+    else:
+        rows = sharing_store.list_grants(_dsn(), args.agency, args.resource, args.active)
     _emit(args, rows, [
         f"grant {g['grant_id']:<5} {g['recipient']:<18} {g['resource']:<40} {g['state']:<9} "
         f"fields {','.join(g['fields'])}"
@@ -93,7 +124,11 @@ def cmd_grants(args: argparse.Namespace) -> int:
 def cmd_requests(args: argparse.Namespace) -> int:
     from govbus.core import sharing_store
 
-    rows = sharing_store.list_requests(_dsn(), args.agency, args.status, args.overdue)
+    if http := _service(args):
+        rows = http.get("/v1/requests", agency=args.agency, status=args.status,
+                        overdue=args.overdue)
+    else:
+        rows = sharing_store.list_requests(_dsn(), args.agency, args.status, args.overdue)
     _emit(args, rows, [
         f"request {r['request_id']:<5} {r['requester']:<18} {r['resource_id']:<40} "
         f"{r['status']:<8} due {str(r['due_at'])[:10]}" + ("  OVERDUE (Art. 31)"
@@ -117,8 +152,12 @@ def cmd_query(args: argparse.Namespace) -> int:
     from govbus import query
     from govbus.core.config import Settings
 
-    require(_dsn(), args.agency, args.token_file)
-    out = query.query(Settings.from_env(), args.agency, args.resource, args.key)
+    if http := _service(args):
+        out = http.post("/v1/query", {"agency": args.agency, "resource": args.resource,
+                                      "key": args.key})
+    else:
+        require(_dsn(), args.agency, args.token_file)
+        out = query.query(Settings.from_env(), args.agency, args.resource, args.key)
     _emit(args, out, [printable(json.dumps(out, ensure_ascii=False, default=str))])
     return 0
 
@@ -127,8 +166,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from govbus import query
     from govbus.core.config import Settings
 
-    require(_dsn(), args.agency, args.token_file)
-    count = query.backfill(Settings.from_env(), args.agency, args.resource)
+    if http := _service(args):
+        count = http.post("/v1/backfill", {"agency": args.agency,
+                                           "resource": args.resource})["sent"]
+    else:
+        require(_dsn(), args.agency, args.token_file)
+        count = query.backfill(Settings.from_env(), args.agency, args.resource)
     _emit(args, {"sent": count}, [f"backfill: {count} current records sent to {args.agency}"])
     return 0
 
@@ -136,11 +179,16 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_deliveries(args: argparse.Namespace) -> int:
     from govbus import delivery_log
 
-    # an agency reads its own rows (as recipient or provider); the whole log is the IC's
-    require(_dsn(), args.recipient or args.provider or INFORMATION_CENTER, args.token_file)
-    rows = delivery_log.list_deliveries(_dsn(), recipient=args.recipient,
-                                        provider=args.provider, resource=args.resource,
-                                        limit=args.limit)
+    if http := _service(args):
+        rows = http.get("/v1/deliveries", recipient=args.recipient, provider=args.provider,
+                        resource=args.resource, limit=args.limit)
+    else:
+        # an agency reads its own rows (as recipient or provider); the whole log is the IC's
+        require(_dsn(), args.recipient or args.provider or INFORMATION_CENTER,
+                args.token_file)
+        rows = delivery_log.list_deliveries(_dsn(), recipient=args.recipient,
+                                            provider=args.provider, resource=args.resource,
+                                            limit=args.limit)
     _emit(args, rows, [printable(json.dumps(r, ensure_ascii=False, default=str)) for r in rows]
           or ["no deliveries"])
     return 0
@@ -175,12 +223,14 @@ def register(sub: Any, add: Any) -> None:
     token_arg(p)
     p = add("grants", cmd_grants, "list grants")
     p.add_argument("--agency")
+    token_arg(p)
     p.add_argument("--resource")
     p.add_argument("--active", action="store_true", help="only grants in force")
     p = add("requests", cmd_requests, "list sharing requests; overdue ones stand out (Art. 31)")
     p.add_argument("--agency")
     p.add_argument("--status", choices=["pending", "granted", "rejected", "refused"])
     p.add_argument("--overdue", action="store_true")
+    token_arg(p)
     rep = sub.add_parser("report", help="reports for the municipal office")
     rsub = rep.add_subparsers(dest="report", required=True, metavar="REPORT")
     p = add("filings", cmd_report_filings, "every response to a sharing request (Art. 18)",

@@ -88,15 +88,20 @@ class Settings(Runtime, Metrics, Evidence, Signing, Service, Access, Publishing,
     ``SECTIONS`` (docs/configuration.md)."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, environ: Mapping[str, str] | None = None, *,
+                 database: bool = True) -> Settings:
         """Read and check the environment; fall back to the running embedded runtime for the
-        broker and the database; read and check the holiday file."""
+        broker and the database; read and check the holiday file. ``database=False``: a
+        process that calls the HTTP service instead (``database_url`` may then be empty)."""
         values = read_env(environ)
         runtime = read_runtime(values["state_dir"])
         for attr in ("bootstrap_servers", "database_url"):
             values[attr] = values[attr] or runtime.get(attr)
+        if not database:
+            values["database_url"] = values["database_url"] or ""
         missing = [n for n, a in (("KAFKA_BOOTSTRAP_SERVERS", "bootstrap_servers"),
-                                  ("DATABASE_URL", "database_url")) if not values[a]]
+                                  ("DATABASE_URL", "database_url"))
+                   if not values[a] and (database or a != "database_url")]
         if missing:
             raise ConfigError(f"{' and '.join(missing)} not set and no embedded runtime is "
                               f"running (no {runtime_file(values['state_dir'])}): run `govbus "

@@ -68,17 +68,27 @@ class SchemaRegistry:
         self._by_id: dict[int, RegisteredSchema] = {}
         self._lock = threading.Lock()
 
-    def _load(self, where: str, params: tuple[Any, ...]) -> RegisteredSchema | None:
+    def fetch(self, schema_id: int | None = None, resource_id: str | None = None
+              ) -> tuple[Any, ...] | None:
+        """(schema id, resource id, version, contract, envelope schema) of ``schema_id``, or
+        of the newest version of ``resource_id``; None if not registered. Overridden by a
+        client that reads the registry through the HTTP service instead of the database."""
+        where, params = (("schema_id = %s", (schema_id,)) if schema_id is not None else
+                         ("resource_id = %s ORDER BY version DESC LIMIT 1", (resource_id,)))
         conn = db.connect(self.dsn)
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT schema_id, resource_id, version, contract, envelope_schema "
                             f"FROM schema_versions WHERE {where}", params)
-                row = cur.fetchone()
+                return cur.fetchone()  # type: ignore[no-any-return]
         except psycopg2.Error as exc:
             raise DatabaseError(f"schema registry lookup failed: {exc}") from exc
         finally:
             conn.close()
+
+    def _load(self, schema_id: int | None = None, resource_id: str | None = None
+              ) -> RegisteredSchema | None:
+        row = self.fetch(schema_id, resource_id)
         if row is None:
             return None
         agency, name = row[1].split(".", 1)
@@ -93,14 +103,14 @@ class SchemaRegistry:
         cached = self._by_id.get(schema_id)
         if cached is not None:
             return cached
-        found = self._load("schema_id = %s", (schema_id,))
+        found = self._load(schema_id=schema_id)
         if found is None:
             raise RegistryError(f"schema id {schema_id} is not registered")
         return found
 
     def latest(self, resource_id: str) -> RegisteredSchema:
         """The newest version of a resource's contract; RegistryError if never synced."""
-        found = self._load("resource_id = %s ORDER BY version DESC LIMIT 1", (resource_id,))
+        found = self._load(resource_id=resource_id)
         if found is None:
             raise RegistryError(f"resource {resource_id} has no registered schema: run "
                                 "`govbus catalogue sync`")
