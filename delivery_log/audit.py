@@ -2,8 +2,9 @@
 29, 31; docs/evidence.md).
 
 Every row written to an audited table (:data:`AUDITED`: sharing requests, grants, filings, the
-catalogue and its schema versions, credentials, signing keys, cases, objections and complaints
-and their history) is appended to ``audit_ledger`` by a trigger (migration 0012) in the writing
+catalogue, its schema versions, proposals and reviews, credentials, signing keys, cases,
+objections and complaints and their history) is appended to ``audit_ledger`` by a trigger
+(migrations 0012 and 0017) in the writing
 transaction, with its before and after images, the table, the operation, the primary key and
 the actor the writing code names (``govbus.actor``; NULL for anyone else).
 
@@ -82,7 +83,8 @@ def _audited(*tables: Audited) -> dict[str, Audited]:
 
 
 _IU, _IUD = frozenset({"INSERT", "UPDATE"}), frozenset({"INSERT", "UPDATE", "DELETE"})
-#: every audited table (migration 0012 installs the trigger on each, with these arguments)
+#: every audited table (migrations 0012 and 0017 install the trigger on each, with these
+#: arguments)
 AUDITED = _audited(
     Audited("catalogue_resources", "resource_id", ignored=("synced_at",), ops=_IU,
             mutable=None),  # Art. 7, 13: `catalogue sync` rewrites an entry
@@ -102,6 +104,10 @@ AUDITED = _audited(
     Audited("objections", "id", ops=_IU,  # Art. 19, 29: answered once
             mutable=frozenset({"status", "answered_at", "answer", "answered_by"})),
     Audited("objection_events", "id"),  # Art. 19, 29: the history, append-only
+    Audited("catalogue_proposals", "proposal_id", ops=_IU,  # Art. 13: decided once
+            mutable=frozenset({"findings", "errors", "checked_at", "status", "decided_at",
+                               "decided_by", "reason", "schema_id", "version"})),
+    Audited("catalogue_reviews", "review_id"),  # Art. 13: the yearly reviews, append-only
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from govbus.api import routes_schemas, routes_sharing
+from govbus.api import routes_catalogue, routes_schemas, routes_sharing
 
-ROUTERS: list[APIRouter] = [routes_sharing.router, routes_schemas.router]
+ROUTERS: list[APIRouter] = [routes_sharing.router, routes_schemas.router,
+                            routes_catalogue.router]
