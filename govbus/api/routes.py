@@ -4,7 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from govbus.api import routes_catalogue, routes_schemas, routes_sharing
+from govbus.api import (
+    routes_admin,
+    routes_cases,
+    routes_catalogue,
+    routes_notices,
+    routes_reports,
+    routes_schemas,
+    routes_sharing,
+)
 
-ROUTERS: list[APIRouter] = [routes_sharing.router, routes_schemas.router,
-                            routes_catalogue.router]
+ROUTERS: list[APIRouter] = [
+    routes_sharing.router,
+    routes_schemas.router,
+    routes_catalogue.router,
+    routes_cases.router,  # cases, objections, complaints (Art. 19, 20, 29)
+    routes_notices.router,  # notices (Art. 18)
+    routes_reports.router,  # filings, evaluation, annual (Art. 18, 26, 28)
+    routes_admin.router,  # credentials, keys, quarantine (Art. 8, 19, 24)
+]
