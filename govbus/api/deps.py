@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import threading
+import time
 
 from fastapi import Request
 from pydantic import BaseModel, ConfigDict
 
-from govbus.core.catalogue import Catalogue, Resource, load_catalogue
+from govbus.core.catalogue import Catalogue, Resource
 from govbus.core.config import Settings
 from govbus.core.errors import GovbusError
 
@@ -26,9 +28,30 @@ def dsn(request: Request) -> str:
     return settings(request).database_url
 
 
+#: how long the registered catalogue is reused before it is read again (seconds)
+CATALOGUE_TTL_S = 1.0
+_catalogues: dict[str, tuple[float, Catalogue]] = {}
+_catalogue_lock = threading.Lock()
+
+
 def catalogue(request: Request) -> Catalogue:
-    """The catalogue the service decides by."""
-    return load_catalogue(settings(request).schemas_dir)
+    """The catalogue the service decides by: the latest registered version of each resource
+    in PostgreSQL, with its entry as registered (Art. 7, 13), read again after
+    :data:`CATALOGUE_TTL_S`, so that an approved proposal decides requests within a second."""
+    from govbus.core.proposals import registered_catalogue
+
+    url = dsn(request)
+    now = time.monotonic()
+    cached = _catalogues.get(url)
+    if cached is not None and now - cached[0] < CATALOGUE_TTL_S:
+        return cached[1]
+    with _catalogue_lock:
+        cached = _catalogues.get(url)
+        if cached is not None and time.monotonic() - cached[0] < CATALOGUE_TTL_S:
+            return cached[1]
+        loaded = registered_catalogue(url)
+        _catalogues[url] = (time.monotonic(), loaded)
+        return loaded
 
 
 def resource(request: Request, resource_id: str) -> Resource:
