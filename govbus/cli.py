@@ -240,15 +240,28 @@ def read_jsonl(path: str) -> Iterator[tuple[int, Any, str | None]]:
                 yield number, None, f"not valid JSON: {exc}"
 
 
+def _outbox(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``govbus outbox``; through the HTTP service's registry when the CLI is its client."""
+    from govbus.api.client import client, client_settings, service_registry
+    from govbus.producers import outbox
+
+    http = client(None)
+    if http is None:
+        return outbox.run(args, parser)
+    return outbox.run(args, parser, client_settings(http), service_registry(http))
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
-    from govbus.core.config import Settings
+    from govbus.api.client import client, client_settings, service_registry
     from govbus.producers.publisher import Change, Publisher
 
     try:
         lines = list(read_jsonl(args.file))
     except OSError as exc:
         raise GovbusError(f"cannot read {args.file}: {exc.strerror}") from exc
-    publisher = Publisher(Settings.from_env(), key_file=args.key_file)
+    http = client(None)
+    publisher = Publisher(client_settings(http), key_file=args.key_file,
+                          registry=service_registry(http) if http else None)
     good = [(n, obj) for n, obj, err in lines if err is None]
     changes = []
     for _, obj in good:
@@ -342,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("outbox", help="relay an agency's transactional outbox to the bus",
                        description=outbox.DESCRIPTION)
     outbox.add_arguments(p)
-    p.set_defaults(handler=lambda args, p=p: outbox.run(args, p))
+    p.set_defaults(handler=lambda args, p=p: _outbox(args, p))
     from govbus import cli_sharing
 
     cli_sharing.register(sub, add)

@@ -194,6 +194,18 @@ def cmd_deliveries(args: argparse.Namespace) -> int:
     return 0
 
 
+def _subscribe(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """``govbus subscribe``; asking the HTTP service, not the database, when the CLI is its
+    client."""
+    from govbus.api.client import ServiceControlPlane, client_settings
+    from govbus.consumers import subscriber
+
+    http = _service(args)
+    if http is None:
+        return subscriber.run(args, parser)
+    return subscriber.run(args, parser, ServiceControlPlane(http), client_settings(http))
+
+
 def register(sub: Any, add: Any) -> None:
     """Add the sharing commands to the ``govbus`` parser."""
     p = add("request", cmd_request, "apply for a resource (Art. 18, 24, 25); "
@@ -261,7 +273,7 @@ def register(sub: Any, add: Any) -> None:
     p = sub.add_parser("subscribe", help="print or apply an agency's deliveries",
                        description=subscriber.DESCRIPTION)
     subscriber.add_arguments(p)
-    p.set_defaults(handler=lambda args, p=p: subscriber.run(args, p))
+    p.set_defaults(handler=lambda args, p=p: _subscribe(args, p))
     p = sub.add_parser("acl", help="Kafka ACL plan from catalogue and grants (Art. 24)",
                        description=acl.DESCRIPTION)
     acl.add_arguments(p)

@@ -40,7 +40,7 @@ from govbus.core.routing import (
     with_meta,
     withheld_reason,
 )
-from govbus.core.sharing import Grant, SharingError
+from govbus.core.sharing import Grant, SharingError, SharingForbidden
 from govbus.delivery_log import BACKFILL_SHARD, QUERY_SHARD, LogWriter, entry
 from govbus.stream_apps.route import log_entry, send_deliveries
 
@@ -79,9 +79,9 @@ def grant_in_force(dsn: str, agency: str, resource: Resource, method: str) -> Gr
     grants = sharing_store.load_grants(dsn, resource_id=resource.id, recipient=agency)
     grant = grant_for(grants, resource, agency, dt.datetime.now(dt.UTC))
     if grant is None:
-        raise SharingError(f"{agency} holds no grant in force for {resource.id} "
-                           f"({resource.share_class}): apply with `govbus request` and wait "
-                           "for approval (Art. 15, 18)")
+        raise SharingForbidden(f"{agency} holds no grant in force for {resource.id} "
+                               f"({resource.share_class}): apply with `govbus request` and "
+                               "wait for approval (Art. 15, 18)", rule="grant.none_in_force")
     return grant
 
 

@@ -56,6 +56,7 @@ from govbus.core.catalogue import Catalogue, Resource, load_catalogue
 from govbus.core.config import Settings
 from govbus.core.errors import BrokerError, DatabaseError, GovbusError
 from govbus.core.kafka import producer_config
+from govbus.core.registry import SchemaRegistry
 from govbus.producers.publisher import DEFAULT_LOCALITY, Change, Publisher
 
 log = logging.getLogger("govbus.outbox")
@@ -220,7 +221,8 @@ class OutboxRelay:
     def __init__(self, agency_dsn: str, settings: Settings, agency: str, resource: str, *,
                  catalogue: Catalogue | None = None, batch_size: int = 500,
                  locality: str | None = None, message_timeout_ms: int = 10000,
-                 poll_interval: float = 0.5, key_file: str | None = None) -> None:
+                 poll_interval: float = 0.5, key_file: str | None = None,
+                 registry: SchemaRegistry | None = None) -> None:
         self.dsn, self.settings, self.agency = agency_dsn, settings, agency
         self.batch_size, self.poll_interval = batch_size, poll_interval
         self.locality = locality or settings.locality
@@ -228,7 +230,7 @@ class OutboxRelay:
         catalogue = catalogue or load_catalogue(settings.schemas_dir)
         self.resource = provider_resource(catalogue, agency, resource)
         self.publisher = Publisher(settings, catalogue, producer=self._new_producer(),
-                                   key_file=key_file)
+                                   key_file=key_file, registry=registry)
         self.publisher.signer_for(agency)  # no signing key: refused at start (Art. 8, 24)
         self.published = self.refused = 0
         self.db = db.Reused(self.dsn, on_connect=_exact_jsonb)
@@ -416,8 +418,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(parser.parse_args(argv), parser)
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    """Relay as ``args`` say (``govbus outbox`` calls this with its own sub-parser)."""
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser,
+        settings: Settings | None = None, registry: SchemaRegistry | None = None) -> int:
+    """Relay as ``args`` say (``govbus outbox`` calls this with its own sub-parser, and with
+    the settings and the registry of the HTTP service when it acts through the service)."""
     if args.install and not args.table:
         parser.error("--install needs --table")
     if args.batch_size < 1:
@@ -431,7 +435,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
-        settings = Settings.from_env()
+        settings = settings or Settings.from_env()
         metrics.serve()
         catalogue = load_catalogue(settings.schemas_dir)
         if args.install:
@@ -441,7 +445,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
                             catalogue=catalogue, batch_size=args.batch_size,
                             locality=args.locality,
                             message_timeout_ms=args.message_timeout_ms,
-                            key_file=args.key_file)
+                            key_file=args.key_file, registry=registry)
         relay.publisher.registry.latest(relay.resource.id)  # fail fast: contract registered
         say(f"relaying to {relay.resource.ingest_topic}, backlog {relay.backlog()}")
         if args.once:  # what waits now, then exit

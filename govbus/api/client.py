@@ -4,6 +4,7 @@ service with the agency's token and needs no database address."""
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -11,6 +12,7 @@ import httpx
 from govbus.core.access import AccessError, token_from
 from govbus.core.config import read_runtime
 from govbus.core.errors import (
+    ConfigError,
     ConflictError,
     DatabaseError,
     ForbiddenError,
@@ -47,13 +49,10 @@ class Client:
     """Calls to the service as the agency whose token it holds."""
 
     def __init__(self, url: str, token: str | None, timeout: float = 60.0) -> None:
-        service = Service.from_env()
-        cert = str(service.api_client_cert_file) if service.api_client_cert_file else None
-        verify: Any = str(service.api_ca_file) if service.api_ca_file else True
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url
         self.http = httpx.Client(base_url=url, headers=headers, timeout=timeout,
-                                 verify=verify, cert=cert)
+                                 verify=tls_context(Service.from_env()))
 
     def call(self, method: str, path: str, json: Any = None,
              params: dict[str, Any] | None = None) -> Any:
@@ -75,6 +74,20 @@ class Client:
 
     def close(self) -> None:
         self.http.close()
+
+
+def tls_context(service: Service) -> ssl.SSLContext:
+    """The command line's TLS: the system's trust anchors or ``GOVBUS_API_CA_FILE``, and the
+    client certificate of ``GOVBUS_API_CLIENT_CERT_FILE`` where the service asks for one."""
+    ca = service.api_ca_file
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+        if service.api_client_cert_file:
+            context.load_cert_chain(str(service.api_client_cert_file))
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"GOVBUS_API_CA_FILE / GOVBUS_API_CLIENT_CERT_FILE cannot be used: "
+                          f"{exc}") from exc
+    return context
 
 
 def refusal(response: httpx.Response) -> GovbusError:
@@ -102,3 +115,72 @@ def client(token_file: str | None = None) -> Client | None:
     return Client(url, token_from(token_file))
 
 
+
+
+def client_settings(http: Client | None) -> Any:
+    """The process's settings; without a database address when it acts through ``http``."""
+    from govbus.core.config import Settings
+
+    return Settings.from_env(database=http is None)
+
+
+def service_registry(http: Client) -> Any:
+    """A schema registry that reads the registered contracts through the service."""
+    from govbus.core.registry import SchemaRegistry
+
+    class ServiceRegistry(SchemaRegistry):
+        def fetch(self, schema_id: int | None = None, resource_id: str | None = None
+                  ) -> tuple[Any, ...] | None:
+            path = (f"/v1/schemas/ids/{schema_id}" if schema_id is not None else
+                    f"/v1/schemas/latest/{resource_id}")
+            try:
+                row = http.get(path)
+            except NotFoundError:
+                return None
+            return (row["schema_id"], row["resource_id"], row["version"], row["contract"],
+                    row["envelope_schema"])
+
+    return ServiceRegistry("")
+
+
+class ServedGrant:
+    """A grant as the service lists it: enough for a subscriber to pick its topics."""
+
+    def __init__(self, row: dict[str, Any]) -> None:
+        self.grant_id, self.recipient = row["grant_id"], row["recipient"]
+        self.resource_id, self.state = row["resource"], row["state"]
+
+    def in_force(self, at: Any) -> bool:
+        return bool(self.state == "in_force")
+
+
+class ServiceControlPlane:
+    """A subscriber's control plane through the service (consumers.subscriber.ControlPlane):
+    the service checks the token on every call; an unreachable service is a DatabaseError,
+    so the subscriber keeps its topics and retries."""
+
+    def __init__(self, http: Client) -> None:
+        self.http = http
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            return self.http.call(method, path, **kw)
+        except ServiceError as exc:
+            if exc.status in (0, 502, 503, 504):
+                raise DatabaseError(str(exc)) from exc
+            raise
+
+    def check(self, agency: str) -> None:
+        self._call("GET", "/v1/grants", params={"agency": agency, "active": True})
+
+    def grants(self, agency: str) -> list[ServedGrant]:
+        rows = self._call("GET", "/v1/grants", params={"agency": agency})
+        return [ServedGrant(r) for r in rows if r["recipient"] == agency]
+
+    def confirm(self, keys: list[tuple[str, str, str, str | None]]) -> int:
+        if not keys:
+            return 0
+        agency = keys[0][1]
+        out = self._call("POST", "/v1/receipts", json={"agency": agency, "receipts": [
+            {"event_id": k[0], "channel": k[2], "content_sha256": k[3]} for k in keys]})
+        return int(out["confirmed"])

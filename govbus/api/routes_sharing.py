@@ -59,7 +59,7 @@ class BackfillIn(Body):
 
 class Receipt(Body):
     event_id: str = Field(min_length=1, max_length=200)
-    channel: Literal["stream", "query", "backfill"] = "stream"
+    channel: Literal["exchange", "query", "backfill"] = "exchange"
     content_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 

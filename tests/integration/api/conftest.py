@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -48,7 +49,9 @@ class Service:
 
 
 def start_service(database_url: str, bootstrap: str, log: Path,
-                  extra: dict[str, str] | None = None) -> Service:
+                  extra: dict[str, str] | None = None, verify: Any = None) -> Service:
+    """``python -m govbus.api`` with ``extra`` settings; over HTTPS when ``verify`` (an
+    ``ssl.SSLContext`` holding what the health check presents) is given."""
     port = runtime.free_port(28480)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOVBUS_API", "GOVBUS_QUERY"))}
     env |= {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -56,13 +59,14 @@ def start_service(database_url: str, bootstrap: str, log: Path,
     out = log.open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "govbus.api"], env=env, cwd=ROOT,
                             stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if verify else 'http'}://127.0.0.1:{port}"
 
     def healthy() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"govbus serve exited: {log.read_text()[-2000:]}")
         try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            return httpx.get(f"{url}/healthz", timeout=1,
+                             verify=verify or True).status_code == 200
         except httpx.HTTPError:
             return False
 
