@@ -8,13 +8,16 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from govbus.cli import catalogue, printable
 from govbus.core import access
 from govbus.core.config import state_dir
 from govbus.core.errors import GovbusError
 from govbus.core.objections import OFFICE
+
+if TYPE_CHECKING:
+    from govbus.api.client import Client
 
 #: who holds a credential besides the agencies of the catalogue: the information center
 #: (operates the bus, Art. 24) and the municipal office (answers complaints, Art. 29)
@@ -31,6 +34,15 @@ def token_arg(p: argparse.ArgumentParser) -> None:
     """``--token-file`` for every command that acts as an agency."""
     p.add_argument("--token-file", help=f"file holding the agency's token (mode 600); else "
                    f"${access.TOKEN_FILE_ENV} or ${access.TOKEN_ENV}")
+
+
+def service(args: argparse.Namespace) -> Client | None:
+    """The HTTP service's client, as the agency of ``--token-file`` (else ``GOVBUS_TOKEN_FILE``
+    / ``GOVBUS_TOKEN``), when the command line acts through the service (``GOVBUS_API_URL``,
+    or the embedded runtime's service); None: the command opens the database itself."""
+    from govbus.api.client import client
+
+    return client(getattr(args, "token_file", None))
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -69,18 +81,29 @@ def _token_file(target: str) -> tuple[Path, int, str]:
 
 
 def cmd_issue(args: argparse.Namespace) -> int:
-    agency = holder(args.agency)
-    dsn = _dsn()
-    access.require(dsn, access.INFORMATION_CENTER, args.token_file)
+    http = service(args)
+    if http:  # the service checks the name and that the caller is the information center
+        def new_token() -> str:
+            return str(http.post("/v1/access/tokens", {"agency": args.agency})["token"])
+
+        agency = str(args.agency)
+    else:
+        agency = holder(args.agency)
+        dsn = _dsn()
+        access.require(dsn, access.INFORMATION_CENTER, args.token_file)
+
+        def new_token() -> str:
+            return access.issue(dsn, agency, access.INFORMATION_CENTER)
+
     if not args.out:
-        token = access.issue(dsn, agency, access.INFORMATION_CENTER)
+        token = new_token()
         print(json.dumps({"agency": agency, "token": token}) if args.json else
               f"token for {agency} (shown once; any earlier token no longer works):\n{token}")
         return 0
     path, fd, tmp = _token_file(args.out)  # before issuing: a token is never lost
     try:
         with os.fdopen(fd, "w") as out:
-            out.write(access.issue(dsn, agency, access.INFORMATION_CENTER) + "\n")
+            out.write(new_token() + "\n")
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
@@ -94,18 +117,29 @@ def cmd_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    dsn = _dsn()
-    access.require(dsn, access.INFORMATION_CENTER, args.token_file)
-    had = access.revoke(dsn, args.agency)
+    http = service(args)
+    if http:
+        if not access.AGENCY.match(args.agency or ""):
+            raise GovbusError(f"--agency {printable(args.agency)!r} is not a plain name "
+                              "(a-z, 0-9, _)")
+        had = bool(http.post(f"/v1/access/tokens/{args.agency}/revoke")["revoked"])
+    else:
+        dsn = _dsn()
+        access.require(dsn, access.INFORMATION_CENTER, args.token_file)
+        had = access.revoke(dsn, args.agency)
     print(json.dumps({"agency": args.agency, "revoked": had}) if args.json else
           f"{printable(args.agency)}: credential {'revoked' if had else 'did not exist'}")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    dsn = _dsn()
-    access.require(dsn, access.INFORMATION_CENTER, args.token_file)
-    rows = access.list_credentials(dsn)
+    http = service(args)
+    if http:
+        rows = http.get("/v1/access/tokens")
+    else:
+        dsn = _dsn()
+        access.require(dsn, access.INFORMATION_CENTER, args.token_file)
+        rows = access.list_credentials(dsn)
     print(json.dumps(rows, indent=2) if args.json else "\n".join(
         f"{r['agency']:<24} issued {r['issued_at'][:19]} by {r['issued_by']}, last used "
         f"{(r['last_used_at'] or 'never')[:19]}" for r in rows) or "no credentials")

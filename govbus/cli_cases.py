@@ -7,7 +7,7 @@ import argparse
 from typing import Any
 
 from govbus.cli import catalogue, dumps, printable
-from govbus.cli_access import token_arg
+from govbus.cli_access import service, token_arg
 from govbus.core.access import require
 
 OVERDUE = "  ** OVERDUE **"
@@ -43,7 +43,13 @@ def case_lines(c: dict[str, Any]) -> list[str]:
 def cmd_cases_list(args: argparse.Namespace) -> int:
     from govbus.core import cases_store
 
-    rows = cases_store.list_cases(_dsn(), args.agency, args.status, args.overdue, args.entity)
+    http = service(args)
+    if http:  # the caller's cases (every case for the information center and the office)
+        rows = http.get("/v1/cases", agency=args.agency, status=args.status,
+                        overdue=args.overdue, entity=args.entity)
+    else:
+        rows = cases_store.list_cases(_dsn(), args.agency, args.status, args.overdue,
+                                      args.entity)
     lines = [line for c in rows for line in case_lines(c)]
     if rows and not args.json:
         n_open = sum(c["status"] == "open" for c in rows)
@@ -56,8 +62,13 @@ def cmd_cases_list(args: argparse.Namespace) -> int:
 def cmd_cases_resolve(args: argparse.Namespace) -> int:
     from govbus.core import cases_store
 
-    require(_dsn(), args.actor, args.token_file)  # Art. 24: only the owner's credential
-    out = cases_store.resolve(_dsn(), args.case_id, args.actor, args.resolution, args.note)
+    http = service(args)
+    if http:
+        out = http.post(f"/v1/cases/{args.case_id}/resolve", {
+            "resolution": args.resolution, "note": args.note, "agency": args.actor})
+    else:
+        require(_dsn(), args.actor, args.token_file)  # Art. 24: only the owner's credential
+        out = cases_store.resolve(_dsn(), args.case_id, args.actor, args.resolution, args.note)
     _emit(args, out, [f"case {args.case_id}: resolved ({printable(args.resolution)}) by "
                       f"{args.actor}"])
     return 0
@@ -79,9 +90,17 @@ def objection_lines(o: dict[str, Any]) -> list[str]:
 
 def cmd_objection_file(args: argparse.Namespace) -> int:
     from govbus.core import objections
-    require(_dsn(), args.actor, args.token_file)  # Art. 24: one agency cannot file as another
-    out = objections.file(_dsn(), catalogue(), args.kind, args.actor,
-                          args.against, args.resource, args.key, args.event_id, args.reason)
+
+    http = service(args)
+    if http:
+        body = {"against": args.against, "resource": args.resource, "key": args.key,
+                "event_id": args.event_id, "reason": args.reason, "agency": args.actor}
+        path = "/v1/complaints" if args.kind == "complaint" else "/v1/objections"
+        out = http.post(path, {k: v for k, v in body.items() if v is not None})
+    else:
+        require(_dsn(), args.actor, args.token_file)  # Art. 24: one agency cannot file as another
+        out = objections.file(_dsn(), catalogue(), args.kind, args.actor,
+                              args.against, args.resource, args.key, args.event_id, args.reason)
     handler = "the information center and the provider" if out["kind"] == "objection" else (
         "the municipal office")
     _emit(args, out, [f"{out['kind']} {out['id']} filed; {handler} answer by "
@@ -92,8 +111,13 @@ def cmd_objection_file(args: argparse.Namespace) -> int:
 def cmd_objection_answer(args: argparse.Namespace) -> int:
     from govbus.core import objections
 
-    require(_dsn(), args.actor, args.token_file)
-    out = objections.answer(_dsn(), args.objection_id, args.actor, args.answer)
+    http = service(args)
+    if http:
+        out = http.post(f"/v1/objections/{args.objection_id}/answer",
+                        {"answer": args.answer, "agency": args.actor})
+    else:
+        require(_dsn(), args.actor, args.token_file)
+        out = objections.answer(_dsn(), args.objection_id, args.actor, args.answer)
     _emit(args, out, [f"{out['kind']} {out['id']} answered by {args.actor}"])
     return 0
 
@@ -101,7 +125,12 @@ def cmd_objection_answer(args: argparse.Namespace) -> int:
 def cmd_objection_list(args: argparse.Namespace) -> int:
     from govbus.core import objections
 
-    rows = objections.list_all(_dsn(), args.kind, args.agency, args.status, args.overdue)
+    http = service(args)
+    if http:  # filed by or against the caller (every one for the center and the office)
+        rows = http.get("/v1/objections", kind=args.kind, agency=args.agency,
+                        status=args.status, overdue=args.overdue)
+    else:
+        rows = objections.list_all(_dsn(), args.kind, args.agency, args.status, args.overdue)
     _emit(args, rows, [line for o in rows for line in objection_lines(o)]
           or [f"no {args.kind or 'objection'}s"])
     return 0
@@ -133,6 +162,7 @@ def _objection_commands(sub: Any, add: Any, name: str, kind: str | None) -> None
     p.add_argument("--agency", help="filed by or against this agency")
     p.add_argument("--status", choices=["open", "answered", "withdrawn"])
     p.add_argument("--overdue", action="store_true")
+    token_arg(p)
     if kind is None:
         p.add_argument("--kind", choices=["objection", "complaint"])
     else:
@@ -148,6 +178,7 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--status", choices=["open", "closed", "resolved"])
     p.add_argument("--overdue", action="store_true", help="open past their deadline")
     p.add_argument("--entity", help="entity key, e.g. company:91360502…")
+    token_arg(p)
     p = add("resolve", cmd_cases_resolve, "resolve an open case (the source of record only)",
             parent=csub)
     p.add_argument("case_id", type=int)

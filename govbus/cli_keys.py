@@ -3,20 +3,22 @@ docs/security.md).
 
 An agency generates its pair and keeps the private key (``generate``, no database needed);
 the information center registers the public half under its key id, lists and revokes
-(``register``, ``list``, ``revoke``); agencies take the bus's public key with ``show --bus``
-to verify their deliveries.
+(``register``, ``list``, ``revoke``); through the HTTP service an agency also registers and
+revokes its own keys. Agencies take the bus's public key with ``show --bus`` to verify their
+deliveries.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 from govbus.cli import catalogue, dumps, printable
-from govbus.cli_access import token_arg
+from govbus.cli_access import service, token_arg
 from govbus.core import access, keys_store, signatures
 from govbus.core.errors import GovbusError
 from govbus.core.keyring import CHECKPOINT_SIGNER, private_file, public_file
@@ -70,12 +72,21 @@ def cmd_register(args: argparse.Namespace) -> int:
     if len(keys) != 1:
         raise GovbusError(f"--public-key {args.public_key} holds {len(keys)} keys: register "
                           "one at a time")
-    dsn = _dsn()
-    access.require(dsn, access.INFORMATION_CENTER, args.token_file)
-    row = keys_store.register(dsn, who, keys[0], access.INFORMATION_CENTER)
-    print(dumps(row.as_dict()) if args.json else
-          f"key {row.key_id} registered for {who} on {row.registered_at:%Y-%m-%d %H:%M}; "
-          f"{who} now has {len(valid(keys_store.list_keys(dsn, who)))} valid key(s)")
+    http = service(args)
+    if http:  # an agency registers its own key; the information center any, and the bus's
+        out = http.post("/v1/keys", {"public_key_pem": signatures.public_pem(keys[0]).decode(),
+                                     "agency": who})
+        count = out.pop("valid_keys")
+        registered_at = dt.datetime.fromisoformat(out["registered_at"])
+    else:
+        dsn = _dsn()
+        access.require(dsn, access.INFORMATION_CENTER, args.token_file)
+        row = keys_store.register(dsn, who, keys[0], access.INFORMATION_CENTER)
+        out, registered_at = row.as_dict(), row.registered_at
+        count = len(valid(keys_store.list_keys(dsn, who)))
+    print(dumps(out) if args.json else
+          f"key {out['key_id']} registered for {who} on {registered_at:%Y-%m-%d %H:%M}; "
+          f"{who} now has {count} valid key(s)")
     return 0
 
 
@@ -83,16 +94,28 @@ def valid(rows: list[keys_store.KeyRow]) -> list[keys_store.KeyRow]:
     return [r for r in rows if r.valid]
 
 
+def _listed(args: argparse.Namespace, agency: str | None) -> list[dict[str, Any]]:
+    """The registered keys (of ``agency``), as ``keys list --json`` shows them."""
+    http = service(args)
+    if http:
+        return list(http.get("/v1/keys", agency=agency))
+    return [r.as_dict() for r in keys_store.list_keys(_dsn(), agency)]
+
+
+def _at(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    rows = keys_store.list_keys(_dsn(), args.agency)
+    rows = _listed(args, args.agency)
     if args.json:
-        print(dumps([r.as_dict() for r in rows]))
+        print(dumps(rows))
         return 0
     for r in rows:
-        state = (f"revoked {r.revoked_at:%Y-%m-%d %H:%M} by {r.revoked_by}" if r.revoked_at
-                 else "valid")
-        print(f"{r.agency:<24} {r.key_id}  registered {r.registered_at:%Y-%m-%d %H:%M} by "
-              f"{r.registered_by}, {state}")
+        state = (f"revoked {_at(r['revoked_at']):%Y-%m-%d %H:%M} by {r['revoked_by']}"
+                 if r["revoked_at"] else "valid")
+        print(f"{r['agency']:<24} {r['key_id']}  registered "
+              f"{_at(r['registered_at']):%Y-%m-%d %H:%M} by {r['registered_by']}, {state}")
     if not rows:
         print("no keys registered" + (f" for {printable(args.agency)}" if args.agency else ""))
     return 0
@@ -100,27 +123,36 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     who = holder(args)
-    dsn = _dsn()
-    access.require(dsn, access.INFORMATION_CENTER, args.token_file)
-    row = keys_store.revoke(dsn, who, args.key_id, access.INFORMATION_CENTER)
-    left = valid(keys_store.list_keys(dsn, who))
-    print(dumps(row.as_dict() | {"valid_keys_left": len(left)}) if args.json else
-          f"key {row.key_id} of {who} revoked on {row.revoked_at:%Y-%m-%d %H:%M}: what it "
-          f"signed is refused from now on (auth.revoked_key); {who} has {len(left)} valid "
+    http = service(args)
+    if http:  # its holder or the information center
+        out = http.post(f"/v1/keys/{args.key_id}/revoke", {"agency": who})
+    else:
+        dsn = _dsn()
+        access.require(dsn, access.INFORMATION_CENTER, args.token_file)
+        row = keys_store.revoke(dsn, who, args.key_id, access.INFORMATION_CENTER)
+        out = row.as_dict() | {"valid_keys_left": len(valid(keys_store.list_keys(dsn, who)))}
+    left = out["valid_keys_left"]
+    print(dumps(out) if args.json else
+          f"key {out['key_id']} of {who} revoked on {_at(out['revoked_at']):%Y-%m-%d %H:%M}: "
+          f"what it signed is refused from now on (auth.revoked_key); {who} has {left} valid "
           "key(s) left" + ("" if left else ": it cannot publish until a new key is registered"))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
     who = holder(args)
-    rows = valid(keys_store.list_keys(_dsn(), who))
+    http = service(args) if who == BUS else None
+    if http:  # what a subscriber verifies deliveries with
+        rows = list(http.get("/v1/keys/bus"))
+    else:
+        rows = [r for r in _listed(args, who) if r["valid"]]
     if not rows:
         raise GovbusError(f"{who} has no valid key registered" + (
             ": the hot path registers its key when it starts (GOVBUS_BUS_KEY_FILE)"
             if who == BUS else ""))
-    pems = [r.as_dict()["public_key_pem"] for r in rows]
+    pems = [r["public_key_pem"] for r in rows]
     if args.json:
-        print(json.dumps([{"key_id": r.key_id, "public_key_pem": p} for r, p in
+        print(json.dumps([{"key_id": r["key_id"], "public_key_pem": p} for r, p in
                           zip(rows, pems, strict=True)], indent=2))
     elif args.out:
         path = Path(args.out).expanduser()
@@ -156,6 +188,7 @@ def register(sub: Any, add: Any) -> None:
     p = add("list", cmd_list, "the registered keys, valid and revoked", parent=ksub)
     p.add_argument("--agency", help="only this agency's (govbus: the bus's; "
                    "information_center: the checkpoints')")
+    token_arg(p)
     p = add("revoke", cmd_revoke, "revoke a key (information center): what it signed is "
             "refused from then on", parent=ksub)
     holder_args(p)
@@ -165,3 +198,4 @@ def register(sub: Any, add: Any) -> None:
             "as PEM", parent=ksub)
     holder_args(p)
     p.add_argument("--out", metavar="FILE", help="write them to FILE instead")
+    token_arg(p)

@@ -8,12 +8,13 @@ information center sees every agency's.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 from typing import Any
 
 from govbus.cli import dumps
 from govbus.cli import printable as _printable
-from govbus.cli_access import token_arg
+from govbus.cli_access import service, token_arg
 from govbus.core import quarantine
 from govbus.core.access import INFORMATION_CENTER, require
 from govbus.core.errors import GovbusError
@@ -26,9 +27,12 @@ def _dsn() -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    actor = args.agency or INFORMATION_CENTER
-    require(_dsn(), actor, args.token_file)
-    rows = quarantine.listing(_dsn(), args.agency, args.limit)
+    http = service(args)
+    if http:  # the caller's own rows; every agency's for the information center
+        rows = http.get("/v1/quarantine", agency=args.agency, limit=args.limit)
+    else:
+        require(_dsn(), args.agency or INFORMATION_CENTER, args.token_file)
+        rows = quarantine.listing(_dsn(), args.agency, args.limit)
     if args.json:
         print(dumps(rows))
         return 0
@@ -42,7 +46,18 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
+def _fetched(args: argparse.Namespace) -> tuple[dict[str, Any], bytes | None, bytes | None]:
+    """Through the service: the record, its key and its payload, as :func:`_direct` has them."""
+    http = service(args)
+    if http is None:
+        return _direct(args)
+    meta = http.get(f"/v1/quarantine/{args.id}", agency=args.agency)
+    key = str(meta.pop("key")).encode()
+    payload = base64.b64decode(meta.pop("payload_base64"))
+    return meta, key, payload
+
+
+def _direct(args: argparse.Namespace) -> tuple[dict[str, Any], bytes | None, bytes | None]:
     actor = args.agency or INFORMATION_CENTER
     require(_dsn(), actor, args.token_file)
     found = quarantine.fetch(_dsn(), args.id)
@@ -55,6 +70,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         require(_dsn(), args.agency, args.token_file)
         raise GovbusError(f"quarantined record {args.id} is not {args.agency}'s (Art. 24)")
     require(_dsn(), args.agency or INFORMATION_CENTER, args.token_file)
+    return meta, key, payload
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    meta, key, payload = _fetched(args)
     if args.out:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as out:

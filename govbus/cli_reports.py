@@ -44,8 +44,21 @@ def _emit(args: argparse.Namespace, report: dict[str, Any], lines: list[str]) ->
         print("\n".join(lines))
 
 
+def _report(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """The report ``name`` for ``--year``: from the service when the command line acts
+    through it (the office and the center read it whole; an agency its own part), else
+    computed from the database."""
+    from govbus.cli_access import service
+
+    http = service(args)
+    if http:
+        return dict(http.get(f"/v1/reports/{name}", year=args.year))
+    make = reports.evaluation if name == "evaluation" else reports.annual
+    return make(_dsn(), args.year)
+
+
 def cmd_evaluation(args: argparse.Namespace) -> int:
-    report = reports.evaluation(_dsn(), args.year)
+    report = _report(args, "evaluation")
     if args.csv:
         _write(args.csv, render.evaluation_csv(report), "CSV")
     if args.chart:
@@ -55,7 +68,7 @@ def cmd_evaluation(args: argparse.Namespace) -> int:
 
 
 def cmd_annual(args: argparse.Namespace) -> int:
-    report = reports.annual(_dsn(), args.year)
+    report = _report(args, "annual")
     if args.chart:
         _write(args.chart, render.annual_html(report), "chart")
     _emit(args, report, render.annual_lines(report))
