@@ -374,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus import cli_quarantine
 
     cli_quarantine.register(sub, add)
+    from govbus import cli_notices  # an agency's notices and their acknowledgement (Art. 18)
+
+    cli_notices.register(sub, add)
     from govbus import cli_calendar  # working days of deadlines (docs/calendar.md)
 
     cli_calendar.register(sub, add)
