@@ -138,9 +138,12 @@ def cmd_requests(args: argparse.Namespace) -> int:
 
 
 def cmd_report_filings(args: argparse.Namespace) -> int:
+    from govbus.cli_access import service
     from govbus.core import sharing_store
 
-    rows = sharing_store.list_filings(_dsn(), args.year)
+    http = service(args)  # the office and the center read every filing; an agency its own
+    rows = (http.get("/v1/reports/filings", year=args.year) if http
+            else sharing_store.list_filings(_dsn(), args.year))
     _emit(args, rows, [
         f"{str(r['decided_at'])[:16]}  {r['decision']:<8} {r['requester']:<18} "
         f"{r['resource_id']:<40} by {r['decided_by']}: {printable(r['reason'])}" for r in rows]
