@@ -22,7 +22,8 @@ Invariants:
   sealing (hash mismatch), sealed rows deleted (missing seqs, the newest ones through the
   head too), a link that does not chain, rows beyond the head; an audited table without its
   enabled trigger (``unaudited``); a table row that differs from the ledger's last image of
-  it, or that the ledger does not know, or that the ledger has but the table lost
+  it (a NULL column and an absent one alike: a column a migration adds), or that the
+  ledger does not know, or that the ledger has but the table lost
   (``unrecorded``: written with the trigger bypassed); a recorded change the bus never makes
   (``outside_rules``: a filing deleted or updated, a grant's fields or masking changed, a
   schema version rewritten; Art. 18, 25, 31). Rows left unsealed for more than
@@ -108,6 +109,8 @@ AUDITED = _audited(
             mutable=frozenset({"findings", "errors", "checked_at", "status", "decided_at",
                                "decided_by", "reason", "schema_id", "version"})),
     Audited("catalogue_reviews", "review_id"),  # Art. 13: the yearly reviews, append-only
+    Audited("commitments", "number", ops=_IU,  # Art. 24, 25: registered, withdrawn once
+            mutable=frozenset({"withdrawn_at", "withdrawn_by", "withdraw_reason"})),
 )
 
 
@@ -412,7 +415,7 @@ recorded AS (
     FROM audit_ledger WHERE table_name = %(table)s ORDER BY row_key, id DESC)
 SELECT coalesce(n.row_key, r.row_key), r.seq, r.id, n.image IS NULL, r.id IS NULL
 FROM now_held n FULL JOIN recorded r USING (row_key)
-WHERE n.image IS DISTINCT FROM r.image
+WHERE jsonb_strip_nulls(n.image) IS DISTINCT FROM jsonb_strip_nulls(r.image)
 ORDER BY 1
 """
 

@@ -11,6 +11,8 @@ backfill (:mod:`govbus.query`) call these and do the producing and logging.
   data exchange.
 - Art. 25: each delivery carries only the grant's fields; sensitive fields the grant lists as
   masked (no confidentiality agreement) are masked.
+- Art. 24: each delivery carries its grant's use restrictions and commitment (the
+  ``govbus-use`` header, :func:`govbus.core.commitments.use_header`), built once per grant.
 - The provider never receives its own events.
 """
 
@@ -37,6 +39,7 @@ class Delivery(NamedTuple):
     value: dict[str, Any]
     fields: tuple[str, ...]
     masked: tuple[str, ...]
+    use: bytes = b""  # the grant's govbus-use header (Art. 24), built once per grant
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ class _Projection:
     """One grant's projection of one resource, with what it needs looked up once."""
 
     __slots__ = ("grant", "resource_id", "topic", "masked", "masked_listed", "masked_tuple",
-                 "provider", "fields", "field_set")
+                 "provider", "fields", "field_set", "use")
 
     def __init__(self, resource: Resource, grant: Grant) -> None:
         self.grant, self.resource_id = grant, resource.id
@@ -135,6 +138,7 @@ class _Projection:
         self.provider = resource.provider
         self.fields = tuple(grant.fields)
         self.field_set = frozenset(grant.fields)
+        self.use = grant.use
 
     def record(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
         """:func:`project`'s record."""
@@ -163,7 +167,7 @@ class _Projection:
         fields = self.fields if self.field_set <= image.keys() else \
             tuple(f for f in self.fields if f in image)
         return Delivery(self.grant.recipient, self.grant.grant_id, self.topic,
-                        self.value(event), fields, self.masked_tuple)
+                        self.value(event), fields, self.masked_tuple, self.use)
 
 
 class RoutePlan:

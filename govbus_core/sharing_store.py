@@ -14,6 +14,14 @@ import psycopg2.extras
 
 from govbus.core import db
 from govbus.core.catalogue import Resource
+from govbus.core.commitments import (
+    CONFIDENTIALITY,
+    RESTRICTIONS,
+    SECURITY,
+    check_reference,
+    check_valid_until,
+)
+from govbus.core.commitments_store import read_commitment
 from govbus.core.errors import DatabaseError
 from govbus.core.sharing import (
     PLATFORM,
@@ -24,19 +32,29 @@ from govbus.core.sharing import (
     SharingNotFound,
     decide_request,
     due_at,
+    provide_deadline,
 )
 
-_GRANT_COLS = ("grant_id, recipient, resource_id, fields, masked_fields, valid_from, "
-               "valid_until, revoked_at")
+# a grant with the end of what it rests on: the earliest end or withdrawal of its security
+# commitment and confidentiality agreement (Art. 24, 25), so that it lapses with them
+_GRANT_SQL = """SELECT g.grant_id, g.recipient, g.resource_id, g.fields, g.masked_fields,
+           g.valid_from, g.valid_until, g.revoked_at, g.commitment_no, g.confidentiality_no,
+           g.restrictions, g.provide_by,
+           LEAST(sc.valid_until, sc.withdrawn_at, ca.valid_until, ca.withdrawn_at)
+    FROM grants g
+    LEFT JOIN commitments sc ON sc.number = g.commitment_no
+    LEFT JOIN commitments ca ON ca.number = g.confidentiality_no"""
 
 
 def _grant(row: tuple[Any, ...]) -> Grant:
-    return Grant(row[0], row[1], row[2], tuple(row[3]), tuple(row[4]), row[5], row[6], row[7])
+    return Grant(row[0], row[1], row[2], tuple(row[3]), tuple(row[4]), row[5], row[6], row[7],
+                 row[8], row[9], tuple(row[10]) if row[10] else RESTRICTIONS, row[11], row[12])
 
 
 def load_grants(dsn: str, resource_id: str | None = None, recipient: str | None = None
                 ) -> list[Grant]:
-    """Every grant (revoked ones too: ``Grant.in_force`` decides at a given time)."""
+    """Every grant (revoked and lapsed ones too: ``Grant.in_force`` decides at a given time,
+    by its effective end: its own, or its commitment's or agreement's if earlier)."""
     try:
         with db.transaction(dsn) as conn, conn.cursor() as cur:
             return read_grants(cur, resource_id, recipient)
@@ -50,13 +68,12 @@ def read_grants(cur: Any, resource_id: str | None = None, recipient: str | None 
     keeps its connection)."""
     where, params = ["true"], []
     if resource_id:
-        where.append("resource_id = %s")
+        where.append("g.resource_id = %s")
         params.append(resource_id)
     if recipient:
-        where.append("recipient = %s")
+        where.append("g.recipient = %s")
         params.append(recipient)
-    cur.execute(f"SELECT {_GRANT_COLS} FROM grants WHERE {' AND '.join(where)} "
-                "ORDER BY grant_id", params)
+    cur.execute(f"{_GRANT_SQL} WHERE {' AND '.join(where)} ORDER BY g.grant_id", params)
     return [_grant(r) for r in cur.fetchall()]
 
 
@@ -68,11 +85,12 @@ def _file(cur: Any, request: dict[str, Any], provider: str, decision: str, reaso
           by: str, at: dt.datetime) -> None:
     """Art. 18: file the response with the municipal office, in the deciding transaction."""
     cur.execute("""INSERT INTO filings (request_id, requester, provider, resource_id, purpose,
-                       fields, requested_at, decision, reason, decided_by, decided_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
+                       fields, requested_at, decision, reason, decided_by, decided_at,
+                       commitment_no, confidentiality_no)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)""",
                 (request["request_id"], request["requester"], provider, request["resource_id"],
                  request["purpose"], list(request["fields"]), request["requested_at"], decision,
-                 reason, by, at))
+                 reason, by, at, request["commitment_ref"], request["confidentiality_ref"]))
 
 
 def _notify(cur: Any, agency: str, kind: str, body: dict[str, Any]) -> None:
@@ -87,27 +105,57 @@ def _dumps(obj: Any) -> str:
 
 
 def _insert_grant(cur: Any, request: dict[str, Any], masked: list[str],
-                  valid_until: dt.datetime | None) -> int:
+                  valid_until: dt.datetime | None, at: dt.datetime, at_once: bool) -> int:
+    """The grant of ``request``, resting on its commitment and agreement (the registered
+    ones: a request filed before they were registered documents names none), with the
+    restrictions of Art. 24 and the date its data must be provided by (Art. 31)."""
     cur.execute("""INSERT INTO grants (request_id, recipient, resource_id, fields, masked_fields,
-                       valid_until) VALUES (%s, %s, %s, %s, %s, %s) RETURNING grant_id""",
+                       valid_until, commitment_no, confidentiality_no, restrictions,
+                       provide_by)
+                   VALUES (%s, %s, %s, %s, %s, %s,
+                           (SELECT number FROM commitments WHERE number = %s AND agency = %s),
+                           (SELECT number FROM commitments WHERE number = %s AND agency = %s),
+                           %s, %s) RETURNING grant_id""",
                 (request["request_id"], request["requester"], request["resource_id"],
-                 list(request["fields"]), masked, valid_until))
+                 list(request["fields"]), masked, valid_until, request["commitment_ref"],
+                 request["requester"], request["confidentiality_ref"], request["requester"],
+                 list(RESTRICTIONS), provide_deadline(at, at_once)))
     return int(cur.fetchone()["grant_id"])
+
+
+def _check_references(cur: Any, requester: str, resource_id: str, commitment_ref: str | None,
+                      confidentiality_ref: str | None, at: dt.datetime) -> None:
+    """Art. 24, 25: the commitment (and the agreement, if named) registered, the
+    requester's, in force and covering the resource; CommitmentError otherwise."""
+    number = (commitment_ref or "").strip()
+    check_reference(read_commitment(cur, number), number, SECURITY, requester, resource_id, at)
+    if confidentiality_ref is not None:
+        number = confidentiality_ref.strip()
+        check_reference(read_commitment(cur, number), number, CONFIDENTIALITY, requester,
+                        resource_id, at)
 
 
 def file_request(dsn: str, resource: Resource, requester: str, purpose: str,
                  fields: list[str] | None, commitment_ref: str | None,
                  confidentiality_ref: str | None = None,
                  valid_until: dt.datetime | None = None) -> dict[str, Any]:
-    """File a request; unconditional ones are granted and not-shared ones refused at once."""
+    """File a request; unconditional ones are granted and not-shared ones refused at once.
+
+    A request whose commitment or agreement the rules refuse (:func:`_check_references`), or
+    whose ``valid_until`` is past, is not filed: it is refused as an incomplete application
+    (CommitmentError, 422 from the service, with its rule and article), nothing is decided."""
     if not purpose.strip():
         raise SharingError("a request states its purpose (--purpose, Art. 24: use is limited "
                            "to the requester's duties)")
     decision = decide_request(resource, requester, fields, commitment_ref, confidentiality_ref)
     at = now()
+    check_valid_until(valid_until, at)
+    commitment_ref = (commitment_ref or "").strip()
+    confidentiality_ref = (confidentiality_ref or "").strip() or None
     with db.transaction(dsn) as conn, conn.cursor(
             cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute("SELECT set_config('govbus.actor', %s, true)", (requester,))
+        _check_references(cur, requester, resource.id, commitment_ref, confidentiality_ref, at)
         cur.execute("""INSERT INTO sharing_requests (requester, resource_id, purpose, fields,
                            commitment_ref, confidentiality_ref, masked_fields, share_class,
                            status, requested_at, due_at, reason, decided_at, decided_by)
@@ -121,7 +169,8 @@ def file_request(dsn: str, resource: Resource, requester: str, purpose: str,
         request = dict(cur.fetchone())
         grant_id = None
         if decision.status == "granted":
-            grant_id = _insert_grant(cur, request, list(decision.masked_fields), valid_until)
+            grant_id = _insert_grant(cur, request, list(decision.masked_fields), valid_until,
+                                     at, at_once=True)
         if decision.status != "pending":
             _file(cur, request, str(resource.provider), decision.status, decision.reason,
                   PLATFORM, at)
@@ -157,6 +206,8 @@ def decide(dsn: str, request_id: int, by: str, approve: bool, reason: str | None
     if not approve and not (reason or "").strip():
         raise SharingError("a rejection explains itself to the applicant (--reason, Art. 18)")
     at = now()
+    if approve:
+        check_valid_until(valid_until, at)
     with db.transaction(dsn) as conn, conn.cursor(
             cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute("SELECT set_config('govbus.actor', %s, true)", (by,))
@@ -168,7 +219,8 @@ def decide(dsn: str, request_id: int, by: str, approve: bool, reason: str | None
         masked = list(request["masked_fields"])
         cur.execute("UPDATE sharing_requests SET status = %s, decided_at = %s, decided_by = %s, "
                     "reason = %s WHERE request_id = %s", (status, at, by, reason, request_id))
-        grant_id = _insert_grant(cur, request, masked, valid_until) if approve else None
+        grant_id = _insert_grant(cur, request, masked, valid_until, at, at_once=False) \
+            if approve else None
         _file(cur, request, request["provider"], status, reason, by, at)
         _notify(cur, request["requester"], f"request_{status}",
                 {"request_id": request_id, "reason": reason, "grant_id": grant_id})
@@ -184,7 +236,8 @@ def revoke(dsn: str, grant_id: int, by: str, reason: str) -> dict[str, Any]:
     with db.transaction(dsn) as conn, conn.cursor(
             cursor_factory=psycopg2.extras.RealDictCursor) as cur:
         cur.execute("SELECT set_config('govbus.actor', %s, true)", (by,))
-        cur.execute("SELECT g.*, c.provider, r.purpose, r.requester, r.requested_at "
+        cur.execute("SELECT g.*, c.provider, r.purpose, r.requester, r.requested_at, "
+                    "r.commitment_ref, r.confidentiality_ref "
                     "FROM grants g JOIN catalogue_resources c USING (resource_id) "
                     "JOIN sharing_requests r USING (request_id) WHERE grant_id = %s FOR UPDATE",
                     (grant_id,))
@@ -239,18 +292,61 @@ def list_requests(dsn: str, agency: str | None = None, status: str | None = None
 
 def list_grants(dsn: str, agency: str | None = None, resource_id: str | None = None,
                 active: bool = False) -> list[dict[str, Any]]:
-    """Grants with their state (in force, expired, revoked) as of now."""
+    """Grants with their state as of now (in force, revoked, lapsed with their commitment or
+    agreement, expired) and their provision (Art. 31): ``provide_by``, ``provided_at`` (the
+    first delivery or backfill logged for the recipient and resource since the grant began),
+    ``provision`` (``met``, ``late``, ``due``, ``overdue``, or ``ended`` for a grant that
+    ended before its date with nothing provided) and ``overdue``."""
     at = now()
     grants = load_grants(dsn, resource_id=resource_id)
-    out = []
+    chosen = []
     for g in grants:
         if agency and g.recipient != agency and not g.resource_id.startswith(f"{agency}."):
             continue
-        state = "in_force" if g.in_force(at) else ("revoked" if g.revoked_at else "expired")
+        state = g.state(at)
         if active and state != "in_force":
             continue
-        out.append(g.as_dict() | {"state": state})
+        chosen.append((g, state))
+    provided = _first_provided(dsn, [g for g, _ in chosen])
+    out = []
+    for g, state in chosen:
+        first = provided.get(g.grant_id)
+        status = provision(g, first, at)
+        out.append(g.as_dict() | {"state": state,
+                                  "provided_at": first.isoformat() if first else None,
+                                  "provision": status, "overdue": status == "overdue"})
     return out
+
+
+def provision(grant: Grant, provided_at: dt.datetime | None, at: dt.datetime) -> str | None:
+    """Whether ``grant``'s data was provided by its date (Art. 31): ``met``, ``late``,
+    ``due`` (not yet, the date not reached), ``overdue``, ``ended`` (the grant ended before
+    its date with nothing provided); None for a grant without a date."""
+    if grant.provide_by is None:
+        return None
+    if provided_at is not None:
+        return "met" if provided_at <= grant.provide_by else "late"
+    ended = [t for t in (grant.revoked_at, grant.ends_at) if t is not None]
+    if ended and min(ended) <= min(at, grant.provide_by):
+        return "ended"
+    return "overdue" if at > grant.provide_by else "due"
+
+
+def _first_provided(dsn: str, grants: list[Grant]) -> dict[int, dt.datetime]:
+    """The first delivery or backfill logged for each grant's recipient and resource since
+    the grant began."""
+    dated = [g for g in grants if g.provide_by is not None]
+    if not dated:
+        return {}
+    rows = _rows(dsn, """SELECT x.grant_id, (SELECT min(d.delivered_at) FROM deliveries d
+                                 WHERE d.recipient = x.recipient AND d.resource_id = x.resource
+                                   AND d.channel IN ('exchange', 'backfill')
+                                   AND d.delivered_at >= x.since) AS first
+                         FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[])
+                              AS x(grant_id, recipient, resource, since)""",
+                 [[g.grant_id for g in dated], [g.recipient for g in dated],
+                  [g.resource_id for g in dated], [g.valid_from for g in dated]])
+    return {int(r["grant_id"]): r["first"] for r in rows if r["first"] is not None}
 
 
 def list_filings(dsn: str, year: int | None = None) -> list[dict[str, Any]]:
@@ -261,6 +357,7 @@ def list_filings(dsn: str, year: int | None = None) -> list[dict[str, Any]]:
         params = [year]
     rows = _rows(dsn, f"""SELECT filing_id, request_id, requester, provider, resource_id,
                              purpose, fields, requested_at, decision, reason, decided_by,
-                             decided_at, filed_at FROM filings WHERE {where}
+                             decided_at, filed_at, commitment_no, confidentiality_no
+                          FROM filings WHERE {where}
                           ORDER BY filing_id""", params)
     return rows

@@ -3,10 +3,11 @@
 
 Which agency receives what is decided by :mod:`govbus.core.routing` (pure); here each
 delivery is produced to ``deliver.<recipient>.<resource>`` (JSON; key = entity key; headers
-``event_id``, ``grant_id`` and the bus's batch signature, :mod:`govbus.core.signatures`,
-which the subscriber verifies) without waiting, each acknowledgement is kept with the partition
-and offset the broker gave it (what the delivery log records), and a batch's routing is
-counted and timed once per label set.
+``event_id``, ``grant_id``, ``govbus-use`` — the grant's use restrictions and commitment,
+Art. 24, :func:`govbus.core.commitments.use_header` — and the bus's batch signature,
+:mod:`govbus.core.signatures`, which the subscriber verifies) without waiting, each
+acknowledgement is kept with the partition and offset the broker gave it (what the delivery
+log records), and a batch's routing is counted and timed once per label set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from confluent_kafka import KafkaError, Producer
 
 from govbus.core import metrics
 from govbus.core.batching import Acks, produce
+from govbus.core.commitments import USE_HEADER
 from govbus.core.envelope import now_ms
 from govbus.core.routing import Delivery, RouteResult
 from govbus.core.serde import json_bytes
@@ -58,7 +60,8 @@ def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
               for d, v, i in zip(deliveries, values, ids, strict=True)]
     signed = signer.sign_leaves(leaves) if signer is not None and deliveries else None
     for n, d in enumerate(deliveries):
-        headers: Headers = [("event_id", ids[n]), ("grant_id", str(d.grant_id).encode())]
+        headers: Headers = [("event_id", ids[n]), ("grant_id", str(d.grant_id).encode()),
+                            (USE_HEADER, d.use)]
         if signed is not None:
             headers += signed[n]
         acks.expect()

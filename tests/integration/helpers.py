@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 import uuid
@@ -104,3 +105,19 @@ class SignedProducer:
             extra = signer.sign([(topic, as_bytes, data, event_id)])[0] if signer else []
             self.producer.produce(topic, key=as_bytes, value=data, headers=headers + extra)
         return int(self.producer.flush(timeout))
+
+
+def commitment(dsn: str, agency: str, resources: list[str] | str, *,
+               kind: str = "security", valid_for: dt.timedelta = dt.timedelta(days=365),
+               number: str | None = None, purpose: str = "statutory duties (tests)") -> str:
+    """Register a signed security commitment (or, with ``kind="confidentiality"``, an
+    agreement) of ``agency`` covering ``resources`` (Art. 24, 25); its number."""
+    from govbus.core import commitments_store
+
+    prefix = "SC" if kind == "security" else "CA"
+    number = number or f"{prefix}-{agency}-{uuid.uuid4().hex[:8]}"
+    now = dt.datetime.now(dt.UTC)
+    commitments_store.register(
+        dsn, number, kind, agency, [resources] if isinstance(resources, str) else resources,
+        purpose, now.date(), now + valid_for, "0" * 64, agency)
+    return number

@@ -21,6 +21,7 @@ from govbus.delivery_log import audit
 from govbus.delivery_log.chain import GENESIS
 from govbus.delivery_log.checkpoints import AUDIT, ChainHead, make
 from tests.integration.govbus.test_access import cli
+from tests.integration.helpers import commitment
 
 RESOURCE = "tax.tax_registration"  # on application: the provider decides (Art. 18)
 
@@ -45,7 +46,8 @@ def sql(dsn: str, statement: str, params: Any = None) -> list[tuple[Any, ...]]:
 def decided(dsn: str, catalogue: Catalogue) -> dict[str, Any]:
     """A request filed by hrss, approved by tax, revoked by the information center."""
     req = sharing_store.file_request(dsn, catalogue.resources[RESOURCE], "hrss",
-                                     "social-insurance checks", None, "SC-1")
+                                     "social-insurance checks", None,
+                                     commitment(dsn, "hrss", [RESOURCE]))
     decision = sharing_store.decide(dsn, req["request_id"], "tax", True, "within duties")
     sharing_store.revoke(dsn, decision["grant_id"], "information_center", "duty ended")
     return decision
@@ -60,10 +62,11 @@ def test_a_request_filed_approved_and_revoked_is_recorded_with_its_actors(
     baseline = audit.seal(dsn)
     assert baseline == 2 * len(catalogue.resources)  # the catalogue's entries and versions
     grant_id = decided(dsn, catalogue)["grant_id"]
-    assert audit.seal(dsn) == 6
+    assert audit.seal(dsn) == 7
     assert audit.seal(dsn) == 0  # nothing left: the cheap case
     got = [(e["table"], e["op"], e["actor"]) for e in entries(dsn)[baseline:]]
-    assert got == [("sharing_requests", "INSERT", "hrss"),
+    assert got == [("commitments", "INSERT", "hrss"),  # Art. 24: the registered commitment
+                   ("sharing_requests", "INSERT", "hrss"),
                    ("sharing_requests", "UPDATE", "tax"), ("grants", "INSERT", "tax"),
                    ("filings", "INSERT", "tax"),
                    ("grants", "UPDATE", "information_center"),
@@ -78,7 +81,7 @@ def test_a_request_filed_approved_and_revoked_is_recorded_with_its_actors(
     assert all(e["seq"] is not None and len(e["row_hash"]) == 64 for e in entries(dsn))
     report = audit.verify(dsn)
     assert report.ok, report.lines()
-    assert report.rows == report.head_seq == baseline + 6 and not report.warnings
+    assert report.rows == report.head_seq == baseline + 7 and not report.warnings
     with db.transaction(dsn) as conn, conn.cursor() as cur:
         assert audit.head(cur) == (report.head_seq, report.head_hash)
 
