@@ -174,13 +174,16 @@ def cmd_catalogue_check(args: argparse.Namespace) -> int:
 
 
 def cmd_catalogue_sync(args: argparse.Namespace) -> int:
-    from govbus.core import db, registry
+    """The information center's bulk import of the catalogue folder (Art. 13: the center
+    revises the catalogue); agencies change entries by proposals (`catalogue propose`)."""
+    from govbus.core import access, db, registry
 
     url = _database_url()
     if not url:
         raise GovbusError("DATABASE_URL not set and no embedded runtime is running: run "
                           "`govbus up` first, or set DATABASE_URL")
     db.migrate(url)
+    access.require(url, access.INFORMATION_CENTER, args.token_file)
     results = registry.sync(url, _catalogue(args))
     def text() -> None:
         for r in results:
@@ -335,10 +338,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("check", cmd_catalogue_check, "check every contract; exit 1 on errors", parent=csub)
     p.add_argument("--offline", action="store_true",
                    help="do not compare with registered versions")
-    add("sync", cmd_catalogue_sync, "register contracts and new versions", parent=csub)
+    p = add("sync", cmd_catalogue_sync, "the information center's bulk import: register the "
+            "folder's contracts and new versions", parent=csub)
+    from govbus import cli_catalogue  # proposals and the yearly review (Art. 13)
+    from govbus.cli_access import token_arg
+
+    token_arg(p)
     add("list", cmd_catalogue_list, "list the resources", parent=csub)
     p = add("show", cmd_catalogue_show, "show one resource", parent=csub)
     p.add_argument("resource", help="agency.resource, e.g. public_security.population_register")
+    cli_catalogue.register(csub, add)
 
     p = add("publish", cmd_publish, "publish JSON-lines records as Avro change events "
             "(exit 3 when some lines were refused)")

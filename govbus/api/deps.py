@@ -54,6 +54,12 @@ def catalogue(request: Request) -> Catalogue:
         return loaded
 
 
+def forget_catalogue(request: Request) -> None:
+    """Read the registered catalogue again on the next call (after this process changed it)."""
+    with _catalogue_lock:
+        _catalogues.pop(dsn(request), None)
+
+
 def resource(request: Request, resource_id: str) -> Resource:
     """``agency.resource`` of the catalogue; 404 naming the known ones otherwise."""
     agency, dot, name = resource_id.partition(".")

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from govbus.core import access, db
 from govbus.core.catalogue import default_schemas_dir
 from govbus.core.config import Settings
 from govbus.runtime import STREAM_APPS
@@ -45,6 +46,12 @@ def test_sync_registers_versions_and_refuses_incompatible_change(
         tmp_path: Path, empty_database: str) -> None:
     env = {"DATABASE_URL": empty_database, "GOVBUS_STATE_DIR": str(tmp_path / "state")}
     root = copy_catalogue(tmp_path)
+    # the bulk import is the information center's (Art. 13): another agency's token is refused
+    db.migrate(empty_database)
+    tax = govbus("--schemas", str(root), "catalogue", "sync", env=env | {
+        "GOVBUS_TOKEN": access.issue(empty_database, "tax", "test")})
+    assert tax.returncode == 1 and "not information_center's" in tax.stderr, tax.stderr
+    env["GOVBUS_TOKEN"] = access.issue(empty_database, access.INFORMATION_CENTER, "test")
     first = govbus("--schemas", str(root), "catalogue", "sync", "--json", env=env)
     assert first.returncode == 0, first.stderr
     assert {r["status"] for r in json.loads(first.stdout)} == {"registered"}
