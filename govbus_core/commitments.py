@@ -249,3 +249,26 @@ def check_new(number: str, kind: str, agency: str, resources: Sequence[str], pur
         raise CommitmentError(f"valid until {_stamp(valid_until)}: already past",
                               rule="commitment.valid_until")
     return wanted
+
+
+def parse_until(text: str) -> dt.datetime:
+    """``valid_until`` as given: a day (its last second, UTC) or an ISO 8601 instant (UTC if
+    it names no zone)."""
+    text = text.strip()
+    try:
+        if len(text) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(text), dt.time(23, 59, 59),
+                                       tzinfo=dt.UTC)
+        at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise CommitmentError(f"valid until {text!r}: a day (YYYY-MM-DD) or an ISO 8601 "
+                              "instant", rule="commitment.valid_until") from exc
+    return at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+
+
+def parse_day(text: str, what: str = "signed on") -> dt.date:
+    try:
+        return dt.date.fromisoformat(text.strip())
+    except ValueError as exc:
+        raise CommitmentError(f"{what} {text!r}: a day (YYYY-MM-DD)",
+                              rule="commitment.signed_on") from exc

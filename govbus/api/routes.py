@@ -8,6 +8,7 @@ from govbus.api import (
     routes_admin,
     routes_cases,
     routes_catalogue,
+    routes_commitments,
     routes_notices,
     routes_reports,
     routes_schemas,
@@ -16,6 +17,7 @@ from govbus.api import (
 
 ROUTERS: list[APIRouter] = [
     routes_sharing.router,
+    routes_commitments.router,  # security commitments, agreements (Art. 24, 25)
     routes_schemas.router,
     routes_catalogue.router,
     routes_cases.router,  # cases, objections, complaints (Art. 19, 20, 29)
