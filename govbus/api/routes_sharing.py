@@ -24,13 +24,16 @@ class RequestIn(Body):
     purpose: str = Field(max_length=2000, description="the duty the data serves (Art. 24)")
     fields: list[str] | None = Field(default=None, max_length=500,
                                      description="default: every field")
-    commitment: str = Field(max_length=200, description="the requester's signed security "
-                            "commitment (Art. 24)")
+    commitment: str = Field(max_length=200, description="the number of the requester's "
+                            "registered security commitment (POST /v1/commitments), in force "
+                            "and covering the resource; otherwise 422 commitment.* (Art. 24)")
     confidentiality: str | None = Field(default=None, max_length=200, description="the "
-                                        "confidentiality agreement, for sensitive fields "
-                                        "(Art. 25); without it they are masked")
+                                        "number of a registered confidentiality agreement of "
+                                        "the requester covering the resource, for sensitive "
+                                        "fields (Art. 25); without it they are masked")
     valid_until: dt.date | None = Field(default=None, description="the grant ends after "
-                                        "this day")
+                                        "this day (not past: 422 request.valid_until_past); "
+                                        "it ends earlier with its commitment or agreement")
     agency: str | None = AgencyName
 
 
@@ -72,7 +75,10 @@ class ReceiptsIn(Body):
 def file_request(body: RequestIn, request: Request,
                  who: Caller = Depends(caller)) -> dict[str, Any]:
     """Unconditional resources are granted at once, not-shared ones refused at once (with
-    the reason), the rest wait for the provider's decision, due in working days."""
+    the reason), the rest wait for the provider's decision, due in working days. A request
+    whose commitment or agreement is unknown, another agency's, not in force or out of scope
+    is refused with 422 and that rule (``commitment.*``, ``confidentiality.*``), unfiled: it
+    is an incomplete application, nothing was decided."""
     from govbus.core import sharing_store
 
     agency = who.acts_as(body.agency)
