@@ -368,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus import cli_sharing
 
     cli_sharing.register(sub, add)
+    from govbus import cli_commitments  # security commitments, agreements (Art. 24, 25)
+
+    cli_commitments.register(sub, add)
     from govbus import cli_cases  # cases, objections, complaints
 
     cli_cases.register(sub, add)
