@@ -419,13 +419,15 @@ def test_the_kafka_exporter_authenticates_as_the_bus_over_tls() -> None:
 def test_the_hot_path_signs_with_the_bus_key_and_the_adapter_with_its_agencys() -> None:
     """Each private key reaches exactly the process that signs with it (docs/security.md):
     the bus's the hot path, an agency's its own adapter, the information center's the
-    checkpointer; no other service holds any."""
+    checkpointer; no other service holds any. The service holds the bus's too: a backfill
+    it sends is signed as the hot path's deliveries are."""
     holders: dict[str, set[str]] = {}
     for name in SERVICES:
         for secret in secrets_of(name):
             holders.setdefault(secret, set()).add(name)
     assert env("hotpath")["GOVBUS_BUS_KEY_FILE"] == "/run/secrets/govbus_bus_key"
-    assert holders["govbus_bus_key"] == {"hotpath"}
+    assert holders["govbus_bus_key"] == {"hotpath", "api"}
+    assert env("api")["GOVBUS_BUS_KEY_FILE"] == "/run/secrets/govbus_bus_key"
     adapter = env("outbox-public-security")
     assert adapter["GOVBUS_SIGNING_KEY_FILE"] == "/run/secrets/public_security_signing_key"
     assert holders["public_security_signing_key"] == {"outbox-public-security"}
@@ -433,7 +435,7 @@ def test_the_hot_path_signs_with_the_bus_key_and_the_adapter_with_its_agencys() 
     assert holders["checkpoint_key"] == {"checkpointer"}
     signing = {"GOVBUS_BUS_KEY_FILE", "GOVBUS_SIGNING_KEY_FILE", "GOVBUS_CHECKPOINT_KEY_FILE"}
     for name in SERVICES:
-        if name not in ("hotpath", "outbox-public-security", "checkpointer"):
+        if name not in ("hotpath", "api", "outbox-public-security", "checkpointer"):
             assert not signing & set(env(name)), name
     for secret in ("govbus_bus_key", "public_security_signing_key",
                    "public_security_public_key"):
