@@ -7,6 +7,7 @@ token, issued once per database and agency."""
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -52,7 +53,8 @@ def start_service(database_url: str, bootstrap: str, log: Path,
                   extra: dict[str, str] | None = None, verify: Any = None) -> Service:
     """``python -m govbus.api`` with ``extra`` settings; over HTTPS when ``verify`` (an
     ``ssl.SSLContext`` holding what the health check presents) is given."""
-    port = runtime.free_port(28480)
+    # a random start: test runs side by side must not race for the same first free port
+    port = runtime.free_port(28480 + random.randrange(0, 4000, 7))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOVBUS_API", "GOVBUS_QUERY"))}
     env |= {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "GOVBUS_API_PORT": str(port), "PYTHONPATH": str(ROOT)} | (extra or {})
