@@ -112,7 +112,12 @@ def client(token_file: str | None = None) -> Client | None:
     url = api_url()
     if url is None:
         return None
-    return Client(url, token_from(token_file))
+    token = token_from(token_file)
+    if not token:
+        raise AccessError(f"acting as an agency through the service at {url} needs its token "
+                          "(Art. 24): pass --token-file, or set GOVBUS_TOKEN_FILE or "
+                          "GOVBUS_TOKEN", rule="access.no_token")
+    return Client(url, token)
 
 
 
