@@ -62,8 +62,14 @@ def company(rng: random.Random) -> dict[str, str]:
 
 
 def test_apply_approve_subscribe_query_with_a_token_and_a_url_only(
-        service: Service, hotpath: HotPath, settings: Settings) -> None:
+        service: Service, hotpath: HotPath, settings: Settings, tmp_path: Path) -> None:
     me = f"agency_{uuid.uuid4().hex[:8]}"
+    signed = tmp_path / "commitment.pdf"
+    signed.write_bytes(b"%PDF-1.7 security commitment of " + me.encode())
+    ok(cli(service, me, "commitments", "register", "--agency", me, "--number", f"SC-{me}",
+           "--kind", "security", "--resources", TAX, "--purpose", "employer checks",
+           "--signed-on", "2026-01-05", "--valid-until", "2030-12-31", "--document",
+           str(signed), "--json"))
     pending = ok(cli(service, me, "request", "--agency", me, "--resource", TAX, "--purpose",
                      "employer checks", "--fields", "uscc,taxpayer_name,credit_rating",
                      "--commitment", f"SC-{me}", "--json"))
