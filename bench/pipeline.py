@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 import psycopg2.extensions
 from confluent_kafka import Producer
 
-from govbus.core import db, sharing_store
+from govbus.core import commitments_store, db, sharing_store
 from govbus.core.batching import produce
 from govbus.core.catalogue import Catalogue
 from govbus.core.kafka import producer_config
@@ -65,11 +65,13 @@ REQUESTS: list[tuple[str, str, list[str] | None, str | None, str | None]] = [
 
 def file_grants(env: Env) -> dict[str, int]:
     """File :data:`REQUESTS`; returns the recipients in force per resource id."""
+    signed = commitments_store.sample_commitments(env.database_url, REQUESTS,
+                                                  "statutory duties (bench)")
     for requester, resource_id, fields, agreement, answer in REQUESTS:
         resource = env.catalogue.get(*resource_id.split("."))
         out = sharing_store.file_request(env.database_url, resource, requester,
                                          "statutory duties (bench)", fields,
-                                         f"SC-2026-{requester}", agreement)
+                                         signed[requester], agreement)
         if answer:
             sharing_store.decide(env.database_url, out["request_id"], str(resource.provider),
                                  answer == "approve", "bench")

@@ -12,7 +12,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from govbus import runtime
-from govbus.core import db, sharing_store, topics
+from govbus.core import commitments_store, db, sharing_store, topics
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
 from govbus.core.kafka import consumer_config
@@ -39,12 +39,14 @@ class Routing:
 def file_requests(settings: Settings, catalogue: Catalogue, say: runtime.Say) -> Routing:
     """Apply for resources as five agencies would, and answer as the providers would."""
     routing = Routing()
+    signed = commitments_store.sample_commitments(settings.database_url, REQUESTS,
+                                                  "statutory duties (demo)")
     for requester, resource_id, fields, agreement, answer in REQUESTS:
         agency, name = resource_id.split(".")
         resource = catalogue.get(agency, name)
         out = sharing_store.file_request(settings.database_url, resource, requester,
                                          "statutory duties (demo)", fields,
-                                         f"SC-2026-{requester}", agreement)
+                                         signed[requester], agreement)
         if answer:
             out = sharing_store.decide(
                 settings.database_url, out["request_id"], str(resource.provider),

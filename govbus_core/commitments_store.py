@@ -7,6 +7,7 @@ effective end is computed where grants are loaded, :func:`govbus.core.sharing_st
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -160,3 +161,40 @@ def withdraw(dsn: str, number: str, by: str, reason: str) -> dict[str, Any]:
                 cur.execute("INSERT INTO notifications (agency, kind, body) VALUES (%s, %s, "
                             "%s)", (agency, "grant_lapsed", body))
     return _out(row, at) | {"grants_ended": [g["grant_id"] for g in ended]}
+
+
+def ensure(dsn: str, number: str, kind: str, agency: str, resources: Sequence[str],
+           purpose: str, days: int = 365) -> str:
+    """Register ``number`` for ``agency`` unless it is registered (the demo's and the
+    benchmark's sample commitments, signed today and valid ``days``); its number."""
+    rows = _rows(dsn, "SELECT agency FROM commitments WHERE number = %s", [number])
+    if rows:
+        if rows[0]["agency"] != agency:
+            raise ConflictError(f"commitment {number} is {rows[0]['agency']}'s, not {agency}'s",
+                                rule="commitment.exists", article="Art. 24")
+        return number
+    at = _now()
+    digest = hashlib.sha256(f"{kind} {number} signed by {agency}".encode()).hexdigest()
+    register(dsn, number, kind, agency, resources, purpose, at.date(),
+             at + dt.timedelta(days=days), digest, agency)
+    return number
+
+
+def sample_commitments(dsn: str, requests: Iterable[Sequence[Any]], purpose: str
+                       ) -> dict[str, str]:
+    """For sample requests ``(requester, resource_id, fields, agreement, …)``: each
+    requester's security commitment ``SC-<year>-<requester>`` covering every resource it asks
+    for, and each named agreement covering the resources asked under it, registered unless
+    they are (:func:`ensure`); the commitment number per requester."""
+    year = _now().year
+    scope: dict[str, list[str]] = {}
+    agreements: dict[tuple[str, str], list[str]] = {}
+    for requester, resource_id, _fields, agreement, *_ in requests:
+        scope.setdefault(requester, []).append(resource_id)
+        if agreement:
+            agreements.setdefault((agreement, requester), []).append(resource_id)
+    signed = {who: ensure(dsn, f"SC-{year}-{who}", "security", who, resources, purpose)
+              for who, resources in scope.items()}
+    for (number, who), resources in agreements.items():
+        ensure(dsn, number, "confidentiality", who, resources, purpose)
+    return signed

@@ -45,7 +45,7 @@ import psycopg2
 from confluent_kafka import Consumer
 
 from govbus import runtime, sample
-from govbus.core import db, keyring, registry, sharing_store
+from govbus.core import commitments_store, db, keyring, registry, sharing_store
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import Settings
 from govbus.core.errors import GovbusError
@@ -240,7 +240,9 @@ def prepare_databases(pg: Postgres, catalogue: Catalogue, recipients: list[str])
         cur.execute(AGENCY_TABLE)
     install(agency, "taxpayers", "tax", "tax_registration", catalogue)
     a, b, _ = recipients  # a: tax and population; b: population only (tax rejected); c: none
-    for who in (a, b):
+    for who in (a, b):  # Art. 24: a registered commitment covering what each asks for
+        commitments_store.ensure(pg.url, f"SC-{who}", "security", who, [POP, TAX],
+                                 "duties (faults)")
         sharing_store.file_request(pg.url, catalogue.resources[POP], who, "duties (faults)",
                                    None, f"SC-{who}", None)
     for who, yes in ((a, True), (b, False)):

@@ -23,7 +23,7 @@ from govbus.core.kafka import consumer_config, ensure_topics
 from govbus.core.keyring import agency_signer, bus_signer
 from govbus.core.sharing_store import decide, file_request, revoke
 from govbus.core.signatures import DELIVERIES, Signer
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import commitment, wait_until
 
 POP = "public_security.population_register"
 LEGAL = "market_regulation.legal_entity_register"
@@ -37,7 +37,8 @@ def new_agency(prefix: str = "agency") -> str:
 def grant(settings: Settings, catalogue: Catalogue, agency: str, resource_id: str) -> int:
     """A grant through the control plane: unconditional at once, else approved (Art. 18)."""
     res = catalogue.resources[resource_id]
-    out = file_request(settings.database_url, res, agency, "tests", None, "SC-2025-001")
+    out = file_request(settings.database_url, res, agency, "tests", None,
+                       commitment(settings.database_url, agency, resource_id))
     if out["status"] == "pending":
         out = decide(settings.database_url, out["request_id"], str(res.provider), True, None)
     assert out["status"] == "granted", out

@@ -15,6 +15,7 @@ import pytest
 from govbus.core import access, db, sharing_store
 from govbus.core.catalogue import Catalogue
 from tests.integration.govbus.test_cli import govbus
+from tests.integration.helpers import commitment
 
 
 def agency() -> str:
@@ -29,18 +30,18 @@ def cli(dsn: str, *args: str, token: str | None = None,
     return out.returncode, out.stdout, out.stderr
 
 
-REQUEST = ("request", "--resource", "tax.tax_registration", "--purpose", "audit",
-           "--commitment", "SC-1")
+REQUEST = ("request", "--resource", "tax.tax_registration", "--purpose", "audit")
 
 
 def test_request_needs_the_applicants_own_token(database_url: str) -> None:
     me, other = agency(), agency()
     mine, theirs = access.issue(database_url, me, "t"), access.issue(database_url, other, "t")
+    sc = ("--commitment", commitment(database_url, me, "tax.tax_registration"))
     for token, why in ((None, f"acting as {me} needs {me}'s credential"),
                        (theirs, f"not {me}'s"), ("gbt_forged", f"not {me}'s")):
-        code, _, err = cli(database_url, *REQUEST, "--agency", me, token=token)
+        code, _, err = cli(database_url, *REQUEST, *sc, "--agency", me, token=token)
         assert code == 1 and why in err and "Art. 24" in err, err
-    code, out, err = cli(database_url, *REQUEST, "--agency", me, token=mine)
+    code, out, err = cli(database_url, *REQUEST, *sc, "--agency", me, token=mine)
     assert code == 0, err
 
 
@@ -48,7 +49,9 @@ def test_one_agency_cannot_approve_or_revoke_as_another(database_url: str,
                                                         catalogue: Catalogue) -> None:
     me = agency()
     req = sharing_store.file_request(database_url, catalogue.resources["tax.tax_registration"],
-                                     me, "audit", None, "SC-1", None)
+                                     me, "audit", None,
+                                     commitment(database_url, me, "tax.tax_registration"),
+                                     None)
     hrss = access.issue(database_url, "hrss", "t")
     code, _, err = cli(database_url, "approve", str(req["request_id"]), "--as", "tax",
                        "--reason", "x", token=hrss)
@@ -87,7 +90,8 @@ def test_subscriber_refuses_another_agency_and_ungranted_topics(
     me, other = agency(), agency()
     sharing_store.file_request(database_url,
                                catalogue.resources["public_security.population_register"],
-                               me, "duties", None, "SC-1", None)
+                               me, "duties", None,
+                               commitment(database_url, me, "public_security.*"), None)
     mine, theirs = access.issue(database_url, me, "t"), access.issue(database_url, other, "t")
     code, _, err = cli(database_url, "subscribe", "--agency", me, "--idle-exit", "1",
                        token=theirs)

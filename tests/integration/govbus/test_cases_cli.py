@@ -19,7 +19,7 @@ from govbus.producers.publisher import Change
 from govbus.stream_apps.feed import CASES_TOPIC
 from tests.integration.govbus.test_cli import govbus
 from tests.integration.govbus.test_sharing_cli import token
-from tests.integration.helpers import TopicReader, wait_until
+from tests.integration.helpers import TopicReader, commitment, wait_until
 from tests.integration.reconcile_pipeline import MR, TAX, Pipeline, company, publish, tax_row
 
 T0 = 1_790_000_000_000
@@ -119,7 +119,7 @@ def test_objection_filed_answered_with_history(database_url: str, catalogue: Cat
                                                ) -> None:
     me = f"agency_{uuid.uuid4().hex[:8]}"
     sharing_store.file_request(database_url, catalogue.resources[POP], me, "benefit checks",
-                               ["name", "residence_address"], "SC-2026-1")
+                               ["name", "residence_address"], commitment(database_url, me, POP))
     code, _, err = run(database_url, "objection", "file", "--as", me, "--against", "tax",
                        "--resource", "tax.tax_registration", "--reason", "wrong name")
     assert code == 1 and "has not received tax.tax_registration" in err and "Art. 19" in err

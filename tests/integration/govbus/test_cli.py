@@ -16,7 +16,7 @@ from govbus.core import access, db
 from govbus.core.catalogue import default_schemas_dir
 from govbus.core.config import Settings
 from govbus.runtime import STREAM_APPS
-from tests.integration.helpers import TopicReader, wait_until
+from tests.integration.helpers import TopicReader, commitment, wait_until
 
 
 def govbus(*args: str, env: dict[str, str] | None = None, timeout: float = 180
@@ -197,7 +197,8 @@ def test_publish_and_request_read_the_catalogue_of_schemas(tmp_path: Path, setti
     me = f"agency_{uuid.uuid4().hex[:8]}"
     env[access.TOKEN_ENV] = access.issue(settings.database_url, me, "test")
     request = ("request", "--agency", me, "--resource", "tax.tax_registration", "--purpose",
-               "audit", "--commitment", "SC-1", "--json")
+               "audit", "--commitment",
+               commitment(settings.database_url, me, "tax.tax_registration"), "--json")
     pending = govbus(*request, env=env)
     assert pending.returncode == 0 and json.loads(pending.stdout)["status"] == "pending", \
         pending.stderr

@@ -36,12 +36,13 @@ from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics
 from govbus.producers.publisher import Change, Publisher
 from tests.integration.conftest import TansuBroker, register_sample_keys, scratch_database
-from tests.integration.helpers import SignedProducer, wait_until
+from tests.integration.helpers import SignedProducer, commitment, wait_until
 
 APPS = {"hotpath": "govbus.stream_apps.hotpath",
         "ops_exporter": "govbus.stream_apps.ops_exporter"}
 PEOPLE, ADOPTIONS, GARBAGE = 12, 3, 3
 POPULATION, ADOPTION = "public_security.population_register", "civil_affairs.adoption_register"
+HRSS = "hrss.social_insurance_enrolment"
 
 if prom.prometheus_binary() is None:
     if os.environ.get("CI"):
@@ -104,15 +105,17 @@ def workload(settings: Settings, catalogue: Catalogue, url: str) -> None:
     dsn = settings.database_url
     filed = time.time()
     granted = sharing_store.file_request(dsn, catalogue.resources[POPULATION], "tax",
-                                         "tax registration checks", None, "SC-1")
+                                         "tax registration checks", None,
+                                         commitment(dsn, "tax", [POPULATION, HRSS]))
     assert granted["grant_id"], granted
     # a grant takes effect at the hot path's next load (every GOVBUS_GRANT_REFRESH_S): publish
     # only once it says it loaded it, or the people would be routed on the old grants
     wait_until(lambda: (prom.value(url, "govbus_router_grants") == 1 and (prom.value(
         url, "govbus_router_grants_loaded_timestamp_seconds") or 0) > filed), 60,
         "the hot path to load the new grant")
-    hrss = catalogue.resources["hrss.social_insurance_enrolment"]
-    pending = sharing_store.file_request(dsn, hrss, "tax", "contribution checks", None, "SC-2")
+    hrss = catalogue.resources[HRSS]
+    pending = sharing_store.file_request(dsn, hrss, "tax", "contribution checks", None,
+                                         commitment(dsn, "tax", HRSS))
     assert pending["status"] == "pending"
     with db.transaction(dsn) as conn, conn.cursor() as cur:
         cur.execute("UPDATE sharing_requests SET due_at = now() - interval '1 day' "

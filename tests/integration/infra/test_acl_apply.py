@@ -15,6 +15,7 @@ from govbus.core.errors import BrokerError
 from govbus.core.sharing_store import file_request
 from govbus.infra.acl import advertised_apis, apply, main, plan
 from tests.integration.conftest import TansuBroker
+from tests.integration.helpers import commitment
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -39,7 +40,8 @@ def test_cli_plan_from_the_grants_table_and_apply_refused(
         monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     agency = f"agency_{uuid.uuid4().hex[:8]}"
     file_request(database_url, catalogue.resources["public_security.population_register"],
-                 agency, "tests", None, "SC-1")
+                 agency, "tests", None,
+                 commitment(database_url, agency, "public_security.population_register"))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", tansu.bootstrap)
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert main(["plan", "--json"]) == 0

@@ -31,7 +31,7 @@ from govbus.delivery_log import list_deliveries
 from govbus.producers.publisher import Change, Publisher
 from govbus.query import RecordNotFound, backfill, query
 from govbus.stream_apps.hotpath import HotPath
-from tests.integration.helpers import TopicReader, wait_until
+from tests.integration.helpers import TopicReader, commitment, wait_until
 
 TAX = "tax.tax_registration"
 ADOPTION = "civil_affairs.adoption_register"
@@ -70,8 +70,10 @@ def grant(catalogue: Catalogue, dsn: str, requester: str, resource_id: str,
           fields: list[str] | None, confidentiality: str | None = None) -> int:
     """Apply and have the provider approve (Art. 18); the grant id."""
     res = catalogue.resources[resource_id]
+    if confidentiality:  # Art. 25: a registered agreement of the requester
+        confidentiality = commitment(dsn, requester, resource_id, kind="confidentiality")
     out = sharing_store.file_request(dsn, res, requester, "statutory duties (test)", fields,
-                                     f"SC-{requester}", confidentiality)
+                                     commitment(dsn, requester, resource_id), confidentiality)
     if out["status"] == "pending":
         out = sharing_store.decide(dsn, out["request_id"], str(res.provider), True, "ok")
     assert out["grant_id"], out
