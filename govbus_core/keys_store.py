@@ -34,6 +34,9 @@ BUS = "govbus"
 class KeyRegistryError(GovbusError):
     """A key cannot be registered or revoked as asked."""
 
+    rule = "keys.refused"
+    article = "Art. 8"
+
 
 @dataclass(frozen=True)
 class KeyRow:
