@@ -217,8 +217,11 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--resource", required=True, help="agency.resource")
     p.add_argument("--purpose", required=True)
     p.add_argument("--fields", help="comma-separated; default: every field")
-    p.add_argument("--commitment", required=True, help="signed security commitment (Art. 24)")
-    p.add_argument("--confidentiality", help="confidentiality agreement, for sensitive fields "
+    p.add_argument("--commitment", required=True, help="number of the agency's registered "
+                   "security commitment, in force and covering the resource (`govbus "
+                   "commitments register`; Art. 24)")
+    p.add_argument("--confidentiality", help="number of the agency's registered "
+                   "confidentiality agreement covering the resource, for sensitive fields "
                    "(Art. 25); without it they are masked")
     p.add_argument("--valid-until", help="YYYY-MM-DD: the grant expires after this day")
     token_arg(p)
