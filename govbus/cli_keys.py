@@ -181,7 +181,8 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--out", required=True, metavar="DIR",
                    help="folder to write <holder>.key and <holder>.pub into")
     p = add("register", cmd_register, "register a public key for an agency (information "
-            "center); several valid keys during a rotation", parent=ksub)
+            "center; through the service, an agency its own); several valid keys during a "
+            "rotation", parent=ksub)
     holder_args(p)
     p.add_argument("--public-key", required=True, metavar="FILE", help="the PEM public key")
     token_arg(p)
@@ -189,8 +190,8 @@ def register(sub: Any, add: Any) -> None:
     p.add_argument("--agency", help="only this agency's (govbus: the bus's; "
                    "information_center: the checkpoints')")
     token_arg(p)
-    p = add("revoke", cmd_revoke, "revoke a key (information center): what it signed is "
-            "refused from then on", parent=ksub)
+    p = add("revoke", cmd_revoke, "revoke a key (information center; through the "
+            "service, its holder too): what it signed is refused from then on", parent=ksub)
     holder_args(p)
     p.add_argument("--key-id", required=True, help="the key id `keys list` shows")
     token_arg(p)
