@@ -106,8 +106,8 @@ def _dumps(obj: Any) -> str:
 
 def _insert_grant(cur: Any, request: dict[str, Any], masked: list[str],
                   valid_until: dt.datetime | None, at: dt.datetime, at_once: bool) -> int:
-    """The grant of ``request``, resting on its commitment and agreement (the registered
-    ones: a request filed before they were registered documents names none), with the
+    """The grant of ``request``, resting on its commitment and agreement (as registered to
+    the requester; a reference no registered document answers is left NULL), with the
     restrictions of Art. 24 and the date its data must be provided by (Art. 31)."""
     cur.execute("""INSERT INTO grants (request_id, recipient, resource_id, fields, masked_fields,
                        valid_until, commitment_no, confidentiality_no, restrictions,

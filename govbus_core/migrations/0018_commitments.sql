@@ -23,8 +23,8 @@ CREATE TABLE commitments (
 );
 CREATE INDEX commitments_agency ON commitments (agency, number);
 
--- What a grant rests on, kept with it: the commitment and agreement (NULL for grants made
--- before they were registered documents), the restrictions that travel in each delivery's
+-- What a grant rests on, kept with it: the commitment and agreement (NULL: a grant resting
+-- on no registered document, which ends by its own valid_until only), the restrictions that travel in each delivery's
 -- govbus-use header, and the date by which the data must be provided (Art. 31).
 ALTER TABLE grants ADD COLUMN commitment_no text REFERENCES commitments(number);
 ALTER TABLE grants ADD COLUMN confidentiality_no text REFERENCES commitments(number);
