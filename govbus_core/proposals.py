@@ -186,7 +186,31 @@ def proposal_findings(res: Resource, registered: Catalogue,
         where = _where(f, paths)
         if where == res.id or key(f, where) not in baseline:
             out.append(Finding(f.severity, where, f.field, f.rule, f.article, f.message))
+    current = registered.resources.get(res.id)
+    if current is not None:
+        out.extend(_unversioned_markers(res, current))
     return out
+
+
+def _markers(res: Resource) -> dict[str, Any]:
+    return {str(f.get("name")): f.get(META) for f in res.schema.get("fields") or []
+            if isinstance(f, dict)}
+
+
+def _unversioned_markers(res: Resource, current: Resource) -> list[Finding]:
+    """Art. 8, 13, 25: the fields' markers (canonical attribute, source of record,
+    sensitivity, identifier role) are recorded by a schema version; a change of them alone,
+    with the same Avro schema, would register no version and so never take effect."""
+    if strip_meta(res.schema) != strip_meta(current.schema):
+        return []
+    old, new = _markers(current), _markers(res)
+    changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+    if not changed:
+        return []
+    return [Finding(ERROR, res.id, changed[0], "schema.markers_unversioned", "Art. 13",
+                    f"the markers of {', '.join(changed)} change but the Avro schema does "
+                    "not, so no schema version would record them: change the schema too "
+                    "(a field's doc, say) so that a new version is registered")]
 
 
 def review_state(registered_at: dt.datetime, last_review: dt.datetime | None,

@@ -109,7 +109,8 @@ def test_findings_on_other_entries_that_the_proposal_causes() -> None:
     for f in two["fields"]:
         if f.get("govbus", {}).get("canonical") == "person.name":
             f["govbus"]["source_of_record"] = True
-    found = errors_only(findings("civil_affairs.marriage_register", two))
+    found = [f for f in errors_only(findings("civil_affairs.marriage_register", two))
+             if f.rule != "schema.markers_unversioned"]
     assert [(f.file, f.rule) for f in found] == [("public_security.population_register",
                                                   "art8.two_sources")]
     assert "civil_affairs.marriage_register" in found[0].message
@@ -143,3 +144,16 @@ def test_the_yearly_review_counts_from_the_last_review_else_registration() -> No
                                                                         tzinfo=dt.UTC))
     assert (after["since"], after["due"]) == ("review", False)
     assert after["due_at"] == dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
+
+
+def test_a_change_of_field_markers_alone_needs_a_new_schema_version() -> None:
+    marked = schema()
+    marked["fields"][5]["govbus"] = {"sensitive": True}  # tax_authority
+    found = errors_only(findings("tax.tax_registration", marked))
+    assert [(f.field, f.rule) for f in found] == [("tax_authority",
+                                                   "schema.markers_unversioned")]
+    marked["fields"][5]["doc"] = "the tax authority, sensitive from now on"
+    assert errors_only(findings("tax.tax_registration", marked)) == []
+    entry = schema()
+    entry["govbus"]["conditions"] = "revised"  # the entry alone: no version needed
+    assert errors_only(findings("tax.tax_registration", entry)) == []
