@@ -184,7 +184,7 @@ def cmd_catalogue_sync(args: argparse.Namespace) -> int:
                           "`govbus up` first, or set DATABASE_URL")
     db.migrate(url)
     access.require(url, access.INFORMATION_CENTER, args.token_file)
-    results = registry.sync(url, _catalogue(args))
+    results = registry.sync(url, _catalogue(args), actor=access.INFORMATION_CENTER)
     def text() -> None:
         for r in results:
             say(f"{r.resource_id:<42} v{r.version:<3} schema id {r.schema_id:<4} {r.status}")

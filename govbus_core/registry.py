@@ -128,8 +128,9 @@ def registered_contracts(dsn: str) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def sync(dsn: str, catalogue: Catalogue) -> list[SyncResult]:
-    """Register the catalogue in one transaction; refuse it whole if check finds an error."""
+def sync(dsn: str, catalogue: Catalogue, actor: str | None = None) -> list[SyncResult]:
+    """Register the catalogue in one transaction; refuse it whole if check finds an error.
+    ``actor`` (the information center importing it) is who the audit ledger records."""
     from govbus.core.catalogue_check import check_catalogue, errors_only
 
     errors = errors_only(check_catalogue(catalogue, registered_contracts(dsn)))
@@ -139,6 +140,8 @@ def sync(dsn: str, catalogue: Catalogue) -> list[SyncResult]:
     results = []
     with db.transaction(dsn) as conn, conn.cursor() as cur:
         cur.execute("LOCK TABLE schema_versions IN EXCLUSIVE MODE")
+        if actor:
+            cur.execute("SELECT set_config('govbus.actor', %s, true)", (actor,))
         for res in catalogue:
             results.append(_sync_one(cur, res))
     return results

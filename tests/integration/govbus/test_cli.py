@@ -55,6 +55,10 @@ def test_sync_registers_versions_and_refuses_incompatible_change(
     first = govbus("--schemas", str(root), "catalogue", "sync", "--json", env=env)
     assert first.returncode == 0, first.stderr
     assert {r["status"] for r in json.loads(first.stdout)} == {"registered"}
+    from govbus.delivery_log import audit
+
+    assert {e["actor"] for e in audit.list_entries(empty_database, "schema_versions")} == {
+        access.INFORMATION_CENTER}  # the ledger names who imported (Art. 13)
 
     rel = "public_security/population_register.avsc"
     edit(root, rel, lambda s: s["fields"].append({"name": "nickname", "type": "string"}))
