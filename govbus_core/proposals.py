@@ -31,6 +31,7 @@ The parsing and the choice of findings (:func:`parse_avsc`, :func:`proposal_find
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -291,7 +292,8 @@ def registration(dsn: str, resource_id: str) -> dict[str, Any] | None:
             "review_due_at": state["due_at"].isoformat(), "review_due": state["due"]}
 
 
-_COLUMNS = ("proposal_id, resource_id, agency, kind, base_version, contract, note, findings, "
+_COLUMNS = ("proposal_id, resource_id, agency, kind, base_version, base_digest, contract, note, "
+            "findings, "
             "errors, status, proposed_at, checked_at, decided_at, decided_by, reason, "
             "schema_id, version")
 
@@ -306,9 +308,13 @@ def _out(row: dict[str, Any], contract: bool = True) -> dict[str, Any]:
 
 
 def _fingerprint(schema: dict[str, Any]) -> str:
-    import hashlib
+    """Of the Avro schema, as the registry fingerprints a version."""
+    return digest(strip_meta(schema))
 
-    canonical = json.dumps(strip_meta(schema), sort_keys=True, separators=(",", ":"))
+
+def digest(schema: dict[str, Any]) -> str:
+    """Of a whole contract, its catalogue entry included."""
+    canonical = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -351,11 +357,13 @@ def propose(dsn: str, agency: str, resource_id: str, raw: bytes | str,
                                        rule="proposal.unchanged")
             findings = proposal_findings(res, registered, versions, today)
             cur.execute(f"""INSERT INTO catalogue_proposals (resource_id, agency, kind,
-                                base_version, contract, fingerprint, note, findings, errors)
-                            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                base_version, base_digest, contract, fingerprint, note,
+                                findings, errors)
+                            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                             RETURNING {_COLUMNS}""",
                         (resource_id, agency, "change" if current is not None else "new",
                          facts[resource_id]["version"] if current is not None else None,
+                         digest(current.schema) if current is not None else None,
                          psycopg2.extras.Json(schema), _fingerprint(schema), note,
                          psycopg2.extras.Json([f.as_dict() for f in findings]),
                          len(errors_only(findings))))
@@ -432,13 +440,15 @@ def approve(dsn: str, proposal_id: int, by: str, reason: str | None = None,
             row = _pending(cur, proposal_id)
             plain = conn.cursor()
             registered, versions, facts = read_registered(plain)
-            now_version = facts.get(row["resource_id"], {}).get("version")
-            if now_version != row["base_version"]:
+            now = registered.resources.get(row["resource_id"])
+            if (digest(now.schema) if now is not None else None) != row["base_digest"]:
                 was = f"v{row['base_version']}" if row["base_version"] else "not registered"
+                is_ = f"v{facts[row['resource_id']]['version']}" if now else "not registered"
                 raise ProposalConflict(
-                    f"{row['resource_id']} changed since proposal {proposal_id} (it was {was}, "
-                    f"it is v{now_version} now): the provider must propose again against the "
-                    "registered version (Art. 13)", rule="proposal.stale")
+                    f"{row['resource_id']} was registered again since proposal {proposal_id} "
+                    f"was made (then {was}, now {is_}, its entry changed): the provider must "
+                    "propose again against what is registered (Art. 13)",
+                    rule="proposal.stale")
             res = proposed_resource(row["resource_id"], row["contract"])
             findings = proposal_findings(res, registered, versions, today)
             errors = errors_only(findings)

@@ -10,6 +10,7 @@ CREATE TABLE catalogue_proposals (
     agency        text NOT NULL,                   -- the proposer: the resource's provider
     kind          text NOT NULL CHECK (kind IN ('new', 'change')),
     base_version  int,                             -- latest registered version when proposed
+    base_digest   text,                            -- sha256 of the registered entry then
     contract      jsonb NOT NULL,                  -- the .avsc with its metadata
     fingerprint   text NOT NULL,                   -- of the Avro schema (metadata stripped)
     note          text,

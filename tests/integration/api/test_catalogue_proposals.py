@@ -243,6 +243,23 @@ def test_failing_checks_are_returned_and_refuse_approval(svc: Service) -> None:
                 "'civil_affairs.marriage_register'") == [(1,)]
 
 
+def test_a_proposal_made_before_another_was_approved_is_stale(svc: Service) -> None:
+    rid = "market_regulation.legal_entity_register"
+    first, second = contract("market_regulation/legal_entity_register.avsc"), \
+        contract("market_regulation/legal_entity_register.avsc")
+    first["govbus"]["conditions"] = "first revision"
+    second["govbus"]["conditions"] = "second revision"
+    with svc.client("market_regulation") as mr, svc.client(IC) as ic:
+        a, b = propose(mr, rid, first).json(), propose(mr, rid, second).json()
+        assert ic.post(f"/v1/catalogue/proposals/{a['proposal_id']}/approve",
+                       json={}).status_code == 200
+        r = ic.post(f"/v1/catalogue/proposals/{b['proposal_id']}/approve", json={})
+        assert r.status_code == 409 and r.json()["error"]["rule"] == "proposal.stale"
+        assert mr.get(f"/v1/catalogue/{rid}").json()["conditions"] == "first revision"
+        same = propose(mr, rid, first)
+        assert same.status_code == 409 and same.json()["error"]["rule"] == "proposal.unchanged"
+
+
 @pytest.mark.parametrize(("body", "says"), [
     (b"", "empty"),
     (b"{\"type\": \"record\",", "not valid JSON"),
