@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 
 from govbus.core import db
-from tests.integration.api.conftest import Service
+from tests.integration.api.conftest import Service, token
 from tests.integration.api.test_cases_api import CENTER, OFFICE, POP, agency, cli, refused
+from tests.integration.govbus.test_cli import govbus
 from tests.integration.helpers import commitment
 
 
@@ -91,3 +92,22 @@ def test_notices_command_through_the_service(service: Service) -> None:
     assert code == 0 and text.strip() == "no unread notices", err
     code, rows, err = cli(service, CENTER, "notices", "--agency", me)
     assert code == 0 and rows[0]["acknowledged_at"], err
+
+
+def test_notices_command_prints_the_same_through_the_service_and_directly(service: Service
+                                                                          ) -> None:
+    me = agency()
+    first = notify(service.database_url, me, "grant_revoked", {"grant_id": 9, "reason": "r"})
+    direct = {"DATABASE_URL": service.database_url, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+              "GOVBUS_TOKEN": token(service.database_url, me)}
+    for json_out in (True, False):
+        code, via_service, err = cli(service, me, "notices", json_out=json_out)
+        assert code == 0, err
+        out = govbus("notices", *(["--json"] if json_out else []), env=direct)
+        assert out.returncode == 0, out.stderr
+        assert (json.loads(out.stdout) if json_out else out.stdout) == via_service
+    out = govbus("notices", "ack", str(first), "--json", env=direct)
+    assert out.returncode == 0 and json.loads(out.stdout)["acknowledged_at"], out.stderr
+    out = govbus("notices", "--agency", "tax", env=direct)  # the direct path checks it too
+    assert out.returncode == 1
+    assert f"the caller is {me}; it cannot read tax's notices" in out.stderr
