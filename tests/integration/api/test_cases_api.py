@@ -220,3 +220,21 @@ def test_cases_and_objection_commands_through_the_service(service: Service) -> N
     code, listed, err = cli(service, owner, "complaint", "list")
     assert code == 0 and [(o["id"], o["status"]) for o in listed] == [(out["id"],
                                                                        "answered")], err
+
+
+def test_case_and_objection_listings_print_the_same_through_the_service_and_directly(
+        service: Service) -> None:
+    owner, other = agency(), agency()
+    case_id = open_case(service.database_url, owner, other)
+    direct = {"DATABASE_URL": service.database_url, "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1"}
+    code, filed, err = cli(service, owner, "complaint", "file", "--as", owner, "--against",
+                           "tax", "--reason", "no answer in 10 working days")
+    assert code == 0, err
+    for args in (("cases", "list", "--agency", owner), ("complaint", "list", "--agency", owner)):
+        for json_out in (True, False):
+            code, via_service, err = cli(service, CENTER, *args, json_out=json_out)
+            assert code == 0, err
+            out = govbus(*args, *(["--json"] if json_out else []), env=direct)
+            assert out.returncode == 0, out.stderr
+            assert (json.loads(out.stdout) if json_out else out.stdout) == via_service
+            assert str(case_id if args[0] == "cases" else filed["id"]) in out.stdout
