@@ -22,9 +22,16 @@ CHECKS_FAILED_EXIT = 3
 
 
 def _dsn() -> str:
-    from govbus.core.config import Settings
+    """The database, for the information center's administration and a command line not
+    acting through the service; the catalogue needs no broker."""
+    from govbus.core.config import database_url
 
-    return Settings.from_env().database_url
+    url = database_url()
+    if not url:
+        raise GovbusError("neither GOVBUS_API_URL nor DATABASE_URL is set and no embedded "
+                          "runtime is running: set GOVBUS_API_URL (and the agency's token) to "
+                          "act through the service, or run `govbus up`")
+    return url
 
 
 def _service(args: argparse.Namespace) -> Any:
@@ -54,6 +61,18 @@ def _proposal_lines(p: dict[str, Any]) -> list[str]:
     if p.get("version"):
         lines.append(f"  registered as v{p['version']}, schema id {p['schema_id']}")
     return lines + _finding_lines(p.get("findings") or [])
+
+
+def _acting(args: argparse.Namespace) -> str:
+    """Directly on the database: the agency acting, checked by its token (Art. 24) — the
+    ``--agency`` named, else the one the token names, else the information center."""
+    from govbus.core.access import agency_of, token_from
+
+    agency = getattr(args, "agency", None)
+    if not agency:
+        token = token_from(args.token_file)
+        agency = agency_of(token) if token else INFORMATION_CENTER
+    return require(_dsn(), agency, args.token_file)
 
 
 def _visible(row: dict[str, Any], agency: str) -> dict[str, Any]:
@@ -119,7 +138,7 @@ def cmd_proposals(args: argparse.Namespace) -> int:
     else:
         from govbus.core import proposals
 
-        actor = require(_dsn(), args.agency or INFORMATION_CENTER, args.token_file)
+        actor = _acting(args)
         rows = proposals.list_proposals(_dsn(), _whose(actor), args.status, args.resource)
     _emit(args, rows, [
         f"proposal {p['proposal_id']:<5} {p['kind']:<6} {p['resource']:<42} {p['status']:<8} "
@@ -135,7 +154,7 @@ def cmd_proposal(args: argparse.Namespace) -> int:
     else:
         from govbus.core import proposals
 
-        actor = require(_dsn(), args.agency or INFORMATION_CENTER, args.token_file)
+        actor = _acting(args)
         out = _visible(proposals.get(_dsn(), args.proposal_id), actor)
     _emit(args, out, _proposal_lines(out))
     return 0
@@ -197,7 +216,7 @@ def cmd_reviews_due(args: argparse.Namespace) -> int:
     else:
         from govbus.core import proposals
 
-        actor = require(_dsn(), args.agency or INFORMATION_CENTER, args.token_file)
+        actor = _acting(args)
         rows = proposals.reviews_due(_dsn(), _whose(actor), as_of)
     _emit(args, rows, [
         f"{r['resource']:<42} {r['provider']:<18} due since {r['due_at'][:10]} "
@@ -220,13 +239,13 @@ def register(csub: Any, add: Any) -> None:
             "information center and the municipal office", parent=csub)
     p.add_argument("--status", choices=["pending", "approved", "rejected"])
     p.add_argument("--agency", help="whose proposals; directly on the database: the agency "
-                   "acting (default: the information center)")
+                   "acting (default: the one the token names)")
     p.add_argument("--resource", help="agency.resource")
     token_arg(p)
     p = add("proposal", cmd_proposal, "one proposal with its findings", parent=csub)
     p.add_argument("proposal_id", type=int)
     p.add_argument("--agency", help="directly on the database: the agency acting (default: "
-                   "the information center)")
+                   "the one the token names)")
     token_arg(p)
     for name, help_ in (("approve", "approve and register a proposal (the information "
                          "center, Art. 13)"),
@@ -245,6 +264,6 @@ def register(csub: Any, add: Any) -> None:
     p = add("reviews-due", cmd_reviews_due, "entries not reviewed within a year (Art. 13)",
             parent=csub)
     p.add_argument("--agency", help="whose entries; directly on the database: the agency "
-                   "acting (default: the information center)")
+                   "acting (default: the one the token names)")
     p.add_argument("--as-of", help="the moment judged, ISO 8601 (default: now)")
     token_arg(p)

@@ -63,7 +63,7 @@ PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")  # an agency's or a resource's name (topic names)
 CATALOGUE = "catalogue"  # where a catalogue-wide finding is, in a proposal's findings
-REGISTRY_ROOT = Path("<registry>")
+REGISTRY_ROOT = Path("registered catalogue")
 
 __all__ = ["ERROR", "WARNING", "REVIEW_DAYS", "STATUSES", "approve", "get", "list_proposals",
            "parse_avsc", "proposal_findings", "propose", "registered_catalogue", "reject",

@@ -395,6 +395,36 @@ def test_the_commands_through_the_service(svc: Service, tmp_path: Path) -> None:
     assert ok(cli(svc, "hrss", "catalogue", "reviews-due", "--json")) == []
 
 
+def test_the_commands_directly_on_the_database(svc: Service, tmp_path: Path) -> None:
+    """Without the service (the information center's administration): the same commands,
+    each checking the acting agency's token first (Art. 24)."""
+    def direct(agency: str, *args: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("GOVBUS_API", "GOVBUS_TOKEN", "KAFKA_"))}
+        env |= {"DATABASE_URL": svc.database_url, "PYTHONPATH": str(ROOT),
+                "GOVBUS_TOKEN": token(svc.database_url, agency)}
+        return subprocess.run([sys.executable, "-m", "govbus.cli", *args], env=env,
+                              text=True, capture_output=True, timeout=120)
+
+    changed = contract("civil_affairs/adoption_register.avsc")
+    changed["fields"].append({"name": "court", "type": ["null", "string"], "default": None})
+    path = tmp_path / "adoption_register.avsc"
+    path.write_text(json.dumps(changed, ensure_ascii=False))
+    forged = direct("tax", "catalogue", "propose", str(path), "--agency", "civil_affairs")
+    assert forged.returncode == 1 and "not civil_affairs's" in forged.stderr
+    p = ok(direct("civil_affairs", "catalogue", "propose", str(path), "--agency",
+                  "civil_affairs", "--json"))
+    assert [x["proposal_id"] for x in ok(direct(
+        "civil_affairs", "catalogue", "proposals", "--status", "pending", "--resource",
+        "civil_affairs.adoption_register", "--json"))] == [p["proposal_id"]]
+    refused = direct("civil_affairs", "catalogue", "approve", str(p["proposal_id"]))
+    assert refused.returncode == 1 and "not information_center's" in refused.stderr
+    done = ok(direct(IC, "catalogue", "approve", str(p["proposal_id"]), "--json"))
+    assert (done["status"], done["version"]) == ("approved", 2)
+    assert registry.SchemaRegistry(svc.database_url).latest(
+        "civil_affairs.adoption_register").version == 2
+
+
 def test_the_ledger_records_proposals_and_reviews(svc: Service) -> None:
     audit.seal(svc.database_url)
     report = audit.verify(svc.database_url)
