@@ -141,11 +141,14 @@ def bus_keys(request: Request, who: Caller = Depends(caller)) -> list[dict[str, 
     return [{"key_id": r.key_id, "public_key_pem": r.as_dict()["public_key_pem"]} for r in rows]
 
 
-@router.post("/keys", status_code=201, summary="register a public key: an agency for itself, "
-             "the information center for any agency or the bus")
-def register_key(body: KeyIn, request: Request, who: Caller = Depends(caller)
+@router.post("/keys", status_code=201, summary="register a public key for an agency, the "
+             "information center or the bus (the information center, Art. 8, 24)")
+def register_key(body: KeyIn, request: Request, who: Caller = Depends(center)
                  ) -> dict[str, Any]:
-    """The same key again is a no-op; a key of another holder, or revoked, is refused."""
+    """Only the information center registers a key, once it has compared the public half's
+    fingerprint with its holder out of band: a token alone never makes a signing identity,
+    so a leaked token cannot publish as its agency. The same key again is a no-op; a key
+    of another holder, or revoked, is refused. Revoking is open to the key's holder."""
     from govbus.core import keys_store, signatures
     from govbus.core.keys_store import KeyRegistryError
 

@@ -1,7 +1,7 @@
 """Credentials (Art. 24), signing keys (Art. 8) and quarantined payloads (Art. 19) through
-the real service: the information center alone issues, revokes and lists tokens; an agency
-registers and revokes its own keys; a provider reads its own quarantine; and ``govbus access``,
-``keys`` and ``quarantine`` through the service with no database address.
+the real service: the information center alone issues, revokes and lists tokens and
+registers keys; an agency revokes its own keys; a provider reads its own quarantine; and
+``govbus access``, ``keys`` and ``quarantine`` through the service with no database address.
 
 Tokens are rotated here, so these tests run a service over a database of their own."""
 
@@ -91,26 +91,26 @@ def test_only_the_information_center_issues_revokes_and_lists_tokens(own: Servic
                                                               "revoked": False}
 
 
-def test_an_agency_registers_and_revokes_its_own_keys(own: Service) -> None:
+def test_the_center_registers_keys_and_an_agency_revokes_its_own(own: Service) -> None:
     mine, bus = pem(), pem()
     with own.client("tax") as tax, own.client("hrss") as hrss, own.client(CENTER) as ic:
-        r = tax.post("/v1/keys", json={"public_key_pem": mine})
+        # a token alone never makes a signing identity (Art. 8, 24)
+        refused(tax.post("/v1/keys", json={"public_key_pem": mine}), 403, "access.center_only")
+        r = ic.post("/v1/keys", json={"public_key_pem": mine, "agency": "tax"})
         assert r.status_code == 201, r.text
         key = r.json()
         assert (key["agency"], key["registered_by"], key["valid"], key["valid_keys"]) == (
-            "tax", "tax", True, 2)  # the sample key and this one: a rotation
-        assert tax.post("/v1/keys", json={"public_key_pem": mine}).json()["key_id"] == \
-            key["key_id"]  # the same key again: unchanged
-        refused(tax.post("/v1/keys", json={"public_key_pem": pem(), "agency": "hrss"}), 403,
-                "access.other_agency")
-        refused(tax.post("/v1/keys", json={"public_key_pem": pem(), "agency": "govbus"}),
-                403, "access.other_agency")
-        error = refused(hrss.post("/v1/keys", json={"public_key_pem": mine}), 422,
-                        "keys.refused")
+            "tax", CENTER, True, 2)  # the sample key and this one: a rotation
+        assert ic.post("/v1/keys", json={"public_key_pem": mine, "agency": "tax"}).json()[
+            "key_id"] == key["key_id"]  # the same key again: unchanged
+        error = refused(ic.post("/v1/keys", json={"public_key_pem": mine, "agency": "hrss"}),
+                        422, "keys.refused")
         assert "registered for tax" in error["message"]  # a key speaks for one agency
-        refused(tax.post("/v1/keys", json={"public_key_pem": "not a key"}), 422,
-                "input.public_key_pem")
-        refused(tax.post("/v1/keys", json={}), 422, "input.missing")
+        refused(ic.post("/v1/keys", json={"public_key_pem": "not a key", "agency": "tax"}),
+                422, "input.public_key_pem")
+        refused(ic.post("/v1/keys", json={"public_key_pem": pem(), "agency": "nobody"}), 422,
+                "keys.unknown_holder")
+        refused(ic.post("/v1/keys", json={}), 422, "input.missing")
 
         r = ic.post("/v1/keys", json={"public_key_pem": bus, "agency": "govbus"})
         assert r.status_code == 201 and r.json()["registered_by"] == CENTER, r.text
@@ -176,9 +176,12 @@ def test_access_keys_and_quarantine_commands_through_the_service(own: Service,
 
     public = tmp_path / "tax.pub"
     public.write_text(pem())
-    code, key, err = cli(own, "tax", "keys", "register", "--agency", "tax", "--public-key",
+    code, _, err = cli(own, "tax", "keys", "register", "--agency", "tax", "--public-key",
+                       str(public))
+    assert code == 1 and "access.center_only" in err
+    code, key, err = cli(own, CENTER, "keys", "register", "--agency", "tax", "--public-key",
                          str(public))
-    assert code == 0 and (key["agency"], key["registered_by"]) == ("tax", "tax"), err
+    assert code == 0 and (key["agency"], key["registered_by"]) == ("tax", CENTER), err
     assert "valid_keys" not in key  # the same JSON as without the service
     code, text, err = cli(own, "tax", "keys", "list", "--agency", "tax", json_out=False)
     assert code == 0 and key["key_id"] in text and "valid" in text, err
