@@ -50,6 +50,7 @@ STREAM_APPS = {"hotpath": "govbus.stream_apps.hotpath",
                "reconciler": "govbus.stream_apps.reconciler",
                "cases_sink": "govbus.consumers.cases_sink",
                "checkpointer": "govbus.stream_apps.checkpointer",
+               "duties": "govbus.duties",  # faust: notices and statutory deadlines
                # the HTTP service agencies call; its metrics are on its own port
                API: "govbus.api"}
 Say = Callable[[str], None]

@@ -228,7 +228,8 @@ def topic_spec(settings: Settings, name: str) -> TopicSpec:
     creates ``deliver.*`` and ``dlq.*`` topics as it first needs them) and the settings.
 
     - ingest, validated, deliver, DLQ: ``delete`` after ``GOVBUS_RETENTION_<KIND>_MS``;
-      ``notices.*`` as deliver topics, ``reconcile.values`` as validated ones (its values come from
+      ``notices.*`` kept as deliver topics and compacted too (keyed by notice id, so a notice
+      sent again replaces itself), ``reconcile.values`` as validated ones (its values come from
       validated events; the reconciler's state is in PostgreSQL);
     - ``reconcile.cases`` and ``govbus.control``: ``compact``, the latest snapshot per key
       (case, subject) is the state a sink rebuilt from the start needs;
@@ -251,6 +252,8 @@ def topic_spec(settings: Settings, name: str) -> TopicSpec:
         configs |= {"cleanup.policy": "delete", "retention.ms": str(retention[kind])}
     elif kind in ("reconcile_cases", "control"):
         configs |= {"cleanup.policy": "compact"}
+    if kind == "notices":  # one record per notice id (its key), until the retention
+        configs["cleanup.policy"] = "compact,delete"
     replication = settings.replication_factor
     return TopicSpec(name, kind, -1 if replication is None else replication, configs)
 

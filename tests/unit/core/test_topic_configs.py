@@ -57,7 +57,6 @@ def test_the_kind_of_a_topic_follows_from_its_name(name: str, kind: str) -> None
     ("validated.tax.tax_registration", 12 * 3600_000),
     ("reconcile.values", 12 * 3600_000),
     ("deliver.hrss.tax_registration", 13 * 3600_000),
-    ("notices.hrss", 13 * 3600_000),
     ("dlq.tax", 14 * 3600_000),
     ("govbus.log.checkpoints", -1),
 ])
@@ -65,6 +64,13 @@ def test_streams_are_deleted_after_their_kinds_retention(name: str, retention: i
     configs = topic_spec(SETTINGS, name).configs
     assert configs["cleanup.policy"] == "delete"
     assert configs["retention.ms"] == str(retention)
+
+
+def test_notices_are_compacted_by_notice_id_and_deleted_after_the_deliveries_retention(
+        ) -> None:
+    configs = topic_spec(SETTINGS, "notices.hrss").configs
+    assert configs["cleanup.policy"] == "compact,delete"
+    assert configs["retention.ms"] == str(13 * 3600_000)
 
 
 @pytest.mark.parametrize("name", ["reconcile.cases", "govbus.control"])
