@@ -64,6 +64,15 @@ LOG_LOCK_WAIT = Histogram(
     "shard; none while each ingest partition is owned by one worker)",
     buckets=(0.0001, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30))
 
+# --- the HTTP service (`govbus serve`) --------------------------------------------------------
+API_REQUESTS = Counter("govbus_api_requests_total", "HTTP requests the service answered",
+                       ["method", "route", "status"])  # route: its template, /v1/cases/{case_id}
+API_LATENCY = Histogram("govbus_api_request_seconds", "time to answer an HTTP request",
+                        ["method", "route"],
+                        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+API_RATE_LIMITED = Counter("govbus_api_rate_limited_total", "calls refused with 429, per "
+                           "agency and limit", ["agency", "limit"])
+
 # --- the outbox adapter -------------------------------------------------------------------
 OUTBOX_PUBLISHED = Counter(
     "govbus_outbox_published_total", "Outbox rows published and acknowledged",

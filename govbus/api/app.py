@@ -10,20 +10,15 @@ from fastapi import FastAPI, Request, Response
 from limits import parse
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from govbus.api import errors
 from govbus.api.errors import ApiError
 from govbus.core.access import Verified
 from govbus.core.config import Settings
-
-REQUESTS = Counter("govbus_api_requests_total", "HTTP requests the service answered",
-                   ["method", "route", "status"])
-LATENCY = Histogram("govbus_api_request_seconds", "time to answer an HTTP request",
-                    ["method", "route"],
-                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
-RATE_LIMITED = Counter("govbus_api_rate_limited_total", "calls refused with 429, per agency "
-                       "and limit", ["agency", "limit"])
+from govbus.core.metrics import API_LATENCY as LATENCY
+from govbus.core.metrics import API_RATE_LIMITED as RATE_LIMITED
+from govbus.core.metrics import API_REQUESTS as REQUESTS
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
