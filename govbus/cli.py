@@ -193,9 +193,19 @@ def cmd_catalogue_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registered(args: argparse.Namespace) -> Any:
+    """The service's client when the command line acts through it: the catalogue is then the
+    registered one, not the files (only ``--schemas`` names files to read)."""
+    from govbus.api.client import client
+
+    return None if args.schemas else client(getattr(args, "token_file", None))
+
+
 def cmd_catalogue_list(args: argparse.Namespace) -> int:
-    catalogue = _catalogue(args)
-    rows = [res.summary() for res in catalogue]
+    if http := _registered(args):
+        rows = http.get("/v1/catalogue")
+    else:
+        rows = [res.summary() for res in _catalogue(args)]
     for row in rows:
         row.pop("fields")
     def text() -> None:
@@ -208,9 +218,11 @@ def cmd_catalogue_list(args: argparse.Namespace) -> int:
 
 
 def cmd_catalogue_show(args: argparse.Namespace) -> int:
-    catalogue = _catalogue(args)
-    agency, _, name = args.resource.partition(".")
-    info = catalogue.get(agency, name).summary()
+    if http := _registered(args):
+        info = http.get(f"/v1/catalogue/{args.resource}")
+    else:
+        agency, _, name = args.resource.partition(".")
+        info = _catalogue(args).get(agency, name).summary()
 
     def text() -> None:
         for key, value in info.items():
@@ -344,9 +356,14 @@ def build_parser() -> argparse.ArgumentParser:
     from govbus.cli_access import token_arg
 
     token_arg(p)
-    add("list", cmd_catalogue_list, "list the resources", parent=csub)
+    from govbus.cli_access import token_arg
+
+    p = add("list", cmd_catalogue_list, "list the resources (through the service: the "
+            "registered ones)", parent=csub)
+    token_arg(p)
     p = add("show", cmd_catalogue_show, "show one resource", parent=csub)
     p.add_argument("resource", help="agency.resource, e.g. public_security.population_register")
+    token_arg(p)
     cli_catalogue.register(csub, add)
 
     p = add("publish", cmd_publish, "publish JSON-lines records as Avro change events "

@@ -81,6 +81,11 @@ def test_apply_approve_subscribe_query_with_a_token_and_a_url_only(
     approved = ok(cli(service, "tax", "approve", str(pending["request_id"]), "--as", "tax",
                       "--reason", "a statutory duty", "--json"))
     assert isinstance(approved, dict) and approved["status"] == "granted"
+    entry = ok(cli(service, me, "catalogue", "show", TAX, "--json"))  # the registered entry
+    assert isinstance(entry, dict) and entry["resource"] == TAX
+    assert [g["recipient"] for g in entry["grantees"]] == [me]  # its own grant only
+    listed = ok(cli(service, me, "catalogue", "list", "--json"))
+    assert isinstance(listed, list) and TAX in {r["resource"] for r in listed}
     grants = ok(cli(service, me, "grants", "--agency", me, "--json"))
     assert isinstance(grants, list) and [g["state"] for g in grants] == ["in_force"]
 
