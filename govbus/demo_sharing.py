@@ -41,6 +41,7 @@ def file_requests(settings: Settings, catalogue: Catalogue, say: runtime.Say) ->
     routing = Routing()
     signed = commitments_store.sample_commitments(settings.database_url, REQUESTS,
                                                   "statutory duties (demo)")
+    say(f"  security commitments registered (Art. 24): {', '.join(signed.values())}")
     for requester, resource_id, fields, agreement, answer in REQUESTS:
         agency, name = resource_id.split(".")
         resource = catalogue.get(agency, name)
