@@ -129,6 +129,7 @@ class Duties:
             except ValueError as exc:
                 SKIPPED.inc()
                 log.warning("skipped a record of %s: %s", topics.CONTROL, exc)
+                yield 0
                 continue
             while True:
                 try:
