@@ -10,6 +10,7 @@ from govbus.api import (
     routes_catalogue,
     routes_commitments,
     routes_notices,
+    routes_registry,
     routes_reports,
     routes_schemas,
     routes_sharing,
@@ -24,4 +25,5 @@ ROUTERS: list[APIRouter] = [
     routes_notices.router,  # notices (Art. 18)
     routes_reports.router,  # filings, evaluation, annual (Art. 18, 26, 28)
     routes_admin.router,  # credentials, keys, quarantine (Art. 8, 19, 24)
+    routes_registry.router,  # Confluent-compatible Schema Registry API (/registry)
 ]
