@@ -81,6 +81,7 @@ def deliver_prefix(recipient: str) -> str:
 
 
 def notices(agency: str) -> str:
+    """What the duties app tells ``agency``, keyed by notice id (docs/operations.md)."""
     return f"{NOTICES_PREFIX}{agency}"
 
 

@@ -8,7 +8,10 @@ bus needs, and nothing more —
   one datum, one source);
 - each agency may READ and DESCRIBE exactly ``deliver.<agency>.<resource>`` for each grant in
   force, and READ its consumer group ``govbus-subscriber-<agency>`` (Art. 24: shared data is
-  used only by the agencies entitled to it); an agency without a grant in force reads nothing;
+  used only by the agencies entitled to it); an agency without a grant in force reads no data;
+- each agency of the catalogue or of a grant, and the information center and the municipal
+  office, may READ and DESCRIBE its own ``notices.<agency>`` (what the duties app tells it) and
+  READ its group ``govbus-notices-<agency>``; nobody reads another's notices;
 - the bus's own service principal ``User:govbus`` gets what the stream apps need, with
   PREFIXED bindings (read ingest, write validated/dlq/deliver, the delivery records); it is
   never given READ on ``deliver.*``: the operator routes deliveries, it does not consume them.
@@ -66,7 +69,8 @@ NAME = re.compile(r"^[a-z0-9_]+$")
 BUS_PRINCIPAL = "User:govbus"
 MANAGED_TOPIC_PREFIXES = (topics.INGEST_PREFIX, topics.VALIDATED_PREFIX, topics.DLQ_PREFIX,
                           topics.DELIVER_PREFIX, topics.BUS_PREFIX, "govbus-",
-                          topics.RECONCILE_PREFIX)
+                          topics.RECONCILE_PREFIX, topics.NOTICES_PREFIX)
+OVERSEERS = ("information_center", "municipal_office")  # told of what is overdue (Art. 31)
 MANAGED_GROUP_PREFIXES = ("govbus-",)
 ACL_APIS = {29: "DescribeAcls", 30: "CreateAcls", 31: "DeleteAcls"}
 
@@ -84,6 +88,8 @@ _BUS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "the bus's own topics (control-plane events, log checkpoints)"),
     ("TOPIC", topics.RECONCILE_PREFIX, ("READ", "WRITE", "DESCRIBE", "CREATE"),
      "reconciliation cases (Art. 19-20)"),
+    ("TOPIC", topics.NOTICES_PREFIX, ("WRITE", "DESCRIBE", "CREATE"),
+     "the duties app tells each agency; the bus never reads an agency's notices"),
     ("GROUP", "govbus-", ("READ",), "consumer groups of the stream apps"),
 )
 
@@ -95,6 +101,11 @@ class AclError(GovbusError):
 def subscriber_group(agency: str) -> str:
     """The consumer group of an agency's subscriber (``govbus.consumers.subscriber``)."""
     return f"govbus-subscriber-{agency}"
+
+
+def notices_group(agency: str) -> str:
+    """The consumer group an agency's system reads its ``notices.<agency>`` with."""
+    return f"govbus-notices-{agency}"
 
 
 @dataclass(frozen=True, order=True)
@@ -171,7 +182,14 @@ def plan(catalogue: Catalogue, grants: Iterable[Grant], at: dt.datetime) -> list
         _name("resource", res.name)
         add(f"User:{provider}", "TOPIC", res.ingest_topic, "LITERAL", ("WRITE", "DESCRIBE"),
             f"provider of {res.id} (Art. 8)")
-    for grant in sorted(grants, key=lambda g: g.grant_id):
+    grants = sorted(grants, key=lambda g: g.grant_id)
+    told = {*catalogue.agencies, *OVERSEERS, *(g.recipient for g in grants)}
+    for agency in sorted(_name("agency", a) for a in told):
+        add(f"User:{agency}", "TOPIC", topics.notices(agency), "LITERAL", ("READ", "DESCRIBE"),
+            "its notices (the duties app)")
+        add(f"User:{agency}", "GROUP", notices_group(agency), "LITERAL", ("READ",),
+            "the consumer group of its notices")
+    for grant in grants:
         res = catalogue.resources.get(grant.resource_id)
         if res is None or res.share_class == "not_shared" or not grant.in_force(at):
             continue

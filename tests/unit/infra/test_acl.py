@@ -27,11 +27,11 @@ from govbus.infra.acl import (
     apply,
     as_dict,
     diff,
-    plan,
     render_table,
     require_acl_apis,
     tls_context,
 )
+from govbus.infra.acl import plan as full_plan
 
 NOW = dt.datetime(2025, 11, 25, 12, 0, tzinfo=dt.UTC)
 DAY = dt.timedelta(days=1)
@@ -47,6 +47,17 @@ def grant(gid: int, recipient: str, resource: str, *, valid_from: dt.datetime = 
           ) -> Grant:
     return Grant(gid, recipient, resource, ("uscc", "name"), (), valid_from, valid_until,
                  revoked_at)
+
+
+def is_notices(e: AclEntry) -> bool:
+    """An agency's binding on its own notices (test_each_agency_reads_exactly_its_notices)."""
+    return e.principal != BUS_PRINCIPAL and e.resource_name.startswith(
+        ("notices.", "govbus-notices-"))
+
+
+def plan(catalogue: Catalogue, grants: list[Grant], at: dt.datetime) -> list[AclEntry]:
+    """The plan's bindings for the data: every one but the agencies' notices."""
+    return [e for e in full_plan(catalogue, grants, at) if not is_notices(e)]
 
 
 def acl_set(entries: list[AclEntry], principal: str, rtype: str, operation: str
@@ -222,6 +233,26 @@ def test_diff_after_a_revocation_deletes_exactly_the_read(catalogue: Catalogue) 
         ("READ", "deliver.tax.legal_entity_register"),
         ("DESCRIBE", "deliver.tax.legal_entity_register")}
     assert delete == [] and unchanged == len(after)
+
+
+def test_each_agency_reads_exactly_its_notices(catalogue: Catalogue) -> None:
+    """Every agency of the catalogue or of a grant, and the two overseers, read their own
+    notices.<agency> with their own group, LITERAL; the bus writes them and reads none."""
+    entries = full_plan(catalogue, [grant(1, "newcomer", "public_security.population_register",
+                                          revoked_at=NOW - DAY)], NOW)
+    told = {*catalogue.agencies, "information_center", "municipal_office", "newcomer"}
+    for agency in told:
+        assert acl_set(entries, f"User:{agency}", "TOPIC", "READ") >= {
+            ("LITERAL", f"notices.{agency}")}
+        assert ("LITERAL", f"govbus-notices-{agency}") in acl_set(
+            entries, f"User:{agency}", "GROUP", "READ")
+    notices = [e for e in entries if is_notices(e)]
+    assert {e.principal.removeprefix("User:") for e in notices} == told
+    for e in notices:
+        assert e.resource_name.endswith(e.principal.removeprefix("User:")), e
+        assert e.pattern == "LITERAL" and e.operation in ("READ", "DESCRIBE")
+    assert ("PREFIXED", "notices.") in acl_set(entries, BUS_PRINCIPAL, "TOPIC", "WRITE")
+    assert ("PREFIXED", "notices.") not in acl_set(entries, BUS_PRINCIPAL, "TOPIC", "READ")
 
 
 def test_whole_plan_equals_the_grants_exactly(catalogue: Catalogue) -> None:
