@@ -90,6 +90,8 @@ _BUS: tuple[tuple[str, str, tuple[str, ...], str], ...] = (
      "reconciliation cases (Art. 19-20)"),
     ("TOPIC", topics.NOTICES_PREFIX, ("WRITE", "DESCRIBE", "CREATE"),
      "the duties app tells each agency; the bus never reads an agency's notices"),
+    ("TOPIC", "govbus-duties-", ("READ", "WRITE", "DESCRIBE", "CREATE"),
+     "the duties app's own faust topic (its leader election, for its timers)"),
     ("GROUP", "govbus-", ("READ",), "consumer groups of the stream apps"),
 )
 
