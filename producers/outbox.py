@@ -25,6 +25,10 @@ of Art. 7-8, 12 apply), and marks ``published_at`` only for rows the broker ackn
   its reasons in ``last_error``, is logged and counted as refused; the rows after it go on
   (Art. 12: a clear rejection, nothing dropped silently).
 
+**Snapshots.** The first :func:`install` puts the rows that exist in the outbox as op ``r``
+(Debezium's ``snapshot.mode=initial``), and :func:`snapshot` does so again on request; those
+rows go the same way as changes, so the guarantees above hold for them too.
+
 Not captured: ``TRUNCATE`` (no row triggers). Published rows stay in the outbox: prune them by
 ``published_at`` on the agency's own schedule.
 """
@@ -71,7 +75,7 @@ CREATE TABLE IF NOT EXISTS govbus_outbox.events (
     table_name   text NOT NULL,
     agency       text NOT NULL,
     resource     text NOT NULL,
-    op           char(1) NOT NULL CHECK (op IN ('c', 'u', 'd')),
+    op           char(1) NOT NULL,
     before       jsonb,
     after        jsonb,
     txid         bigint NOT NULL DEFAULT txid_current(),
@@ -81,6 +85,9 @@ CREATE TABLE IF NOT EXISTS govbus_outbox.events (
     attempts     int NOT NULL DEFAULT 0,
     last_error   text
 );
+-- c, u, d from the trigger; r from a snapshot
+ALTER TABLE govbus_outbox.events DROP CONSTRAINT IF EXISTS events_op_check;
+ALTER TABLE govbus_outbox.events ADD CONSTRAINT events_op_check CHECK (op IN ('c', 'u', 'd', 'r'));
 CREATE INDEX IF NOT EXISTS events_unpublished ON govbus_outbox.events (agency, resource, id)
     WHERE published_at IS NULL AND rejected_at IS NULL;
 CREATE OR REPLACE FUNCTION govbus_outbox.capture() RETURNS trigger
@@ -134,34 +141,101 @@ def _table_columns(cur: Any, table: str) -> tuple[str, str, set[str]]:
     return found[0], found[1], set(found[2])
 
 
+def checked_table(cur: Any, table: str, res: Resource) -> tuple[str, str]:
+    """(schema, name) of ``table``, refused when it does not exist or its columns miss a
+    non-nullable field of the contract (Art. 7)."""
+    schema, name, columns = _table_columns(cur, table)
+    missing = [f.name for f in res.fields if not f.nullable and f.name not in columns]
+    if missing:
+        raise OutboxError(f"table {schema}.{name} lacks columns for the non-nullable "
+                          f"fields of {res.id}: {', '.join(missing)}")
+    absent = [f.name for f in res.fields if f.nullable and f.name not in columns]
+    if absent:
+        log.warning("%s.%s has no column for %s: published as null", schema, name,
+                    ", ".join(absent))
+    return schema, name
+
+
 def install(agency_dsn: str, table: str, agency: str, resource: str,
-            catalogue: Catalogue) -> None:
+            catalogue: Catalogue, *, snapshot: bool = True) -> int:
     """Create the outbox and its trigger on ``table`` in the agency's database; idempotent.
+    Returns how many rows the initial snapshot put in the outbox.
 
     Checked first: ``agency`` provides ``resource`` (Art. 8), ``table`` exists, and its
-    columns cover every non-nullable field of the contract (Art. 7)."""
+    columns cover every non-nullable field of the contract (Art. 7). The first install
+    (no trigger yet) also snapshots the rows that exist, as op ``r``, in the transaction that
+    creates the trigger: ``CREATE TRIGGER`` holds writers off until it commits, so every row
+    is either in the snapshot or changed after it, by the trigger, never both or neither."""
     res = provider_resource(catalogue, agency, resource)
     try:
         with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_SPACE,))
-            schema, name, columns = _table_columns(cur, table)
-            missing = [f.name for f in res.fields if not f.nullable and f.name not in columns]
-            if missing:
-                raise OutboxError(f"table {schema}.{name} lacks columns for the non-nullable "
-                                  f"fields of {res.id}: {', '.join(missing)}")
-            absent = [f.name for f in res.fields if f.nullable and f.name not in columns]
-            if absent:
-                log.warning("%s.%s has no column for %s: published as null", schema, name,
-                            ", ".join(absent))
+            schema, name = checked_table(cur, table, res)
             cur.execute(DDL)
             trigger = sql.Identifier(f"govbus_outbox_{resource}")
             target = sql.Identifier(schema, name)
+            cur.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass "
+                        "AND tgname = %s", (f"{schema}.{name}", f"govbus_outbox_{resource}"))
+            first = cur.fetchone()[0] == 0
             cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, target))
             cur.execute(sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} "
                                 "FOR EACH ROW EXECUTE FUNCTION govbus_outbox.capture({}, {})")
                         .format(trigger, target, sql.Literal(agency), sql.Literal(resource)))
+            if not (first and snapshot):
+                return 0
+            cur.execute(sql.SQL("INSERT INTO govbus_outbox.events (table_name, agency, "
+                                "resource, op, after) SELECT %s, %s, %s, 'r', to_jsonb(t) "
+                                "FROM {} t").format(target),
+                        (f"{schema}.{name}", agency, resource))
+            return int(cur.rowcount)
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot install the outbox on {table}: {exc}".strip()) from exc
+
+
+SNAPSHOT_CHUNK = 1000  # rows locked per transaction: writers of other rows never wait long
+
+
+def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue: Catalogue,
+             chunk: int = SNAPSHOT_CHUNK) -> int:
+    """Put the current state of every row of ``table`` in the outbox as op ``r``, to be
+    published like any change; returns how many rows. The outbox must be installed.
+
+    Rows are read in key order, a chunk per transaction, ``FOR SHARE``: a row's snapshot
+    and its concurrent changes are serialised by its lock, so its outbox ids follow their
+    commit order and a snapshot never overtakes a newer change of the same entity. Each
+    snapshot is new events (new ids): taken twice, current state is sent twice."""
+    res = provider_resource(catalogue, agency, resource)
+    if res.key_field is None:
+        raise OutboxError(f"{res.id} has no key field to snapshot {table} in order")
+    try:
+        with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
+            schema, name = checked_table(cur, table, res)
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot snapshot {table}: {exc}".strip()) from exc
+    statement = sql.SQL(
+        "WITH chunk AS (SELECT t.{key} AS k, to_jsonb(t) AS image FROM {table} t "
+        "WHERE %(after)s::text IS NULL OR t.{key} > %(after)s ORDER BY t.{key} "
+        "LIMIT %(chunk)s FOR SHARE), ins AS (INSERT INTO govbus_outbox.events (table_name, "
+        "agency, resource, op, after) SELECT %(name)s, %(agency)s, %(resource)s, 'r', image "
+        "FROM chunk ORDER BY k) SELECT max(k)::text, count(*) FROM chunk"
+    ).format(key=sql.Identifier(res.key_field), table=sql.Identifier(schema, name))
+    params = {"after": None, "chunk": chunk, "name": f"{schema}.{name}", "agency": agency,
+              "resource": resource}
+    total = 0
+    try:
+        while True:
+            with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
+                cur.execute(statement, params)
+                last, count = cur.fetchone()
+            total += int(count)
+            if count < chunk:
+                return total
+            params["after"] = last
+    except psycopg2.errors.UndefinedTable as exc:
+        raise OutboxError("no outbox in the agency database: install it first "
+                          "(govbus outbox --install --table ...)") from exc
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot snapshot {table}: {exc}".strip()) from exc
 
 
 # --- row images to Avro records --------------------------------------------------------------
@@ -387,7 +461,8 @@ class OutboxRelay:
 
 # --- command line ---------------------------------------------------------------------------
 
-DESCRIPTION = ("Relay an agency's transactional outbox to the bus. Broker and schema registry "
+DESCRIPTION = ("Relay an agency's row changes to the bus: its transactional outbox, or its "
+               "logical decoding (--capture logical). Broker and schema registry "
                "come from KAFKA_BOOTSTRAP_SERVERS and DATABASE_URL (or the embedded runtime of "
                "`govbus up`).")
 
@@ -399,7 +474,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resource", required=True, help="resource, e.g. population_register")
     p.add_argument("--table", help="source-of-record table (schema-qualified allowed)")
     p.add_argument("--install", action="store_true",
-                   help="install (idempotently) the outbox and the trigger on --table first")
+                   help="install (idempotently) the capture of --table first: the outbox and "
+                   "its trigger, or the publication and the slot (--capture logical); the first "
+                   "install snapshots the rows that exist (op r)")
+    p.add_argument("--capture", choices=("trigger", "logical"), default="trigger",
+                   help="trigger: the outbox table filled by a trigger (default); logical: "
+                   "PostgreSQL's logical decoding (pgoutput), no trigger (docs/capture.md)")
+    p.add_argument("--snapshot", action="store_true",
+                   help="take a snapshot of --table now: every row's current state as op r")
+    p.add_argument("--no-snapshot", action="store_true",
+                   help="with --install: do not snapshot the rows that exist")
+    p.add_argument("--slot", help="--capture logical: the replication slot, also the "
+                   "publication's name (default govbus_<agency>_<resource>)")
     p.add_argument("--once", action="store_true", help="publish what waits, then exit")
     p.add_argument("--batch-size", type=int, default=500, help="rows per batch (500)")
     p.add_argument("--locality", help="division code of the records (default: "
@@ -422,8 +508,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser,
         settings: Settings | None = None, registry: SchemaRegistry | None = None) -> int:
     """Relay as ``args`` say (``govbus outbox`` calls this with its own sub-parser, and with
     the settings and the registry of the HTTP service when it acts through the service)."""
-    if args.install and not args.table:
-        parser.error("--install needs --table")
+    if (args.install or args.snapshot) and not args.table:
+        parser.error("--install and --snapshot need --table")
+    if args.capture == "logical":
+        from govbus.producers import logical  # imports this module: imported when chosen
+
+        return logical.run(args, parser, settings, registry)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
 
@@ -439,8 +529,12 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser,
         metrics.serve()
         catalogue = load_catalogue(settings.schemas_dir)
         if args.install:
-            install(args.dsn, args.table, args.agency, args.resource, catalogue)
-            say(f"installed on {args.table}")
+            taken = install(args.dsn, args.table, args.agency, args.resource, catalogue,
+                            snapshot=not args.no_snapshot)
+            say(f"installed on {args.table}" + (f", {taken} rows snapshotted" if taken else ""))
+        if args.snapshot:
+            taken = snapshot(args.dsn, args.table, args.agency, args.resource, catalogue)
+            say(f"snapshot of {args.table}: {taken} rows")
         relay = OutboxRelay(args.dsn, settings, args.agency, args.resource,
                             catalogue=catalogue, batch_size=args.batch_size,
                             locality=args.locality,
