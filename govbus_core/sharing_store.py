@@ -135,6 +135,18 @@ def _check_references(cur: Any, requester: str, resource_id: str, commitment_ref
                         resource_id, at)
 
 
+def _still_valid(cur: Any, request: dict[str, Any], at: dt.datetime) -> None:
+    """At approval: the registered commitment and agreement the request names still hold
+    (CommitmentError otherwise: the provider rejects it with a reason instead). A reference
+    no registered document answers is not checked: its grant rests on no document."""
+    for ref, kind in ((request["commitment_ref"], SECURITY),
+                      (request["confidentiality_ref"], CONFIDENTIALITY)):
+        found = read_commitment(cur, ref)
+        if found is not None:
+            check_reference(found, str(ref), kind, request["requester"],
+                            request["resource_id"], at)
+
+
 def file_request(dsn: str, resource: Resource, requester: str, purpose: str,
                  fields: list[str] | None, commitment_ref: str | None,
                  confidentiality_ref: str | None = None,
@@ -215,6 +227,8 @@ def decide(dsn: str, request_id: int, by: str, approve: bool, reason: str | None
         if by != request["provider"]:
             raise SharingForbidden(f"only the provider {request['provider']} decides request "
                                    f"{request_id}, not {by} (Art. 18)", rule="request.not_provider")
+        if approve:  # a grant is made only on a commitment and agreement in force (Art. 24, 25)
+            _still_valid(cur, request, at)
         status = "granted" if approve else "rejected"
         masked = list(request["masked_fields"])
         cur.execute("UPDATE sharing_requests SET status = %s, decided_at = %s, decided_by = %s, "

@@ -123,13 +123,16 @@ def test_requests_are_refused_by_their_commitment_with_its_rule(service: Service
         created(register(theirs, f"SC-{other}", [TAX, POP]))
         created(register(theirs, f"CA-{other}", [TAX], kind="confidentiality"))
         created(register(mine, f"SC-{me}-soon", [TAX],
-                         valid_until=(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=2))
+                         valid_until=(dt.datetime.now(dt.UTC) + dt.timedelta(seconds=4))
                          .isoformat()))
         created(register(mine, f"CA-{me}", [POP], kind="confidentiality"))
 
         def ask(**over: Any) -> httpx.Response:
             return mine.post("/v1/requests", json={"resource": TAX, "purpose": "employer "
                                                    "checks", "commitment": f"SC-{me}"} | over)
+
+        pending = created(ask(commitment=f"SC-{me}-soon"))  # filed while it holds
+        assert pending["status"] == "pending"
 
         wait_until(lambda: dt.datetime.now(dt.UTC).isoformat() >
                    mine.get(f"/v1/commitments/SC-{me}-soon").json()["ends_at"], 10,
@@ -148,7 +151,16 @@ def test_requests_are_refused_by_their_commitment_with_its_rule(service: Service
                  "Art. 18")):
             error = refusal(ask(**over), 422)
             assert (error["rule"], error["article"]) == (rule, article), (over, error)
-        assert mine.get("/v1/requests").json() == []  # refused as incomplete: nothing filed
+        # refused as incomplete: nothing filed but the request made while its commitment held
+        assert [r["request_id"] for r in mine.get("/v1/requests").json()] == \
+            [pending["request_id"]]
+        with service.client("tax") as tax:  # no grant is made on a commitment that ended
+            error = refusal(tax.post(f"/v1/requests/{pending['request_id']}/approve",
+                                     json={}), 422)
+            assert error["rule"] == "commitment.expired"
+            out = tax.post(f"/v1/requests/{pending['request_id']}/reject",
+                           json={"reason": "its security commitment ended (Art. 24)"})
+            assert out.status_code == 200 and out.json()["status"] == "rejected"
         granted = ask(resource=POP, confidentiality=f"CA-{me}")
         assert granted.status_code == 201 and granted.json()["status"] == "granted"
         assert granted.json()["masked_fields"] == []  # Art. 25: the agreement unmasks
