@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2
 import pytest
 
-from govbus.core import access, db, registry, sharing_store, signatures
+from govbus.core import access, commitments_store, db, registry, sharing_store, signatures
 from govbus.core.catalogue import Catalogue
 from govbus.delivery_log import audit
 from govbus.delivery_log.chain import GENESIS
@@ -324,3 +324,20 @@ def test_seal_and_head_on_a_missing_head_row(dsn: str) -> None:
     assert "head_mismatch" in report.counts
     with pytest.raises(psycopg2.Error):
         sql(dsn, "INSERT INTO audit_ledger_head VALUES (2, 0, 'x')")
+
+
+def test_a_commitment_registered_and_withdrawn_is_recorded_and_its_validity_never_changes(
+        dsn: str) -> None:
+    """Art. 24, 25: commitments are audited; only a withdrawal changes one."""
+    number = commitment(dsn, "hrss", [RESOURCE])
+    commitments_store.withdraw(dsn, number, "information_center", "audit found")
+    audit.seal(dsn)
+    got = [(e["op"], e["actor"], e["row_key"]) for e in entries(dsn, "commitments")]
+    assert got == [("INSERT", "hrss", number), ("UPDATE", "information_center", number)]
+    assert audit.verify(dsn).ok
+    sql(dsn, "UPDATE commitments SET valid_until = valid_until + interval '10 years' "
+             "WHERE number = %s", (number,))
+    audit.seal(dsn)
+    report = audit.verify(dsn)
+    assert set(report.counts) == {"outside_rules"}
+    assert f"commitments {number} changed valid_until" in report.problems[0].message
