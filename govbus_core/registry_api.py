@@ -288,15 +288,17 @@ def registered_resources(dsn: str) -> list[str]:
                                      "ORDER BY resource_id")]
 
 
-def versions_of(dsn: str, resource_id: str) -> tuple[list[SubjectVersion], str]:
-    """A resource's registered versions (oldest first) and its compatibility level."""
+def versions_of(dsn: str, resource_id: str
+                ) -> tuple[list[SubjectVersion], dict[str, Any] | None]:
+    """A resource's registered versions (oldest first) and its registered catalogue entry
+    (whose level :func:`compatibility_level` reads)."""
     rows = _rows(dsn, """SELECT v.version, v.schema_id, v.envelope_schema, r.metadata
                          FROM schema_versions v LEFT JOIN catalogue_resources r
                          USING (resource_id) WHERE v.resource_id = %s ORDER BY v.version""",
                  (resource_id,))
     versions = [SubjectVersion(resource_id, r[0], r[1], r[2]) for r in rows]
     meta = rows[-1][3] if rows and isinstance(rows[-1][3], dict) else None
-    return versions, compatibility_level(meta)
+    return versions, meta
 
 
 def by_schema_id(dsn: str, schema_id: int) -> SubjectVersion | None:

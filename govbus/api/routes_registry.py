@@ -142,14 +142,25 @@ class SchemaBody(BaseModel):
     references: list[Any] = []
 
 
-def _subject(request: Request, subject: str) -> tuple[list[sr.SubjectVersion], str]:
+def _registered(request: Request, subject: str
+                ) -> tuple[list[sr.SubjectVersion], dict[str, Any] | None]:
     resource_id = sr.resource_of(subject)
     if resource_id is None:
         raise sr.subject_not_found(subject)
-    versions, level = sr.versions_of(dsn(request), resource_id)
+    versions, meta = sr.versions_of(dsn(request), resource_id)
     if not versions:
         raise sr.subject_not_found(subject)
-    return versions, level
+    return versions, meta
+
+
+def _subject(request: Request, subject: str) -> list[sr.SubjectVersion]:
+    return _registered(request, subject)[0]
+
+
+def _with_level(request: Request, subject: str) -> tuple[list[sr.SubjectVersion], str]:
+    """A subject's versions and its level (42203 if its catalogue entry names none)."""
+    versions, meta = _registered(request, subject)
+    return versions, sr.compatibility_level(meta)
 
 
 def _schema(request: Request, schema_id: int) -> sr.SubjectVersion:
@@ -212,21 +223,21 @@ def subjects(request: Request, subjectPrefix: str = "", offset: int = 0,
 @router.get("/subjects/{subject}/versions", summary="a subject's versions")
 def subject_versions(subject: str, request: Request, offset: int = 0,
                      limit: int = -1) -> list[int]:
-    versions, _ = _subject(request, subject)
+    versions = _subject(request, subject)
     return sr.page([v.version for v in versions], offset, limit)
 
 
 @router.get("/subjects/{subject}/versions/{version}", summary="a version of a subject "
             "(a number or latest): its schema id and schema")
 def subject_version(subject: str, version: str, request: Request) -> dict[str, Any]:
-    versions, _ = _subject(request, subject)
+    versions = _subject(request, subject)
     return sr.version_body(subject, sr.pick(subject, versions, version))
 
 
 @router.get("/subjects/{subject}/versions/{version}/schema", summary="a version of a "
             "subject, the schema alone")
 def subject_version_schema(subject: str, version: str, request: Request) -> Response:
-    versions, _ = _subject(request, subject)
+    versions = _subject(request, subject)
     return Response(sr.pick(subject, versions, version).text, media_type=sr.MEDIA_TYPE)
 
 
@@ -234,7 +245,7 @@ def subject_version_schema(subject: str, version: str, request: Request) -> Resp
              "subject: its version and id")
 def lookup(subject: str, body: SchemaBody, request: Request,
            normalize: bool = False) -> dict[str, Any]:
-    versions, _ = _subject(request, subject)
+    versions = _subject(request, subject)
     candidate = sr.parse_candidate(body.schema_, body.schemaType, body.references)
     found = sr.matching(candidate, versions, normalize)
     if found is None:
@@ -279,7 +290,7 @@ def config() -> dict[str, Any]:
             "govbus.compatibility, else the default")
 def subject_config(subject: str, request: Request, defaultToGlobal: bool = True
                    ) -> dict[str, Any]:
-    return sr.config_body(_subject(request, subject)[1])
+    return sr.config_body(_with_level(request, subject)[1])
 
 
 @router.put("/config", summary="change the default level: refused (42205)")
@@ -308,7 +319,7 @@ def subject_mode(subject: str, request: Request) -> dict[str, str]:
              "against one version of a subject, by the subject's level")
 def compatible_with_version(subject: str, version: str, body: SchemaBody, request: Request,
                             verbose: bool = False, normalize: bool = False) -> dict[str, Any]:
-    versions, level = _subject(request, subject)
+    versions, level = _with_level(request, subject)
     target = sr.pick(subject, versions, version)
     candidate = sr.parse_candidate(body.schema_, body.schemaType, body.references)
     reasons = [] if level == sr.NONE else sr.incompatible(level, candidate, [target])
@@ -319,7 +330,7 @@ def compatible_with_version(subject: str, version: str, body: SchemaBody, reques
              "subject's versions as its level says (every version when transitive)")
 def compatible_with_subject(subject: str, body: SchemaBody, request: Request,
                             verbose: bool = False, normalize: bool = False) -> dict[str, Any]:
-    versions, level = _subject(request, subject)
+    versions, level = _with_level(request, subject)
     candidate = sr.parse_candidate(body.schema_, body.schemaType, body.references)
     reasons = sr.incompatible(level, candidate, sr.against(level, versions))
     return sr.compatibility_body(level, reasons, verbose)
