@@ -154,6 +154,14 @@ def _proposals(c: Change) -> list[ControlEvent]:
     return []
 
 
+def _commitments(c: Change) -> list[ControlEvent]:
+    after, before = c.after or {}, c.before or {}
+    if c.op == "UPDATE" and before.get("withdrawn_at") is None and after.get("withdrawn_at"):
+        return [ControlEvent("commitment.withdrawn", f"commitment:{c.key}", c.at, _pick(
+            after, "number", "kind", "agency", "withdrawn_by", "withdraw_reason"))]
+    return []
+
+
 #: the audited tables whose changes tell someone something, and how
 _BY_TABLE: dict[str, Callable[[Change], list[ControlEvent]]] = {
     "sharing_requests": _requests,   # Art. 18
@@ -161,6 +169,7 @@ _BY_TABLE: dict[str, Callable[[Change], list[ControlEvent]]] = {
     "cases": _cases,                 # Art. 20
     "objections": _objections,       # Art. 19, 29
     "catalogue_proposals": _proposals,  # Art. 13
+    "commitments": _commitments,     # Art. 24, 25
 }
 BASELINE_ACTOR = "migration 0012"  # rows that predate the ledger: history, not news
 

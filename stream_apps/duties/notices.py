@@ -134,6 +134,9 @@ def _rules() -> dict[str, Rule]:
         "commitment.expiring": Rule("Art. 24, 25", _fields("agency"), lambda e: (
             f"{d(e, 'kind')} commitment {_id(e)} expires on {e.deadline}: the grants resting "
             "on it lapse then")),
+        "commitment.withdrawn": Rule("Art. 24, 25", _fields("agency"), lambda e: (
+            f"{d(e, 'kind')} commitment {_id(e)} was withdrawn by {d(e, 'withdrawn_by')}: "
+            f"{d(e, 'withdraw_reason')}; the grants resting on it have lapsed")),
         "case.opened": Rule("Art. 20", _fields("owner_agency", "other_agency"), lambda e: (
             f"case {_id(e)}: {d(e, 'attribute')} of {d(e, 'entity_key')} differs; the "
             f"source of record {d(e, 'owner_agency')} verifies it by {d(e, 'deadline')}")),

@@ -64,6 +64,10 @@ def test_decisions_revocations_cases_objections_and_proposals_are_events() -> No
     assert [e.kind for e in from_change(change("objections", "UPDATE", "5", complaint,
                                                complaint | {"status": "answered"}))] == [
         "complaint.answered"]
+    signed = {"withdrawn_at": None, "agency": "tax", "kind": "security"}
+    assert [(e.kind, e.subject) for e in from_change(change(
+        "commitments", "UPDATE", "SC-1", signed, signed | {"withdrawn_at": "2025-11-25"}))] == [
+        ("commitment.withdrawn", "commitment:SC-1")]
     proposal = {"status": "pending", "agency": "tax", "resource_id": "tax.x"}
     assert [e.kind for e in from_change(change("catalogue_proposals", "UPDATE", "9", proposal,
                                                proposal | {"status": "approved"}))] == [
@@ -128,7 +132,8 @@ def test_each_party_is_told_once_and_every_kind_has_a_rule() -> None:
     assert notices_for(event("something.new", {})) == []
     kinds = {"request.filed", "request.granted_at_once", "request.refused_at_once",
              "request.decided", "request.due_soon", "request.overdue", "grant.revoked",
-             "grant.expired", "commitment.expiring", "case.opened", "case.resolved",
+             "grant.expired", "commitment.expiring", "commitment.withdrawn", "case.opened",
+             "case.resolved",
              "case.due_soon", "case.overdue", "objection.filed", "objection.answered",
              "objection.due_soon", "objection.overdue", "complaint.filed",
              "complaint.answered", "complaint.due_soon", "complaint.overdue",
