@@ -158,7 +158,8 @@ def _subject(request: Request, subject: str) -> list[sr.SubjectVersion]:
 
 
 def _with_level(request: Request, subject: str) -> tuple[list[sr.SubjectVersion], str]:
-    """A subject's versions and its level (42203 if its catalogue entry names none)."""
+    """A subject's versions and its level (42203 if its catalogue entry names an unknown
+    one)."""
     versions, meta = _registered(request, subject)
     return versions, sr.compatibility_level(meta)
 
@@ -339,7 +340,9 @@ def compatible_with_subject(subject: str, body: SchemaBody, request: Request,
 @router.api_route("/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"],
                   include_in_schema=False)
 def unmatched(rest: str, request: Request) -> None:
-    """Confluent's 404 (or 405) for a path of this prefix no route serves."""
+    """Confluent's 404 (or 405) for a path of this prefix no route serves; the last route of
+    the prefix (a stock deserializer's association lookup gets its 404 here and falls back to
+    the TopicNameStrategy)."""
     partial = any(r is not request.scope.get("route") and isinstance(r, APIRoute)
                   and r.matches(request.scope)[0] == Match.PARTIAL for r in router.routes)
     if partial:

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
@@ -29,6 +29,7 @@ from govbus import runtime, sample
 from govbus.core import db, registry
 from govbus.core.catalogue import Catalogue, load_catalogue, resource_from_schema
 from govbus.core.config import Settings
+from govbus.core.envelope import make_event
 from govbus.core.kafka import ensure_topics
 from govbus.producers.publisher import Change, Publisher
 from govbus.stream_apps.hotpath import HotPath
@@ -244,12 +245,25 @@ def test_compatibility_of_a_compatible_and_an_incompatible_schema(env: Env) -> N
         assert r.json()["messages"][-1] == "compatibility: BACKWARD_TRANSITIVE"
 
 
+def adoption_event() -> dict[str, Any]:
+    """A deletion event of the adoption register, as the envelope module builds one."""
+    res = load_catalogue().resources[ADOPTION]
+    return make_event(res, version=1, op="d", record=None, agency="civil_affairs",
+                      locality="360502")
+
+
 def test_registering_answers_only_an_approved_versions_id(env: Env) -> None:
     client = env.client("civil_affairs")
     (_, id1), (_, id2) = registered(env, ADOPTION)
     v1 = client.get_version(ADOPTED, 1).schema
     assert client.register_schema(ADOPTED, Schema(v1.schema_str, "AVRO")) == id1
     assert client.lookup_schema(ADOPTED, Schema(v1.schema_str, "AVRO")).version == 1
+    # a stock serializer that registers its schema frames with the registered id
+    serializer = AvroSerializer(client, text(v1), conf={"auto.register.schemas": True})
+    framed = serializer(adoption_event(),
+                        SerializationContext("ingest.civil_affairs.adoption_register",
+                                             MessageField.VALUE))
+    assert framed is not None and framed[:5] == b"\0" + id1.to_bytes(4, "big")
     changed = json.loads(text(client.get_latest_version(ADOPTED).schema))
     changed["doc"] = "a schema the catalogue never approved"
     with pytest.raises(SchemaRegistryError) as exc:
