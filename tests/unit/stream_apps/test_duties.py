@@ -14,7 +14,7 @@ import pytest
 
 from govbus.core.config import Settings
 from govbus.stream_apps.duties import timers
-from govbus.stream_apps.duties.app import Duties, make_app
+from govbus.stream_apps.duties.app import Duties, credentials, make_app
 from govbus.stream_apps.duties.events import Change, ControlEvent, from_change
 from govbus.stream_apps.duties.notices import CENTER, OFFICE, RULES, Notice, notice_id, notices_for
 
@@ -250,3 +250,28 @@ def test_a_notice_not_kept_is_retried_not_dropped(monkeypatch: pytest.MonkeyPatc
     duties.inbox.failures = 2
     run_agent(duties, event("case.opened", {"owner_agency": "tax"}, "case:1").to_bytes())
     assert [a for a, _, _ in duties.sent] == ["tax"]
+
+
+# --- faust's settings ----------------------------------------------------------------------
+
+def test_the_app_runs_with_the_embedded_brokers_settings_and_no_web_server() -> None:
+    conf = make_app(SETTINGS).conf
+    assert str(conf.broker[0]) == "kafka://127.0.0.1:9"
+    assert conf.broker_session_timeout == 6.0 and conf.broker_heartbeat_interval == 0.5
+    assert conf.web_enabled is False
+    assert str(conf.timezone) == "Asia/Shanghai"
+    assert conf.consumer_auto_offset_reset == "earliest"
+
+
+def test_faust_authenticates_as_every_govbus_client_does(tmp_path: Path) -> None:
+    assert credentials(SETTINGS) is None  # PLAINTEXT, the embedded broker
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    sasl = Settings("b:9092", "postgresql://unused/x", Path("schemas"),
+                    kafka_security_protocol="SASL_PLAINTEXT",
+                    kafka_sasl_mechanism="SCRAM-SHA-512", kafka_sasl_username="govbus",
+                    kafka_sasl_password_file=secret)
+    found = credentials(sasl)
+    assert (found.username, found.password, str(found.mechanism.value)) == (
+        "govbus", "s3cret", "SCRAM-SHA-512")
+    assert found.ssl_context is None
