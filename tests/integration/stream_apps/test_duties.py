@@ -10,7 +10,9 @@ them with the real one.
 - a clock set to the first working day of the year drafts the annual report and the
   evaluation once and tells the information center (Art. 26, 28);
 - killed between receiving a control event and committing its offset, the app replays the
-  event after a restart and the inbox and the topic's key still hold one notice.
+  event after a restart and the inbox and the topic's key still hold one notice;
+- a relay that publishes ledger rows again (its position not recorded) tells nobody twice,
+  and the sharing store's own notice is adopted rather than repeated.
 """
 
 from __future__ import annotations
@@ -152,6 +154,35 @@ def test_a_request_granted_at_once_tells_its_provider_within_seconds(
                         (str(granted["request_id"]),))
             rows = cur.fetchall()
         assert rows == [(notice["inbox_id"], notice["notice_id"])]
+    finally:
+        reader.close()
+
+
+def test_a_relay_that_publishes_the_ledger_again_tells_nobody_twice(
+        duty_settings: Settings, app: App, catalogue: Catalogue) -> None:
+    """As if the relay died after the broker acknowledged its events and before it recorded
+    its position: the same ledger rows are published again, under the same keys."""
+    dsn = duty_settings.database_url
+    reader = Notices(duty_settings, ["hrss"])
+    try:
+        pending = sharing_store.file_request(dsn, catalogue.resources[HRSS], "tax",
+                                             "contribution checks", None,
+                                             commitment(dsn, "tax", HRSS))
+        request_id = pending["request_id"]
+        nid = rules.notice_id(f"request.filed:request:{request_id}", "hrss")
+        wait_until(lambda: [k for k, _ in reader.poll() if k == nid], 25, "the notice")
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT seq FROM audit_ledger WHERE table_name = 'sharing_requests' "
+                        "AND op = 'INSERT' AND row_key = %s", (str(request_id),))
+            seq = cur.fetchone()[0]
+            cur.execute("UPDATE duty_relay_position SET seq = %s", (seq - 1,))
+        wait_until(lambda: len([k for k, _ in reader.poll() if k == nid]) >= 2, 25,
+                   "the notice sent again")
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("SELECT kind, notice_id FROM notifications WHERE agency = 'hrss' "
+                        "AND body ->> 'request_id' = %s", (str(request_id),))
+            assert cur.fetchall() == [("request_pending", nid)], \
+                "the sharing store's own notice, adopted, and no second one"
     finally:
         reader.close()
 
