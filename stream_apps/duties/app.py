@@ -66,10 +66,15 @@ def credentials(settings: Settings) -> Any:
     return faust.SSLCredentials(context) if context else None
 
 
+def broker_urls(bootstrap: str) -> str:
+    """``h1:9092,h2:9092`` as faust names brokers: ``kafka://h1:9092;kafka://h2:9092``."""
+    return ";".join(f"kafka://{h.strip()}" for h in bootstrap.split(",") if h.strip())
+
+
 def make_app(settings: Settings) -> faust.App:
     """The faust app on the broker of ``settings``, nothing registered on it yet."""
     return faust.App(
-        APP_ID, broker=f"kafka://{settings.bootstrap_servers}", store="memory://",
+        APP_ID, broker=broker_urls(settings.bootstrap_servers), store="memory://",
         broker_credentials=credentials(settings),
         broker_session_timeout=6.0, broker_heartbeat_interval=0.5,
         consumer_auto_offset_reset="earliest", topic_partitions=settings.partitions,

@@ -261,6 +261,10 @@ def test_the_app_runs_with_the_embedded_brokers_settings_and_no_web_server() -> 
     assert conf.web_enabled is False
     assert str(conf.timezone) == "Asia/Shanghai"
     assert conf.consumer_auto_offset_reset == "earliest"
+    three = Settings("kafka-1:9092,kafka-2:9092,kafka-3:9092", "postgresql://unused/x",
+                     Path("schemas"))
+    assert [str(u) for u in make_app(three).conf.broker] == [
+        "kafka://kafka-1:9092", "kafka://kafka-2:9092", "kafka://kafka-3:9092"]
 
 
 def test_faust_authenticates_as_every_govbus_client_does(tmp_path: Path) -> None:
