@@ -82,6 +82,9 @@ OUTBOX_SET_ASIDE = Counter(
     ["agency", "resource"])
 OUTBOX_BACKLOG = Gauge(
     "govbus_outbox_backlog", "Outbox rows not yet published", ["agency", "resource"])
+OUTBOX_SLOT_LAG = Gauge(
+    "govbus_outbox_slot_lag_bytes", "WAL held back by a logical capture's replication slot "
+    "(server position minus the slot's confirmed one)", ["agency", "resource"])
 
 # --- reconciliation (Art. 8, 19, 20) ------------------------------------------------------
 RECONCILE_FEED = Counter(

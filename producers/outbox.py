@@ -430,7 +430,7 @@ class OutboxRelay:
         while not stop_event.is_set():
             try:
                 published = self.run_once()
-                metrics.OUTBOX_BACKLOG.labels(self.agency, self.resource.id).set(self.backlog())
+                self.observe()
             except (BrokerError, DatabaseError, psycopg2.OperationalError,
                     psycopg2.InterfaceError) as exc:
                 broker = isinstance(exc, BrokerError)
@@ -448,10 +448,18 @@ class OutboxRelay:
             delay = BACKOFF[0]
             if published and progress:
                 progress(f"published {published} (total {self.published}, refused "
-                         f"{self.refused}), backlog {self.backlog()}")
+                         f"{self.refused}), {self.status()}")
             if published < self.batch_size:
                 stop_event.wait(self.poll_interval)
         self.close()
+
+    def observe(self) -> None:
+        """Update the gauge of what waits (after each batch)."""
+        metrics.OUTBOX_BACKLOG.labels(self.agency, self.resource.id).set(self.backlog())
+
+    def status(self) -> str:
+        """What waits, for the progress lines."""
+        return f"backlog {self.backlog()}"
 
     def close(self) -> None:
         """Release the database connection and the producer (no pending marks remain)."""
@@ -496,6 +504,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "with (default: $GOVBUS_SIGNING_KEY_FILE)")
 
 
+def signal_stop() -> threading.Event:
+    """An event set by SIGTERM or SIGINT: the relay finishes its batch and stops."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m govbus.producers.outbox``. Returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m govbus.producers.outbox",
@@ -521,9 +537,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser,
         print(f"outbox {args.agency}.{args.resource}: {line}", file=sys.stderr, flush=True)
 
     logging.basicConfig(level=logging.WARNING, format="outbox: %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = signal_stop()
     try:
         settings = settings or Settings.from_env()
         metrics.serve()

@@ -1,0 +1,494 @@
+"""Log-based capture: an agency's row changes read from PostgreSQL's logical decoding.
+
+The second capture mode of the outbox adapter (``govbus outbox --capture logical``): no
+trigger and no outbox table in the agency's schema. :func:`install` creates a publication of
+the source-of-record table and a logical replication slot (plugin ``pgoutput``), and sets the
+table's ``REPLICA IDENTITY FULL`` so that updates and deletes carry their ``before`` image.
+:class:`LogicalRelay` streams the slot through psycopg2's replication connection, parses the
+messages (:mod:`govbus.producers.pgoutput`), and publishes each change through the same
+:class:`~govbus.producers.publisher.Publisher` as the trigger mode (signed, contract-checked):
+
+- **Never lost.** The slot's confirmed position is advanced to a transaction's end only after
+  the broker acknowledged every event of it and of the transactions before it. A relay that
+  crashes, or a broker that fails, leaves the slot where it was: the server sends those
+  transactions again, and the relay publishes them again under the *same* event ids (named by
+  the database, the transaction's commit position and the change's place in it) with the same
+  content, so downstream de-duplication and the hot path's id check take them as retries.
+- **Order per entity.** The server sends transactions in commit order; an entity's changes
+  are serialised by its row lock; the relay produces in that order, keyed by entity, with an
+  idempotent producer, and a retry re-sends from the confirmed position onwards.
+- **Source position.** ``source.txid`` is the transaction id, ``source.seq`` the change's LSN
+  (the envelope's fields for the source's transaction and position); ``occurred_ms`` is the
+  commit time.
+- **Snapshots** (op ``r``): :func:`snapshot` reads the table in key order, a chunk per
+  transaction, ``FOR SHARE``, and writes each row's state into the WAL as a transactional
+  logical message (``pg_logical_emit_message``), which reaches the relay through the slot in
+  commit order with the changes: the same path, the same guarantees.
+- **Bad rows** are refused with their reasons, logged and counted
+  (``govbus_outbox_set_aside_total``); the stream goes on. ``TRUNCATE`` is logged and counted
+  as set aside: the envelope has no operation for it.
+
+Slot lag (WAL the slot holds back) is ``govbus_outbox_slot_lag_bytes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import select
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import psycopg2
+import psycopg2.errors
+import psycopg2.extensions
+import psycopg2.extras
+from psycopg2 import sql
+
+from govbus.core import db, metrics
+from govbus.core.catalogue import Catalogue, load_catalogue
+from govbus.core.config import Settings
+from govbus.core.errors import BrokerError, DatabaseError, GovbusError
+from govbus.core.registry import SchemaRegistry
+from govbus.producers import pgoutput
+from govbus.producers.outbox import (
+    SNAPSHOT_CHUNK,
+    OutboxError,
+    OutboxRelay,
+    checked_table,
+    provider_resource,
+    to_record,
+)
+from govbus.producers.publisher import Change
+
+log = logging.getLogger("govbus.outbox.logical")
+#: names the events of one database's changes (with its system id, commit LSN, ordinal)
+EVENT_NAMESPACE = uuid.UUID("6f1c1b2e-5d0b-4c4e-9a51-7a0f3c1d2e4b")
+_JSON_TYPES = {114, 3802}  # json, jsonb: numbers read exactly, as in the trigger mode
+
+
+def slot_name(agency: str, resource: str) -> str:
+    """The default slot (and publication) of an adapter: ``govbus_<agency>_<resource>``."""
+    return f"govbus_{agency}_{resource}"[:63]
+
+
+def snapshot_prefix(agency: str, resource: str) -> str:
+    """The logical messages' prefix that marks a snapshot row of ``agency.resource``."""
+    return f"govbus.snapshot:{agency}.{resource}"
+
+
+# --- install and snapshot --------------------------------------------------------------------
+
+def _replica_identity_full(cur: Any, qualified: str, target: sql.Composable) -> None:
+    cur.execute("SELECT relreplident FROM pg_class WHERE oid = %s::regclass", (qualified,))
+    if cur.fetchone()[0] == "f":
+        return
+    try:
+        cur.execute("SAVEPOINT identity")
+        cur.execute(sql.SQL("ALTER TABLE {} REPLICA IDENTITY FULL").format(target))
+    except psycopg2.errors.InsufficientPrivilege as exc:
+        raise OutboxError(
+            f"table {qualified} needs REPLICA IDENTITY FULL, so that its updates and deletes "
+            f"carry their before image, and this role may not set it: ask its owner to run "
+            f"ALTER TABLE {qualified} REPLICA IDENTITY FULL") from exc
+
+
+def _publication(cur: Any, name: str, qualified: str, target: sql.Composable) -> None:
+    cur.execute("SELECT count(*), count(*) FILTER (WHERE schemaname || '.' || tablename = %s) "
+                "FROM pg_publication p LEFT JOIN pg_publication_tables t USING (pubname) "
+                "WHERE p.pubname = %s", (qualified, name))
+    exists, has_table = cur.fetchone()
+    if not exists:
+        cur.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}")
+                    .format(sql.Identifier(name), target))
+    elif not has_table:
+        cur.execute(sql.SQL("ALTER PUBLICATION {} ADD TABLE {}")
+                    .format(sql.Identifier(name), target))
+
+
+def install(agency_dsn: str, table: str, agency: str, resource: str, catalogue: Catalogue,
+            *, slot: str | None = None, snapshot_rows: bool = True) -> int:
+    """Create (idempotently) the publication of ``table``, its replication slot, and set its
+    ``REPLICA IDENTITY FULL``; a new slot is followed by a snapshot of the rows that exist.
+    Returns how many rows were snapshotted. Refused, with what to change, when the server's
+    ``wal_level`` is not ``logical`` or the role may not set the replica identity."""
+    res = provider_resource(catalogue, agency, resource)
+    name = slot or slot_name(agency, resource)
+    try:
+        with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
+            cur.execute("SHOW wal_level")
+            level = cur.fetchone()[0]
+            if level != "logical":
+                raise OutboxError(f"the agency database has wal_level={level}: logical "
+                                  "capture needs wal_level=logical (postgresql.conf, then a "
+                                  "restart), or use --capture trigger")
+            schema, rel = checked_table(cur, table, res)
+            qualified, target = f"{schema}.{rel}", sql.Identifier(schema, rel)
+            _replica_identity_full(cur, qualified, target)
+            _publication(cur, name, qualified, target)
+        conn = db.connect(agency_dsn, autocommit=True)  # a slot is made outside a transaction
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_replication_slots WHERE slot_name = %s",
+                            (name,))
+                created = cur.fetchone()[0] == 0
+                if created:
+                    cur.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput')",
+                                (name,))
+        finally:
+            conn.close()
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot install logical capture on {table}: {exc}".strip()) \
+            from exc
+    if created and snapshot_rows:
+        return snapshot(agency_dsn, table, agency, resource, catalogue)
+    return 0
+
+
+def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue: Catalogue,
+             chunk: int = SNAPSHOT_CHUNK) -> int:
+    """Write the current state of every row of ``table`` into the WAL as snapshot messages
+    (op ``r`` once relayed); returns how many rows. Each snapshot is new events."""
+    res = provider_resource(catalogue, agency, resource)
+    if res.key_field is None:
+        raise OutboxError(f"{res.id} has no key field to snapshot {table} in order")
+    try:
+        with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
+            schema, rel = checked_table(cur, table, res)
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot snapshot {table}: {exc}".strip()) from exc
+    # the row lock, held to commit, orders a row's snapshot with its concurrent changes
+    statement = sql.SQL(
+        "WITH chunk AS (SELECT t.{key} AS k, to_jsonb(t) AS image FROM {table} t "
+        "WHERE %(after)s::text IS NULL OR t.{key} > %(after)s ORDER BY t.{key} "
+        "LIMIT %(chunk)s FOR SHARE) SELECT max(k)::text, count(pg_logical_emit_message("
+        "true, %(prefix)s, jsonb_build_object('table', %(name)s, 'after', image)::text)) "
+        "FROM chunk").format(key=sql.Identifier(res.key_field),
+                             table=sql.Identifier(schema, rel))
+    params = {"after": None, "chunk": chunk, "name": f"{schema}.{rel}",
+              "prefix": snapshot_prefix(agency, resource)}
+    total = 0
+    try:
+        while True:
+            with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
+                cur.execute(statement, params)
+                last, count = cur.fetchone()
+            total += int(count)
+            if count < chunk:
+                return total
+            params["after"] = last
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot snapshot {table}: {exc}".strip()) from exc
+
+
+def slot_lag(agency_dsn: str, slot: str) -> int | None:
+    """Bytes of WAL between the server's position and the slot's confirmed one (None: no
+    such slot)."""
+    with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
+        cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) "
+                    "FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        row = cur.fetchone()
+    return None if row is None or row[0] is None else int(row[0])
+
+
+# --- the relay ---------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """What one batch produced: event ids in order, the transactions they end, answers."""
+
+    sent: list[str] = field(default_factory=list)
+    commits: list[tuple[int, int]] = field(default_factory=list)  # (end LSN, events before)
+    results: dict[str, Any] = field(default_factory=dict)
+    refused: int = 0
+
+    def acknowledged(self) -> tuple[int, int]:
+        """(events, end LSN) of the longest prefix of whole transactions the broker
+        acknowledged; LSN 0 when none."""
+        done = 0
+        while done < len(self.sent) and self.results.get(self.sent[done], False) is None:
+            done += 1
+        upto = 0
+        for end_lsn, count in self.commits:
+            if count <= done:
+                upto = end_lsn
+        return done, upto
+
+
+class LogicalRelay(OutboxRelay):
+    """Publishes one resource's changes from the agency's replication slot to its topic."""
+
+    def __init__(self, agency_dsn: str, settings: Settings, agency: str, resource: str, *,
+                 slot: str | None = None, **options: Any) -> None:
+        super().__init__(agency_dsn, settings, agency, resource, **options)
+        self.slot = slot or slot_name(agency, resource)
+        self.prefix = snapshot_prefix(agency, resource)
+        self.confirmed = 0  # the LSN confirmed to the server in this session
+        self._repl: Any = None
+        self._cur: Any = None
+        self._origin = ""
+        self._relations = pgoutput.Relations()
+        self._tx: pgoutput.Begin | None = None
+        self._ordinal = 0
+
+    # -- the replication session
+    def _connect(self) -> None:
+        try:
+            self._repl = psycopg2.connect(
+                self.dsn, connection_factory=psycopg2.extras.LogicalReplicationConnection,
+                connect_timeout=10, application_name="govbus-logical")
+            self._cur = self._repl.cursor()
+            self._cur.execute("IDENTIFY_SYSTEM")
+            system, _timeline, _pos, dbname = self._cur.fetchone()
+            self._origin = f"{system}/{dbname}/{self.resource.id}"
+            self._cur.start_replication(
+                slot_name=self.slot, decode=False, status_interval=5,
+                options={"proto_version": "1", "publication_names": self.slot,
+                         "messages": "true"})
+        except psycopg2.errors.UndefinedObject as exc:
+            self.disconnect()
+            raise OutboxError(f"no replication slot {self.slot!r} in the agency database: "
+                              "install it first (govbus outbox --capture logical --install "
+                              "--table ...)") from exc
+        except psycopg2.Error as exc:
+            self.disconnect()
+            raise DatabaseError(f"cannot stream slot {self.slot}: {exc}".strip()) from exc
+        self._relations, self._tx = pgoutput.Relations(), None
+
+    def disconnect(self) -> None:
+        """End the replication session without confirming anything more: what was read and
+        not confirmed is sent again to the next session (as after a crash)."""
+        if self._repl is not None:
+            try:
+                self._repl.close()
+            except psycopg2.Error:
+                pass
+        self._repl = self._cur = None
+
+    # -- messages to changes
+    def _cast(self, value: pgoutput.Value, type_oid: int) -> Any:
+        if not isinstance(value, str):
+            return value
+        if type_oid in _JSON_TYPES:
+            return json.loads(value, parse_float=Decimal)
+        caster = psycopg2.extensions.string_types.get(type_oid)
+        return value if caster is None else caster(value, self._cur)
+
+    def _image(self, oid: int, values: tuple[pgoutput.Value, ...] | None,
+               base: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A row image by column name, cast; unchanged TOAST values taken from ``base``."""
+        if values is None:
+            return None
+        rel = self._relations.get(oid)
+        image = {}
+        for col, value in zip(rel.columns, values, strict=True):
+            if value is pgoutput.UNCHANGED:
+                if base is None or col.name not in base:
+                    raise OutboxError(f"{rel.qualified}.{col.name}: an unchanged TOAST value "
+                                      "without a before image (REPLICA IDENTITY FULL?)")
+                image[col.name] = base[col.name]
+            else:
+                image[col.name] = self._cast(value, col.type_oid)
+        return image
+
+    def _images(self, msg: pgoutput.Message) -> tuple[str, dict[str, Any] | None,
+                                                     dict[str, Any] | None, str]:
+        """(op, after, before, table) of a change message."""
+        if isinstance(msg, pgoutput.LogicalMessage):
+            body = json.loads(msg.content, parse_float=Decimal)
+            return "r", body["after"], None, body["table"]
+        if isinstance(msg, pgoutput.Insert):
+            return ("c", self._image(msg.relation_oid, msg.new), None,
+                    self._relations.get(msg.relation_oid).qualified)
+        if isinstance(msg, pgoutput.Update):
+            before = self._image(msg.relation_oid, msg.old if msg.old_kind == "O" else None)
+            return ("u", self._image(msg.relation_oid, msg.new, before), before,
+                    self._relations.get(msg.relation_oid).qualified)
+        assert isinstance(msg, pgoutput.Delete)
+        rel = self._relations.get(msg.relation_oid)
+        if msg.old_kind != "O":
+            raise OutboxError(f"a delete of {rel.qualified} carries only its key: set "
+                              f"ALTER TABLE {rel.qualified} REPLICA IDENTITY FULL")
+        return "d", None, self._image(msg.relation_oid, msg.old), rel.qualified
+
+    def _publish(self, msg: pgoutput.Message, lsn: int, batch: Batch) -> None:
+        tx = self._tx
+        assert tx is not None
+        self._ordinal += 1
+        event_id = str(uuid.uuid5(EVENT_NAMESPACE,
+                                  f"{self._origin}/{tx.final_lsn}/{self._ordinal}"))
+        try:
+            op, after, before, table = self._images(msg)
+        except (OutboxError, ValueError, KeyError) as exc:
+            self._set_aside(event_id, lsn, str(exc), batch)
+            return
+        if op == "u" and before == after:
+            return  # a no-op update is not a change (nor is it in the trigger mode)
+        change = Change(op=op, record=to_record(self.resource, after),
+                        before=to_record(self.resource, before), locality=self.locality,
+                        occurred_ms=int(tx.commit_time.timestamp() * 1000),
+                        event_id=event_id, system="outbox", table=table, txid=tx.xid,
+                        seq=lsn)
+        event, violations = self.publisher.prepare(self.agency, self.resource, change)
+        if event is None or violations:
+            self._set_aside(event_id, lsn, "; ".join(str(v) for v in violations), batch)
+            return
+        batch.sent.append(event_id)
+        self.publisher.send(self.resource, event,
+                            lambda err, _msg, eid=event_id: batch.results.__setitem__(eid, err))
+
+    def _set_aside(self, event_id: str, lsn: int, why: str, batch: Batch) -> None:
+        log.warning("change at %s (event %s) refused: %s", pgoutput.lsn_text(lsn), event_id,
+                    why)
+        batch.refused += 1
+
+    def _handle(self, payload: bytes, lsn: int, batch: Batch) -> None:
+        msg = pgoutput.decode(payload)
+        if isinstance(msg, pgoutput.Relation):
+            self._relations.add(msg)
+        elif isinstance(msg, pgoutput.Begin):
+            self._tx, self._ordinal = msg, 0
+        elif isinstance(msg, pgoutput.Commit):
+            batch.commits.append((msg.end_lsn, len(batch.sent)))
+            self._tx = None
+        elif isinstance(msg, (pgoutput.Insert, pgoutput.Update, pgoutput.Delete)):
+            self._publish(msg, lsn, batch)
+        elif isinstance(msg, pgoutput.LogicalMessage):
+            if msg.transactional and msg.prefix == self.prefix:
+                self._publish(msg, lsn, batch)
+        elif isinstance(msg, pgoutput.Truncate):
+            self._ordinal += 1
+            self._set_aside("-", lsn, "TRUNCATE is not published (the envelope has no "
+                            "operation for it): take a snapshot after it", batch)
+
+    # -- batches
+    def read_batch(self, idle: float | None = None) -> Batch:
+        """Read whole transactions, publishing each change, until ``batch_size`` events or
+        ``idle`` seconds without a message; then wait for the broker's answers. Confirms
+        nothing: :meth:`confirm` does."""
+        if self._cur is None:
+            self._connect()
+        batch = Batch()
+        wait = self.poll_interval if idle is None else idle
+        quiet_since = time.monotonic()
+        while not self._stop.is_set():
+            msg = self._cur.read_message()
+            if msg is None:
+                if self._tx is None and (len(batch.sent) >= self.batch_size
+                                         or time.monotonic() - quiet_since > wait):
+                    break
+                select.select([self._cur], [], [], 0.1)
+                continue
+            quiet_since = time.monotonic()
+            self._handle(msg.payload, msg.data_start, batch)
+            if self._tx is None and len(batch.sent) >= self.batch_size:
+                break
+        deadline = time.monotonic() + self.message_timeout_ms / 1000 + 5
+        while self.publisher.flush(0.5) and time.monotonic() < deadline \
+                and not self._stop.is_set():
+            pass
+        return batch
+
+    def confirm(self, batch: Batch) -> tuple[int, str | None]:
+        """Advance the slot over the acknowledged whole transactions; (events, error)."""
+        done, upto = batch.acknowledged()
+        if upto > self.confirmed:
+            self._cur.send_feedback(flush_lsn=upto, force=True)
+            self.confirmed = upto
+        if done == len(batch.sent):
+            return done, None
+        return done, str(batch.results.get(batch.sent[done])
+                         or "no acknowledgement from the broker in time")
+
+    def run_once(self) -> int:
+        """Publish one batch and confirm it; returns how many events were published.
+
+        Raises BrokerError (after confirming the acknowledged transactions) when the broker
+        failed, DatabaseError when the agency database did; the session is ended then, so
+        the next call starts from the confirmed position."""
+        try:
+            batch = self.read_batch()
+            done, error = self.confirm(batch)
+        except psycopg2.Error as exc:
+            self.disconnect()
+            raise DatabaseError(f"replication of slot {self.slot}: {exc}".strip()) from exc
+        except BaseException:
+            self.disconnect()
+            raise
+        self.published += done
+        self.refused += batch.refused
+        metrics.OUTBOX_PUBLISHED.labels(self.agency, self.resource.id).inc(done)
+        metrics.OUTBOX_SET_ASIDE.labels(self.agency, self.resource.id).inc(batch.refused)
+        if error:
+            self.disconnect()
+            raise BrokerError(f"{done} of {len(batch.sent)} acknowledged, the rest is sent "
+                              f"again from the slot: {error}")
+        return done
+
+    def backlog(self) -> int:
+        """Bytes of WAL the slot holds back (0 when it cannot be read)."""
+        try:
+            return slot_lag(self.dsn, self.slot) or 0
+        except (DatabaseError, psycopg2.Error):
+            return 0
+
+    def observe(self) -> None:
+        metrics.OUTBOX_SLOT_LAG.labels(self.agency, self.resource.id).set(self.backlog())
+
+    def status(self) -> str:
+        return f"slot lag {self.backlog()} bytes"
+
+    def close(self) -> None:
+        self.disconnect()
+        super().close()
+
+
+# --- command line ---------------------------------------------------------------------------
+
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser,
+        settings: Settings | None = None, registry: SchemaRegistry | None = None) -> int:
+    """``govbus outbox --capture logical``: install, snapshot and relay as ``args`` say."""
+    from govbus.producers.outbox import signal_stop
+
+    def say(line: str) -> None:
+        print(f"outbox {args.agency}.{args.resource} (logical): {line}", file=sys.stderr,
+              flush=True)
+
+    logging.basicConfig(level=logging.WARNING, format="outbox: %(message)s")
+    stop = signal_stop()
+    try:
+        settings = settings or Settings.from_env()
+        metrics.serve()
+        catalogue = load_catalogue(settings.schemas_dir)
+        if args.install:
+            taken = install(args.dsn, args.table, args.agency, args.resource, catalogue,
+                            slot=args.slot, snapshot_rows=not args.no_snapshot)
+            say(f"installed on {args.table}" + (f", {taken} rows snapshotted" if taken else ""))
+        if args.snapshot:
+            taken = snapshot(args.dsn, args.table, args.agency, args.resource, catalogue)
+            say(f"snapshot of {args.table}: {taken} rows")
+        relay = LogicalRelay(args.dsn, settings, args.agency, args.resource, slot=args.slot,
+                             catalogue=catalogue, batch_size=args.batch_size,
+                             locality=args.locality,
+                             message_timeout_ms=args.message_timeout_ms,
+                             key_file=args.key_file, registry=registry)
+        relay.publisher.registry.latest(relay.resource.id)  # fail fast: contract registered
+        say(f"relaying slot {relay.slot} to {relay.resource.ingest_topic}, {relay.status()}")
+        if args.once:
+            while relay.run_once():
+                pass
+            say(f"published {relay.published}, refused {relay.refused}, {relay.status()}")
+            relay.close()
+        else:
+            relay.run(stop, say)
+            say(f"stopped: published {relay.published}, refused {relay.refused}")
+    except (GovbusError, psycopg2.Error) as exc:
+        say(f"error: {exc}".strip())
+        return 1
+    return 0
+
