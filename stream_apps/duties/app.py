@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 from govbus.core import metrics, topics
 from govbus.core.catalogue import load_catalogue
@@ -140,7 +141,7 @@ class Duties:
                 try:
                     told = await tell(self.work, self.send, event)
                     break
-                except (DatabaseError, BrokerError) as exc:
+                except (DatabaseError, BrokerError, KafkaError) as exc:
                     log.warning("notices of %s not kept, will retry: %s", event.event_id, exc)
                     await asyncio.sleep(RETRY_S)
             yield len(told)

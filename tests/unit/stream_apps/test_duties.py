@@ -189,6 +189,7 @@ class Inbox:
     def __init__(self) -> None:
         self.rows: dict[str, int] = {}
         self.failures = 0
+        self.swept: list[bool] = []
 
     def keep(self, notice: Notice) -> int:
         if self.failures:
@@ -196,6 +197,14 @@ class Inbox:
             from govbus.core.errors import DatabaseError
             raise DatabaseError("PostgreSQL away")
         return self.rows.setdefault(notice.notice_id, len(self.rows) + 1)
+
+
+    def timers(self, now: dt.datetime | None = None, yearly: bool = True) -> list[str]:
+        self.swept.append(yearly)
+        if self.failures:
+            from govbus.core.errors import BrokerError
+            raise BrokerError("broker away")
+        return []
 
 
 class Recording(Duties):
@@ -279,3 +288,13 @@ def test_faust_authenticates_as_every_govbus_client_does(tmp_path: Path) -> None
     assert (found.username, found.password, str(found.mechanism.value)) == (
         "govbus", "s3cret", "SCRAM-SHA-512")
     assert found.ssl_context is None
+
+
+def test_the_crontabs_sweep_the_deadlines_often_and_everything_hourly() -> None:
+    duties = Recording()
+    asyncio.run(duties.check_deadlines())
+    asyncio.run(duties.check_yearly_duties())
+    assert duties.inbox.swept == [False, True]
+    duties.inbox.failures = 1
+    asyncio.run(duties.check_deadlines())  # deferred to the next round, not raised
+    assert duties.inbox.swept == [False, True, False]
