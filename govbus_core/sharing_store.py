@@ -7,6 +7,7 @@ in the same transaction as the decision (Art. 18), so no decision exists unfiled
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 import psycopg2
@@ -346,21 +347,53 @@ def provision(grant: Grant, provided_at: dt.datetime | None, at: dt.datetime) ->
     return "overdue" if at > grant.provide_by else "due"
 
 
+#: a grant's first provision, once found (it never changes), and the last time a grant
+#: without one was looked for, per database: the look-up reads the recipient's log rows, and
+#: subscribers list their grants every few seconds
+_PROVIDED: dict[tuple[str, int], dt.datetime | None] = {}
+_LOOKED: dict[tuple[str, int], float] = {}
+PROVISION_RECHECK_S = 30.0  # a grant not provided yet is looked up again after this
+
+
 def _first_provided(dsn: str, grants: list[Grant]) -> dict[int, dt.datetime]:
     """The first delivery or backfill logged for each grant's recipient and resource since
-    the grant began."""
-    dated = [g for g in grants if g.provide_by is not None]
-    if not dated:
-        return {}
+    the grant began. Found once, it is kept; a grant without one is looked up again after
+    :data:`PROVISION_RECHECK_S`, and no more once it has ended (nothing is provided under
+    an ended grant)."""
+    clock, at = time.monotonic(), now()
+    found: dict[int, dt.datetime] = {}
+    wanted = []
+    for g in grants:
+        key = (dsn, g.grant_id)
+        if g.provide_by is None:
+            continue
+        if key in _PROVIDED:
+            first = _PROVIDED[key]
+            if first is not None:
+                found[g.grant_id] = first
+        elif clock - _LOOKED.get(key, -PROVISION_RECHECK_S) >= PROVISION_RECHECK_S:
+            wanted.append(g)
+    if not wanted:
+        return found
     rows = _rows(dsn, """SELECT x.grant_id, (SELECT min(d.delivered_at) FROM deliveries d
                                  WHERE d.recipient = x.recipient AND d.resource_id = x.resource
                                    AND d.channel IN ('exchange', 'backfill')
                                    AND d.delivered_at >= x.since) AS first
                          FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::timestamptz[])
                               AS x(grant_id, recipient, resource, since)""",
-                 [[g.grant_id for g in dated], [g.recipient for g in dated],
-                  [g.resource_id for g in dated], [g.valid_from for g in dated]])
-    return {int(r["grant_id"]): r["first"] for r in rows if r["first"] is not None}
+                 [[g.grant_id for g in wanted], [g.recipient for g in wanted],
+                  [g.resource_id for g in wanted], [g.valid_from for g in wanted]])
+    firsts = {int(r["grant_id"]): r["first"] for r in rows}
+    for g in wanted:
+        key, first = (dsn, g.grant_id), firsts.get(g.grant_id)
+        ended = min([t for t in (g.revoked_at, g.ends_at) if t is not None], default=None)
+        if first is not None:
+            _PROVIDED[key] = found[g.grant_id] = first
+        elif ended is not None and ended < at - dt.timedelta(minutes=5):
+            _PROVIDED[key] = None  # ended long enough ago for its last rows to be logged
+        else:
+            _LOOKED[key] = clock
+    return found
 
 
 def list_filings(dsn: str, year: int | None = None) -> list[dict[str, Any]]:
