@@ -26,7 +26,7 @@ from govbus.core.catalogue import (
     parse_period,
     strip_meta,
 )
-from govbus.core.compat import check_backward_transitive
+from govbus.core.compat import LEVEL_ATTRIBUTE, InvalidLevel, check_level, parse_level
 from govbus.core.identifiers import CHECKS
 
 ERROR, WARNING = "error", "warning"
@@ -260,15 +260,22 @@ def avro_valid(res: Resource, ctx: _Context) -> Iterator[Finding]:
 
 @resource_rule
 def schema_compatible(res: Resource, ctx: _Context) -> Iterator[Finding]:
-    """Art. 13: a changed contract must read every registered version (BACKWARD_TRANSITIVE)."""
+    """Art. 13: a changed contract keeps its resource's compatibility level (its
+    ``govbus.compatibility``, BACKWARD_TRANSITIVE by default) with the registered versions;
+    a value that is no level is an error of its own."""
+    try:
+        level = parse_level(res.meta.get(LEVEL_ATTRIBUTE))
+    except InvalidLevel as exc:
+        yield _error(res, f"{META}.{LEVEL_ATTRIBUTE}", exc.rule, exc.article, str(exc))
+        return
     versions = ctx.registered.get(res.id)
     if not versions:
         return
-    reasons = check_backward_transitive(res.record_schema(), [strip_meta(v) for v in versions])
+    reasons = check_level(level, res.record_schema(), [strip_meta(v) for v in versions])
     for reason in reasons:
         m = re.search(r"field '([^'.\[{]+)", reason)
         yield _error(res, m.group(1) if m else "-", "schema.incompatible", "Art. 13",
-                     f"cannot read data of a registered version: {reason}")
+                     f"breaks {level} compatibility with a registered version: {reason}")
 
 
 @resource_rule

@@ -1,16 +1,39 @@
-"""Avro schema compatibility, as Confluent Schema Registry's BACKWARD mode checks it.
+"""Avro schema compatibility, as Confluent Schema Registry checks it, and its levels.
 
 Art. 13: agencies apply for changes to their catalogue entries and the information center
-confirms them; a change must not strand the data already on the bus, so a new contract has to
-be able to read what every registered version wrote. The rules are those of Avro schema
-resolution (Avro specification, "Schema Resolution"): the *reader* is the new schema, the
-*writer* an older one. Logical types are compared by their underlying type; ``govbus``
-attributes are ignored. Pure functions, no I/O.
+confirms them; a change must not strand the data already on the bus. The rules are those of
+Avro schema resolution (Avro specification, "Schema Resolution"): :func:`incompatibilities`
+says why a *reader* schema cannot read what a *writer* schema wrote. Logical types are
+compared by their underlying type; ``govbus`` attributes are ignored.
+
+A resource's compatibility level is one of Confluent's (:data:`LEVELS`), named by its
+contract's ``govbus.compatibility`` attribute (:func:`parse_level`; :data:`DEFAULT_LEVEL`
+without one). The level picks the registered versions a new schema is checked against
+(:func:`against`: every one when transitive, else the newest, none for NONE) and the direction
+(:func:`level_incompatibilities`: BACKWARD, the new schema reads each of them; FORWARD, each of
+them reads the new schema; FULL, both). The Schema Registry API and the catalogue's proposals
+both decide by these functions.
+
+Apache Avro's own checker (``avro.compatibility.ReaderWriterCompatibilityChecker``) gives the
+same verdict on records, primitives and their promotions, unions, enums, fixed, arrays and
+maps (tests/unit/core/test_compat_crosscheck.py). Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from govbus.core.errors import GovbusError
+
+BACKWARD, FORWARD, FULL, NONE = "BACKWARD", "FORWARD", "FULL", "NONE"
+BACKWARD_TRANSITIVE = "BACKWARD_TRANSITIVE"
+LEVELS = (BACKWARD, BACKWARD_TRANSITIVE, FORWARD, "FORWARD_TRANSITIVE", FULL,
+          "FULL_TRANSITIVE", NONE)
+#: Art. 13: data of every registered version may still be on a topic, so a new contract
+#: must read them all
+DEFAULT_LEVEL = BACKWARD_TRANSITIVE
+LEVEL_ATTRIBUTE = "compatibility"  # in the contract's ``govbus`` object
 
 PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 NAMED = frozenset({"record", "error", "enum", "fixed"})
@@ -203,6 +226,63 @@ def check_backward_transitive(new: dict[str, Any], registered: list[dict[str, An
 
     Transitive, because data of every registered version may still be on a topic (Art. 13).
     """
-    return [f"version {n}: {reason}"
-            for n, old in enumerate(registered, start=1)
-            for reason in incompatibilities(new, old)]
+    return level_incompatibilities(BACKWARD_TRANSITIVE, new, list(enumerate(registered, 1)))
+
+
+class InvalidLevel(GovbusError):
+    """A contract's ``govbus.compatibility`` is not one of :data:`LEVELS`."""
+
+    rule = "schema.compatibility_level"
+    article = "Art. 13"
+
+
+def parse_level(raw: object) -> str:
+    """The level a ``govbus.compatibility`` value names (any case); :data:`DEFAULT_LEVEL`
+    for None; InvalidLevel, naming the attribute and the valid values, for anything else."""
+    if raw is None:
+        return DEFAULT_LEVEL
+    level = str(raw).upper()
+    if level not in LEVELS:
+        raise InvalidLevel(f"govbus.{LEVEL_ATTRIBUTE} {raw!r} is not a compatibility level; "
+                           f"one of {', '.join(LEVELS)}")
+    return level
+
+
+def level_of(meta: dict[str, Any] | None) -> str:
+    """A resource's level from its catalogue entry (the ``govbus`` object)."""
+    return parse_level((meta or {}).get(LEVEL_ATTRIBUTE))
+
+
+V = TypeVar("V")
+
+
+def against(level: str, versions: Sequence[V]) -> list[V]:
+    """What a new schema is checked against at ``level``, of ``versions`` (oldest first):
+    every one when transitive, else the newest; none for NONE."""
+    if level == NONE:
+        return []
+    return list(versions) if level.endswith("_TRANSITIVE") else list(versions[-1:])
+
+
+def level_incompatibilities(level: str, new: dict[str, Any],
+                            versions: Sequence[tuple[int, dict[str, Any]]]) -> list[str]:
+    """Why ``new`` breaks ``level`` against each of ``versions`` ((number, schema) pairs,
+    oldest first; :func:`against` picks which), each reason naming its version; [] if not.
+
+    BACKWARD: ``new`` reads what a version wrote; FORWARD: a version reads what ``new``
+    writes; FULL: both.
+    """
+    out = []
+    for number, old in versions:
+        if level.startswith((BACKWARD, FULL)):
+            out += [f"version {number}: {r}" for r in incompatibilities(new, old)]
+        if level.startswith((FORWARD, FULL)):
+            out += [f"version {number} cannot read the new schema: {r}"
+                    for r in incompatibilities(old, new)]
+    return out
+
+
+def check_level(level: str, new: dict[str, Any], registered: list[dict[str, Any]]) -> list[str]:
+    """Why ``new`` breaks ``level`` against the ``registered`` schemas (oldest first, version
+    *n* the *n*-th); [] if it does not."""
+    return level_incompatibilities(level, new, against(level, list(enumerate(registered, 1))))

@@ -10,7 +10,8 @@ catalogue in PostgreSQL is the source of truth and changes only by an approved p
 (Art. 13).
 
 The compatibility level of a resource is its contract's ``govbus.compatibility`` attribute
-(one of :data:`LEVELS`), :data:`DEFAULT_LEVEL` when it has none.
+(one of :data:`LEVELS`), :data:`DEFAULT_LEVEL` when it has none; the levels and how each
+picks the versions to check are :mod:`govbus.core.compat`'s, which the proposals' checks share.
 
 The mapping, the shapes and the checks are pure; the PostgreSQL reads are at the end.
 """
@@ -24,8 +25,8 @@ from typing import Any
 import fastavro
 import psycopg2
 
-from govbus.core import db, topics
-from govbus.core.compat import incompatibilities
+from govbus.core import compat, db, topics
+from govbus.core.compat import LEVEL_ATTRIBUTE, InvalidLevel, level_incompatibilities, level_of
 from govbus.core.errors import DatabaseError, GovbusError
 
 MEDIA_TYPE = "application/vnd.schemaregistry.v1+json"
@@ -38,14 +39,10 @@ INVALID_SCHEMA, INVALID_VERSION, INVALID_LEVEL = 42201, 42202, 42203
 OPERATION_NOT_PERMITTED = 42205
 UNAUTHORIZED, FORBIDDEN, STORE_ERROR = 401, 40301, 50001
 
-BACKWARD, FORWARD, FULL, NONE = "BACKWARD", "FORWARD", "FULL", "NONE"
-LEVELS = (BACKWARD, "BACKWARD_TRANSITIVE", FORWARD, "FORWARD_TRANSITIVE", FULL,
-          "FULL_TRANSITIVE", NONE)
-#: Art. 13: data of every registered version may still be on a topic, so a new contract
-#: must read them all
-DEFAULT_LEVEL = "BACKWARD_TRANSITIVE"
-LEVEL_ATTRIBUTE = "compatibility"  # in the contract's ``govbus`` object
 MAX_VERSION = 2**31 - 1
+# the levels and how each picks its versions, shared with the proposals' checks
+BACKWARD, FORWARD, FULL, NONE = compat.BACKWARD, compat.FORWARD, compat.FULL, compat.NONE
+LEVELS, DEFAULT_LEVEL, against = compat.LEVELS, compat.DEFAULT_LEVEL, compat.against
 
 
 class RegistryApiError(GovbusError):
@@ -224,43 +221,24 @@ def refused_change(what: str) -> RegistryApiError:
 # --- compatibility ----------------------------------------------------------------------
 
 def compatibility_level(meta: dict[str, Any] | None) -> str:
-    """A resource's level from its catalogue entry (``govbus.compatibility``)."""
-    raw = (meta or {}).get(LEVEL_ATTRIBUTE)
-    if raw is None:
-        return DEFAULT_LEVEL
-    level = str(raw).upper()
-    if level not in LEVELS:
-        raise RegistryApiError(422, INVALID_LEVEL, f"Invalid compatibility level {raw!r} in "
-                               f"the catalogue entry; one of {', '.join(LEVELS)}")
-    return level
+    """A resource's level from its catalogue entry (``govbus.compatibility``); 42203 when it
+    names none of :data:`LEVELS`."""
+    try:
+        return level_of(meta)
+    except InvalidLevel as exc:
+        raise RegistryApiError(422, INVALID_LEVEL, f"Invalid compatibility level in the "
+                               f"catalogue entry: {exc}") from exc
 
 
 def config_body(level: str) -> dict[str, Any]:
     return {"compatibilityLevel": level}
 
 
-def against(level: str, versions: list[SubjectVersion]) -> list[SubjectVersion]:
-    """What a new schema is tested against: every version when transitive, else the newest."""
-    if level == NONE:
-        return []
-    return list(versions) if level.endswith("_TRANSITIVE") else list(versions[-1:])
-
-
 def incompatible(level: str, candidate: dict[str, Any],
                  versions: list[SubjectVersion]) -> list[str]:
-    """Why ``candidate`` breaks ``level`` against each of ``versions``; [] if it does not.
-
-    BACKWARD: the candidate reads what a version wrote; FORWARD: a version reads what the
-    candidate writes; FULL: both (Avro schema resolution, :mod:`govbus.core.compat`).
-    """
-    out = []
-    for v in versions:
-        if level.startswith((BACKWARD, FULL)):
-            out += [f"version {v.version}: {r}" for r in incompatibilities(candidate, v.schema)]
-        if level.startswith((FORWARD, FULL)):
-            out += [f"version {v.version} cannot read the new schema: {r}"
-                    for r in incompatibilities(v.schema, candidate)]
-    return out
+    """Why ``candidate`` breaks ``level`` against each of ``versions``; [] if it does not
+    (:func:`govbus.core.compat.level_incompatibilities`)."""
+    return level_incompatibilities(level, candidate, [(v.version, v.schema) for v in versions])
 
 
 def compatibility_body(level: str, reasons: list[str], verbose: bool) -> dict[str, Any]:
