@@ -124,6 +124,14 @@ def test_publish_refuses_bad_lines_and_sends_the_rest(tmp_path: Path, settings: 
 
 def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     env = {"GOVBUS_STATE_DIR": str(tmp_path / "state"), "GOVBUS_PARTITIONS": "2"}
+    try:
+        _up_status_down_and_demo(tmp_path, env)
+    finally:  # a failed check leaves nothing running behind it
+        if (tmp_path / "state" / "runtime.json").exists():
+            govbus("down", env=env)
+
+
+def _up_status_down_and_demo(tmp_path: Path, env: dict[str, str]) -> None:
     up = govbus("up", env=env)
     assert up.returncode == 0, up.stderr + up.stdout
     assert "2 partitions each" in up.stdout  # GOVBUS_PARTITIONS, no --partitions given
@@ -133,10 +141,15 @@ def test_up_status_down_and_demo_on_embedded_runtime(tmp_path: Path) -> None:
     assert holders == {"civil_affairs", "hrss", "market_regulation", "public_security", "tax",
                        "govbus", "information_center"}
     assert {oct(p.stat().st_mode & 0o777) for p in keys.glob("*.key")} == {"0o600"}
-    listed = json.loads(govbus("keys", "list", "--json", env=env).stdout)
+    # the command line acts through the runtime's HTTP service, with a token
+    refused = govbus("keys", "list", "--json", env=env)
+    assert refused.returncode == 1 and "through the service at" in refused.stderr
+    admin = env | {"GOVBUS_TOKEN_FILE": str(tmp_path / "state" / "information_center.token")}
+    listed = json.loads(govbus("keys", "list", "--json", env=admin).stdout)
     assert {k["agency"] for k in listed if k["valid"]} == holders
     status = json.loads(govbus("status", "--json", env=env).stdout)
     assert status["up"] and status["embedded"] == {"broker": True, "postgres": True}
+    assert status["api_url"] in up.stdout and status["components"]["api"]["alive"]
     if shutil.which("prometheus"):  # govbus up starts a local Prometheus where installed
         assert status["prometheus_url"] in up.stdout and "prometheus" in status["components"]
     assert set(status["metrics_ports"]) >= {"hotpath", "ops_exporter", "reconciler",
