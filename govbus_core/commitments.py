@@ -42,7 +42,9 @@ RESTRICTIONS = (DUTIES, NO_THIRD_PARTY, NO_COMMERCIAL)
 USE_HEADER = "govbus-use"
 USE_VERSION = "1"
 
-NUMBER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$")
+#: a document number as issued (e.g. SC-2026-017, 渝水信〔2026〕17号): 1 to 64 characters, no
+#: space or control character, none of ; = , (the govbus-use header) nor / ? # % \ (a URL path)
+NUMBER = re.compile(r"^[^\s;=,/?#%\\\x00-\x1f\x7f]{1,64}$")
 _RESOURCE = re.compile(r"^[a-z0-9_]{1,64}\.([a-z0-9_]{1,128}|\*)$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -212,8 +214,9 @@ def check_new(number: str, kind: str, agency: str, resources: Sequence[str], pur
     """What registration requires; returns the resources, de-duplicated in order. ``known``:
     the catalogue's resource ids (an ``agency.*`` entry needs only a known agency)."""
     if not NUMBER.match(number or ""):
-        raise CommitmentError(f"number {number!r}: letters, digits and . _ / - , 1 to 64, "
-                              "starting with a letter or digit", rule="commitment.number")
+        raise CommitmentError(f"number {number!r}: the document's number as issued, 1 to 64 "
+                              "characters, no space, none of ; = , / ? # % \\",
+                              rule="commitment.number")
     if kind not in KINDS:
         raise CommitmentError(f"kind {kind!r}: one of {', '.join(KINDS)}",
                               rule="commitment.kind")

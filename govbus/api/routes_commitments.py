@@ -19,8 +19,8 @@ AgencyName = Field(default=None, pattern=r"^[a-z0-9_]{1,64}$",
 
 
 class CommitmentIn(Body):
-    number: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$",
-                        description="the registered document's number")
+    number: str = Field(min_length=1, max_length=64, description="the registered "
+                        "document's number (no space, none of ; = , / ? # % \\)")
     kind: Literal["security", "confidentiality"] = Field(
         description="security commitment (Art. 24) or confidentiality agreement (Art. 25)")
     resources: list[str] = Field(min_length=1, max_length=500, description="the scope: "

@@ -4,7 +4,7 @@
 -- the use restrictions of Art. 24 and the date by which the data must be provided (Art. 31),
 -- and lapses when its commitment or agreement expires or is withdrawn.
 CREATE TABLE commitments (
-    number           text PRIMARY KEY CHECK (number ~ '^[A-Za-z0-9][A-Za-z0-9._/-]{0,63}$'),
+    number           text PRIMARY KEY CHECK (number ~ '^[^[:space:][:cntrl:];=,/?#%\\]{1,64}$'),
     kind             text NOT NULL CHECK (kind IN ('security', 'confidentiality')),
     agency           text NOT NULL,
     resources        text[] NOT NULL CHECK (cardinality(resources) > 0),  -- agency.resource

@@ -73,6 +73,10 @@ def test_register_list_show_and_withdraw(service: Service) -> None:
         assert sc["restrictions"] == ["duties", "no-third-party", "no-commercial"]  # Art. 24
         ca = created(register(mine, f"CA-{me}", [TAX], kind="confidentiality"))
         assert ca["document_sha256"] == "cd" * 32
+        issued = f"渝水信〔2026〕{uuid.uuid4().int % 10**6}号"  # a number as issued
+        created(register(mine, issued, [TAX]))
+        assert mine.get(f"/v1/commitments/{issued}").json()["number"] == issued
+        assert refusal(register(mine, "SC;1", [TAX]), 422)["rule"] == "commitment.number"
 
         # one agency registers its own only; a number is registered once
         error = refusal(register(theirs, f"SC-{other}", [TAX], agency=me), 403)
@@ -88,13 +92,13 @@ def test_register_list_show_and_withdraw(service: Service) -> None:
                            422)["rule"] == rule, bad
 
         listed = mine.get("/v1/commitments").json()
-        assert [c["number"] for c in listed] == [f"CA-{me}", f"SC-{me}"]
+        assert sorted(c["number"] for c in listed) == sorted([f"CA-{me}", f"SC-{me}", issued])
         assert theirs.get("/v1/commitments").json() == []
         assert refusal(theirs.get("/v1/commitments", params={"agency": me}), 403)["rule"] == \
             "access.other_agency"
         assert {c["number"] for c in center.get("/v1/commitments",
                                                 params={"agency": me}).json()} == \
-            {f"CA-{me}", f"SC-{me}"}
+            {f"CA-{me}", f"SC-{me}", issued}
         # its agency, a provider it covers and the center read it; nobody else
         assert mine.get(f"/v1/commitments/SC-{me}").json()["grants"] == []
         assert tax.get(f"/v1/commitments/SC-{me}").status_code == 200

@@ -84,8 +84,12 @@ def test_registration_rules() -> None:
     ok = c.check_new("SC-1", "security", "tax", [POP, POP, "hrss.*"], "checks",
                      NOW.date(), NOW + dt.timedelta(days=1), NOW, cat.resources)
     assert ok == (POP, "hrss.*")
+    assert c.check_new("渝水信〔2026〕17号", "security", "tax", [POP], "checks", NOW.date(),
+                       NOW + dt.timedelta(days=1), NOW) == (POP,)  # numbers as issued
     for args, rule in (
             (("SC 1", "security", "tax", [POP]), "commitment.number"),
+            (("SC;1", "security", "tax", [POP]), "commitment.number"),
+            (("SC/1", "security", "tax", [POP]), "commitment.number"),
             (("SC-1", "secret", "tax", [POP]), "commitment.kind"),
             (("SC-1", "security", "tax", []), "commitment.scope"),
             (("SC-1", "security", "tax", ["population_register"]), "commitment.scope"),
