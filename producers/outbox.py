@@ -195,16 +195,15 @@ def install(agency_dsn: str, table: str, agency: str, resource: str,
 SNAPSHOT_CHUNK = 1000  # rows locked per transaction: writers of other rows never wait long
 
 
-def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue: Catalogue,
-             chunk: int = SNAPSHOT_CHUNK) -> int:
-    """Put the current state of every row of ``table`` in the outbox as op ``r``, to be
-    published like any change; returns how many rows. The outbox must be installed.
+def in_chunks(agency_dsn: str, table: str, res: Resource, then: str, params: dict[str, Any],
+              chunk: int = SNAPSHOT_CHUNK) -> int:
+    """Snapshot ``table`` in key order, ``chunk`` rows a transaction: each chunk's rows are
+    locked ``FOR SHARE`` to its commit and handed, as ``chunk (k, image)`` with ``image`` the
+    row's ``to_jsonb``, to the statement ``then`` (which must select one row of two columns:
+    the last key, the count). Returns how many rows. ``%(name)s`` in ``then`` is the table.
 
-    Rows are read in key order, a chunk per transaction, ``FOR SHARE``: a row's snapshot
-    and its concurrent changes are serialised by its lock, so its outbox ids follow their
-    commit order and a snapshot never overtakes a newer change of the same entity. Each
-    snapshot is new events (new ids): taken twice, current state is sent twice."""
-    res = provider_resource(catalogue, agency, resource)
+    The lock orders a row's snapshot with its concurrent changes: a writer of the row waits
+    for the chunk's commit, and a snapshot waits for a writer's."""
     if res.key_field is None:
         raise OutboxError(f"{res.id} has no key field to snapshot {table} in order")
     try:
@@ -215,12 +214,9 @@ def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue:
     statement = sql.SQL(
         "WITH chunk AS (SELECT t.{key} AS k, to_jsonb(t) AS image FROM {table} t "
         "WHERE %(after)s::text IS NULL OR t.{key} > %(after)s ORDER BY t.{key} "
-        "LIMIT %(chunk)s FOR SHARE), ins AS (INSERT INTO govbus_outbox.events (table_name, "
-        "agency, resource, op, after) SELECT %(name)s, %(agency)s, %(resource)s, 'r', image "
-        "FROM chunk ORDER BY k) SELECT max(k)::text, count(*) FROM chunk"
-    ).format(key=sql.Identifier(res.key_field), table=sql.Identifier(schema, name))
-    params = {"after": None, "chunk": chunk, "name": f"{schema}.{name}", "agency": agency,
-              "resource": resource}
+        "LIMIT %(chunk)s FOR SHARE) ").format(key=sql.Identifier(res.key_field),
+                                             table=sql.Identifier(schema, name)) + sql.SQL(then)
+    params = {**params, "after": None, "chunk": chunk, "name": f"{schema}.{name}"}
     total = 0
     try:
         while True:
@@ -236,6 +232,22 @@ def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue:
                           "(govbus outbox --install --table ...)") from exc
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot snapshot {table}: {exc}".strip()) from exc
+
+
+def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue: Catalogue,
+             chunk: int = SNAPSHOT_CHUNK) -> int:
+    """Put the current state of every row of ``table`` in the outbox as op ``r``, to be
+    published like any change; returns how many rows. The outbox must be installed.
+
+    Rows are read as :func:`in_chunks` says, so their outbox ids follow commit order with the
+    row's changes and a snapshot never overtakes a newer change of the same entity. Each
+    snapshot is new events (new ids): taken twice, current state is sent twice."""
+    res = provider_resource(catalogue, agency, resource)
+    return in_chunks(agency_dsn, table, res,
+                     ", ins AS (INSERT INTO govbus_outbox.events (table_name, agency, resource, "
+                     "op, after) SELECT %(name)s, %(agency)s, %(resource)s, 'r', image "
+                     "FROM chunk ORDER BY k) SELECT max(k)::text, count(*) FROM chunk",
+                     {"agency": agency, "resource": resource}, chunk)
 
 
 # --- row images to Avro records --------------------------------------------------------------
