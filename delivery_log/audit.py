@@ -26,7 +26,10 @@ Invariants:
   ledger does not know, or that the ledger has but the table lost
   (``unrecorded``: written with the trigger bypassed); a recorded change the bus never makes
   (``outside_rules``: a filing deleted or updated, a grant's fields or masking changed, a
-  schema version rewritten; Art. 18, 25, 31). Rows left unsealed for more than
+  schema version rewritten; Art. 18, 25, 31). One change of a grant's fields is the bus's
+  own: its narrowing by an approved catalogue proposal that names it in ``amends_grants``
+  (Art. 13, 24), recorded after that approval, once per approval (:class:`Amendments`).
+  Rows left unsealed for more than
   :data:`UNSEALED_GRACE_S` are a warning, not a break.
 - **Detection, not prevention.** The database owner can write the ledger: a rewritten chain
   whose head is rewritten too, or the newest rows deleted with the head moved back, verifies
@@ -221,6 +224,58 @@ def outside_rules(row: LedgerRow) -> str | None:
     return None
 
 
+_NARROWING = frozenset({"fields", "masked_fields", "changed_at"})
+
+
+def approved_amendments(row: LedgerRow) -> list[tuple[str, str]]:
+    """(resource, grant key) of each grant that ``row``'s approval of a catalogue proposal
+    amends (its ``amends_grants``); [] for any other row."""
+    before, after = row.before, row.after
+    if row.table != "catalogue_proposals" or row.op != "UPDATE" or \
+            not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return []
+    if before.get("status") != "pending" or after.get("status") != "approved":
+        return []
+    return [(str(after.get("resource_id")), str(g)) for g in after.get("amends_grants") or []]
+
+
+def narrows_grant(row: LedgerRow) -> bool:
+    """``row`` is an UPDATE of a grant that only drops fields (a masked field dropped from
+    the fields too, so nothing is unmasked) and sets ``changed_at``: an amendment's shape."""
+    before, after = row.before, row.after
+    if row.table != "grants" or row.op != "UPDATE" or \
+            not isinstance(before, Mapping) or not isinstance(after, Mapping):
+        return False
+    if not set(changed_columns(before, after)) <= _NARROWING:
+        return False
+    fields, was = set(after.get("fields") or []), set(before.get("fields") or [])
+    masked, was_masked = set(after.get("masked_fields") or []), \
+        set(before.get("masked_fields") or [])
+    return fields <= was and masked <= was_masked and not (was_masked - masked) & fields
+
+
+class Amendments:
+    """The grant amendments the ledger's approvals admit so far: each approval of a proposal
+    admits one narrowing (:func:`narrows_grant`) of each grant it names, recorded after it."""
+
+    def __init__(self) -> None:
+        self.admitted: dict[tuple[str, str], int] = {}
+
+    def note(self, row: LedgerRow) -> None:
+        for key in approved_amendments(row):
+            self.admitted[key] = self.admitted.get(key, 0) + 1
+
+    def admits(self, row: LedgerRow) -> bool:
+        """Whether ``row`` is an admitted amendment (then it uses up its admission)."""
+        if not narrows_grant(row):
+            return False
+        key = (str((row.after or {}).get("resource_id")), row.row_key)
+        if self.admitted.get(key, 0) < 1:
+            return False
+        self.admitted[key] -= 1
+        return True
+
+
 # --- verification: pure -------------------------------------------------------------------
 
 @dataclass
@@ -262,6 +317,7 @@ class LedgerChecker:
         self.report = AuditReport()
         self.max_problems = max_problems
         self._prev: LedgerRow | None = None
+        self._amendments = Amendments()
 
     def add(self, seq: int | None, kind: str, message: str) -> None:
         self.report.counts[kind] += 1
@@ -290,8 +346,9 @@ class LedgerChecker:
             self.add(row.seq, "altered", f"row_hash does not match the row's content "
                      f"({row.op} of {row.table} {row.row_key} altered, or forged)")
         why = outside_rules(row)
-        if why:
+        if why and not self._amendments.admits(row):
             self.add(row.seq, "outside_rules", why)
+        self._amendments.note(row)
         self._prev = row
 
     def finish(self, head: tuple[int, str] | None) -> AuditReport:

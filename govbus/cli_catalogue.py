@@ -58,8 +58,13 @@ def _proposal_lines(p: dict[str, Any]) -> list[str]:
     if p["status"] != "pending":
         lines.append(f"  {p['status']} by {p['decided_by']} on {str(p['decided_at'])[:19]}"
                      + (f": {printable(p['reason'])}" if p.get("reason") else ""))
+    if p.get("amends_grants"):
+        lines.append(f"  amends grants {', '.join(map(str, p['amends_grants']))}")
     if p.get("version"):
         lines.append(f"  registered as v{p['version']}, schema id {p['schema_id']}")
+    for a in p.get("amended") or []:
+        lines.append(f"  grant {a['grant_id']} ({a['recipient']}) amended: fields now "
+                     f"{', '.join(a['fields'])}")
     return lines + _finding_lines(p.get("findings") or [])
 
 
@@ -99,13 +104,15 @@ def cmd_propose(args: argparse.Namespace) -> int:
         raise GovbusError(f"cannot read {args.file}: {exc.strerror}") from exc
     resource_id = f"{args.agency}.{args.resource or path.stem}"
     http = _service(args)
+    amends = args.amends_grants or []
     if http is not None:
-        out = _post_avsc(http, resource_id, raw, args.note)
+        out = _post_avsc(http, resource_id, raw, args.note, amends)
     else:
         from govbus.core import proposals
 
         require(_dsn(), args.agency, args.token_file)  # Art. 24: only the provider proposes
-        out = proposals.propose(_dsn(), args.agency, resource_id, raw, args.note)
+        out = proposals.propose(_dsn(), args.agency, resource_id, raw, args.note,
+                                amends_grants=amends)
     _emit(args, out, _proposal_lines(out) + [
         "  the information center decides it (`govbus catalogue approve|reject "
         f"{out['proposal_id']}`)" if not out["errors"] else
@@ -113,12 +120,15 @@ def cmd_propose(args: argparse.Namespace) -> int:
     return CHECKS_FAILED_EXIT if out["errors"] else 0
 
 
-def _post_avsc(http: Any, resource_id: str, raw: bytes, note: str | None) -> Any:
+def _post_avsc(http: Any, resource_id: str, raw: bytes, note: str | None,
+               amends: list[int]) -> Any:
     import httpx
 
     from govbus.api.client import ServiceError, refusal
 
-    params = {"resource": resource_id} | ({"note": note} if note else {})
+    params: dict[str, Any] = {"resource": resource_id} | ({"note": note} if note else {})
+    if amends:
+        params["amends_grants"] = amends
     try:
         response = http.http.post("/v1/catalogue/proposals", content=raw, params=params,
                                   headers={"content-type": "application/json"})
@@ -128,6 +138,15 @@ def _post_avsc(http: Any, resource_id: str, raw: bytes, note: str | None) -> Any
     if response.is_success:
         return response.json()
     raise refusal(response)
+
+
+def _grant_ids(text: str) -> list[int]:
+    """``--amends-grants 12,15``."""
+    try:
+        return sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of grant "
+                                         "ids (e.g. 12,15)") from exc
 
 
 def cmd_proposals(args: argparse.Namespace) -> int:
@@ -234,6 +253,9 @@ def register(csub: Any, add: Any) -> None:
     p.add_argument("--agency", required=True, help="the proposing agency, its provider")
     p.add_argument("--resource", help="the resource's name (default: the file's stem)")
     p.add_argument("--note", help="what changes and why")
+    p.add_argument("--amends-grants", type=_grant_ids, metavar="ID[,ID...]",
+                   help="the grants in force whose fields the change removes, renames or "
+                   "retypes: the approval amends them (Art. 24), e.g. 12,15")
     token_arg(p)
     p = add("proposals", cmd_proposals, "list proposals: the agency's own; all for the "
             "information center and the municipal office", parent=csub)

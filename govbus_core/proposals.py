@@ -7,8 +7,11 @@ Invariants:
   applies manages it): the resource id's agency and the contract's ``provider`` are the
   proposer. Anything else is refused (:class:`NotProvider`, 403) and nothing is stored.
 - **Checked at once.** A readable contract is checked on arrival against the registered
-  catalogue, with the rules of ``catalogue check`` (Art. 3, 4, 7, 8, 12, 13) and the
-  compatibility with every registered version of the resource (BACKWARD_TRANSITIVE, Art. 13);
+  catalogue, with the rules of ``catalogue check`` (Art. 3, 4, 7, 8, 12, 13), the
+  compatibility with the registered versions at the resource's level (its
+  ``govbus.compatibility``, BACKWARD_TRANSITIVE by default, Art. 13) and the grants in force
+  (:mod:`govbus.core.evolution`: a field a grant lists is not removed, renamed or retyped
+  unless the proposal names that grant in ``amends_grants``, Art. 24);
   the findings that concern the proposal are stored with it and returned. A contract that
   cannot be read as an Avro record schema is refused (:class:`MalformedContract`, 422), naming
   what is wrong, and not stored.
@@ -21,6 +24,8 @@ Invariants:
   ``catalogue sync`` registers one resource (:func:`govbus.core.registry._sync_one`): the
   entry in ``catalogue_resources``, its canonical attributes, a new schema version when its
   Avro schema changed. The stream apps read the registry, so it reaches them from there.
+  The grants it amends are amended in the same transaction (the dropped fields removed from
+  each, filed, Art. 18, each grantee told).
 - **Yearly review.** An entry is due for review when a year (:data:`REVIEW_DAYS`) has passed
   since the last review its provider confirmed, else since its first registration.
 
@@ -34,6 +39,7 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +47,7 @@ import fastavro
 import psycopg2
 import psycopg2.extras
 
-from govbus.core import db
+from govbus.core import db, evolution, sharing_store
 from govbus.core.catalogue import META, Catalogue, Resource, resource_from_schema, strip_meta
 from govbus.core.catalogue_check import (
     ERROR,
@@ -58,6 +64,7 @@ from govbus.core.errors import (
     GovbusError,
     NotFoundError,
 )
+from govbus.core.sharing import Grant
 
 PENDING, APPROVED, REJECTED = "pending", "approved", "rejected"
 STATUSES = (PENDING, APPROVED, REJECTED)
@@ -166,11 +173,14 @@ def _where(f: Finding, paths: dict[str, str]) -> str:
 
 def proposal_findings(res: Resource, registered: Catalogue,
                       versions: dict[str, list[dict[str, Any]]],
-                      today: dt.date | None = None) -> list[Finding]:
+                      today: dt.date | None = None, grants: Sequence[Grant] = (),
+                      amends: Collection[int] = ()) -> list[Finding]:
     """The findings that concern ``res`` proposed into ``registered``: every finding of the
     contract itself, and every other finding the catalogue has with it but not without it
     (a second source of record claimed by ``res`` against an entry checked later, an
-    attribute left without a source). ``file`` names the resource id, or ``catalogue``."""
+    attribute left without a source), and those of the fields that ``grants`` (the grants in
+    force on the resource) list, given the grants the proposal ``amends``. ``file`` names the
+    resource id, or ``catalogue``."""
     others = {k: v for k, v in registered.resources.items() if k != res.id}
     before = Catalogue(registered.root, others)
     after = Catalogue(registered.root, others | {res.id: res})
@@ -190,6 +200,10 @@ def proposal_findings(res: Resource, registered: Catalogue,
     current = registered.resources.get(res.id)
     if current is not None:
         out.extend(_unversioned_markers(res, current))
+        changes = evolution.field_changes(current.schema, res.schema)
+        out.extend(evolution.granted_field_findings(res.id, changes, grants, amends))
+    elif amends:
+        out.extend(evolution.granted_field_findings(res.id, [], [], amends))
     return out
 
 
@@ -295,13 +309,14 @@ def registration(dsn: str, resource_id: str) -> dict[str, Any] | None:
 _COLUMNS = ("proposal_id, resource_id, agency, kind, base_version, base_digest, contract, note, "
             "findings, "
             "errors, status, proposed_at, checked_at, decided_at, decided_by, reason, "
-            "schema_id, version")
+            "schema_id, version, amends_grants")
 
 
 def _out(row: dict[str, Any], contract: bool = True) -> dict[str, Any]:
     out = {k: _iso(v) for k, v in row.items()}
     out["resource"] = out.pop("resource_id")
     out["warnings"] = sum(f.get("severity") == WARNING for f in out["findings"])
+    out["amends_grants"] = list(out.get("amends_grants") or [])
     if not contract:
         out.pop("contract", None)
     return out
@@ -335,10 +350,27 @@ def check_provider(agency: str, resource_id: str, schema: dict[str, Any] | None 
                           "contracts it provides (Art. 4, 13)")
 
 
+def _in_force(cur: Any, resource_id: str) -> list[Grant]:
+    """On the caller's cursor: the grants in force on ``resource_id`` now."""
+    at = dt.datetime.now(dt.UTC)
+    return [g for g in sharing_store.read_grants(cur, resource_id) if g.in_force(at)]
+
+
+def _amends(ids: Collection[int] | None) -> list[int]:
+    try:
+        return sorted({int(i) for i in ids or ()})
+    except (TypeError, ValueError) as exc:
+        raise GovbusError(f"amends_grants lists grant ids (numbers), not {list(ids or ())!r}",
+                          rule="input.invalid", article="Art. 13") from exc
+
+
 def propose(dsn: str, agency: str, resource_id: str, raw: bytes | str,
-            note: str | None = None, today: dt.date | None = None) -> dict[str, Any]:
+            note: str | None = None, today: dt.date | None = None,
+            amends_grants: Collection[int] | None = None) -> dict[str, Any]:
     """File ``agency``'s proposal of the contract ``raw`` for ``resource_id``, checked now;
-    the stored proposal with its findings."""
+    the stored proposal with its findings. ``amends_grants``: the grants in force whose
+    fields the change removes, renames or retypes, which an approval amends."""
+    amends = _amends(amends_grants)
     split_id(resource_id)
     check_provider(agency, resource_id)
     schema = parse_avsc(raw)
@@ -350,23 +382,24 @@ def propose(dsn: str, agency: str, resource_id: str, raw: bytes | str,
             _actor(cur, agency)
             with conn.cursor() as plain:
                 registered, versions, facts = read_registered(plain)
+                grants = _in_force(plain, resource_id)
             current = registered.resources.get(resource_id)
             if current is not None and current.schema == schema:
                 raise ProposalConflict(f"the contract is {resource_id} as registered (v"
                                        f"{facts[resource_id]['version']}): nothing to propose",
                                        rule="proposal.unchanged")
-            findings = proposal_findings(res, registered, versions, today)
+            findings = proposal_findings(res, registered, versions, today, grants, amends)
             cur.execute(f"""INSERT INTO catalogue_proposals (resource_id, agency, kind,
                                 base_version, base_digest, contract, fingerprint, note,
-                                findings, errors)
-                            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                                findings, errors, amends_grants)
+                            VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                             RETURNING {_COLUMNS}""",
                         (resource_id, agency, "change" if current is not None else "new",
                          facts[resource_id]["version"] if current is not None else None,
                          digest(current.schema) if current is not None else None,
                          psycopg2.extras.Json(schema), _fingerprint(schema), note,
                          psycopg2.extras.Json([f.as_dict() for f in findings]),
-                         len(errors_only(findings))))
+                         len(errors_only(findings)), amends or None))
             return _out(dict(cur.fetchone()))
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot store the proposal: {exc}") from exc
@@ -450,7 +483,9 @@ def approve(dsn: str, proposal_id: int, by: str, reason: str | None = None,
                     "propose again against what is registered (Art. 13)",
                     rule="proposal.stale")
             res = proposed_resource(row["resource_id"], row["contract"])
-            findings = proposal_findings(res, registered, versions, today)
+            grants = _in_force(plain, res.id)
+            amends = list(row["amends_grants"] or [])
+            findings = proposal_findings(res, registered, versions, today, grants, amends)
             errors = errors_only(findings)
             if errors:
                 blocked = [f.as_dict() for f in errors]
@@ -470,12 +505,39 @@ def approve(dsn: str, proposal_id: int, by: str, reason: str | None = None,
                              proposal_id))
                 out = _out(dict(cur.fetchone()))
                 out["registered"] = result.status
+                out["amended"] = _amend(cur, out, now, grants, by)
                 return out
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot approve proposal {proposal_id}: {exc}") from exc
     raise ProposalConflict(f"proposal {proposal_id} cannot be approved: its checks found "
                            f"{len(blocked)} error(s): {_summary(blocked)}",
                            rule="proposal.checks_failed", findings=blocked)
+
+
+def _amend(cur: Any, proposal: dict[str, Any], registered: Resource | None,
+           grants: Sequence[Grant], by: str) -> list[dict[str, Any]]:
+    """The approval's amendments of the grants it names, after its own row is approved (the
+    audit ledger admits a grant's narrowing that follows its proposal's approval)."""
+    if registered is None or not proposal["amends_grants"]:
+        return []
+    new = proposal["contract"]
+    changes = evolution.field_changes(registered.schema, new)
+    out = []
+    for a in evolution.amendments(changes, grants, proposal["amends_grants"]):
+        detail = "; ".join(f"{c.name} {c.detail}" for c in changes
+                           if c.name in (*a.dropped, *a.retyped))
+        reason = (f"catalogue proposal {proposal['proposal_id']} of {proposal['resource']} "
+                  f"approved (Art. 13): {detail}")
+        sharing_store.amend_grant(cur, a.grant_id, list(a.fields), list(a.masked_fields), by,
+                                  reason, {"proposal_id": proposal["proposal_id"],
+                                           "resource": proposal["resource"],
+                                           "dropped": list(a.dropped),
+                                           "retyped": list(a.retyped),
+                                           "version": proposal["version"]})
+        out.append({"grant_id": a.grant_id, "recipient": a.recipient, "fields": list(a.fields),
+                    "masked_fields": list(a.masked_fields), "dropped": list(a.dropped),
+                    "retyped": list(a.retyped)})
+    return out
 
 
 def reject(dsn: str, proposal_id: int, by: str, reason: str) -> dict[str, Any]:

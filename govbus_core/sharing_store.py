@@ -274,6 +274,26 @@ def revoke(dsn: str, grant_id: int, by: str, reason: str) -> dict[str, Any]:
             "reason": reason}
 
 
+def amend_grant(cur: Any, grant_id: int, fields: list[str], masked_fields: list[str], by: str,
+                reason: str, notice: dict[str, Any]) -> None:
+    """On the caller's (dict) cursor, in an approving catalogue transaction: narrow a grant to
+    ``fields`` (``masked_fields``) because its resource's contract drops the others (Art. 13,
+    24), file the amendment (Art. 18) and tell the grantee (``notice`` added to the body)."""
+    at = now()
+    cur.execute("SELECT g.*, c.provider, r.purpose, r.requester, r.requested_at, "
+                "r.commitment_ref, r.confidentiality_ref "
+                "FROM grants g JOIN catalogue_resources c USING (resource_id) "
+                "JOIN sharing_requests r USING (request_id) WHERE grant_id = %s FOR UPDATE",
+                (grant_id,))
+    grant = dict(cur.fetchone())
+    cur.execute("UPDATE grants SET fields = %s, masked_fields = %s, changed_at = %s "
+                "WHERE grant_id = %s", (fields, masked_fields, at, grant_id))
+    _file(cur, grant | {"fields": fields}, grant["provider"], "amended", reason, by, at)
+    _notify(cur, grant["recipient"], "grant_amended",
+            {"grant_id": grant_id, "fields": fields, "masked_fields": masked_fields,
+             "reason": reason} | notice)
+
+
 def _rows(dsn: str, sql: str, params: list[Any]) -> list[dict[str, Any]]:
     try:
         with db.transaction(dsn) as conn, conn.cursor(

@@ -87,14 +87,20 @@ async def propose(request: Request, who: Caller = Depends(caller),
                                            description="agency.resource, the agency being "
                                            "the caller"),
                   note: str | None = Query(None, max_length=2000,
-                                           description="what changes and why")
+                                           description="what changes and why"),
+                  amends_grants: list[int] = Query(
+                      [], max_length=1000, description="the grants in force whose fields "
+                      "the change removes, renames or retypes, which the approval amends "
+                      "(repeated: amends_grants=12&amends_grants=15; Art. 24)")
                   ) -> dict[str, Any]:
     """The stored proposal with its findings (``errors`` counts those that block approval).
     422 when the body is not an Avro record schema with its catalogue entry, naming what is
-    wrong; 403 for a resource another agency provides."""
+    wrong; 403 for a resource another agency provides. A field a grant in force lists that
+    the change removes, renames or retypes is an error naming the grant, unless the grant is
+    in ``amends_grants``."""
     raw = await request.body()
     return await run_in_threadpool(proposals.propose, dsn(request), who.agency, resource_id,
-                                   raw, note)
+                                   raw, note, amends_grants=amends_grants)
 
 
 @router.get("/proposals", summary="proposals: the caller's; every one for the information "
