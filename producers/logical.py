@@ -90,6 +90,19 @@ class Batch:
                 upto = end_lsn
         return done, upto
 
+    def exposed(self, data_start: int, confirmed: int) -> bool:
+        """Whether whole transactions of this batch must be settled before the next read.
+
+        psycopg2, on a server keepalive, moves the flush position it reports up to the
+        server's WAL end by itself when the last message read lies at or below the position
+        confirmed so far: "the client processed everything". A transaction that began before
+        the last confirmed commit sends its first messages at such positions, while the
+        transactions read after that commit may still wait for the broker; so those are
+        settled (acknowledged, then confirmed) before another message is read. What the
+        keepalive then confirms is below the open transaction's commit, which the server
+        sends again after a crash."""
+        return data_start <= confirmed and bool(self.commits) and self.commits[-1][0] > confirmed
+
 
 class LogicalRelay(OutboxRelay):
     """Publishes one resource's changes from the agency's replication slot to its topic."""
@@ -241,7 +254,8 @@ class LogicalRelay(OutboxRelay):
     def read_batch(self, idle: float | None = None) -> Batch:
         """Read whole transactions, publishing each change, until ``batch_size`` events or
         ``idle`` seconds without a message; then wait for the broker's answers. Confirms
-        nothing: :meth:`confirm` does."""
+        nothing (:meth:`confirm` does) unless a message forces the transactions read before
+        it to be settled first (:meth:`Batch.exposed`)."""
         if self._cur is None:
             self._connect()
         batch = Batch()
@@ -257,13 +271,20 @@ class LogicalRelay(OutboxRelay):
                 continue
             quiet_since = time.monotonic()
             self._handle(msg.payload, msg.data_start, batch)
+            if batch.exposed(msg.data_start, self.confirmed):
+                self._wait_for_answers()
+                if self.confirm(batch)[1] is not None:
+                    break  # the broker failed: read nothing more, so nothing moves on
             if self._tx is None and len(batch.sent) >= self.batch_size:
                 break
+        self._wait_for_answers()
+        return batch
+
+    def _wait_for_answers(self) -> None:
         deadline = time.monotonic() + self.message_timeout_ms / 1000 + 5
         while self.publisher.flush(0.5) and time.monotonic() < deadline \
                 and not self._stop.is_set():
             pass
-        return batch
 
     def confirm(self, batch: Batch) -> tuple[int, str | None]:
         """Advance the slot over the acknowledged whole transactions; (events, error)."""

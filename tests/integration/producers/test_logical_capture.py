@@ -232,6 +232,38 @@ def test_crash_between_publish_and_confirm_resends(broker_settings: Settings,
         assert a == b
 
 
+def test_interleaved_transactions(broker_settings: Settings, logical_pg: str,
+                                  catalogue: Catalogue, table: str) -> None:
+    """A transaction open across a confirmed commit: its changes lie below the confirmed
+    position, and are still published, once, after the transactions committed before it."""
+    logical.install(logical_pg, table, AGENCY, RESOURCE, catalogue)
+    relay = relay_for(logical_pg, broker_settings, catalogue)
+    open_tx = db.connect(logical_pg)
+    try:
+        with open_tx.cursor() as cur:
+            insert(cur, table, resident(51))  # begins now, commits last
+        with db.transaction(logical_pg) as conn, conn.cursor() as cur:
+            insert(cur, table, resident(52))
+        assert relay.run_once() == 1
+        first_confirmed = relay.confirmed
+        with db.transaction(logical_pg) as conn, conn.cursor() as cur:
+            insert(cur, table, resident(53))
+        open_tx.commit()
+    finally:
+        open_tx.close()
+    assert relay.run_once() == 2
+    assert relay.run_once() == 0
+    relay.close()
+    reader = Reader(broker_settings, f"test-logical-interleaved-{uuid.uuid4().hex[:8]}")
+    wait_until(lambda: len(reader.poll()) >= 3, 20, "3 events")
+    reader.close()
+    by_key = {e["key"]: e for e, _ in reader.events}
+    assert len(reader.events) == 3 and set(by_key) == {
+        resident(n)["resident_id"] for n in (51, 52, 53)}
+    assert by_key[resident(51)["resident_id"]]["source"]["seq"] < first_confirmed
+    assert confirmed(logical_pg) > first_confirmed
+
+
 def raw_records(settings: Settings, count: int) -> list[Any]:
     """The topic's first ``count`` records as the broker holds them."""
     consumer = Consumer(consumer_config(settings, f"test-raw-{uuid.uuid4().hex[:8]}"))
