@@ -55,7 +55,14 @@ from govbus.core.config import Settings
 from govbus.core.errors import BrokerError, DatabaseError, GovbusError
 from govbus.core.registry import SchemaRegistry
 from govbus.producers import pgoutput
-from govbus.producers.logical_setup import install, slot_lag, slot_name, snapshot, snapshot_prefix
+from govbus.producers.logical_setup import (
+    SLOT_LAG,
+    install,
+    slot_lag,
+    slot_name,
+    snapshot,
+    snapshot_prefix,
+)
 from govbus.producers.outbox import OutboxError, OutboxRelay, to_record
 from govbus.producers.publisher import Change
 
@@ -325,9 +332,12 @@ class LogicalRelay(OutboxRelay):
     def backlog(self) -> int:
         """Bytes of WAL the slot holds back (0 when it cannot be read)."""
         try:
-            return slot_lag(self.dsn, self.slot) or 0
-        except (DatabaseError, psycopg2.Error):
+            with self.db.use("cannot read the slot's lag") as conn, conn, conn.cursor() as cur:
+                cur.execute(SLOT_LAG, (self.slot,))
+                row = cur.fetchone()
+        except DatabaseError:
             return 0
+        return 0 if row is None or row[0] is None else int(row[0])
 
     def observe(self) -> None:
         metrics.OUTBOX_SLOT_LAG.labels(self.agency, self.resource.id).set(self.backlog())

