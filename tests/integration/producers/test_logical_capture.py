@@ -476,3 +476,26 @@ def test_replica_identity_refused_clearly(logical_pg: str, catalogue: Catalogue,
                 f"{table.split('.')[0]} FROM lc_clerk; REVOKE ALL ON DATABASE govbus FROM "
                 "lc_clerk; DROP ROLE lc_clerk")
 
+
+
+def test_cli_install_and_snapshot(tansu: TansuBroker, broker_settings: Settings,
+                                  database_url: str, logical_pg: str, table: str) -> None:
+    with db.transaction(logical_pg) as conn, conn.cursor() as cur:
+        insert(cur, table, resident(60))
+    env = os.environ | {"KAFKA_BOOTSTRAP_SERVERS": tansu.bootstrap,
+                        "DATABASE_URL": database_url}
+    cli = [sys.executable, "-m", "govbus.cli", "outbox", "--dsn", logical_pg, "--agency",
+           AGENCY, "--resource", RESOURCE, "--table", table, "--capture", "logical", "--once"]
+    first = subprocess.run([*cli, "--install"], env=env, cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    assert "1 rows snapshotted" in first.stderr and "published 1," in first.stderr
+    again = subprocess.run([*cli, "--snapshot"], env=env, cwd=ROOT, capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert "snapshot of" in again.stderr and "published 1," in again.stderr
+    reader = Reader(broker_settings, f"test-logical-cli-{uuid.uuid4().hex[:8]}")
+    wait_until(lambda: len(reader.poll()) >= 2, 20, "2 events")
+    reader.close()
+    assert [e["op"] for e, _ in reader.events] == ["r", "r"]
+    assert reader.events[0][1] != reader.events[1][1]  # two snapshots, two events
