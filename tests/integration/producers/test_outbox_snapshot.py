@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
+from typing import Any
 
 from govbus.core import db
 from govbus.core.catalogue import Catalogue
@@ -109,3 +111,59 @@ def test_cli_snapshot_flag(tansu: TansuBroker, broker_settings: Settings, databa
     rows = outbox(database_url, source)
     assert [(r[2], r[5] is not None) for r in rows] == [("r", True), ("r", True)]
     assert rows[0][1] != rows[1][1]
+
+
+class Churn(threading.Thread):
+    """The agency's application updating its residents' phones, one transaction each."""
+
+    def __init__(self, dsn: str, table: str, ids: list[str]) -> None:
+        super().__init__(daemon=True)
+        self.dsn, self.table, self.ids = dsn, table, ids
+        self.halt = threading.Event()
+        self.updates = 0
+
+    def run(self) -> None:
+        conn = db.connect(self.dsn, autocommit=True)
+        with conn.cursor() as cur:
+            while not self.halt.is_set():
+                rid = self.ids[self.updates * 7 % len(self.ids)]
+                cur.execute(f"UPDATE {self.table} SET phone = %s WHERE resident_id = %s",
+                            (f"139{self.updates:08d}", rid))
+                self.updates += 1
+        conn.close()
+
+
+def last_state_matches(events: list[dict[str, Any]], dsn: str, table: str) -> None:
+    """Every entity's last event is its row as it is now: no snapshot overtook a change."""
+    final = dict(execute(dsn, f"SELECT resident_id, phone FROM {table}"))
+    last = {e["key"]: e["after"]["phone"] for e in events}
+    stale = {k: (v, final[k]) for k, v in last.items() if v != final[k]}
+    assert not stale, f"{len(stale)} entities end on an older state: {list(stale.items())[:3]}"
+    assert set(last) == set(final)
+
+
+def test_snapshot_under_concurrent_updates_keeps_order(
+        broker_settings: Settings, database_url: str, catalogue: Catalogue,
+        source: str) -> None:
+    ids = [resident(n)["resident_id"] for n in range(100, 160)]
+    with db.transaction(database_url) as conn, conn.cursor() as cur:
+        for n in range(100, 160):
+            insert(cur, source, resident(n))
+    install(database_url, source, AGENCY, RESOURCE, catalogue, snapshot=False)
+    churn = Churn(database_url, source, ids)
+    churn.start()
+    try:
+        for _ in range(6):
+            assert snapshot(database_url, source, AGENCY, RESOURCE, catalogue, chunk=5) == 60
+    finally:
+        churn.halt.set()
+        churn.join(10)
+    assert churn.updates > 20, "the updates did not run alongside the snapshots"
+    rows = outbox(database_url, source)
+    relay = OutboxRelay(database_url, broker_settings, AGENCY, RESOURCE, catalogue=catalogue)
+    drain(relay)
+    reader = Reader(broker_settings, f"test-snapshot-churn-{uuid.uuid4().hex[:8]}")
+    wait_until(lambda: len(reader.poll()) >= len(rows), 20, f"{len(rows)} events")
+    reader.close()
+    assert sum(e["op"] == "r" for e, _ in reader.events) == 360
+    last_state_matches([e for e, _ in reader.events], database_url, source)
