@@ -35,11 +35,13 @@ def _commitment(row: Sequence[Any]) -> Commitment:
                       tuple(row[8]), row[9])
 
 
-def read_commitment(cur: Any, number: str | None) -> Commitment | None:
-    """The commitment registered as ``number`` on the caller's cursor, or None."""
+def read_commitment(cur: Any, number: str | None, hold: bool = False) -> Commitment | None:
+    """The commitment registered as ``number`` on the caller's cursor, or None; ``hold``:
+    locked against a withdrawal until the caller's transaction ends (a grant made on it)."""
     if not number:
         return None
-    cur.execute(f"SELECT {_COLS} FROM commitments WHERE number = %s", (number,))
+    cur.execute(f"SELECT {_COLS} FROM commitments WHERE number = %s"
+                + (" FOR SHARE" if hold else ""), (number,))
     row = cur.fetchone()
     if row is None:
         return None

@@ -129,11 +129,12 @@ def _check_references(cur: Any, requester: str, resource_id: str, commitment_ref
     """Art. 24, 25: the commitment (and the agreement, if named) registered, the
     requester's, in force and covering the resource; CommitmentError otherwise."""
     number = (commitment_ref or "").strip()
-    check_reference(read_commitment(cur, number), number, SECURITY, requester, resource_id, at)
+    check_reference(read_commitment(cur, number, hold=True), number, SECURITY, requester,
+                    resource_id, at)
     if confidentiality_ref is not None:
         number = confidentiality_ref.strip()
-        check_reference(read_commitment(cur, number), number, CONFIDENTIALITY, requester,
-                        resource_id, at)
+        check_reference(read_commitment(cur, number, hold=True), number, CONFIDENTIALITY,
+                        requester, resource_id, at)
 
 
 def _still_valid(cur: Any, request: dict[str, Any], at: dt.datetime) -> None:
@@ -142,7 +143,7 @@ def _still_valid(cur: Any, request: dict[str, Any], at: dt.datetime) -> None:
     no registered document answers is not checked: its grant rests on no document."""
     for ref, kind in ((request["commitment_ref"], SECURITY),
                       (request["confidentiality_ref"], CONFIDENTIALITY)):
-        found = read_commitment(cur, ref)
+        found = read_commitment(cur, ref, hold=True)
         if found is not None:
             check_reference(found, str(ref), kind, request["requester"],
                             request["resource_id"], at)
