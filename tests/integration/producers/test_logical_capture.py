@@ -48,6 +48,7 @@ from tests.integration.producers.test_outbox import (
     insert,
     resident,
 )
+from tests.integration.producers.test_outbox_snapshot import Churn, last_state_matches
 
 ROOT = Path(__file__).resolve().parents[3]
 broker_settings = base.broker_settings  # the outbox tests' fixture: the test's broker, topic
@@ -499,3 +500,32 @@ def test_cli_install_and_snapshot(tansu: TansuBroker, broker_settings: Settings,
     reader.close()
     assert [e["op"] for e, _ in reader.events] == ["r", "r"]
     assert reader.events[0][1] != reader.events[1][1]  # two snapshots, two events
+
+
+def test_snapshot_under_concurrent_updates_keeps_order(
+        broker_settings: Settings, logical_pg: str, catalogue: Catalogue, table: str) -> None:
+    ids = [resident(n)["resident_id"] for n in range(100, 160)]
+    with db.transaction(logical_pg) as conn, conn.cursor() as cur:
+        for n in range(100, 160):
+            insert(cur, table, resident(n))
+    logical.install(logical_pg, table, AGENCY, RESOURCE, catalogue, snapshot_rows=False)
+    churn = Churn(logical_pg, table, ids)
+    churn.start()
+    try:
+        for _ in range(6):
+            assert logical.snapshot(logical_pg, table, AGENCY, RESOURCE, catalogue,
+                                    chunk=5) == 60
+    finally:
+        churn.halt.set()
+        churn.join(10)
+    assert churn.updates > 20, "the updates did not run alongside the snapshots"
+    relay = relay_for(logical_pg, broker_settings, catalogue)
+    while relay.run_once():
+        pass
+    relay.close()
+    reader = Reader(broker_settings, f"test-logical-churn-{uuid.uuid4().hex[:8]}")
+    wait_until(lambda: len(reader.poll()) >= 360 + churn.updates and reader.at_end(), 20,
+               "every event")
+    reader.close()
+    assert sum(e["op"] == "r" for e, _ in reader.events) == 360
+    last_state_matches([e for e, _ in reader.events], logical_pg, table)
