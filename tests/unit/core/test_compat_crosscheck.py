@@ -2,9 +2,10 @@
 generated pairs of record schemas: fields added and removed with and without defaults, the
 primitive promotions (int to long, float, double; long to float, double; float to double;
 string and bytes both ways) and every other primitive mismatch, nullable unions on either
-side, enums with symbols added or removed (with and without a reader default), nested
-records, arrays and maps, and a type of one kind replaced by another. Each pair is judged
-in both directions (reader and writer swapped): the two checkers give the same verdict.
+side, enums with symbols added or removed (with and without a reader default), fixed types
+of the same or another size, nested records, arrays and maps, and a type of one kind
+replaced by another. Each pair is judged in both directions (reader and writer swapped): the
+two checkers give the same verdict.
 
 The pairs are generated side by side, field by field, so that a named type (record, enum)
 has the same name at the same place in both schemas and a unique one within each; a name
@@ -36,7 +37,8 @@ def default_for(t: Any) -> Any:
         return default_for(t[0])
     if isinstance(t, dict):
         return {"record": lambda: {f["name"]: default_for(f["type"]) for f in t["fields"]},
-                "enum": lambda: t["symbols"][0], "array": list, "map": dict}[t["type"]]()
+                "enum": lambda: t["symbols"][0], "array": list, "map": dict,
+                "fixed": lambda: "\u0000" * t["size"]}[t["type"]]()
     return {"null": None, "boolean": False, "int": 0, "long": 0, "float": 0.0,
             "double": 0.0, "string": "", "bytes": ""}[t]
 
@@ -83,7 +85,7 @@ def nullable(draw: st.DrawFn, t: Any) -> Any:
 
 @st.composite
 def type_pair(draw: st.DrawFn, path: str, depth: int) -> Pair:
-    kinds = ["primitive", "primitive", "primitive", "enum", "array", "map", "mixed"]
+    kinds = ["primitive", "primitive", "primitive", "enum", "fixed", "array", "map", "mixed"]
     if depth < 2:
         kinds.append("record")
     kind = draw(st.sampled_from(kinds))
@@ -91,6 +93,9 @@ def type_pair(draw: st.DrawFn, path: str, depth: int) -> Pair:
         pair: Pair = (draw(st.sampled_from(PRIMITIVES)), draw(st.sampled_from(PRIMITIVES)))
     elif kind == "enum":
         pair = draw(enum_pair(path))
+    elif kind == "fixed":
+        pair = tuple({"type": "fixed", "name": f"F_{path}", "size": draw(st.sampled_from([4, 8]))}
+                     for _ in range(2))  # type: ignore[assignment]
     elif kind == "record":
         pair = draw(record_pair(path, depth))
     elif kind in ("array", "map"):
