@@ -12,6 +12,8 @@ removed while the new schema carries a default is compatible, yet no longer deli
   naming the grants (ids and recipients), unless the proposal amends them (its
   ``amends_grants``), when it is a warning; a grant the proposal names but the change does not
   touch is a warning too.
+- :func:`level_change`: a proposal is checked at the level its own contract states, so a
+  change of the level is a warning the information center sees before approving.
 - :func:`amendments`: what an approval does to each amended grant: a removed or renamed
   field is dropped from the grant's fields and masked fields (a renamed field's new name is not
   granted: widening a grant is a request of its own, Art. 24); a retyped field stays granted,
@@ -29,6 +31,7 @@ from typing import Any
 
 from govbus.core.catalogue import META
 from govbus.core.catalogue_check import ERROR, WARNING, Finding
+from govbus.core.compat import LEVEL_ATTRIBUTE, InvalidLevel, level_of
 from govbus.core.sharing import Grant
 
 REMOVED, RENAMED, RETYPED = "removed", "renamed", "retyped"
@@ -158,3 +161,18 @@ def amendments(changes: Sequence[FieldChange], grants: Sequence[Grant],
                              tuple(f for f in g.fields if f in dropped),
                              tuple(f for f in g.fields if f in retyped)))
     return out
+
+
+def level_change(resource_id: str, registered: dict[str, Any] | None,
+                 proposed: dict[str, Any] | None) -> list[Finding]:
+    """A warning when the proposed catalogue entry changes the registered compatibility
+    level (an unknown level is the checks' error, not repeated here)."""
+    try:
+        was, now = level_of(registered), level_of(proposed)
+    except InvalidLevel:
+        return []
+    if was == now:
+        return []
+    return [Finding(WARNING, resource_id, f"{META}.{LEVEL_ATTRIBUTE}", "schema.level_changed",
+                    "Art. 13", f"the compatibility level changes from {was} to {now}; this "
+                    f"proposal is checked at {now}")]

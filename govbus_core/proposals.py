@@ -200,6 +200,7 @@ def proposal_findings(res: Resource, registered: Catalogue,
     current = registered.resources.get(res.id)
     if current is not None:
         out.extend(_unversioned_markers(res, current))
+        out.extend(evolution.level_change(res.id, current.meta, res.meta))
         changes = evolution.field_changes(current.schema, res.schema)
         out.extend(evolution.granted_field_findings(res.id, changes, grants, amends))
     elif amends:

@@ -101,6 +101,15 @@ def test_a_proposal_is_checked_at_its_resources_level() -> None:
     assert incompatible["NONE"] == []
 
 
+def test_a_change_of_the_level_is_a_warning() -> None:
+    found = [f for f in findings(with_level(schema(), "NONE"))
+             if f.rule == "schema.level_changed"]
+    assert len(found) == 1 and found[0].severity == WARNING
+    assert "from BACKWARD_TRANSITIVE to NONE" in found[0].message
+    assert not [f for f in findings(with_level(schema(), "backward_transitive"))
+                if f.rule == "schema.level_changed"]
+
+
 def test_an_unknown_level_is_a_check_error_naming_the_attribute_and_the_levels() -> None:
     found = [f for f in findings(with_level(schema(), "SOMETIMES"))
              if f.rule == "schema.compatibility_level"]
