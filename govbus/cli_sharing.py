@@ -105,6 +105,19 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def _provision(grant: dict[str, Any]) -> str:
+    """When the data must be provided by, and whether it was (Art. 31: a delay is a fault)."""
+    due = str(grant.get("provide_by") or "")[:10]
+    if not due:
+        return ""
+    shown = {"met": f"  provided {str(grant.get('provided_at') or '')[:10]}",
+             "late": f"  provided late {str(grant.get('provided_at') or '')[:10]} "
+                     f"(due {due})",
+             "overdue": f"  NOT PROVIDED, due {due}: OVERDUE (Art. 31)",
+             "due": f"  provide by {due}"}
+    return shown.get(str(grant.get("provision")), "")
+
+
 def cmd_grants(args: argparse.Namespace) -> int:
     from govbus.core import sharing_store
 
@@ -117,7 +130,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         f"grant {g['grant_id']:<5} {g['recipient']:<18} {g['resource']:<40} {g['state']:<9} "
         f"fields {','.join(g['fields'])}"
         + (f" masked {','.join(g['masked_fields'])}" if g["masked_fields"] else "")
-        for g in rows] or ["no grants"])
+        + _provision(g) for g in rows] or ["no grants"])
     return 0
 
 

@@ -21,6 +21,7 @@ from govbus.core import db, keyring
 from govbus.core.config import Settings
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.api.conftest import ROOT, Service, start_service, stop_service, token
+from tests.integration.helpers import wait_until
 
 TAX = "tax.tax_registration"
 
@@ -88,6 +89,8 @@ def test_apply_approve_subscribe_query_with_a_token_and_a_url_only(
     assert isinstance(listed, list) and TAX in {r["resource"] for r in listed}
     grants = ok(cli(service, me, "grants", "--agency", me, "--json"))
     assert isinstance(grants, list) and [g["state"] for g in grants] == ["in_force"]
+    text = cli(service, me, "grants", "--agency", me).stdout  # 20 working days after consent
+    assert f"provide by {grants[0]['provide_by'][:10]}" in text, text
 
     # the provider publishes through the service's registry (no database either)
     rng = random.Random(uuid.uuid4().int)
@@ -108,6 +111,10 @@ def test_apply_approve_subscribe_query_with_a_token_and_a_url_only(
         cur.execute("SELECT count(*) FROM receipts WHERE recipient = %s", (me,))
         assert cur.fetchone()[0] == 3  # confirmed through the service
 
+    def provided() -> bool:
+        return "  provided " in cli(service, me, "grants", "--agency", me).stdout
+
+    wait_until(provided, 30, "the grant's first delivery to count as provided")
     answer = ok(cli(service, me, "query", "--agency", me, "--resource", TAX, "--key",
                     firms[0]["uscc"], "--json"))
     assert isinstance(answer, dict) and answer["record"]["uscc"] == firms[0]["uscc"]
