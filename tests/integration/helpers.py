@@ -103,7 +103,8 @@ class SignedProducer:
                 event_id = event_id.encode()
             signer = self._signer(topic)
             extra = signer.sign([(topic, as_bytes, data, event_id)])[0] if signer else []
-            self.producer.produce(topic, key=as_bytes, value=data, headers=headers + extra)
+            sent: list[tuple[str, str | bytes | None]] = [*headers, *extra]
+            self.producer.produce(topic, key=as_bytes, value=data, headers=sent)
         return int(self.producer.flush(timeout))
 
 
