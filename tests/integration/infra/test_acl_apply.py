@@ -50,7 +50,11 @@ def test_cli_plan_from_the_grants_table_and_apply_refused(
             if a["principal"] == f"User:{agency}"}
     assert mine == {("TOPIC", f"deliver.{agency}.population_register", "READ"),
                     ("TOPIC", f"deliver.{agency}.population_register", "DESCRIBE"),
-                    ("GROUP", f"govbus-subscriber-{agency}", "READ")}
+                    ("GROUP", f"govbus-subscriber-{agency}", "READ"),
+                    # its notices, which it reads with a group of its own
+                    ("TOPIC", f"notices.{agency}", "READ"),
+                    ("TOPIC", f"notices.{agency}", "DESCRIBE"),
+                    ("GROUP", f"govbus-notices-{agency}", "READ")}
     assert main(["plan"]) == 0
     assert f"deliver.{agency}.population_register" in capsys.readouterr().out
     assert main(["apply", "--dry-run"]) == 1
