@@ -73,7 +73,8 @@ def main() -> None:
                     if time.monotonic() - started > 60:
                         raise SystemExit(f"no notice for {subject} within 60 s; see the log")
                     msgs = [m for m in reader.consume(100, 0.05) if not m.error()]
-                    if any(orjson.loads(m.value()).get("subject") == subject for m in msgs):
+                    if any(orjson.loads(m.value() or b"{}").get("subject") == subject
+                           for m in msgs):
                         break
                 waits.append(time.monotonic() - started)
         finally:
