@@ -88,7 +88,7 @@ class Limits:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The service over ``settings`` (default: the environment's)."""
-    from govbus.api import routes
+    from govbus.api import console, routes
 
     settings = settings or Settings.from_env()
     app = FastAPI(title="govbus", version="1",
@@ -125,5 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in routes.ROUTERS:
         app.include_router(router)
+    console.mount(app)  # the web console at / (docs/console.md)
     app.add_middleware(BodyLimit, limit=settings.api_max_body_bytes)  # type: ignore[arg-type]
     return app

@@ -1,0 +1,33 @@
+"""Words the pages show from data (states, classes, roles, kinds): marked here so that the
+catalogues carry them; the templates translate them with ``_(value)``."""
+
+from __future__ import annotations
+
+
+def N_(message: str) -> str:
+    """Marks a message for extraction; translated where it is shown."""
+    return message
+
+
+WORDS = [
+    # roles
+    N_("agency"), N_("information_center"), N_("municipal_office"),
+    # pages
+    N_("Catalogue"), N_("Requests"), N_("Grants"), N_("Cases"), N_("Objections"),
+    N_("Notices"), N_("Proposals"), N_("Reports"), N_("Operations"),
+    # classes of the catalogue
+    N_("foundational"), N_("thematic"), N_("departmental"), N_("unconditional"),
+    N_("on_application"), N_("not_shared"),
+    # states
+    N_("pending"), N_("granted"), N_("rejected"), N_("refused"), N_("approved"),
+    N_("in_force"), N_("revoked"), N_("lapsed"), N_("expired"), N_("open"), N_("closed"),
+    N_("resolved"), N_("answered"), N_("withdrawn"), N_("filed"),
+    # resolutions of a case
+    N_("corrected"), N_("confirmed"), N_("dismissed"),
+    # kinds
+    N_("objection"), N_("complaint"), N_("request_pending"), N_("request_granted"),
+    N_("request_rejected"), N_("request_refused"), N_("grant_revoked"), N_("grant_amended"),
+    N_("grant_lapsed"), N_("review_due"),
+    # grant groups
+    N_("In force"), N_("Lapsing within 30 days"), N_("Revoked, lapsed or expired"),
+]

@@ -1,0 +1,127 @@
+"""Catalogue proposals (Art. 13), the evaluation (Art. 28), the annual report (Art. 26), the
+delivery log's verification and operations, through the API's route functions."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from govbus.api import routes_catalogue, routes_reports, routes_sharing
+from govbus.api.console.web import ConsoleRoute, Session, form, render, see_other, signed_in
+
+router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
+
+
+@router.get("/proposals")
+def proposals_page(request: Request, session: Session = Depends(signed_in)) -> Response:
+    rows = routes_catalogue.list_proposals(request, session.who, None, None, None)
+    return render(request, "proposals.html", session, rows=rows)
+
+
+@router.post("/proposals/{proposal_id}/decide")
+async def decide_proposal(proposal_id: int, request: Request,
+                          session: Session = Depends(signed_in)) -> Response:
+    posted = await form(request, session.csrf)
+    reason = posted.one("reason")
+    if posted.one("decision") == "approve":
+        approve = routes_catalogue.ApproveIn(reason=reason)
+        await run_in_threadpool(routes_catalogue.approve, proposal_id, approve, request,
+                                session.who)
+    else:
+        reject = routes_catalogue.RejectIn(reason=reason or "")
+        await run_in_threadpool(routes_catalogue.reject, proposal_id, reject, request,
+                                session.who)
+    return see_other("/proposals")
+
+
+def bars(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
+    """Horizontal bars for an inline SVG: label, value and width in percent of the largest."""
+    top = max((v for _, v in items), default=0) or 1
+    return [{"label": k, "value": v, "width": round(100 * v / top, 1)} for k, v in items]
+
+
+def flows(deliveries: list[dict[str, Any]]) -> dict[str, Any]:
+    """Deliveries between agencies as a picture: providers on the left, recipients on the
+    right, one line per pair, its width by count."""
+    pairs = Counter((d.get("provider") or "?", d.get("recipient") or "?") for d in deliveries)
+    left = sorted({p for p, _ in pairs})
+    right = sorted({r for _, r in pairs})
+    top = max(pairs.values(), default=1)
+    step = 36
+    lines = [{"from": p, "to": r, "count": n, "y1": 24 + step * left.index(p),
+              "y2": 24 + step * right.index(r), "width": 1 + round(7 * n / top, 1)}
+             for (p, r), n in sorted(pairs.items())]
+    height = 24 + step * max(len(left), len(right), 1)
+    return {"left": [(a, 24 + step * i) for i, a in enumerate(left)],
+            "right": [(a, 24 + step * i) for i, a in enumerate(right)],
+            "lines": lines, "height": height}
+
+
+def _rate(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+@router.get("/reports")
+def reports_page(request: Request, session: Session = Depends(signed_in),
+                 year: int | None = Query(None, ge=2000, le=9998)) -> Response:
+    who = session.who
+    evaluation = routes_reports.evaluation(request, who, year, "json")
+    assert isinstance(evaluation, dict)
+    agencies = evaluation["agencies"]
+    charts = {
+        "timeliness": bars([(a["agency"], 100 * _rate(a["timeliness"]["rate"]))
+                            for a in agencies]),
+        "responsiveness": bars([(a["agency"], 100 * _rate(a["responsiveness"]["on_time_rate"]))
+                                for a in agencies]),
+        "deliveries": bars([(a["agency"], a["quantity"]["deliveries_out"]) for a in agencies]),
+    }
+    annual = routes_reports.annual(request, who, year) if who.oversees else None
+    shown = routes_sharing.deliveries(request, who, None, None, None, 10_000)
+    return render(request, "reports.html", session, evaluation=evaluation, annual=annual,
+                  charts=charts, flow=flows(shown), year=evaluation.get("year"),
+                  log=_log_state(request, who.oversees))
+
+
+def _log_state(request: Request, verify: bool) -> dict[str, Any]:
+    """The latest checkpoint and, for the center and the office, the log's verification."""
+    from govbus import delivery_log
+    from govbus.api.deps import dsn, settings
+    from govbus.core.keyring import checkpoint_publics
+    from govbus.delivery_log import checkpoint_store
+    from govbus.delivery_log.checkpoint_store import EPOCH
+    from govbus.delivery_log.checkpoints import check_series
+
+    url = dsn(request)
+    recorded = checkpoint_store.list_checkpoints(url)
+    latest = recorded[-1] if recorded else None
+    out: dict[str, Any] = {"latest": None, "verified": None}
+    if latest is not None:
+        out["latest"] = {"number": latest.number,
+                         "at": EPOCH + dt.timedelta(microseconds=latest.at_us)}
+    if verify:
+        valid, findings = check_series(recorded, checkpoint_publics(settings(request), url,
+                                                                    None))
+        report = delivery_log.verify(url, checkpoints=valid)
+        out["verified"] = {"ok": report.ok and not findings, "rows": report.rows,
+                           "problems": len(report.problems) + len(findings)}
+    return out
+
+
+@router.get("/reports/evaluation.csv")
+def evaluation_csv(request: Request, session: Session = Depends(signed_in),
+                   year: int | None = Query(None, ge=2000, le=9998)) -> Response:
+    out = routes_reports.evaluation(request, session.who, year, "csv")
+    assert isinstance(out, Response)
+    return out
+
+
+@router.get("/operations")
+def operations_page(request: Request, session: Session = Depends(signed_in)) -> Response:
+    evaluation = routes_reports.evaluation(request, session.who, None, "json")
+    assert isinstance(evaluation, dict)
+    stale = [(a["agency"], r) for a in evaluation["agencies"] for r in a["timeliness"]["stale"]]
+    return render(request, "operations.html", session, stale=stale)
