@@ -31,3 +31,24 @@ WORDS = [
     # grant groups
     N_("In force"), N_("Lapsing within 30 days"), N_("Revoked, lapsed or expired"),
 ]
+
+#: what a refusal's rule means, for the clerk (the API's message follows it, as sent)
+RULES = {
+    "console.csrf": N_("The form did not carry this session's security token. Open the page "
+                       "again and resend the form."),
+    "access.not_yours": N_("This record belongs to other agencies: you may not read it."),
+    "access.other_agency": N_("One agency never acts as another."),
+    "access.center_only": N_("Only the information center may do this."),
+    "access.oversight_only": N_("Only the information center and the municipal office may "
+                                "read this."),
+    "case.not_owner": N_("Only the source of record resolves a case."),
+    "case.not_open": N_("The case is no longer open."),
+    "case.not_found": N_("There is no such case."),
+    "request.not_provider": N_("Only the provider decides a request."),
+    "request.not_found": N_("There is no such request."),
+    "grant.not_provider": N_("Only the provider or the information center revokes a grant."),
+    "notice.not_yours": N_("Only the recipient acknowledges a notice."),
+    "objection.not_answerer": N_("You may not answer this objection or complaint."),
+    "objection.not_received": N_("An objection is filed on data your agency received."),
+    "input.invalid": N_("A field of the form is missing or not valid."),
+}

@@ -38,10 +38,12 @@ async def decide_proposal(proposal_id: int, request: Request,
     return see_other("/proposals")
 
 
-def bars(items: list[tuple[str, float]]) -> list[dict[str, Any]]:
-    """Horizontal bars for an inline SVG: label, value and width in percent of the largest."""
-    top = max((v for _, v in items), default=0) or 1
-    return [{"label": k, "value": v, "width": round(100 * v / top, 1)} for k, v in items]
+def bars(items: list[tuple[str, float | None]]) -> list[dict[str, Any]]:
+    """Horizontal bars for an inline SVG: label, value and width in percent of the largest;
+    a value of None (nothing to measure) has no bar."""
+    top = max((v for _, v in items if v is not None), default=0) or 1
+    return [{"label": k, "value": v, "width": 0 if v is None else round(100 * v / top, 1)}
+            for k, v in items]
 
 
 def flows(deliveries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -61,8 +63,8 @@ def flows(deliveries: list[dict[str, Any]]) -> dict[str, Any]:
             "lines": lines, "height": height}
 
 
-def _rate(value: Any) -> float:
-    return float(value) if isinstance(value, int | float) else 0.0
+def _percent(value: Any) -> float | None:
+    return 100 * float(value) if isinstance(value, int | float) else None
 
 
 @router.get("/reports")
@@ -73,9 +75,9 @@ def reports_page(request: Request, session: Session = Depends(signed_in),
     assert isinstance(evaluation, dict)
     agencies = evaluation["agencies"]
     charts = {
-        "timeliness": bars([(a["agency"], 100 * _rate(a["timeliness"]["rate"]))
+        "timeliness": bars([(a["agency"], _percent(a["timeliness"]["rate"]))
                             for a in agencies]),
-        "responsiveness": bars([(a["agency"], 100 * _rate(a["responsiveness"]["on_time_rate"]))
+        "responsiveness": bars([(a["agency"], _percent(a["responsiveness"]["on_time_rate"]))
                                 for a in agencies]),
         "deliveries": bars([(a["agency"], a["quantity"]["deliveries_out"]) for a in agencies]),
     }

@@ -50,11 +50,9 @@ def _environment(locale: str) -> Environment:
     translations = Translations.load(str(HERE / "locale"), [locale], domain="messages")
     env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters["when"] = lambda value: when(value, locale)
+    env.filters["avro"] = avro_type
     env.globals["locale"] = locale
     return env
-
-
-ENVIRONMENTS = {locale: _environment(locale) for locale in LOCALES}
 
 
 def when(value: Any, locale: str) -> str:
@@ -68,6 +66,24 @@ def when(value: Any, locale: str) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return format_datetime(value, "medium", tzinfo=BEIJING, locale=locale)
+
+
+def avro_type(schema: Any) -> str:
+    """An Avro type as a clerk reads it: ``string``, ``string?`` (nullable), ``array<string>``."""
+    if isinstance(schema, list):
+        kinds = [avro_type(s) for s in schema if s != "null"]
+        return " | ".join(kinds) + ("?" if "null" in schema else "")
+    if isinstance(schema, dict):
+        kind = schema.get("logicalType") or schema.get("type")
+        if kind == "array":
+            return f"array<{avro_type(schema.get('items'))}>"
+        if kind == "map":
+            return f"map<{avro_type(schema.get('values'))}>"
+        return str(schema.get("name") if kind in ("record", "enum", "fixed") else kind)
+    return str(schema)
+
+
+ENVIRONMENTS = {locale: _environment(locale) for locale in LOCALES}
 
 
 def locale_of(request: Request) -> str:
@@ -212,8 +228,11 @@ def refusal(request: Request, exc: Exception) -> HTMLResponse:
     else:
         assert isinstance(exc, GovbusError)
         status, rule, article, message = status_of(exc), exc.rule, exc.article, str(exc)
+    from govbus.api.console.messages import RULES
+
+    explained = RULES.get(rule)
     return render(request, "refused.html", current(request), status=status, code=status,
-                  rule=rule, article=article, message=message)
+                  rule=rule, article=article, message=message, explained=explained)
 
 
 class ConsoleRoute(APIRoute):

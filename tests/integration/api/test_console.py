@@ -170,6 +170,18 @@ def test_clerks_file_decide_and_resolve_through_the_console(
         browser.wait("main h1")
         assert "Refused" not in browser.css("main").text, page
         browser.shot(page)
+    assert not browser.driver.find_elements("css selector", "#annual")  # Art. 26: oversight
+
+    # the information center reads the annual report and every agency's evaluation
+    browser.sign_in("information_center")
+    browser.open("/reports")
+    assert "年度报告" in browser.wait("#annual").find_element("xpath", "..").text
+    assert browser.driver.find_elements("css selector", "#chart-timeliness rect")
+    browser.shot("reports-center")
+    browser.open("/proposals")
+    browser.wait("main h1")
+    browser.shot("proposals-center")
+
     browser.open("/requests")
     browser.css("#lang-en").click()
     browser.wait("main h1", "Sharing requests")
