@@ -66,6 +66,14 @@ class Browser:
         return wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, selector)),
                           f"{selector} to appear")
 
+    def until(self, condition, what: str):  # type: ignore[no-untyped-def]
+        """``condition(driver)`` once truthy, within WAIT_S (a page just submitted)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        return WebDriverWait(self.driver, WAIT_S, ignored_exceptions=[
+            StaleElementReferenceException]).until(condition, f"{what} within {WAIT_S} s")
+
     def shot(self, name: str) -> None:
         self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
 
@@ -141,6 +149,36 @@ def test_clerks_file_decide_and_resolve_through_the_console(
     assert HRSS in granted and "employer_uscc" in granted
     browser.shot("grants")
 
+    # ... is told so in its notices, and acknowledges; then objects to the data received
+    browser.open("/notices")
+    rows = browser.wait("#notices").find_elements("css selector", "tr.unread")
+    told = [r for r in rows if "申请已获授权" in r.text and f"request_id: {request_id}" in r.text]
+    assert told, [r.text for r in rows]
+    notice_id = told[0].get_attribute("id").removeprefix("notice-")
+    browser.shot("notices")
+    browser.css(f"#ack-{notice_id}").click()
+    browser.until(lambda d: not d.find_elements("css selector", f"#ack-{notice_id}"),
+                  "the notice acknowledged")
+    assert "unread" not in (browser.css(f"#notice-{notice_id}").get_attribute("class") or "")
+    browser.open("/objections")
+    browser.css("#against").send_keys("hrss")
+    browser.css("#o-resource").send_keys(HRSS)
+    doubt = f"参保单位与登记不符 {uuid.uuid4().hex[:6]}"
+    browser.css("#o-reason").send_keys(doubt)
+    browser.css("#file-objection").click()
+    browser.wait("#done", "已提交")
+    mine = [r for r in browser.css("#objections").find_elements("css selector", "tbody tr")
+            if doubt in r.text]
+    assert len(mine) == 1 and "待处理" in mine[0].text
+    objection_id = mine[0].get_attribute("id").removeprefix("objection-")
+    browser.sign_in("hrss")
+    browser.open("/objections")
+    browser.wait(f"#answer-{objection_id}").send_keys("已复核，数据无误")
+    browser.css(f"#send-{objection_id}").click()
+    browser.wait(f"#objection-{objection_id}", "已复核，数据无误")
+    assert "已答复" in browser.css(f"#objection-{objection_id}").text
+    browser.shot("objections")
+
     # a case is resolved by its owner; another agency's clerk gets 403 by its URL
     owner, other = f"own_{uuid.uuid4().hex[:6]}", f"oth_{uuid.uuid4().hex[:6]}"
     case_id = open_case(dsn, owner, other)
@@ -165,7 +203,7 @@ def test_clerks_file_decide_and_resolve_through_the_console(
         assert api.get(f"/v1/cases/{case_id}").json()["status"] == "resolved"
 
     # the remaining pages render for the agency; then the English switch
-    for page in ("notices", "objections", "proposals", "reports", "operations"):
+    for page in ("proposals", "reports", "operations"):
         browser.open(f"/{page}")
         browser.wait("main h1")
         assert "Refused" not in browser.css("main").text, page
