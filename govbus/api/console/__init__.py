@@ -9,13 +9,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from govbus.api.console import pages, pages_cases, pages_reports
-from govbus.api.console.web import HERE
+from govbus.api.console.web import HERE, new_key
 
 ROUTERS = [pages.router, pages_cases.router, pages_reports.router]
 
 
 def mount(app: FastAPI) -> None:
     """The console's pages at ``/`` and its stylesheet at ``/static``."""
+    app.state.console_fernet = new_key()
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")

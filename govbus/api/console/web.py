@@ -4,9 +4,8 @@ CSRF check, forms, and refusals rendered as pages.
 The session is a cookie encrypted and authenticated with Fernet (``cryptography``): it holds
 the agency's token and the session's CSRF token, and expires after :data:`SESSION_TTL_S`.
 Every request verifies the token again through the service's own check (Art. 24), so a revoked
-credential ends its sessions at once. The key is ``GOVBUS_CONSOLE_KEY`` (a Fernet key, shared
-by every process behind one address) or, unset, one drawn at start: sessions then end with the
-process.
+credential ends its sessions at once. The key is drawn when the process starts: its sessions
+end with it.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import hmac
 import json
-import os
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -40,7 +38,6 @@ LOCALES = ("zh_CN", "en")  # the first is the default: Simplified Chinese
 BEIJING = ZoneInfo("Asia/Shanghai")
 COOKIE, LANG_COOKIE = "govbus_console", "lang"
 SESSION_TTL_S = 8 * 3600  # one working day; then sign in again
-KEY_ENV = "GOVBUS_CONSOLE_KEY"
 
 
 def _environment(locale: str) -> Environment:
@@ -111,11 +108,13 @@ class SignIn(Exception):
     """No valid session: the page redirects to the sign-in form."""
 
 
+def new_key() -> Fernet:
+    """The sessions' key of this process."""
+    return Fernet(Fernet.generate_key())
+
+
 def _fernet(request: Request) -> Fernet:
-    state = request.app.state
-    if getattr(state, "console_fernet", None) is None:
-        state.console_fernet = Fernet(os.environ.get(KEY_ENV) or Fernet.generate_key())
-    return state.console_fernet  # type: ignore[no-any-return]
+    return request.app.state.console_fernet  # type: ignore[no-any-return]
 
 
 def read_cookie(request: Request) -> dict[str, str]:
