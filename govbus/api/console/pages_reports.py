@@ -121,9 +121,41 @@ def evaluation_csv(request: Request, session: Session = Depends(signed_in),
     return out
 
 
+#: how far back the operations page counts the gate's rejections
+REJECTIONS_DAYS = 30
+
+
+def rejections(dsn: str, agency: str | None, days: int = REJECTIONS_DAYS
+               ) -> list[dict[str, Any]]:
+    """Events the gate sent to the DLQ in the last ``days`` days, by agency and first violated
+    rule, from its durable daily counts (``event_counts``); ``agency`` None: every agency's."""
+    import psycopg2
+
+    from govbus.core import db
+    from govbus.core.errors import DatabaseError
+
+    since = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days)
+    try:
+        with db.transaction(dsn) as conn, conn.cursor() as cur:
+            cur.execute("""SELECT agency, rule, sum(events)::bigint, max(last_at)
+                           FROM event_counts WHERE outcome = 'rejected' AND day >= %s
+                             AND (%s::text IS NULL OR agency = %s)
+                           GROUP BY agency, rule ORDER BY 3 DESC, 1, 2""",
+                        (since, agency, agency))
+            return [{"agency": a, "rule": r or "?", "events": n, "last_at": t}
+                    for a, r, n, t in cur.fetchall()]
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot read the gate's counts: {exc}") from exc
+
+
 @router.get("/operations")
 def operations_page(request: Request, session: Session = Depends(signed_in)) -> Response:
-    evaluation = routes_reports.evaluation(request, session.who, None, "json")
+    from govbus.api.deps import dsn
+
+    who = session.who
+    evaluation = routes_reports.evaluation(request, who, None, "json")
     assert isinstance(evaluation, dict)
     stale = [(a["agency"], r) for a in evaluation["agencies"] for r in a["timeliness"]["stale"]]
-    return render(request, "operations.html", session, stale=stale)
+    dlq = rejections(dsn(request), who.reads_for(None))
+    return render(request, "operations.html", session, stale=stale, dlq=dlq,
+                  days=REJECTIONS_DAYS)

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from govbus.core import db
 from tests.integration.api.conftest import Service, token
 from tests.integration.api.test_cases_api import open_case
 from tests.integration.helpers import commitment
@@ -201,6 +202,16 @@ def test_clerks_file_decide_and_resolve_through_the_console(
     assert "已更正" in browser.css("#resolution").text
     with service.client(owner) as api:
         assert api.get(f"/v1/cases/{case_id}").json()["status"] == "resolved"
+
+    # the operations page counts the agency's own rejections by rule, not another's
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        for agency, rule in ((owner, "contract.type"), (other, "identifier.uscc")):
+            cur.execute("INSERT INTO event_counts (day, agency, resource_id, outcome, rule, "
+                        "events, last_at) VALUES (current_date, %s, %s, 'rejected', %s, 7, "
+                        "now())", (agency, f"{agency}.register", rule))
+    browser.open("/operations")
+    dlq = browser.wait("#dlq").text
+    assert "contract.type" in dlq and "7" in dlq and "identifier.uscc" not in dlq
 
     # the remaining pages render for the agency; then the English switch
     for page in ("proposals", "reports", "operations"):
