@@ -63,6 +63,9 @@ def flows(deliveries: list[dict[str, Any]]) -> dict[str, Any]:
             "lines": lines, "height": height}
 
 
+FLOW_ROWS = 10_000  # the latest deliveries the flow picture counts (the API's largest page)
+
+
 def _percent(value: Any) -> float | None:
     return 100 * float(value) if isinstance(value, int | float) else None
 
@@ -82,7 +85,11 @@ def reports_page(request: Request, session: Session = Depends(signed_in),
         "deliveries": bars([(a["agency"], a["quantity"]["deliveries_out"]) for a in agencies]),
     }
     annual = routes_reports.annual(request, who, year) if who.oversees else None
-    shown = routes_sharing.deliveries(request, who, None, None, None, 10_000)
+    if who.oversees:
+        shown = routes_sharing.deliveries(request, who, None, None, None, FLOW_ROWS)
+    else:  # what it received and what it provided
+        shown = (routes_sharing.deliveries(request, who, who.agency, None, None, FLOW_ROWS)
+                 + routes_sharing.deliveries(request, who, None, who.agency, None, FLOW_ROWS))
     return render(request, "reports.html", session, evaluation=evaluation, annual=annual,
                   charts=charts, flow=flows(shown), year=evaluation.get("year"),
                   log=_log_state(request, who.oversees))

@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_datetime, format_timedelta
 from babel.support import Translations
 from cryptography.fernet import Fernet, InvalidToken
 from fastapi import Request, Response
@@ -48,6 +48,7 @@ def _environment(locale: str) -> Environment:
     env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     env.filters["when"] = lambda value: when(value, locale)
     env.filters["avro"] = avro_type
+    env.filters["period"] = lambda value: period(value, locale)
     env.globals["locale"] = locale
     return env
 
@@ -63,6 +64,15 @@ def when(value: Any, locale: str) -> str:
     if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return format_datetime(value, "medium", tzinfo=BEIJING, locale=locale)
+
+
+def period(text: Any, locale: str) -> str:
+    """An update period (ISO 8601, ``P1D``) in words (``1天``, ``1 day``); as written when
+    it is not one."""
+    from govbus.core.catalogue import parse_period
+
+    delta = parse_period(text)
+    return format_timedelta(delta, format="long", locale=locale) if delta else str(text or "")
 
 
 def avro_type(schema: Any) -> str:

@@ -12,7 +12,7 @@ from babel.support import Translations
 
 from govbus.api.console.pages import _local
 from govbus.api.console.pages_reports import bars, flows
-from govbus.api.console.web import HERE, LOCALES, avro_type, when
+from govbus.api.console.web import HERE, LOCALES, avro_type, period, when
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -81,3 +81,8 @@ def test_a_sign_in_only_returns_to_this_site() -> None:
     assert _local("/requests?x=1") == "/requests?x=1"
     for elsewhere in ("https://evil.example/", "//evil.example/", "", None, "requests"):
         assert _local(elsewhere) == "/"
+
+
+def test_update_periods_read_in_words() -> None:
+    assert period("P1D", "zh_CN") == "1天" and period("P1M", "en") == "1 month"
+    assert period("whenever", "en") == "whenever" and period(None, "en") == ""
