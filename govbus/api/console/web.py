@@ -25,6 +25,7 @@ from babel.dates import format_datetime, format_timedelta
 from babel.support import Translations
 from cryptography.fernet import Fernet, InvalidToken
 from fastapi import Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -231,8 +232,9 @@ def refusal(request: Request, exc: Exception) -> HTMLResponse:
     """A refusal of the API as a page: its status, rule, article and message."""
     from govbus.api.errors import status_of
 
-    if isinstance(exc, ValidationError):
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+    if isinstance(exc, ValidationError | RequestValidationError):
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                             for e in exc.errors())
         status, rule, article, message = 422, "input.invalid", "Art. 11", problems
     else:
         assert isinstance(exc, GovbusError)
@@ -256,7 +258,7 @@ class ConsoleRoute(APIRoute):
             except SignIn:
                 nxt = request.url.path if request.method == "GET" else "/"
                 return see_other(f"/signin?next={nxt}")
-            except (GovbusError, ValidationError) as exc:
+            except (GovbusError, ValidationError, RequestValidationError) as exc:
                 return refusal(request, exc)
 
         return handle

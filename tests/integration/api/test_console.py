@@ -148,6 +148,9 @@ def test_clerks_file_decide_and_resolve_through_the_console(
     browser.open("/grants")
     granted = browser.wait("#grants-in_force").text
     assert HRSS in granted and "employer_uscc" in granted
+    grant_id = [r for r in browser.css("#grants-in_force").find_elements(
+        "css selector", "tbody tr") if HRSS in r.text][-1].get_attribute("id")
+    assert not browser.driver.find_elements("css selector", f"#{grant_id} form")  # not its own
     browser.shot("grants")
 
     # ... is told so in its notices, and acknowledges; then objects to the data received
@@ -179,6 +182,17 @@ def test_clerks_file_decide_and_resolve_through_the_console(
     browser.wait(f"#objection-{objection_id}", "已复核，数据无误")
     assert "已答复" in browser.css(f"#objection-{objection_id}").text
     browser.shot("objections")
+
+    # the provider revokes the grant with a reason; it is no longer in force
+    browser.open("/grants")
+    number_ = grant_id.removeprefix("grant-")
+    browser.wait(f"#revoke-reason-{number_}").send_keys("用途已完成")
+    browser.css(f"#{grant_id} button").click()
+    browser.wait("#done", "已撤销")
+    assert number_ in browser.css("#grants-ended").text
+    with service.client("tax") as api:
+        states = {g["grant_id"]: g["state"] for g in api.get("/v1/grants").json()}
+        assert states[int(number_)] == "revoked"
 
     # a case is resolved by its owner; another agency's clerk gets 403 by its URL
     owner, other = f"own_{uuid.uuid4().hex[:6]}", f"oth_{uuid.uuid4().hex[:6]}"
@@ -258,6 +272,8 @@ def test_a_form_without_its_csrf_token_is_refused(service: Service) -> None:
         assert signed.status_code == 303 and signed.headers["location"] == "/requests"
         form = web.get("/requests")
         assert form.status_code == 200
+        malformed = web.get("/cases/not-a-number")  # a page's refusal is a page, not JSON
+        assert malformed.status_code == 422 and "<html" in malformed.text
         body = {"resource": HRSS, "purpose": "x", "commitment": "none"}
         for posted in (body, body | {"csrf": "not-the-session's"}):
             refused = web.post("/requests", data=posted)
