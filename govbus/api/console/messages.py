@@ -28,6 +28,8 @@ WORDS = [
     N_("objection"), N_("complaint"), N_("request_pending"), N_("request_granted"),
     N_("request_rejected"), N_("request_refused"), N_("grant_revoked"), N_("grant_amended"),
     N_("grant_lapsed"), N_("review_due"),
+    # severities of a proposal's findings
+    N_("error"), N_("warning"),
     # grant groups
     N_("In force"), N_("Lapsing within 30 days"), N_("Revoked, lapsed or expired"),
 ]

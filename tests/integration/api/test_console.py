@@ -5,6 +5,7 @@ page visited is saved as a screenshot under ``tests/artifacts/console/``."""
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from govbus.core import db
+from govbus.core.catalogue import default_schemas_dir
 from tests.integration.api.conftest import Service, token
 from tests.integration.api.test_cases_api import open_case
 from tests.integration.helpers import commitment
@@ -21,6 +23,7 @@ from tests.integration.helpers import commitment
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
 HRSS = "hrss.social_insurance_enrolment"
+MARRIAGE = "civil_affairs.marriage_register"
 WAIT_S = 15.0
 
 pytestmark = pytest.mark.skipif(
@@ -241,9 +244,24 @@ def test_clerks_file_decide_and_resolve_through_the_console(
     assert "年度报告" in browser.wait("#annual").find_element("xpath", "..").text
     assert browser.driver.find_elements("css selector", "#chart-timeliness rect")
     browser.shot("reports-center")
+    schema = json.loads((default_schemas_dir() / "civil_affairs/marriage_register.avsc")
+                        .read_text())
+    schema["doc"] += f" ({uuid.uuid4().hex[:6]})"
+    with service.client("civil_affairs") as api:
+        proposed = api.post("/v1/catalogue/proposals", params={"resource": MARRIAGE},
+                            content=json.dumps(schema).encode(),
+                            headers={"content-type": "application/json"})
+        assert proposed.status_code == 201, proposed.text
+        proposal_id = proposed.json()["proposal_id"]
     browser.open("/proposals")
-    browser.wait("main h1")
+    browser.wait(f"#p-reason-{proposal_id}").send_keys("说明不完整，请补充")
     browser.shot("proposals-center")
+    browser.css(f"#reject-proposal-{proposal_id}").click()
+    browser.until(lambda d: not d.find_elements("css selector", f"#p-reason-{proposal_id}"),
+                  "the proposal rejected")
+    assert "已驳回" in browser.css(f"#proposal-{proposal_id}").text
+    with service.client("civil_affairs") as api:
+        assert api.get(f"/v1/catalogue/proposals/{proposal_id}").json()["status"] == "rejected"
 
     browser.open("/requests")
     browser.css("#lang-en").click()
