@@ -214,6 +214,13 @@ NAV = [("/catalogue", "Catalogue"), ("/requests", "Requests"), ("/grants", "Gran
        ("/proposals", "Proposals"), ("/reports", "Reports"), ("/operations", "Operations")]
 
 
+#: every page: never cached (it shows one agency's records), never framed, no script at all
+HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
+           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+           "Content-Security-Policy": "default-src 'self'; script-src 'none'; "
+                                      "frame-ancestors 'none'; form-action 'self'"}
+
+
 def render(request: Request, template: str, session: Session | None = None,
            status: int = 200, **context: Any) -> HTMLResponse:
     env = ENVIRONMENTS[locale_of(request)]
@@ -221,7 +228,7 @@ def render(request: Request, template: str, session: Session | None = None,
         request=request, session=session, nav=NAV, path=request.url.path,
         here=str(request.url.path) + (f"?{request.url.query}" if request.url.query else ""),
         **context)
-    return HTMLResponse(html, status, headers={"Cache-Control": "no-store"})
+    return HTMLResponse(html, status, headers=HEADERS)
 
 
 def see_other(url: str) -> RedirectResponse:

@@ -298,6 +298,8 @@ def test_a_form_without_its_csrf_token_is_refused(service: Service) -> None:
         assert signed.status_code == 303 and signed.headers["location"] == "/requests"
         form = web.get("/requests")
         assert form.status_code == 200
+        assert "script-src 'none'" in form.headers["content-security-policy"]
+        assert form.headers["cache-control"] == "no-store"
         malformed = web.get("/cases/not-a-number")  # a page's refusal is a page, not JSON
         assert malformed.status_code == 422 and "<html" in malformed.text
         body = {"resource": HRSS, "purpose": "x", "commitment": "none"}
