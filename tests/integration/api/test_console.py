@@ -26,6 +26,12 @@ HRSS = "hrss.social_insurance_enrolment"
 MARRIAGE = "civil_affairs.marriage_register"
 WAIT_S = 15.0
 
+#: the form controls of the page that no <label for=…> names
+UNLABELLED = """return [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea')].filter(
+    e => !e.id || !document.querySelector(`label[for="${e.id}"]`))
+    .map(e => e.name || e.outerHTML)"""
+
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs Debian's chromium and chromium-driver (.ci/run installs them: "
@@ -79,7 +85,11 @@ class Browser:
             StaleElementReferenceException]).until(condition, f"{what} within {WAIT_S} s")
 
     def shot(self, name: str) -> None:
-        """The whole page (up to 1,800 px tall) at 1366 px wide, as ``name``.png."""
+        """The whole page (up to 1,800 px tall) at 1366 px wide, as ``name``.png, once every
+        control on it has its label and the page states its language."""
+        unlabelled = self.driver.execute_script(UNLABELLED)
+        assert unlabelled == [], f"{name}: controls without a label: {unlabelled}"
+        assert self.css("html").get_attribute("lang") in ("zh-CN", "en"), name
         height = self.driver.execute_script("return document.documentElement.scrollHeight")
         self.driver.set_window_size(1366, min(max(768, int(height) + 140), 1800))
         try:
@@ -88,11 +98,13 @@ class Browser:
             self.driver.set_window_size(1366, 768)
 
     def sign_in(self, agency: str) -> None:
+        from selenium.webdriver.common.keys import Keys
+
         self.open("/signin")
         self.driver.delete_all_cookies()
         self.open("/signin")
-        self.wait("#token").send_keys(token(self.service.database_url, agency))
-        self.css("#signin").click()
+        # by the keyboard alone: the token typed, Enter submits
+        self.wait("#token").send_keys(token(self.service.database_url, agency) + Keys.ENTER)
         self.wait("#who", agency)
 
     def quit(self) -> None:
