@@ -118,7 +118,7 @@ def browser(service: Service) -> Iterator[Browser]:
     b.quit()
 
 
-def test_clerks_file_decide_and_resolve_through_the_console(
+def test_a_request_filed_decided_granted_objected_to_and_revoked_in_the_browser(
         service: Service, browser: Browser) -> None:
     dsn = service.database_url
     number = commitment(dsn, "tax", [HRSS], purpose="tax collection (console test)")
@@ -215,7 +215,10 @@ def test_clerks_file_decide_and_resolve_through_the_console(
         states = {g["grant_id"]: g["state"] for g in api.get("/v1/grants").json()}
         assert states[int(number_)] == "revoked"
 
-    # a case is resolved by its owner; another agency's clerk gets 403 by its URL
+
+def test_a_case_resolved_by_its_owner_and_refused_to_another_agency(
+        service: Service, browser: Browser) -> None:
+    dsn = service.database_url
     owner, other = f"own_{uuid.uuid4().hex[:6]}", f"oth_{uuid.uuid4().hex[:6]}"
     case_id = open_case(dsn, owner, other)
     browser.sign_in(f"nosy_{uuid.uuid4().hex[:6]}")
@@ -248,7 +251,7 @@ def test_clerks_file_decide_and_resolve_through_the_console(
     dlq = browser.wait("#dlq").text
     assert "contract.type" in dlq and "7" in dlq and "identifier.uscc" not in dlq
 
-    # the remaining pages render for the agency; then the English switch
+    # the remaining pages render for the agency
     for page in ("proposals", "reports", "operations"):
         browser.open(f"/{page}")
         browser.wait("main h1")
@@ -256,6 +259,9 @@ def test_clerks_file_decide_and_resolve_through_the_console(
         browser.shot(page)
     assert not browser.driver.find_elements("css selector", "#annual")  # Art. 26: oversight
 
+
+def test_the_center_reads_the_reports_decides_a_proposal_and_switches_to_english(
+        service: Service, browser: Browser) -> None:
     # the information center reads the annual report and every agency's evaluation
     browser.sign_in("information_center")
     browser.open("/reports")
@@ -283,6 +289,7 @@ def test_clerks_file_decide_and_resolve_through_the_console(
     with service.client("civil_affairs") as api:
         assert api.get(f"/v1/catalogue/proposals/{proposal_id}").json()["status"] == "rejected"
 
+    # the English switch: the same page with English labels
     browser.open("/requests")
     browser.css("#lang-en").click()
     browser.wait("main h1", "Sharing requests")
