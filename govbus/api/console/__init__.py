@@ -8,10 +8,10 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from govbus.api.console import pages, pages_cases, pages_reports
+from govbus.api.console import pages, pages_cases, pages_commitments, pages_reports
 from govbus.api.console.web import HERE, new_key
 
-ROUTERS = [pages.router, pages_cases.router, pages_reports.router]
+ROUTERS = [pages.router, pages_commitments.router, pages_cases.router, pages_reports.router]
 
 
 def mount(app: FastAPI) -> None:

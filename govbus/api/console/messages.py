@@ -13,7 +13,8 @@ WORDS = [
     # roles
     N_("agency"), N_("information_center"), N_("municipal_office"),
     # pages
-    N_("Catalogue"), N_("Requests"), N_("Grants"), N_("Cases"), N_("Objections"),
+    N_("Catalogue"), N_("Requests"), N_("Grants"), N_("Commitments"), N_("Cases"),
+    N_("Objections"),
     N_("Notices"), N_("Proposals"), N_("Reports"), N_("Operations"),
     # classes of the catalogue
     N_("foundational"), N_("thematic"), N_("departmental"), N_("unconditional"),
@@ -30,6 +31,8 @@ WORDS = [
     N_("grant_lapsed"), N_("review_due"),
     # severities of a proposal's findings
     N_("error"), N_("warning"),
+    # kinds of a registered document
+    N_("security"), N_("confidentiality"), N_("not_yet_signed"),
     # grant groups
     N_("In force"), N_("Lapsing within 30 days"), N_("Revoked, lapsed or expired"),
 ]

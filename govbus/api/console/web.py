@@ -210,6 +210,7 @@ async def form(request: Request, csrf: str) -> Form:
 # --- rendering --------------------------------------------------------------------------
 
 NAV = [("/catalogue", "Catalogue"), ("/requests", "Requests"), ("/grants", "Grants"),
+       ("/commitments", "Commitments"),
        ("/cases", "Cases"), ("/objections", "Objections"), ("/notices", "Notices"),
        ("/proposals", "Proposals"), ("/reports", "Reports"), ("/operations", "Operations")]
 

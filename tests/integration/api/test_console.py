@@ -18,7 +18,6 @@ from govbus.core import db
 from govbus.core.catalogue import default_schemas_dir
 from tests.integration.api.conftest import Service, token
 from tests.integration.api.test_cases_api import open_case
-from tests.integration.helpers import commitment
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "console"
@@ -120,8 +119,7 @@ def browser(service: Service) -> Iterator[Browser]:
 
 def test_a_request_filed_decided_granted_objected_to_and_revoked_in_the_browser(
         service: Service, browser: Browser) -> None:
-    dsn = service.database_url
-    number = commitment(dsn, "tax", [HRSS], purpose="tax collection (console test)")
+    number = f"SC-tax-{uuid.uuid4().hex[:8]}"
     purpose = f"核对参保单位 {uuid.uuid4().hex[:6]}"
 
     # unauthenticated: sent to sign in; the page is in Chinese by default
@@ -139,11 +137,24 @@ def test_a_request_filed_decided_granted_objected_to_and_revoked_in_the_browser(
     browser.open("/catalogue?share_class=on_application")
     assert HRSS in browser.wait("#catalogue").text
     browser.shot("catalogue")
+    # ... with the security commitment it registers first (Art. 24)
+    from selenium.webdriver.support.ui import Select
+
+    browser.open("/commitments")
+    browser.css("#c-number").send_keys(number)
+    Select(browser.css("#c-resources")).select_by_value(HRSS)
+    browser.css("#c-purpose").send_keys("税收征管核对")
+    for field, day in (("#c-signed", "2026-01-05"), ("#c-until", "2030-12-31")):
+        browser.driver.execute_script("arguments[0].value = arguments[1]", browser.css(field),
+                                      day)
+    browser.css("#c-sha").send_keys("ab" * 32)
+    browser.css("#register-commitment").click()
+    browser.wait("#done", "已提交")
+    assert "有效" in browser.css(f"#commitment-{number}").text
+    browser.shot("commitments")
     browser.open(f"/requests?resource={HRSS}")
     browser.css("#fields").send_keys("resident_id,name,employer_uscc")
     browser.css("#purpose").send_keys(purpose)
-    from selenium.webdriver.support.ui import Select
-
     Select(browser.css("#commitment")).select_by_value(number)
     browser.css("#file-request").click()
     browser.wait("#done", "待审批")
