@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 from zoneinfo import ZoneInfo
 
 from babel.dates import format_datetime, format_timedelta
@@ -264,8 +264,9 @@ class ConsoleRoute(APIRoute):
             try:
                 return await handler(request)
             except SignIn:
-                nxt = request.url.path if request.method == "GET" else "/"
-                return see_other(f"/signin?next={nxt}")
+                query = f"?{request.url.query}" if request.url.query else ""
+                back = request.url.path + query if request.method == "GET" else "/"
+                return see_other(f"/signin?next={quote(back, safe='/')}")
             except (GovbusError, ValidationError, RequestValidationError) as exc:
                 return refusal(request, exc)
 

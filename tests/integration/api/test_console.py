@@ -123,13 +123,17 @@ def test_a_request_filed_decided_granted_objected_to_and_revoked_in_the_browser(
     purpose = f"核对参保单位 {uuid.uuid4().hex[:6]}"
 
     # unauthenticated: sent to sign in; the page is in Chinese by default
-    browser.open("/requests")
-    assert "/signin" in browser.driver.current_url
+    browser.open(f"/requests?resource={HRSS}")
+    assert "/signin?next=/requests%3Fresource%3D" in browser.driver.current_url
     assert browser.css("h1").text == "登录"
     browser.shot("signin")
 
-    # tax files a request
-    browser.sign_in("tax")
+    # tax signs in there and is back on the page it asked for; it files a request
+    from selenium.webdriver.common.keys import Keys
+
+    browser.css("#token").send_keys(token(service.database_url, "tax") + Keys.ENTER)
+    browser.wait("#who", "tax")
+    assert browser.driver.current_url == f"{service.url}/requests?resource={HRSS}"
     browser.open(f"/catalogue/{HRSS}")
     browser.wait("#fields")
     assert "contribution_base" in browser.css("#fields").text
