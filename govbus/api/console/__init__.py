@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from govbus.api.console import pages, pages_cases, pages_commitments, pages_reports
-from govbus.api.console.web import HERE, new_key
+from govbus.api.console.web import HERE, Ended, new_key
 
 ROUTERS = [pages.router, pages_commitments.router, pages_cases.router, pages_reports.router]
 
@@ -17,6 +17,7 @@ ROUTERS = [pages.router, pages_commitments.router, pages_cases.router, pages_rep
 def mount(app: FastAPI) -> None:
     """The console's pages at ``/`` and its stylesheet at ``/static``."""
     app.state.console_fernet = new_key()
+    app.state.console_ended = Ended()
     for router in ROUTERS:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="console-static")

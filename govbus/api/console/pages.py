@@ -28,7 +28,7 @@ from govbus.api.console.web import (
     signed_in,
     write_cookie,
 )
-from govbus.core.errors import GovbusError
+from govbus.core.access import AccessError
 
 router = APIRouter(route_class=ConsoleRoute, include_in_schema=False)
 
@@ -57,7 +57,7 @@ async def signin(request: Request) -> Response:
     state = request.app.state
     try:
         await run_in_threadpool(state.verified.agency, state.settings.database_url, token)
-    except GovbusError:
+    except AccessError:
         return render(request, "signin.html", status=401, csrf=read_cookie(request)["csrf"],
                       next=_local(posted.one("next")), failed=True)
     response = see_other(_local(posted.one("next")))
@@ -68,6 +68,7 @@ async def signin(request: Request) -> Response:
 @router.post("/signout")
 async def signout(request: Request, session: Session = Depends(signed_in)) -> Response:
     await form(request, session.csrf)
+    request.app.state.console_ended.add(session.csrf)
     response = see_other("/signin")
     response.delete_cookie("govbus_console", path="/")
     return response

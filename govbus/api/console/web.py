@@ -14,6 +14,8 @@ import datetime as dt
 import hmac
 import json
 import secrets
+import threading
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 
 from govbus.api.auth import Caller, role_of
+from govbus.core.access import AccessError
 from govbus.core.errors import ForbiddenError, GovbusError
 
 HERE = Path(__file__).parent
@@ -119,6 +122,26 @@ class SignIn(Exception):
     """No valid session: the page redirects to the sign-in form."""
 
 
+class Ended:
+    """The sessions signed out in this process (by their CSRF token, random per session),
+    kept until they would have expired anyway: a copy of a signed-out cookie opens nothing."""
+
+    def __init__(self) -> None:
+        self._until: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def add(self, csrf: str) -> None:
+        now = time.time()
+        with self._lock:
+            for old in [k for k, t in self._until.items() if t < now]:
+                del self._until[old]
+            self._until[csrf] = now + SESSION_TTL_S
+
+    def has(self, csrf: str) -> bool:
+        with self._lock:
+            return csrf in self._until
+
+
 def new_key() -> Fernet:
     """The sessions' key of this process."""
     return Fernet(Fernet.generate_key())
@@ -155,15 +178,18 @@ def anonymous_csrf(request: Request, response: Response) -> str:
 
 
 def current(request: Request) -> Session | None:
-    """The session, its token verified again (revoked or unknown: none)."""
+    """The session, its token verified again (revoked or unknown: none; the database
+    unreachable: DatabaseError)."""
     data = read_cookie(request)
     token = data.get("token")
     if not token or not data.get("csrf"):
         return None
     state = request.app.state
+    if state.console_ended.has(data["csrf"]):
+        return None
     try:
         agency = state.verified.agency(state.settings.database_url, token)
-    except GovbusError:
+    except AccessError:  # revoked or rotated; a database outage is a 503 page, not a sign-out
         return None
     return Session(Caller(agency, role_of(agency)), token, data["csrf"])
 
@@ -250,7 +276,11 @@ def refusal(request: Request, exc: Exception) -> HTMLResponse:
     from govbus.api.console.messages import RULES
 
     explained = RULES.get(rule)
-    return render(request, "refused.html", current(request), status=status, code=status,
+    try:
+        session = current(request)
+    except GovbusError:  # the refusal may be the database's own
+        session = None
+    return render(request, "refused.html", session, status=status, code=status,
                   rule=rule, article=article, message=message, explained=explained)
 
 

@@ -327,6 +327,9 @@ def test_a_form_without_its_csrf_token_is_refused(service: Service) -> None:
         # signing in needs the sign-in form's own token
         bad = web.post("/signin", data={"token": token(service.database_url, "tax")})
         assert bad.status_code == 403 and "console.csrf" in bad.text
+        wrong = web.post("/signin", data={"token": "gbt_tax.not-its-secret",
+                                          "csrf": _csrf(page.text)})
+        assert wrong.status_code == 401 and 'id="signin-failed"' in wrong.text
         signed = web.post("/signin", data={"token": token(service.database_url, "tax"),
                                            "csrf": _csrf(page.text), "next": "/requests"})
         assert signed.status_code == 303 and signed.headers["location"] == "/requests"
@@ -344,6 +347,10 @@ def test_a_form_without_its_csrf_token_is_refused(service: Service) -> None:
         # with the token the same form reaches the API's rules (an unknown commitment: 422)
         reached = web.post("/requests", data=body | {"csrf": _csrf(form.text)})
         assert reached.status_code == 422 and "commitment." in reached.text
-        # signed out, the session's cookie no longer opens a page
-        web.post("/signout", data={"csrf": _csrf(form.text)})
+        # signed out, the session's cookie, or a copy of it, no longer opens a page
+        copy = web.cookies.get("govbus_console")
+        assert web.post("/signout", data={"csrf": _csrf(form.text)}).status_code == 303
         assert web.get("/requests").status_code == 303
+    with httpx.Client(base_url=service.url, timeout=30,
+                      cookies={"govbus_console": copy or ""}) as thief:
+        assert thief.get("/requests").headers["location"].startswith("/signin")
