@@ -31,7 +31,7 @@ UNLABELLED = """return [...document.querySelectorAll(
     e => !e.id || !document.querySelector(`label[for="${e.id}"]`))
     .map(e => e.name || e.outerHTML)"""
 
-pytestmark = pytest.mark.skipif(
+needs_chromium = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs Debian's chromium and chromium-driver (.ci/run installs them: "
            "apt-get install -y chromium chromium-driver)")
@@ -117,6 +117,7 @@ def browser(service: Service) -> Iterator[Browser]:
     b.quit()
 
 
+@needs_chromium
 def test_a_request_filed_decided_granted_objected_to_and_revoked_in_the_browser(
         service: Service, browser: Browser) -> None:
     number = f"SC-tax-{uuid.uuid4().hex[:8]}"
@@ -231,6 +232,7 @@ def test_a_request_filed_decided_granted_objected_to_and_revoked_in_the_browser(
         assert states[int(number_)] == "revoked"
 
 
+@needs_chromium
 def test_a_case_resolved_by_its_owner_and_refused_to_another_agency(
         service: Service, browser: Browser) -> None:
     dsn = service.database_url
@@ -275,6 +277,7 @@ def test_a_case_resolved_by_its_owner_and_refused_to_another_agency(
     assert not browser.driver.find_elements("css selector", "#annual")  # Art. 26: oversight
 
 
+@needs_chromium
 def test_the_center_reads_the_reports_decides_a_proposal_and_switches_to_english(
         service: Service, browser: Browser) -> None:
     # the information center reads the annual report and every agency's evaluation
