@@ -21,7 +21,6 @@ from govbus.core import db, keyring
 from govbus.core.config import Settings
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.api.conftest import ROOT, Service, start_service, stop_service, token
-from tests.integration.helpers import wait_until
 
 TAX = "tax.tax_registration"
 
@@ -111,10 +110,6 @@ def test_apply_approve_subscribe_query_with_a_token_and_a_url_only(
         cur.execute("SELECT count(*) FROM receipts WHERE recipient = %s", (me,))
         assert cur.fetchone()[0] == 3  # confirmed through the service
 
-    def provided() -> bool:
-        return "  provided " in cli(service, me, "grants", "--agency", me).stdout
-
-    wait_until(provided, 30, "the grant's first delivery to count as provided")
     answer = ok(cli(service, me, "query", "--agency", me, "--resource", TAX, "--key",
                     firms[0]["uscc"], "--json"))
     assert isinstance(answer, dict) and answer["record"]["uscc"] == firms[0]["uscc"]
