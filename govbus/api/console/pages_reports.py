@@ -7,6 +7,7 @@ import datetime as dt
 from collections import Counter
 from typing import Any
 
+from confluent_kafka import KafkaException
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
@@ -166,4 +167,20 @@ def operations_page(request: Request, session: Session = Depends(signed_in)) -> 
     stale = [(a["agency"], r) for a in evaluation["agencies"] for r in a["timeliness"]["stale"]]
     dlq = rejections(dsn(request), who.reads_for(None))
     return render(request, "operations.html", session, stale=stale, dlq=dlq,
-                  days=REJECTIONS_DAYS)
+                  days=REJECTIONS_DAYS, lag=consumer_lag(request) if who.oversees else None)
+
+
+def consumer_lag(request: Request) -> list[dict[str, Any]] | str:
+    """Each consumer group's records not yet processed (the sum over its partitions of the
+    high watermark less its committed offset), as the ops exporter measures it; the reason
+    when the broker cannot be asked. For the information center and the municipal office."""
+    from govbus.api.deps import settings
+    from govbus.core.errors import GovbusError
+    from govbus.stream_apps.ops_exporter import consumer_offsets
+
+    try:
+        found = consumer_offsets(settings(request), timeout=3.0)
+    except (GovbusError, KafkaException) as exc:
+        return str(exc)
+    return [{"group": group, "lag": end - done, "committed": done}
+            for group, (done, end) in sorted(found.items())]

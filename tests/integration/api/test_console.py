@@ -275,6 +275,9 @@ def test_a_case_resolved_by_its_owner_and_refused_to_another_agency(
         assert "Refused" not in browser.css("main").text, page
         browser.shot(page)
     assert not browser.driver.find_elements("css selector", "#annual")  # Art. 26: oversight
+    browser.open("/operations")
+    browser.wait("main h1")
+    assert not browser.driver.find_elements("css selector", "#lag-heading")  # the center's
 
 
 @needs_chromium
@@ -288,6 +291,10 @@ def test_the_center_reads_the_reports_decides_a_proposal_and_switches_to_english
     browser.css("#verify").click()
     assert "已校验" in browser.wait("#log-verified").text  # rows checked, intact or not
     browser.shot("reports-center")
+    # the consumer groups' lag, asked of the broker (an empty broker has no groups yet)
+    browser.open("/operations")
+    assert browser.wait("#lag-heading").text == "消费延迟"
+    browser.shot("operations-center")
     schema = json.loads((default_schemas_dir() / "civil_affairs/marriage_register.avsc")
                         .read_text())
     schema["doc"] += f" ({uuid.uuid4().hex[:6]})"
