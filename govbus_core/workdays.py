@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import chinese_calendar
 from chinese_calendar import constants as _library
@@ -50,6 +51,9 @@ _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _WEEKDAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 
 SOURCE_FILE, SOURCE_LIBRARY, SOURCE_NONE = "file", "library", "none"
+
+#: the official calendar's days are Beijing's (China Standard Time, no daylight saving)
+BEIJING = ZoneInfo("Asia/Shanghai")
 
 
 class HolidayFileError(ConfigError):
@@ -343,7 +347,13 @@ def is_workday(day: dt.date) -> bool:
 
 
 def add_working_days(start: dt.datetime, days: int) -> dt.datetime:
-    """The deadline ``days`` working days after ``start``: the end of that working day."""
+    """The deadline ``days`` working days after ``start``: the end of that working day in
+    Beijing time, where the calendar's days are (an aware ``start`` is read in Beijing time
+    and the deadline returned in ``start``'s zone; a naive one is taken as Beijing time)."""
+    if start.tzinfo is not None:
+        local = start.astimezone(BEIJING)
+        return add_working_days(local.replace(tzinfo=None), days).replace(
+            tzinfo=BEIJING).astimezone(start.tzinfo)
     day = start.date()
     left = days
     uncovered: set[int] = set()

@@ -16,6 +16,7 @@ from prometheus_client import REGISTRY
 from govbus.core import workdays
 from govbus.core.config import Settings
 from govbus.core.workdays import (
+    BEIJING,
     HolidayFileError,
     add_working_days,
     is_workday,
@@ -202,3 +203,13 @@ def test_a_deadline_within_a_covered_year_is_not_counted() -> None:
     before = fallbacks(2026)
     add_working_days(dt.datetime(2026, 9, 30, 10), 5)
     assert fallbacks(2026) == before == 0.0
+
+
+def test_a_deadline_ends_with_the_working_day_in_beijing() -> None:
+    """Filed at 04:00 on Tuesday in Beijing (20:00 UTC on Monday): one working day later is
+    the end of Wednesday in Beijing, 15:59:59 UTC, not the end of Tuesday in UTC."""
+    filed = dt.datetime(2026, 11, 16, 20, 0, tzinfo=dt.UTC)
+    due = add_working_days(filed, 1)
+    assert due == dt.datetime(2026, 11, 18, 15, 59, 59, tzinfo=dt.UTC)
+    assert due.tzinfo == dt.UTC  # in the zone it was given
+    assert due.astimezone(BEIJING).time() == dt.time(23, 59, 59)
