@@ -23,7 +23,7 @@ from confluent_kafka import Consumer
 from govbus import demo_sharing, runtime, sample
 from govbus.core import topics
 from govbus.core.batching import produce
-from govbus.core.config import Settings
+from govbus.core.config import Settings, read_runtime
 from govbus.core.errors import GovbusError
 from govbus.core.identifiers import resident_id_check_char
 from govbus.core.kafka import consumer_config
@@ -209,6 +209,31 @@ def share_summary(settings: Settings, routing: demo_sharing.Routing, tally: Tall
     return demo_sharing.summary(routing, withheld, rows, verify, say)
 
 
+def grants_loaded_since(filed: float, timeout: float) -> None:
+    """Wait until the hot path has loaded the grants after ``filed`` (its
+    ``govbus_router_grants_loaded_timestamp_seconds``): a grant takes effect at the hot path's
+    next load (``GOVBUS_GRANT_REFRESH_S``), and events published before it would reach no one."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = read_runtime().get("metrics", {}).get("hotpath")
+    if not port:
+        return
+
+    def loaded() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                text = r.read().decode()
+        except OSError:
+            return False
+        return any(sample.value > filed for family in text_string_to_metric_families(text)
+                   if family.name == "govbus_router_grants_loaded_timestamp_seconds"
+                   for sample in family.samples)
+
+    runtime.wait_for(loaded, timeout, "the hot path to load the new grants", step=0.1)
+
+
 def run(args: argparse.Namespace, say: runtime.Say = print) -> int:
     started = time.monotonic()
     was_up = runtime.status().get("up", False)
@@ -223,6 +248,7 @@ def run(args: argparse.Namespace, say: runtime.Say = print) -> int:
         tally, pub = Tally(), Publisher(settings)
         say("== sharing requests (Art. 18): every response is filed")
         routing = demo_sharing.file_requests(settings, pub.catalogue, say)
+        grants_loaded_since(time.time(), settings.demo_timeout_s)
         publish_sample(pub, data, rng, tally, say)
         publish_garbage(pub, tally, uuid.uuid4().hex[:8])
         pub.close()
