@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,29 @@ def stop_service(service: Service) -> None:
     except subprocess.TimeoutExpired:
         service.process.kill()
         service.process.wait(5)
+
+
+@contextmanager
+def own_service(pg_admin: str, base: Path, port: int) -> Iterator[Service]:
+    """The service over a database and a broker of its own (migrated, the shipped catalogue
+    registered), for tests that change the registry or the credentials."""
+    from govbus.core import db, registry
+    from govbus.core.catalogue import load_catalogue
+    from tests.integration.conftest import TansuBroker, scratch_database
+
+    broker = TansuBroker(base, runtime.free_port(port))
+    broker.start()
+    try:
+        with scratch_database(pg_admin) as url:
+            db.migrate(url)
+            registry.sync(url, load_catalogue())
+            svc = start_service(url, broker.bootstrap, base / "serve.log")
+            try:
+                yield svc
+            finally:
+                stop_service(svc)
+    finally:
+        broker.stop()
 
 
 @pytest.fixture

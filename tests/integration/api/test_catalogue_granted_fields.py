@@ -18,11 +18,15 @@ from typing import Any
 import httpx
 import pytest
 
-from govbus.core import access, db, proposals, registry, sharing_store
-from govbus.core.catalogue import default_schemas_dir, load_catalogue
+from govbus.core import access, db, proposals, sharing_store
+from govbus.core.catalogue import default_schemas_dir
 from govbus.delivery_log import audit
-from tests.integration.api.conftest import ROOT, Service, start_service, stop_service, token
-from tests.integration.conftest import TansuBroker, scratch_database
+from tests.integration.api.conftest import (
+    ROOT,
+    Service,
+    own_service,
+    token,
+)
 from tests.integration.helpers import commitment
 
 TAX = "tax.tax_registration"
@@ -32,20 +36,8 @@ DROPPED = ("tax_authority", "credit_rating")  # credit_rating is sensitive: gran
 
 @pytest.fixture(scope="module")
 def svc(pg_admin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    base = tmp_path_factory.mktemp("granted-fields-service")
-    from govbus import runtime
-
-    broker = TansuBroker(base, runtime.free_port(29392))
-    broker.start()
-    try:
-        with scratch_database(pg_admin) as url:
-            db.migrate(url)
-            registry.sync(url, load_catalogue())
-            service = start_service(url, broker.bootstrap, base / "serve.log")
-            yield service
-            stop_service(service)
-    finally:
-        broker.stop()
+    with own_service(pg_admin, tmp_path_factory.mktemp("granted-fields-service"), 29392) as service:
+        yield service
 
 
 def rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:

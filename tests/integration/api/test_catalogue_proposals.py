@@ -25,8 +25,12 @@ from govbus.core.config import Settings
 from govbus.core.control_plane import load_catalogue_meta
 from govbus.core.kafka import admin
 from govbus.delivery_log import audit
-from tests.integration.api.conftest import ROOT, Service, start_service, stop_service, token
-from tests.integration.conftest import TansuBroker, scratch_database
+from tests.integration.api.conftest import (
+    ROOT,
+    Service,
+    own_service,
+    token,
+)
 
 TAX = "tax.tax_registration"
 PEOPLE = "public_security.population_register"
@@ -39,20 +43,8 @@ def contract(rel: str = "tax/tax_registration.avsc") -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def svc(pg_admin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    base = tmp_path_factory.mktemp("catalogue-service")
-    from govbus import runtime
-
-    broker = TansuBroker(base, runtime.free_port(29192))
-    broker.start()
-    try:
-        with scratch_database(pg_admin) as url:
-            db.migrate(url)
-            registry.sync(url, load_catalogue())
-            service = start_service(url, broker.bootstrap, base / "serve.log")
-            yield service
-            stop_service(service)
-    finally:
-        broker.stop()
+    with own_service(pg_admin, tmp_path_factory.mktemp("catalogue-service"), 29192) as service:
+        yield service
 
 
 def rows(dsn: str, sql: str, *params: Any) -> list[tuple[Any, ...]]:

@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import json
 import random
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -31,7 +30,7 @@ from govbus.producers.publisher import Change, Publisher
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.api.conftest import Service
 from tests.integration.api.test_sharing_through_service import company
-from tests.integration.helpers import TopicReader, wait_until
+from tests.integration.helpers import TopicReader, running, wait_until
 
 TAX, POP = "tax.tax_registration", "public_security.population_register"
 
@@ -175,13 +174,9 @@ def test_requests_are_refused_by_their_commitment_with_its_rule(service: Service
 
 @pytest.fixture
 def hotpath(settings: Settings) -> Iterator[HotPath]:
-    worker = HotPath(settings, group=f"test-commitments-{uuid.uuid4().hex[:8]}", batch=100)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    yield worker
-    worker.stop()
-    thread.join(30)
-    assert not thread.is_alive(), "the hot path did not stop"
+    group = f"test-commitments-{uuid.uuid4().hex[:8]}"
+    with running(HotPath(settings, group=group, batch=100)) as worker:
+        yield worker
 
 
 def body(msg: Any) -> dict[str, Any]:

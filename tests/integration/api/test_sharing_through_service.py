@@ -9,7 +9,6 @@ import os
 import random
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,19 +20,15 @@ from govbus.core import db, keyring
 from govbus.core.config import Settings
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.api.conftest import ROOT, Service, start_service, stop_service, token
+from tests.integration.helpers import running
 
 TAX = "tax.tax_registration"
 
 
 @pytest.fixture
 def hotpath(settings: Settings) -> Iterator[HotPath]:
-    worker = HotPath(settings, group=f"test-api-{uuid.uuid4().hex[:8]}", batch=100)
-    thread = threading.Thread(target=worker.run, daemon=True)
-    thread.start()
-    yield worker
-    worker.stop()
-    thread.join(30)
-    assert not thread.is_alive(), "the hot path did not stop"
+    with running(HotPath(settings, group=f"test-api-{uuid.uuid4().hex[:8]}", batch=100)) as worker:
+        yield worker
 
 
 def cli(service: Service, agency: str, *args: str, stdin: str | None = None,
