@@ -19,6 +19,7 @@ import psycopg2
 import psycopg2.extras
 
 from govbus.core import db
+from govbus.core.compat import BACKWARD_TRANSITIVE, level_incompatibilities
 from govbus.core.catalogue import (
     Catalogue,
     CatalogueError,
@@ -26,6 +27,7 @@ from govbus.core.catalogue import (
     resource_from_schema,
     strip_meta,
 )
+from govbus.core.envelope import FORMAT as ENVELOPE_FORMAT
 from govbus.core.envelope import envelope_schema
 from govbus.core.errors import DatabaseError, RegistryError
 from govbus.core.serde import Codec
@@ -33,7 +35,12 @@ from govbus.core.validation import Acceptor, compile_acceptor
 
 
 def fingerprint(resource: Resource) -> str:
+    """Of the contract's Avro schema and the envelope format (:data:`envelope.FORMAT`): a
+    contract registered under an earlier format is registered again, as a new version, by the
+    next sync."""
     canonical = json.dumps(strip_meta(resource.schema), sort_keys=True, separators=(",", ":"))
+    if ENVELOPE_FORMAT > 1:  # a format-1 version's fingerprint is the contract's alone
+        canonical += f"\nenvelope {ENVELOPE_FORMAT}"
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -171,11 +178,19 @@ def _sync_one(cur: Any, res: Resource) -> SyncResult:
     row = cur.fetchone()
     if row:
         return SyncResult(res.id, row[1], row[0], "unchanged")
-    cur.execute("SELECT coalesce(max(version), 0) + 1 FROM schema_versions "
-                "WHERE resource_id = %s", (res.id,))
-    version = cur.fetchone()[0]
+    envelope = envelope_schema(res)
+    cur.execute("SELECT version, envelope_schema FROM schema_versions WHERE resource_id = %s "
+                "ORDER BY version", (res.id,))
+    registered = cur.fetchall()
+    # the contract was checked at its own level (check_catalogue); the envelope around it,
+    # the bus's format, must read every event already on the bus: backward, transitively
+    reasons = level_incompatibilities(BACKWARD_TRANSITIVE, envelope, registered)
+    if reasons:
+        raise CatalogueError(f"{res.id}: the envelope of the new version is not compatible "
+                             "with the registered ones: " + "; ".join(reasons[:5]))
+    version = (registered[-1][0] if registered else 0) + 1
     cur.execute("""INSERT INTO schema_versions (resource_id, version, fingerprint, contract,
                        envelope_schema) VALUES (%s, %s, %s, %s, %s) RETURNING schema_id""",
                 (res.id, version, fp, psycopg2.extras.Json(res.schema),
-                 psycopg2.extras.Json(envelope_schema(res))))
+                 psycopg2.extras.Json(envelope)))
     return SyncResult(res.id, version, cur.fetchone()[0], "registered")

@@ -223,8 +223,8 @@ class LogicalRelay(OutboxRelay):
         change = Change(op=op, record=to_record(self.resource, after),
                         before=to_record(self.resource, before), locality=self.locality,
                         occurred_ms=int(tx.commit_time.timestamp() * 1000),
-                        event_id=event_id, system="outbox", table=table, txid=tx.xid,
-                        seq=lsn)
+                        event_id=event_id, connector="logical", table=table,
+                        tx_id=tx.xid, lsn=lsn)
         event, violations = self.publisher.prepare(self.agency, self.resource, change)
         if event is None or violations:
             self._set_aside(event_id, lsn, "; ".join(str(v) for v in violations), batch)

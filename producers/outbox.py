@@ -360,8 +360,8 @@ class OutboxRelay:
         return Change(op=row.op, record=to_record(self.resource, row.after),
                       before=to_record(self.resource, row.before), locality=self.locality,
                       occurred_ms=int(row.occurred_at.timestamp() * 1000),
-                      event_id=row.event_id, system="outbox", table=row.table_name,
-                      txid=row.txid, seq=row.id)
+                      event_id=row.event_id, connector="outbox", table=row.table_name,
+                      tx_id=row.txid, sequence=str(row.id))
 
     def _send(self, rows: list[OutboxRow]) -> tuple[list[int], dict[int, str], dict[int, Any]]:
         """Produce the batch and wait for acknowledgements: (sent ids, refusals, results)."""

@@ -45,10 +45,17 @@ class Change:
     locality: str | None = None
     occurred_ms: int | None = None
     event_id: str | None = None
-    system: str = "api"
+    #: where it comes from, as the envelope's ``source`` and ``transaction`` say it
+    #: (:func:`govbus.core.envelope.make_event`)
+    connector: str = "api"
+    db: str | None = None
+    schema: str | None = None
     table: str | None = None
-    txid: int | None = None
-    seq: int | None = None
+    tx_id: int | None = None
+    lsn: int | None = None
+    sequence: str | None = None
+    snapshot: str = "false"
+    transaction: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, obj: Any) -> Change:
@@ -127,7 +134,7 @@ class Publisher:
         if op not in OPS:
             return None, [Violation("envelope.op", "op", "Art. 7",
                                     f"{change.op!r} is not one of create, update, delete, "
-                                    "snapshot (c, u, d, r)")]
+                                    "snapshot, truncate (c, u, d, r, t)")]
         problems: list[Violation] = []
         for part, row in (("before", change.before), ("record", change.record)):
             if row is not None:
@@ -138,9 +145,11 @@ class Publisher:
         event = make_event(resource, version=reg.version, op=op, record=change.record,
                            before=change.before, agency=agency,
                            locality=change.locality or self.settings.locality,
-                           system=change.system,
+                           connector=change.connector,
                            event_id=change.event_id, occurred_ms=change.occurred_ms,
-                           table=change.table, txid=change.txid, seq=change.seq)
+                           db=change.db, schema=change.schema, table=change.table,
+                           tx_id=change.tx_id, lsn=change.lsn, sequence=change.sequence,
+                           snapshot=change.snapshot, transaction=change.transaction)
         # the gate's clock rule too: a change dated ahead of the clock is refused here with the
         # line it came from, not later in the DLQ (Art. 19)
         return event, check_event(resource, event, agency, now_ms=now_ms(),

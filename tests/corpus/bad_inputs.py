@@ -60,7 +60,8 @@ def _enum_out_of_range(schema_for: SchemaFor) -> bytes:
     hand-written encoder could produce, decodable by no registered version."""
     reg = schema_for(POP)
     schema = envelope_schema(reg.resource)
-    for f in schema["fields"][5]["type"][1]["fields"]:
+    before = next(f for f in schema["fields"] if f["name"] == "before")
+    for f in before["type"][1]["fields"]:
         if f["name"] == "gender":
             f["type"] = {"type": "enum", "name": "Gender", "symbols": ["M", "F", "X"]}
     buf = io.BytesIO()
@@ -70,9 +71,15 @@ def _enum_out_of_range(schema_for: SchemaFor) -> bytes:
 
 
 def _string_where_long(schema_for: SchemaFor) -> bytes:
-    """A body whose first field (event id, a string) says it is -1 bytes long: a long or a
-    boolean where a string belongs."""
-    return frame(schema_for(POP).schema_id, b"\x01" + valid_payload(schema_for)[6:])
+    """A body whose event id (a string) says it is -1 bytes long: a long or a boolean where
+    a string belongs. The fields before it are written as they are, the id's length replaced."""
+    reg = schema_for(POP)
+    ev = event(schema_for)
+    ev["event_id"] = ""  # its length, 0, is one byte: the byte the -1 replaces
+    body = reg.codec.encode(ev)
+    head = reg.codec.encode({**ev, "event_id": "\x00"})  # the id alone differs, by its byte
+    at = next(n for n, (a, b) in enumerate(zip(body, head, strict=False)) if a != b)
+    return frame(reg.schema_id, body[:at] + b"\x01" + body[at + 1:])
 
 
 @dataclass(frozen=True)
