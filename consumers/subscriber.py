@@ -11,17 +11,21 @@ Every delivery is verified against the bus's public keys (``GOVBUS_BUS_PUBLIC_KE
 unsigned, signed by another key, changed after signing — is refused: counted, logged with its
 reason, never applied, never confirmed as received (Art. 8, 24).
 
+Deliveries are framed Avro, each carrying the id of its projection's schema, which the
+subscriber looks up once (through the control plane: the Schema Registry API of the service,
+or the bus's database), or JSON where the grant asks for it (:mod:`govbus.core.deliveries`).
 Each batch is printed as JSON lines, or applied to a table in the agency's own PostgreSQL
-(upsert by entity key in order; an event older than the row's is skipped, so replays are
-idempotent; ``d`` deletes). Then its receipt is confirmed in the bus's ``receipts`` table
-(channel ``exchange``) with the hash of what was received, and only then are the Kafka
-offsets committed: a crash replays a batch, it never loses one.
+(:class:`TableSink`: upsert by entity key in order; an event older than the row's is
+skipped, so replays are idempotent; ``d`` deletes, ``t`` empties the table of older rows;
+a table with a column per granted field gets the fields as columns, else one JSON record).
+Then its receipt is confirmed in the bus's ``receipts`` table (channel ``exchange``) with the
+hash of what was received, and only then are the Kafka offsets committed: a crash replays a
+batch, it never loses one.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import re
 import signal
@@ -42,9 +46,11 @@ from psycopg2 import sql
 from govbus.core import access, db, metrics, topics
 from govbus.core.batching import BatchStage, commit, usable
 from govbus.core.config import Settings
+from govbus.core.deliveries import Decoder, database_lookup
 from govbus.core.errors import BrokerError, DatabaseError, GovbusError
 from govbus.core.kafka import consumer_config
 from govbus.core.keyring import bus_verifier
+from govbus.core.serde import json_bytes
 from govbus.core.sharing import Grant
 from govbus.core.sharing_store import load_grants, now
 from govbus.core.signatures import Verifier, leaf
@@ -57,7 +63,7 @@ from govbus.delivery_log.checkpoints import parse as parse_checkpoint
 log = logging.getLogger("govbus.subscriber")
 AGENCY = re.compile(r"^[a-z0-9_]+$")
 TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
-OPS = ("c", "u", "d", "r")
+OPS = ("c", "u", "d", "r", "t")
 CHANNEL = "exchange"
 
 
@@ -107,6 +113,9 @@ class ControlPlane(Protocol):
     def confirm(self, keys: list[tuple[str, str, str, str | None]]) -> int:
         """Record receipts (event id, recipient, channel, content hash); the new ones."""
 
+    def schema(self, schema_id: int) -> dict[str, Any] | None:
+        """The delivery schema registered under ``schema_id``; None if there is none."""
+
 
 class DatabaseControlPlane:
     """The control plane as the central database, with the agency's token."""
@@ -122,6 +131,9 @@ class DatabaseControlPlane:
 
     def confirm(self, keys: list[tuple[str, str, str, str | None]]) -> int:
         return confirm_receipts(self.dsn, keys)
+
+    def schema(self, schema_id: int) -> dict[str, Any] | None:
+        return database_lookup(self.dsn)(schema_id)
 
 
 @dataclass(frozen=True)
@@ -140,17 +152,13 @@ class Received:
     content_sha256: str | None = None  # what was received, byte for byte (its leaf hash)
 
     @classmethod
-    def from_message(cls, msg: Any) -> Received:
-        """Parse a message; ``ValueError`` says what is wrong with it."""
-        try:
-            value = json.loads(msg.value())
-        except (TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not JSON: {exc}") from exc
-        if not isinstance(value, dict):
-            raise ValueError("not a JSON object")
+    def from_message(cls, msg: Any, decode: Decoder) -> Received:
+        """Decode a message (framed Avro or JSON); ``ValueError`` says what is wrong with
+        it. A schema that cannot be looked up now raises DatabaseError: the batch waits."""
+        value = decode(msg.value())
         event_id, op, key, occurred = (value.get(k) for k in ("event_id", "op", "key",
                                                                 "occurred_ms"))
-        record = value.get("record")
+        record = value.get("after")
         if not isinstance(event_id, str) or not event_id:
             raise ValueError("no event_id")
         if op not in OPS:
@@ -158,7 +166,7 @@ class Received:
         if not isinstance(key, str) or not isinstance(occurred, int):
             raise ValueError("key (string) and occurred_ms (integer) are required")
         if record is not None and not isinstance(record, dict):
-            raise ValueError("record is neither an object nor null")
+            raise ValueError("after is neither a record nor null")
         header = dict(msg.headers() or []).get("event_id")
         received = leaf(msg.topic(), msg.key(), msg.value(),
                         header.encode() if isinstance(header, str) else header).hex()
@@ -192,8 +200,18 @@ class _Link:
                 self.conn = None
 
 
+#: the columns a sink table keeps besides the record, whichever form it has
+BOOKKEEPING = ("entity_key", "event_id", "op", "occurred_ms")
+
+
 class TableSink:
-    """The agency's own table, one row per entity: the latest delivered record."""
+    """The agency's own table, one row per entity: the latest delivered record.
+
+    Two forms. A table that does not exist is created with the record as one ``jsonb``
+    column (``record``). A table the agency made with a column per granted field (and
+    ``entity_key`` unique, ``event_id``, ``op``, ``occurred_ms``; ``updated_at`` if it
+    likes) gets each field in its column: :meth:`check` refuses to start when a granted field
+    has none, naming it, so nothing delivered is silently left out."""
 
     def __init__(self, dsn: str, table: str) -> None:
         if not TABLE.match(table or ""):
@@ -201,40 +219,95 @@ class TableSink:
         self.table = table
         self.ident = sql.Identifier(*table.split("."))
         self.link = _Link(dsn, f"sink table {table}")
+        #: the field columns, in column mode; None when the record is one jsonb column
+        self.columns: list[str] | None = None
+        self.stamped = True  # has updated_at
+
+    def _existing(self, cur: Any) -> list[str]:
+        schema, _, name = self.table.rpartition(".")
+        cur.execute("""SELECT column_name FROM information_schema.columns
+                       WHERE table_name = %s AND table_schema = coalesce(nullif(%s, ''),
+                             current_schema()) ORDER BY ordinal_position""", (name, schema))
+        return [r[0] for r in cur.fetchall()]
 
     def ensure(self) -> None:
         with self.link.cursor() as cur:
-            cur.execute(sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
-                entity_key text PRIMARY KEY, record jsonb, event_id text NOT NULL,
-                op text NOT NULL, occurred_ms bigint NOT NULL,
-                updated_at timestamptz NOT NULL DEFAULT now())""").format(self.ident))
+            columns = self._existing(cur)
+            if not columns:
+                cur.execute(sql.SQL("""CREATE TABLE IF NOT EXISTS {} (
+                    entity_key text PRIMARY KEY, record jsonb, event_id text NOT NULL,
+                    op text NOT NULL, occurred_ms bigint NOT NULL,
+                    updated_at timestamptz NOT NULL DEFAULT now())""").format(self.ident))
+                return
+        missing = [c for c in BOOKKEEPING if c not in columns]
+        if missing:
+            raise SubscriberError(f"table {self.table} lacks the column(s) "
+                                  f"{', '.join(missing)}: a sink table has "
+                                  f"{', '.join(BOOKKEEPING)} and either a jsonb record column "
+                                  "or a column per granted field")
+        self.stamped = "updated_at" in columns
+        if "record" not in columns:
+            self.columns = [c for c in columns if c not in (*BOOKKEEPING, "updated_at")]
+
+    def check(self, fields: Iterable[str]) -> None:
+        """In column mode, SubscriberError unless every granted field has its column."""
+        if self.columns is None:
+            return
+        missing = [f for f in fields if f not in self.columns]
+        if missing:
+            raise SubscriberError(f"table {self.table} has no column for the granted "
+                                  f"field(s) {', '.join(missing)}: add them (ALTER TABLE "
+                                  f"{self.table} ADD COLUMN ...) or use a table with a jsonb "
+                                  "record column")
+
+    def _upsert(self, names: list[str]) -> sql.Composed:
+        cols = [*BOOKKEEPING, *names] + (["updated_at"] if self.stamped else [])
+        values = [sql.Placeholder()] * (len(BOOKKEEPING) + len(names)) + (
+            [sql.SQL("now()")] if self.stamped else [])
+        updates = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                   for c in cols if c != "entity_key"]
+        return sql.SQL("""INSERT INTO {} AS cur ({}) VALUES ({})
+                          ON CONFLICT (entity_key) DO UPDATE SET {}
+                          WHERE cur.occurred_ms <= EXCLUDED.occurred_ms""").format(
+            self.ident, sql.SQL(", ").join(map(sql.Identifier, cols)),
+            sql.SQL(", ").join(values), sql.SQL(", ").join(updates))
 
     def apply(self, deliveries: Sequence[Received], checkpoints: Sequence[Checkpoint] = ()
               ) -> Counter[str]:
         """Apply in order, in one transaction. An event older than the stored one is skipped.
 
-        A delete removes the row only if it is not older than the row: replaying a batch
-        converges on the same table. The log's ``checkpoints`` received with the batch are
-        kept in the same transaction (``govbus_evidence.checkpoints``): the agency's own
-        evidence of what the bus's log held (docs/security.md).
+        A delete removes the row only if it is not older than the row, a truncate every row
+        not newer than it: replaying a batch converges on the same table. The log's
+        ``checkpoints`` received with the batch are kept in the same transaction
+        (``govbus_evidence.checkpoints``): the agency's own evidence of what the bus's log
+        held (docs/security.md).
         """
-        upsert = sql.SQL("""INSERT INTO {} AS cur (entity_key, record, event_id, op,
-                                occurred_ms, updated_at) VALUES (%s, %s, %s, %s, %s, now())
-                            ON CONFLICT (entity_key) DO UPDATE SET record = EXCLUDED.record,
-                                event_id = EXCLUDED.event_id, op = EXCLUDED.op,
-                                occurred_ms = EXCLUDED.occurred_ms, updated_at = now()
-                            WHERE cur.occurred_ms <= EXCLUDED.occurred_ms""").format(self.ident)
         delete = sql.SQL("DELETE FROM {} WHERE entity_key = %s AND occurred_ms <= %s"
                          ).format(self.ident)
+        truncate = sql.SQL("DELETE FROM {} WHERE occurred_ms <= %s").format(self.ident)
         counts: Counter[str] = Counter()
+        statements: dict[tuple[str, ...], sql.Composed] = {}
         with self.link.cursor() as cur:
             for d in deliveries:
+                if d.op == "t":
+                    cur.execute(truncate, (d.occurred_ms,))
+                    counts["truncated"] += cur.rowcount
+                    continue
                 if d.op == "d":
                     cur.execute(delete, (d.key, d.occurred_ms))
                     counts["deleted" if cur.rowcount else "stale"] += 1
                     continue
-                record = psycopg2.extras.Json(d.record) if d.record is not None else None
-                cur.execute(upsert, (d.key, record, d.event_id, d.op, d.occurred_ms))
+                head = [d.key, d.event_id, d.op, d.occurred_ms]
+                if self.columns is None:
+                    names: tuple[str, ...] = ("record",)
+                    row = [psycopg2.extras.Json(d.record) if d.record is not None else None]
+                else:
+                    names = tuple(n for n in (d.record or {}) if n in self.columns)
+                    row = [_column_value(d.record[n]) for n in names]  # type: ignore[index]
+                statement = statements.get(names)
+                if statement is None:
+                    statement = statements[names] = self._upsert(list(names))
+                cur.execute(statement, head + row)
                 counts["applied" if cur.rowcount else "stale"] += 1
             if checkpoints:
                 counts["checkpoints_kept"] += keep_checkpoints(cur.connection, checkpoints)
@@ -242,6 +315,11 @@ class TableSink:
 
     def close(self) -> None:
         self.link.close()
+
+
+def _column_value(value: Any) -> Any:
+    """A delivered field as its column takes it: nested records and arrays as JSON."""
+    return psycopg2.extras.Json(value) if isinstance(value, (dict, list)) else value
 
 
 class Subscriber(BatchStage):
@@ -262,6 +340,7 @@ class Subscriber(BatchStage):
                  control: ControlPlane | None = None) -> None:
         self.settings, self.agency, self.sink = settings, check_agency(agency), sink
         self.control = control or DatabaseControlPlane(settings.database_url)
+        self.decode = Decoder(self.control.schema)  # each schema id looked up once
         #: the bus's public keys every delivery must verify against (none found: refused
         #: at start, nothing is used unverified)
         self.verifier = verifier or bus_verifier(settings)
@@ -304,6 +383,13 @@ class Subscriber(BatchStage):
         """Process batches until stopped, ``max_messages`` or idle; then close. The counts."""
         if self.sink is not None:
             self.sink.ensure()
+            at = now()
+            wanted = {resource_name(r) for r in self.resources} if self.resources else None
+            self.sink.check(dict.fromkeys(
+                f for g in self.control.grants(self.agency)
+                if g.recipient == self.agency and g.in_force(at)
+                and (wanted is None or resource_name(g.resource_id) in wanted)
+                for f in g.fields))
         return super().run()
 
     def finished(self) -> bool:
@@ -384,7 +470,7 @@ class Subscriber(BatchStage):
                             msg.offset(), refused.rule, refused.message)
                 continue
             try:
-                deliveries.append(Received.from_message(msg))
+                deliveries.append(Received.from_message(msg, self.decode))
             except ValueError as exc:
                 counts["malformed"] += 1
                 log.warning("malformed delivery %s[%d]@%d skipped: %s", topic,
@@ -403,7 +489,7 @@ class Subscriber(BatchStage):
 
     def _print(self, deliveries: list[Received]) -> None:
         for d in deliveries:
-            self.out.write(json.dumps(d.value, ensure_ascii=False) + "\n")
+            self.out.write(json_bytes(d.value).decode() + "\n")
         self.out.flush()
 
     def _commit(self, offsets: dict[tuple[str, int], int]) -> None:

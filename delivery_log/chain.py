@@ -182,7 +182,7 @@ def entry(delivery: Delivery, channel: str, partition: int | None, offset: int |
     """The log entry of one routed delivery: ``channel`` is exchange | query | backfill
     (Art. 17); a query has no topic, partition or offset."""
     value = delivery.value
-    return LogEntry(value["event_id"], channel, value["provider"], delivery.recipient,
+    return LogEntry(value["event_id"], channel, delivery.provider, delivery.recipient,
                     value["resource"], delivery.grant_id, tuple(delivery.fields),
                     tuple(delivery.masked), topic, partition, offset, delivered_ms,
                     content_sha256, shard)

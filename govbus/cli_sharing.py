@@ -52,7 +52,8 @@ def cmd_request(args: argparse.Namespace) -> int:
         out = http.post("/v1/requests", {
             "agency": args.agency, "resource": args.resource, "purpose": args.purpose,
             "fields": fields, "commitment": args.commitment,
-            "confidentiality": args.confidentiality, "valid_until": args.valid_until})
+            "confidentiality": args.confidentiality, "valid_until": args.valid_until,
+            "delivery_format": args.delivery_format})
     else:
         from govbus.core import sharing_store
 
@@ -61,7 +62,7 @@ def cmd_request(args: argparse.Namespace) -> int:
         require(_dsn(), args.agency, args.token_file)  # Art. 24: the agency applies for itself
         out = sharing_store.file_request(_dsn(), resource, args.agency, args.purpose, fields,
                                          args.commitment, args.confidentiality,
-                                         _until(args.valid_until))
+                                         _until(args.valid_until), args.delivery_format)
     line = f"request {out['request_id']}: {out['status']} — {printable(out['reason'])}"
     if out["status"] == "pending":
         provider = args.resource.partition('.')[0]
@@ -237,6 +238,10 @@ def register(sub: Any, add: Any) -> None:
                    "confidentiality agreement covering the resource, for sensitive fields "
                    "(Art. 25); without it they are masked")
     p.add_argument("--valid-until", help="YYYY-MM-DD: the grant expires after this day")
+    p.add_argument("--delivery-format", choices=("avro", "json"), default="avro",
+                   help="how the grant's deliveries are written: framed Avro under the "
+                   "projection's registered schema (default), or the same envelope as JSON "
+                   "for tooling without Avro")
     token_arg(p)
     for name, help_ in (("approve", "approve a pending request (the provider)"),
                         ("reject", "reject a pending request with a reason (the provider)")):

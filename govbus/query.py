@@ -26,7 +26,8 @@ from govbus.core import db, sharing_store
 from govbus.core.catalogue import Resource
 from govbus.core.config import Settings
 from govbus.core.control_plane import load_catalogue_meta
-from govbus.core.envelope import now_ms
+from govbus.core.deliveries import DeliverySchemas
+from govbus.core.envelope import govbus_version, now_ms
 from govbus.core.errors import DatabaseError, NotFoundError
 from govbus.core.kafka import ensure_topics, producer_config
 from govbus.core.keyring import bus_signer
@@ -85,12 +86,26 @@ def grant_in_force(dsn: str, agency: str, resource: Resource, method: str) -> Gr
     return grant
 
 
-def _state_event(resource: Resource, row: tuple[Any, ...]) -> dict[str, Any]:
+def _state_event(resource: Resource, row: tuple[Any, ...], version: int = 0
+                 ) -> dict[str, Any]:
     """An ``r`` (snapshot) event from an ``entity_state`` row."""
     key, record, event_id, locality, updated_ms = row
     return {"event_id": event_id, "op": "r", "key": key, "after": record, "before": None,
-            "source": {"agency": resource.provider, "locality": locality},
-            "occurred_ms": updated_ms, "ts_ms": now_ms()}
+            "source": {"version": govbus_version(), "connector": "api",
+                       "name": f"govbus.{resource.provider}", "ts_ms": updated_ms,
+                       "snapshot": "true", "db": "", "agency": resource.provider,
+                       "locality": locality},
+            "schema_version": version, "occurred_ms": updated_ms, "ts_ms": now_ms()}
+
+
+def answer(value: dict[str, Any]) -> dict[str, Any]:
+    """The online query's answer from a delivery's value: the projected record and what
+    it is, as the HTTP service and the command line show it."""
+    source = value["source"]
+    return {"event_id": value["event_id"], "resource": value["resource"], "op": value["op"],
+            "key": value["key"], "record": value["after"], "provider": source["agency"],
+            "locality": source["locality"], "occurred_ms": value["occurred_ms"],
+            "grant_id": value["grant_id"], "masked_fields": value["masked_fields"]}
 
 
 _STATE_COLS = "entity_key, record, event_id, locality, updated_ms"
@@ -122,7 +137,7 @@ def query(settings: Settings, agency: str, resource: str | Resource, key: str
     logged = delivery._replace(value=delivery.value | {
         "event_id": f"{delivery.value['event_id']}#query-{query_id}"})
     _log(dsn, [entry(logged, "query", None, None, now_ms(), shard=QUERY_SHARD)])
-    return delivery.value | {"query_id": query_id}
+    return answer(delivery.value) | {"query_id": query_id}
 
 
 def _log(dsn: str, entries: list[Any]) -> None:
@@ -155,6 +170,9 @@ def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
     dsn = settings.database_url
     res = current_resource(dsn, resource)
     grant = grant_in_force(dsn, agency, res, "data_exchange")
+    version = SchemaRegistry(dsn).latest(res.id).version
+    encode = DeliverySchemas(dsn).encoder(agency, res, version, grant.fields,
+                                          grant.masked_fields, grant.delivery_format)
     signer = bus_signer(settings)  # signed as the hot path's deliveries are
     ensure_topics(settings, [deliver_topic(agency, res)])
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
@@ -165,7 +183,8 @@ def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
             # "channel" tells the subscriber to confirm receipt as a backfill, as it is logged
             deliveries: list[Delivery] = [
                 d._replace(value=d.value | {"channel": "backfill"})
-                for d in (make_delivery(res, _state_event(res, r), grant) for r in rows)]
+                for d in (make_delivery(res, _state_event(res, r, version), grant, encode)
+                          for r in rows)]
             writer.append([log_entry(a, "backfill")
                            for a in send_deliveries(producer, deliveries, signer,
                                                     BACKFILL_SHARD)])

@@ -14,19 +14,29 @@ backfill (:mod:`govbus.query`) call these and do the producing and logging.
 - Art. 24: each delivery carries its grant's use restrictions and commitment (the
   ``govbus-use`` header, :func:`govbus.core.commitments.use_header`), built once per grant.
 - The provider never receives its own events.
+
+A delivery's value is the event's envelope (Debezium's shape, :mod:`govbus.core.envelope`)
+around the projected images, with the grant's id and masked fields; how it is written (framed
+Avro under the projection's own schema, or JSON) is its grant's, :mod:`govbus.core.deliveries`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from govbus.core import topics
 from govbus.core.catalogue import META, SHARE_CLASSES, Resource
+from govbus.core.serde import json_bytes
 from govbus.core.sharing import Grant
+
+Encoder = Callable[[dict[str, Any]], bytes]
+#: a projection's encoder, given its grant: the hot path's registers an Avro schema per
+#: projection (govbus.core.deliveries.DeliverySchemas); without one, deliveries are JSON
+Encoders = Callable[[Grant], Encoder]
 
 
 class Delivery(NamedTuple):
@@ -40,6 +50,11 @@ class Delivery(NamedTuple):
     fields: tuple[str, ...]
     masked: tuple[str, ...]
     use: bytes = b""  # the grant's govbus-use header (Art. 24), built once per grant
+    encode: Encoder = json_bytes  # how its value is written (govbus.core.deliveries)
+
+    @property
+    def provider(self) -> str:
+        return str(self.value["source"]["agency"])
 
 
 @dataclass(frozen=True)
@@ -113,23 +128,25 @@ def offers(resource: Resource, method: str) -> bool:
 
 def delivered_value(resource: Resource, event: dict[str, Any], grant: Grant
                     ) -> tuple[dict[str, Any], tuple[str, ...]]:
-    """The JSON value a recipient receives for ``event`` under ``grant``."""
+    """The value a recipient receives for ``event`` under ``grant``."""
     value = _Projection(resource, grant).value(event)
     return value, tuple(value["masked_fields"])
 
 
-def make_delivery(resource: Resource, event: dict[str, Any], grant: Grant) -> Delivery:
-    """``event`` projected for the recipient of ``grant``."""
-    return _Projection(resource, grant).delivery(event)
+def make_delivery(resource: Resource, event: dict[str, Any], grant: Grant,
+                  encode: Encoder = json_bytes) -> Delivery:
+    """``event`` projected for the recipient of ``grant``, to be written by ``encode``."""
+    return _Projection(resource, grant, encode).delivery(event)
 
 
 class _Projection:
     """One grant's projection of one resource, with what it needs looked up once."""
 
     __slots__ = ("grant", "resource_id", "topic", "masked", "masked_listed", "masked_tuple",
-                 "provider", "fields", "field_set", "use")
+                 "provider", "fields", "field_set", "use", "encode")
 
-    def __init__(self, resource: Resource, grant: Grant) -> None:
+    def __init__(self, resource: Resource, grant: Grant, encode: Encoder = json_bytes
+                 ) -> None:
         self.grant, self.resource_id = grant, resource.id
         self.topic = deliver_topic(grant.recipient, resource)
         self.masked = frozenset(grant.masked_fields)
@@ -139,6 +156,7 @@ class _Projection:
         self.fields = tuple(grant.fields)
         self.field_set = frozenset(grant.fields)
         self.use = grant.use
+        self.encode = encode
 
     def record(self, row: dict[str, Any] | None) -> dict[str, Any] | None:
         """:func:`project`'s record."""
@@ -151,15 +169,17 @@ class _Projection:
                 for name in self.grant.fields if name in row}
 
     def value(self, event: dict[str, Any]) -> dict[str, Any]:
-        source = event.get("source") or {}
-        return {"event_id": event["event_id"], "resource": self.resource_id,
-                "op": event["op"], "key": event["key"],
-                "record": self.record(event.get("after")),
-                "before": self.record(event.get("before")),
-                "provider": source.get("agency", self.provider),
-                "locality": source.get("locality"), "occurred_ms": event["occurred_ms"],
-                "published_ms": event["ts_ms"], "grant_id": self.grant.grant_id,
-                "masked_fields": list(self.masked_listed)}
+        """The envelope with the images projected; ``ts_ms`` stays the event's publish
+        time, from which delivery latency is measured."""
+        return {"before": self.record(event.get("before")),
+                "after": self.record(event.get("after")),
+                "source": event["source"], "op": event["op"],
+                "transaction": event.get("transaction"),
+                "event_id": event["event_id"], "resource": self.resource_id,
+                "schema_version": event.get("schema_version", 0), "key": event["key"],
+                "occurred_ms": event["occurred_ms"], "ts_ms": event["ts_ms"],
+                "grant_id": self.grant.grant_id, "masked_fields": list(self.masked_listed),
+                "channel": "exchange"}
 
     def delivery(self, event: dict[str, Any]) -> Delivery:
         image = event.get("after") or event.get("before") or {}
@@ -167,7 +187,7 @@ class _Projection:
         fields = self.fields if self.field_set <= image.keys() else \
             tuple(f for f in self.fields if f in image)
         return Delivery(self.grant.recipient, self.grant.grant_id, self.topic,
-                        self.value(event), fields, self.masked_tuple, self.use)
+                        self.value(event), fields, self.masked_tuple, self.use, self.encode)
 
 
 class RoutePlan:
@@ -178,12 +198,14 @@ class RoutePlan:
     batch, so only the projections run per event. :func:`route` is this for
     a single event."""
 
-    def __init__(self, resource: Resource, grants: list[Grant], at: dt.datetime) -> None:
+    def __init__(self, resource: Resource, grants: list[Grant], at: dt.datetime,
+                 encoders: Encoders | None = None) -> None:
         self.withheld = withheld_reason(resource)
         self.query_only = None if self.withheld or offers(resource, "data_exchange") else \
             f"{resource.id} is provided by online query only (Art. 17)"
         self.projections = [] if self.withheld or self.query_only else [
-            _Projection(resource, g) for g in grants_in_force(grants, resource, at)]
+            _Projection(resource, g, encoders(g) if encoders else json_bytes)
+            for g in grants_in_force(grants, resource, at)]
 
     def route(self, event: dict[str, Any]) -> RouteResult:
         """Decide the deliveries of one decoded change event."""

@@ -116,6 +116,8 @@ class Grant:
     restrictions: tuple[str, ...] = RESTRICTIONS
     provide_by: dt.datetime | None = None
     lapses_at: dt.datetime | None = None
+    #: how its deliveries are written: framed Avro, or ``json`` (govbus.core.deliveries)
+    delivery_format: str = "avro"
     ends_at: dt.datetime | None = field(init=False, compare=False, repr=False)
     use: bytes = field(init=False, compare=False, repr=False)
 
@@ -151,7 +153,7 @@ class Grant:
                 "valid_until": iso(self.valid_until), "revoked_at": iso(self.revoked_at),
                 "commitment": self.commitment, "confidentiality": self.confidentiality,
                 "restrictions": list(self.restrictions), "ends_at": iso(self.ends_at),
-                "provide_by": iso(self.provide_by)}
+                "provide_by": iso(self.provide_by), "delivery_format": self.delivery_format}
 
 
 def provide_deadline(granted_at: dt.datetime, at_once: bool) -> dt.datetime:

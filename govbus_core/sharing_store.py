@@ -23,6 +23,7 @@ from govbus.core.commitments import (
     check_valid_until,
 )
 from govbus.core.commitments_store import read_commitment
+from govbus.core.deliveries import DEFAULT_FORMAT, FORMATS
 from govbus.core.errors import DatabaseError
 from govbus.core.sharing import (
     PLATFORM,
@@ -41,7 +42,8 @@ from govbus.core.sharing import (
 _GRANT_SQL = """SELECT g.grant_id, g.recipient, g.resource_id, g.fields, g.masked_fields,
            g.valid_from, g.valid_until, g.revoked_at, g.commitment_no, g.confidentiality_no,
            g.restrictions, g.provide_by,
-           LEAST(sc.valid_until, sc.withdrawn_at, ca.valid_until, ca.withdrawn_at)
+           LEAST(sc.valid_until, sc.withdrawn_at, ca.valid_until, ca.withdrawn_at),
+           g.delivery_format
     FROM grants g
     LEFT JOIN commitments sc ON sc.number = g.commitment_no
     LEFT JOIN commitments ca ON ca.number = g.confidentiality_no"""
@@ -49,7 +51,8 @@ _GRANT_SQL = """SELECT g.grant_id, g.recipient, g.resource_id, g.fields, g.maske
 
 def _grant(row: tuple[Any, ...]) -> Grant:
     return Grant(row[0], row[1], row[2], tuple(row[3]), tuple(row[4]), row[5], row[6], row[7],
-                 row[8], row[9], tuple(row[10]) if row[10] else RESTRICTIONS, row[11], row[12])
+                 row[8], row[9], tuple(row[10]) if row[10] else RESTRICTIONS, row[11], row[12],
+                 row[13] or DEFAULT_FORMAT)
 
 
 def load_grants(dsn: str, resource_id: str | None = None, recipient: str | None = None
@@ -112,15 +115,16 @@ def _insert_grant(cur: Any, request: dict[str, Any], masked: list[str],
     restrictions of Art. 24 and the date its data must be provided by (Art. 31)."""
     cur.execute("""INSERT INTO grants (request_id, recipient, resource_id, fields, masked_fields,
                        valid_until, commitment_no, confidentiality_no, restrictions,
-                       provide_by)
+                       provide_by, delivery_format)
                    VALUES (%s, %s, %s, %s, %s, %s,
                            (SELECT number FROM commitments WHERE number = %s AND agency = %s),
                            (SELECT number FROM commitments WHERE number = %s AND agency = %s),
-                           %s, %s) RETURNING grant_id""",
+                           %s, %s, %s) RETURNING grant_id""",
                 (request["request_id"], request["requester"], request["resource_id"],
                  list(request["fields"]), masked, valid_until, request["commitment_ref"],
                  request["requester"], request["confidentiality_ref"], request["requester"],
-                 list(RESTRICTIONS), provide_deadline(at, at_once)))
+                 list(RESTRICTIONS), provide_deadline(at, at_once),
+                 request.get("delivery_format")))
     return int(cur.fetchone()["grant_id"])
 
 
@@ -152,8 +156,11 @@ def _still_valid(cur: Any, request: dict[str, Any], at: dt.datetime) -> None:
 def file_request(dsn: str, resource: Resource, requester: str, purpose: str,
                  fields: list[str] | None, commitment_ref: str | None,
                  confidentiality_ref: str | None = None,
-                 valid_until: dt.datetime | None = None) -> dict[str, Any]:
+                 valid_until: dt.datetime | None = None,
+                 delivery_format: str = DEFAULT_FORMAT) -> dict[str, Any]:
     """File a request; unconditional ones are granted and not-shared ones refused at once.
+    ``delivery_format`` is how its grant's deliveries are written (:mod:`govbus.core.deliveries`:
+    framed Avro, or the same envelope as JSON).
 
     A request whose commitment or agreement the rules refuse (:func:`_check_references`), or
     whose ``valid_until`` is past, is not filed: it is refused as an incomplete application
@@ -161,6 +168,10 @@ def file_request(dsn: str, resource: Resource, requester: str, purpose: str,
     if not purpose.strip():
         raise SharingError("a request states its purpose (--purpose, Art. 24: use is limited "
                            "to the requester's duties)")
+    if delivery_format not in FORMATS:
+        raise SharingError(f"delivery format {delivery_format!r} is not one of "
+                           f"{', '.join(FORMATS)}", rule="request.delivery_format",
+                           article="Art. 7")
     decision = decide_request(resource, requester, fields, commitment_ref, confidentiality_ref)
     at = now()
     check_valid_until(valid_until, at)
@@ -172,14 +183,16 @@ def file_request(dsn: str, resource: Resource, requester: str, purpose: str,
         _check_references(cur, requester, resource.id, commitment_ref, confidentiality_ref, at)
         cur.execute("""INSERT INTO sharing_requests (requester, resource_id, purpose, fields,
                            commitment_ref, confidentiality_ref, masked_fields, share_class,
-                           status, requested_at, due_at, reason, decided_at, decided_by)
-                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+                           status, requested_at, due_at, reason, decided_at, decided_by,
+                           delivery_format)
+                       VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
                        RETURNING *""",
                     (requester, resource.id, purpose, list(decision.fields), commitment_ref,
                      confidentiality_ref, list(decision.masked_fields), resource.share_class,
                      decision.status, at, due_at(at), decision.reason,
                      None if decision.status == "pending" else at,
-                     None if decision.status == "pending" else PLATFORM))
+                     None if decision.status == "pending" else PLATFORM,
+                     None if delivery_format == DEFAULT_FORMAT else delivery_format))
         request = dict(cur.fetchone())
         grant_id = None
         if decision.status == "granted":

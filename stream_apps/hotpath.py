@@ -43,6 +43,7 @@ from govbus.core.batching import Acks, Pipelined, produce, serve
 from govbus.core.catalogue import Resource, load_catalogue
 from govbus.core.config import Settings
 from govbus.core.control_plane import ControlPlane
+from govbus.core.deliveries import DeliverySchemas
 from govbus.core.entity_state import state_rows
 from govbus.core.event_counts import Judged
 from govbus.core.kafka import KnownTopics, consumer_config, producer_config
@@ -50,7 +51,7 @@ from govbus.core.keyring import bus_signer
 from govbus.core.keys_store import BUS
 from govbus.core.keys_store import register as register_key
 from govbus.core.registry import SchemaRegistry
-from govbus.core.routing import Delivery, RoutePlan, by_resource, with_meta
+from govbus.core.routing import Delivery, Encoder, RoutePlan, by_resource, with_meta
 from govbus.core.sharing import Grant
 from govbus.core.signatures import Signer
 from govbus.delivery_log import ingest_shard
@@ -118,8 +119,11 @@ class Decider:
 
     def __init__(self, lookup: NegativeCache, control: ControlPlane,
                  owner_of: dict[str, str], bundles: Bundles, topics: KnownTopics,
-                 ids: event_ids.EventIds, signer: Signer | None) -> None:
+                 ids: event_ids.EventIds, signer: Signer | None,
+                 schemas: DeliverySchemas | None = None) -> None:
         self.lookup, self.control, self.owner_of = lookup, control, owner_of
+        #: each grant's projection schema, registered at its first delivery
+        self.schemas = schemas or DeliverySchemas(lookup.registry.dsn)
         self.bundles, self.topics, self.ids = bundles, topics, ids
         #: the bus's key the deliveries are signed with; with None, and ``verify`` False,
         #: :mod:`bench` measures what signing and verifying cost (never so in a deployment)
@@ -164,7 +168,8 @@ class Decider:
                     msg.headers())
             plan = plans.get(verdict.schema_id)
             if plan is None:
-                plan = plans[verdict.schema_id] = self._plan(raw, grants, at)
+                plan = plans[verdict.schema_id] = self._plan(
+                    raw, grants, at, self.lookup(verdict.schema_id).version)
             out.accepted.append((msg, plan.resource, event))
             result = plan.route.route(event)
             out.routed.append((plan.resource, event, result))
@@ -186,11 +191,18 @@ class Decider:
         queue_deliveries(producer, out.deliveries, out.acks, out.acked, self.signer, out.shards)
         return out
 
-    def _plan(self, raw: Resource, grants: dict[str, list[Grant]], at: dt.datetime) -> _Plan:
-        """What this batch does with ``raw``'s events, looked up once: today's catalogue
-        metadata, the route over the grants in force, the canonical values to feed."""
+    def _plan(self, raw: Resource, grants: dict[str, list[Grant]], at: dt.datetime,
+              version: int) -> _Plan:
+        """What this batch does with ``raw``'s events (version ``version`` of its contract),
+        looked up once: today's catalogue metadata, the route over the grants in force with
+        each grant's encoder, the canonical values to feed."""
         resource = with_meta(raw, self.control.meta.get(raw.id))
-        return _Plan(resource, RoutePlan(resource, grants.get(raw.id, []), at),
+
+        def encoder(grant: Grant) -> Encoder:
+            return self.schemas.encoder(grant.recipient, raw, version, grant.fields,
+                                        grant.masked_fields, grant.delivery_format)
+
+        return _Plan(resource, RoutePlan(resource, grants.get(raw.id, []), at, encoder),
                      ValueFeed(raw, self.owner_of))
 
 

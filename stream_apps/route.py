@@ -2,7 +2,8 @@
 (Art. 15, 17, 25).
 
 Which agency receives what is decided by :mod:`govbus.core.routing` (pure); here each
-delivery is produced to ``deliver.<recipient>.<resource>`` (JSON; key = entity key; headers
+delivery is produced to ``deliver.<recipient>.<resource>`` (framed Avro under the projection's
+schema, or JSON, as its grant says: :mod:`govbus.core.deliveries`; key = entity key; headers
 ``event_id``, ``grant_id``, ``govbus-use`` — the grant's use restrictions and commitment,
 Art. 24, :func:`govbus.core.commitments.use_header` — and the bus's batch signature,
 :mod:`govbus.core.signatures`, which the subscriber verifies) without waiting, each
@@ -23,7 +24,6 @@ from govbus.core.batching import Acks, produce
 from govbus.core.commitments import USE_HEADER
 from govbus.core.envelope import now_ms
 from govbus.core.routing import Delivery, RouteResult
-from govbus.core.serde import json_bytes
 from govbus.core.signatures import Signer, leaf
 from govbus.delivery_log import BACKFILL_SHARD, LEGACY, LogEntry, entry
 
@@ -54,7 +54,7 @@ def queue_deliveries(producer: Producer, deliveries: list[Delivery], acks: Acks,
             acks.answer(err, f"{delivery.topic}: ", msg)
         return on_delivery
 
-    values = [json_bytes(d.value) for d in deliveries]
+    values = [d.encode(d.value) for d in deliveries]
     ids = [str(d.value["event_id"]).encode() for d in deliveries]
     leaves = [leaf(d.topic, str(d.value["key"]).encode(), v, i)
               for d, v, i in zip(deliveries, values, ids, strict=True)]
@@ -92,7 +92,7 @@ def log_fields(acked: Acked) -> tuple[Any, ...]:
     pickles five times faster than the named tuple, which need not be built first)."""
     d, partition, offset, delivered_ms, content, shard = acked
     value = d.value
-    return (value["event_id"], "exchange", value["provider"], d.recipient, value["resource"],
+    return (value["event_id"], "exchange", d.provider, d.recipient, value["resource"],
             d.grant_id, tuple(d.fields), tuple(d.masked), d.topic, partition, offset,
             delivered_ms, content, shard)
 
@@ -120,9 +120,9 @@ def observe(routed: Sequence[Routed], acked: Sequence[Acked]) -> None:
         delivery, delivered_ms = a[0], a[3]
         value = delivery.value
         resource_id = str(value.get("resource"))
-        delivered[(str(value.get("provider")), delivery.recipient, resource_id,
+        delivered[(delivery.provider, delivery.recipient, resource_id,
                    share_class.get(resource_id, "unknown"))] += 1
-        published = value.get("published_ms")
+        published = value.get("ts_ms")
         if isinstance(published, int):
             seconds = max(0, (delivered_ms or now) - published) / 1000
             latency.setdefault(resource_id, []).append(seconds)

@@ -4,6 +4,7 @@ service with the agency's token and needs no database address."""
 
 from __future__ import annotations
 
+import json
 import ssl
 from typing import Any
 
@@ -154,6 +155,7 @@ class ServedGrant:
     def __init__(self, row: dict[str, Any]) -> None:
         self.grant_id, self.recipient = row["grant_id"], row["recipient"]
         self.resource_id, self.state = row["resource"], row["state"]
+        self.fields: tuple[str, ...] = tuple(row.get("fields") or ())
 
     def in_force(self, at: Any) -> bool:
         return bool(self.state == "in_force")
@@ -189,3 +191,13 @@ class ServiceControlPlane:
         out = self._call("POST", "/v1/receipts", json={"agency": agency, "receipts": [
             {"event_id": k[0], "channel": k[2], "content_sha256": k[3]} for k in keys]})
         return int(out["confirmed"])
+
+    def schema(self, schema_id: int) -> dict[str, Any] | None:
+        """A delivery schema by id, from the service's Schema Registry API."""
+        try:
+            found = self._call("GET", f"/registry/schemas/ids/{int(schema_id)}")
+        except ServiceError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return json.loads(found["schema"])  # type: ignore[no-any-return]

@@ -34,6 +34,9 @@ class RequestIn(Body):
     valid_until: dt.date | None = Field(default=None, description="the grant ends after "
                                         "this day (not past: 422 request.valid_until_past); "
                                         "it ends earlier with its commitment or agreement")
+    delivery_format: Literal["avro", "json"] = Field(
+        default="avro", description="how the grant's deliveries are written: framed Avro "
+        "under the projection's registered schema, or the same envelope as JSON")
     agency: str | None = AgencyName
 
 
@@ -85,7 +88,7 @@ def file_request(body: RequestIn, request: Request,
     res = resource(request, body.resource)
     return sharing_store.file_request(dsn(request), res, agency, body.purpose, body.fields,
                                       body.commitment, body.confidentiality,
-                                      until(body.valid_until))
+                                      until(body.valid_until), body.delivery_format)
 
 
 @router.get("/requests", summary="the caller's requests: filed, or to decide as provider")

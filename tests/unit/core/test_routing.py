@@ -67,11 +67,13 @@ def test_grant_delivers_only_its_fields(tax: Resource) -> None:
     assert d.recipient == "market_regulation" and d.grant_id == 7
     assert d.topic == "deliver.market_regulation.tax_registration"
     assert d.value == {
-        "event_id": ev["event_id"], "resource": "tax.tax_registration", "op": "c",
-        "key": COMPANY["uscc"], "record": {"uscc": COMPANY["uscc"],
-                                           "taxpayer_name": COMPANY["taxpayer_name"]},
-        "before": None, "provider": "tax", "locality": "360502", "occurred_ms": 1000,
-        "published_ms": ev["ts_ms"], "grant_id": 7, "masked_fields": []}
+        "before": None, "after": {"uscc": COMPANY["uscc"],
+                                  "taxpayer_name": COMPANY["taxpayer_name"]},
+        "source": ev["source"], "op": "c", "transaction": None,
+        "event_id": ev["event_id"], "resource": "tax.tax_registration", "schema_version": 1,
+        "key": COMPANY["uscc"], "occurred_ms": 1000, "ts_ms": ev["ts_ms"], "grant_id": 7,
+        "masked_fields": [], "channel": "exchange"}
+    assert d.provider == "tax" and d.value["source"]["locality"] == "360502"
     assert d.fields == ("uscc", "taxpayer_name")
 
 
@@ -89,13 +91,13 @@ def test_update_projects_before_image_too(tax: Resource) -> None:
     [d] = route(tax, event(tax, newer, "u", before=COMPANY), [g], NOW).deliveries
     assert d.value["before"] == {"uscc": COMPANY["uscc"],
                                  "registered_address": COMPANY["registered_address"]}
-    assert d.value["record"] == {"uscc": COMPANY["uscc"], "registered_address": "渝水区新址"}
+    assert d.value["after"] == {"uscc": COMPANY["uscc"], "registered_address": "渝水区新址"}
 
 
 def test_delete_has_no_record_and_projected_before(tax: Resource) -> None:
     g = grant("hrss", tax, ["uscc"])
     [d] = route(tax, event(tax, None, "d", before=COMPANY), [g], NOW).deliveries  # type: ignore[arg-type]
-    assert d.value["op"] == "d" and d.value["record"] is None
+    assert d.value["op"] == "d" and d.value["after"] is None
     assert d.value["before"] == {"uscc": COMPANY["uscc"]} and d.value["key"] == COMPANY["uscc"]
 
 
@@ -103,9 +105,9 @@ def test_sensitive_field_masked_without_confidentiality_agreement(tax: Resource)
     # Art. 25: the grant names credit_rating as masked
     g = grant("hrss", tax, ["uscc", "credit_rating"], masked=("credit_rating",))
     [d] = route(tax, event(tax, COMPANY), [g], NOW).deliveries
-    assert d.value["record"]["credit_rating"] == "A-2*****01"
+    assert d.value["after"]["credit_rating"] == "A-2*****01"
     assert d.value["masked_fields"] == ["credit_rating"] and d.masked == ("credit_rating",)
-    assert d.value["record"]["uscc"] == COMPANY["uscc"]
+    assert d.value["after"]["uscc"] == COMPANY["uscc"]
 
 
 @pytest.mark.parametrize("value, masked", [

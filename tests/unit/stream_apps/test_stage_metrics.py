@@ -42,8 +42,8 @@ def test_router_counts_events_withheld_deliveries_and_times_each_delivery() -> N
     secret = SimpleNamespace(provider="unit_a", id="unit_a.secret", share_class="not_shared")
     routed = [(shared, {}, RouteResult()) for _ in range(4)]
     routed += [(secret, {}, RouteResult(withheld=True)) for _ in range(2)]
-    acked = [(SimpleNamespace(recipient=r, value={"resource": "unit_a.shared",
-                                                   "provider": "unit_a", "published_ms": 1000}),
+    acked = [(SimpleNamespace(recipient=r, provider="unit_a",
+                              value={"resource": "unit_a.shared", "ts_ms": 1000}),
               0, i, 1250, None) for i, r in enumerate(["unit_b", "unit_b", "unit_c"])]
     router_observe(routed, acked)  # type: ignore[arg-type]
     assert sample("govbus_router_events_total", agency="unit_a", resource="unit_a.shared") == 4
