@@ -9,7 +9,7 @@ delivery's own ``grant_id``, ``masked_fields`` and ``channel`` (``exchange`` or
 ``gov.yushui.deliver.<recipient>.<agency>.<resource>``.
 
 Each distinct projection schema is registered once under the delivery topic's subject,
-``deliver.<recipient>.<agency>.<resource>-value`` (Confluent's TopicNameStrategy), with a
+``deliver.<recipient>.<resource>-value`` (Confluent's TopicNameStrategy), with a
 schema id from the same sequence as the contracts' (``delivery_schemas``, migration 0022),
 and the deliveries carry it in the Confluent wire format, so stock Avro tooling reads them
 through the Schema Registry API (:mod:`govbus.core.registry_api`). A grant whose
@@ -104,7 +104,8 @@ def value_schema(resource: Resource, fields: Iterable[str], masked: Iterable[str
     """The projected record: the grant's ``fields`` this resource version has, in the grant's
     order, with their contract types (named types by their full contract names); each of
     ``masked`` typed :data:`MASKED_TYPE`, default null (Art. 25)."""
-    parsed = fastavro.parse_schema(resource.record_schema(), _write_hint=False)
+    parsed: dict[str, Any] = fastavro.parse_schema(  # type: ignore[assignment]
+        resource.record_schema(), _write_hint=False)
     named: dict[str, dict[str, Any]] = {}
     _named(parsed, named)
     by_name = {f["name"]: f for f in parsed["fields"]}

@@ -19,7 +19,6 @@ import psycopg2
 import psycopg2.extras
 
 from govbus.core import db
-from govbus.core.compat import BACKWARD_TRANSITIVE, level_incompatibilities
 from govbus.core.catalogue import (
     Catalogue,
     CatalogueError,
@@ -27,6 +26,7 @@ from govbus.core.catalogue import (
     resource_from_schema,
     strip_meta,
 )
+from govbus.core.compat import BACKWARD_TRANSITIVE, level_incompatibilities
 from govbus.core.envelope import FORMAT as ENVELOPE_FORMAT
 from govbus.core.envelope import envelope_schema
 from govbus.core.errors import DatabaseError, RegistryError

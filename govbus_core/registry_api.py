@@ -9,6 +9,12 @@ and its id the schema id the Confluent wire format carries. The registry is read
 catalogue in PostgreSQL is the source of truth and changes only by an approved proposal
 (Art. 13).
 
+A delivery topic has one, ``deliver.<recipient>.<resource>-value``: its versions
+are the projections of the recipient's grants (:mod:`govbus.core.deliveries`), registered by
+the bus at their first delivery. A grant decides their fields, so their level is NONE, and
+only the recipient, the resource's provider and the information center see them (Art. 24:
+which fields an agency receives is its grant's business).
+
 The compatibility level of a resource is its contract's ``govbus.compatibility`` attribute
 (one of :data:`LEVELS`), :data:`DEFAULT_LEVEL` when it has none; the levels and how each
 picks the versions to check are :mod:`govbus.core.compat`'s, which the proposals' checks share.
@@ -67,12 +73,23 @@ def error_body(error_code: int, message: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class SubjectVersion:
-    """One registered version of a resource, as each of its subjects shows it."""
+    """One registered version of a resource, as each of its subjects shows it (or, with
+    ``subject``, a version of one delivery subject)."""
 
     resource_id: str
     version: int
     schema_id: int
     schema: dict[str, Any]  # the envelope schema records are framed with
+    subject: str | None = None  # a delivery subject's; None: the resource's subjects
+
+    @property
+    def subjects(self) -> list[str]:
+        return [self.subject] if self.subject else subjects_of(self.resource_id)
+
+    @property
+    def recipient(self) -> str | None:
+        found = delivery_of(self.subject) if self.subject else None
+        return found[0] if found else None
 
     @property
     def text(self) -> str:
@@ -104,11 +121,33 @@ def resource_of(subject: str) -> str | None:
     return None
 
 
+def delivery_of(subject: str) -> tuple[str, str] | None:
+    """(recipient, resource name) of a delivery topic's value subject, else None."""
+    if not subject.endswith(VALUE_SUFFIX):
+        return None
+    topic = subject.removesuffix(VALUE_SUFFIX)
+    if not topic.startswith(topics.DELIVER_PREFIX):
+        return None
+    parts = topic.removeprefix(topics.DELIVER_PREFIX).split(".")
+    if len(parts) != 2 or not all(parts):
+        return None
+    return parts[0], parts[1]
+
+
+def may_see(agency: str, version: SubjectVersion, center: bool) -> bool:
+    """Whether ``agency`` sees ``version``: every catalogue version; a delivery projection
+    only as its recipient, its resource's provider or the information center (``center``)."""
+    if version.subject is None:
+        return True
+    return center or agency in (version.recipient, version.resource_id.partition(".")[0])
+
+
 def subject_not_found(subject: str) -> RegistryApiError:
     return RegistryApiError(404, SUBJECT_NOT_FOUND, f"Subject '{subject}' not found. The "
                             "subjects are ingest.<agency>.<resource>-value and "
                             "validated.<agency>.<resource>-value of the registered catalogue "
-                            "(GET /registry/subjects)")
+                            "and deliver.<recipient>.<resource>-value of the deliveries "
+                            "you may see (GET /registry/subjects)")
 
 
 def schema_not_found(schema_id: int) -> RegistryApiError:
@@ -280,6 +319,21 @@ def versions_of(dsn: str, resource_id: str
 
 
 def by_schema_id(dsn: str, schema_id: int) -> SubjectVersion | None:
-    rows = _rows(dsn, "SELECT resource_id, version, schema_id, envelope_schema "
-                      "FROM schema_versions WHERE schema_id = %s", (schema_id,))
+    rows = _rows(dsn, "SELECT resource_id, version, schema_id, envelope_schema, NULL "
+                      "FROM schema_versions WHERE schema_id = %s UNION ALL "
+                      "SELECT resource_id, version, schema_id, schema, subject "
+                      "FROM delivery_schemas WHERE schema_id = %s", (schema_id, schema_id))
     return SubjectVersion(*rows[0]) if rows else None
+
+
+def delivery_subjects(dsn: str) -> list[tuple[str, str]]:
+    """(subject, resource id) of every delivery subject with a registered projection."""
+    return [(r[0], r[1]) for r in _rows(dsn, "SELECT DISTINCT subject, resource_id FROM "
+                                             "delivery_schemas ORDER BY subject")]
+
+
+def delivery_versions(dsn: str, subject: str) -> list[SubjectVersion]:
+    """A delivery subject's versions, oldest first."""
+    rows = _rows(dsn, "SELECT resource_id, version, schema_id, schema, subject "
+                      "FROM delivery_schemas WHERE subject = %s ORDER BY version", (subject,))
+    return [SubjectVersion(*r) for r in rows]

@@ -168,6 +168,7 @@ class Decider:
                     msg.headers())
             plan = plans.get(verdict.schema_id)
             if plan is None:
+                assert verdict.schema_id is not None  # accepted: decoded by a registered one
                 plan = plans[verdict.schema_id] = self._plan(
                     raw, grants, at, self.lookup(verdict.schema_id).version)
             out.accepted.append((msg, plan.resource, event))

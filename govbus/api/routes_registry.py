@@ -1,13 +1,16 @@
 """A Schema Registry API compatible with Confluent's, under ``/registry``, over the catalogue's
 registry in PostgreSQL (Art. 13), so that stock clients (``SchemaRegistryClient``, the Avro
-deserializers) look up the schema ids that ``ingest.*`` and ``validated.*`` records carry.
+deserializers) look up the schema ids that ``ingest.*``, ``validated.*`` and ``deliver.*``
+records carry.
 
 Reading is open to every authenticated agency: contracts are the catalogue, public to the
-agencies. Credentials: the agency's token as ``Authorization: Bearer <token>``, or HTTP Basic
-with the agency as user name and its token as password (``basic.auth.user.info``). Nothing is
-registered here: an approved catalogue proposal registers a schema. Refusals use Confluent's
-error shape (``{"error_code": …, "message": …}``), which stock clients parse; the mapping and
-the shapes are :mod:`govbus.core.registry_api`.
+agencies. A delivery subject (``deliver.<recipient>.<resource>-value``, the projections of a
+grant) is seen only by its recipient, the resource's provider and the center; to anyone else
+it does not exist (404). Credentials: the agency's token as ``Authorization: Bearer
+<token>``, or HTTP Basic with the agency as user name and its token as password
+(``basic.auth.user.info``). Nothing is registered here: an approved catalogue proposal
+registers a schema. Refusals use Confluent's error shape (``{"error_code": …, "message":
+…}``), which stock clients parse; the mapping and the shapes are :mod:`govbus.core.registry_api`.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
 from govbus.api import errors
+from govbus.api.auth import AGENCY, role_of
 from govbus.api.deps import dsn
 from govbus.core import registry_api as sr
 from govbus.core.access import AccessError
@@ -120,11 +124,21 @@ def reader(request: Request) -> str:
         if user != agency:
             raise AccessError(f"Unauthorized: the user name {user!r} is not the agency the "
                               f"token is the credential of ({agency})")
+        request.state.registry_reader = agency
         return agency
     if scheme.lower() != "bearer":
         raise AccessError(f"Unauthorized: Authorization scheme {scheme!r} is not accepted: "
                           "Basic <agency>:<token> or Bearer <token>")
-    return str(state.verified.agency(url, value.strip() or None))
+    agency = str(state.verified.agency(url, value.strip() or None))
+    request.state.registry_reader = agency
+    return agency
+
+
+def _sees(request: Request, version: sr.SubjectVersion) -> bool:
+    """Whether the caller sees ``version`` (a delivery projection: recipient, provider or
+    the center; :func:`govbus.core.registry_api.may_see`)."""
+    agency = str(request.state.registry_reader)
+    return sr.may_see(agency, version, role_of(agency) != AGENCY)
 
 
 router = APIRouter(prefix="/registry", tags=["schema registry"], route_class=ConfluentRoute,
@@ -144,6 +158,13 @@ class SchemaBody(BaseModel):
 
 def _registered(request: Request, subject: str
                 ) -> tuple[list[sr.SubjectVersion], dict[str, Any] | None]:
+    """A subject's versions and the catalogue entry whose level applies (None for a
+    delivery subject, whose level is NONE)."""
+    if sr.delivery_of(subject) is not None:
+        delivered = sr.delivery_versions(dsn(request), subject)
+        if not delivered or not _sees(request, delivered[0]):
+            raise sr.subject_not_found(subject)
+        return delivered, None
     resource_id = sr.resource_of(subject)
     if resource_id is None:
         raise sr.subject_not_found(subject)
@@ -161,12 +182,14 @@ def _with_level(request: Request, subject: str) -> tuple[list[sr.SubjectVersion]
     """A subject's versions and its level (42203 if its catalogue entry names an unknown
     one)."""
     versions, meta = _registered(request, subject)
+    if versions[0].subject is not None:
+        return versions, sr.NONE  # a grant decides a delivery's fields
     return versions, sr.compatibility_level(meta)
 
 
 def _schema(request: Request, schema_id: int) -> sr.SubjectVersion:
     found = sr.by_schema_id(dsn(request), schema_id)
-    if found is None:
+    if found is None or not _sees(request, found):
         raise sr.schema_not_found(schema_id)
     return found
 
@@ -196,7 +219,7 @@ def raw_schema_by_id(schema_id: int, request: Request) -> Response:
 def subjects_by_id(schema_id: int, request: Request, subject: str | None = None,
                    offset: int = 0, limit: int = -1) -> list[str]:
     found = _schema(request, schema_id)
-    names = [s for s in sr.subjects_of(found.resource_id) if subject in (None, s)]
+    names = [s for s in found.subjects if subject in (None, s)]
     return sr.page(names, offset, limit)
 
 
@@ -205,7 +228,7 @@ def subjects_by_id(schema_id: int, request: Request, subject: str | None = None,
 def versions_by_id(schema_id: int, request: Request, subject: str | None = None,
                    offset: int = 0, limit: int = -1) -> list[dict[str, Any]]:
     found = _schema(request, schema_id)
-    pairs = [{"subject": s, "version": found.version} for s in sr.subjects_of(found.resource_id)
+    pairs = [{"subject": s, "version": found.version} for s in found.subjects
              if subject in (None, s)]
     return sr.page(pairs, offset, limit)
 
@@ -213,11 +236,14 @@ def versions_by_id(schema_id: int, request: Request, subject: str | None = None,
 # --- subjects ---------------------------------------------------------------------------
 
 @router.get("/subjects", summary="every subject: the ingest and validated value subject of "
-            "each registered resource")
+            "each registered resource, and the delivery subjects the caller may see")
 def subjects(request: Request, subjectPrefix: str = "", offset: int = 0,
              limit: int = -1) -> list[str]:
-    names = [s for r in sr.registered_resources(dsn(request)) for s in sr.subjects_of(r)
-             if s.startswith(subjectPrefix)]
+    url = dsn(request)
+    names = [s for r in sr.registered_resources(url) for s in sr.subjects_of(r)]
+    names += [s for s, resource_id in sr.delivery_subjects(url) if _sees(
+        request, sr.SubjectVersion(resource_id, 0, 0, {}, s))]
+    names = [s for s in names if s.startswith(subjectPrefix)]
     return sr.page(sorted(names), offset, limit)
 
 
@@ -261,6 +287,9 @@ def register(subject: str, body: SchemaBody, request: Request,
              normalize: bool = False) -> dict[str, Any]:
     resource_id = sr.resource_of(subject)
     versions = sr.versions_of(dsn(request), resource_id)[0] if resource_id else []
+    if sr.delivery_of(subject) is not None:
+        versions = [v for v in sr.delivery_versions(dsn(request), subject)
+                    if _sees(request, v)]
     candidate = sr.parse_candidate(body.schema_, body.schemaType, body.references)
     found = sr.matching(candidate, versions, normalize)
     if found is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer
 
 from govbus.core.config import Settings
+from govbus.core.deliveries import Decoder, database_lookup
 from govbus.core.errors import ConfigError
 from govbus.core.kafka import consumer_config, producer_config
 from govbus.core.keyring import agency_signer
@@ -30,6 +32,21 @@ def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float =
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
+_decoders: dict[str, Decoder] = {}
+
+
+def delivered(msg: Message | bytes | None, dsn: str) -> Any:
+    """A delivery's value as a subscriber decodes it (framed Avro by its schema id in the
+    bus's database ``dsn``, or JSON); any other record's JSON."""
+    payload = msg if isinstance(msg, bytes) or msg is None else msg.value()
+    if not payload or payload[:1] != b"\x00":
+        return json.loads(payload or b"null")
+    decoder = _decoders.get(dsn)
+    if decoder is None:
+        decoder = _decoders[dsn] = Decoder(database_lookup(dsn))
+    return decoder(payload)
+
+
 class TopicReader:
     """Reads topics from the beginning into ``messages``; call :meth:`poll` repeatedly."""
 
@@ -37,6 +54,11 @@ class TopicReader:
         self.consumer = Consumer(consumer_config(settings, f"test-{uuid.uuid4().hex[:8]}"))
         self.consumer.subscribe(topics)
         self.messages: list[Message] = []
+        self.dsn = settings.database_url
+
+    def value(self, msg: Message) -> Any:
+        """A message's value, decoded as :func:`delivered` does."""
+        return delivered(msg, self.dsn)
 
     def poll(self) -> list[Message]:
         for msg in self.consumer.consume(500, 0.2):

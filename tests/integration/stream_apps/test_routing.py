@@ -31,7 +31,7 @@ from govbus.delivery_log import list_deliveries
 from govbus.producers.publisher import Change, Publisher
 from govbus.query import RecordNotFound, backfill, query
 from govbus.stream_apps.hotpath import HotPath
-from tests.integration.helpers import TopicReader, commitment, wait_until
+from tests.integration.helpers import TopicReader, commitment, delivered, wait_until
 
 TAX = "tax.tax_registration"
 ADOPTION = "civil_affairs.adoption_register"
@@ -95,8 +95,9 @@ def forced_grant(dsn: str, recipient: str, res: Resource) -> int:
         return int(cur.fetchone()[0])
 
 
-def body(msg: Message) -> Any:
-    return json.loads(msg.value() or b"null")
+def body(msg: Message, settings: Settings) -> Any:
+    """A delivery as the subscriber decodes it (by the schema id it carries)."""
+    return delivered(msg, settings.database_url)
 
 
 def header(msg: Message, name: str) -> str:
@@ -138,20 +139,20 @@ def test_only_granted_agency_receives_its_fields_masked(
                                     before=a)])
 
     got = inbox.until(3, timeout=60)
-    by_id = {body(m)["event_id"]: m for m in got}
+    by_id = {body(m, settings)["event_id"]: m for m in got}
     assert set(by_id) == set(ids)
     for msg in got:
-        value = body(msg)
-        assert set(value["record"]) == {"uscc", "taxpayer_name", "credit_rating"}  # Art. 25
-        assert value["record"]["credit_rating"] == "AAA******07"
+        value = body(msg, settings)
+        assert set(value["after"]) == {"uscc", "taxpayer_name", "credit_rating"}  # Art. 25
+        assert value["after"]["credit_rating"] == "AAA******07"
         assert value["masked_fields"] == ["credit_rating"] and value["grant_id"] == gid
-        assert (value["resource"], value["provider"], value["locality"]) == (
-            TAX, "tax", "360502")
-        assert bytes(msg.key() or b"").decode() == value["key"] == value["record"]["uscc"]
+        assert (value["resource"], value["source"]["agency"], value["source"]["locality"]) \
+            == (TAX, "tax", "360502")
+        assert bytes(msg.key() or b"").decode() == value["key"] == value["after"]["uscc"]
         assert header(msg, "event_id") == value["event_id"]
         assert header(msg, "grant_id") == str(gid)
-    update = body(by_id[ids[2]])
-    assert update["op"] == "u" and update["record"]["taxpayer_name"] == "新名称"
+    update = body(by_id[ids[2]], settings)
+    assert update["op"] == "u" and update["after"]["taxpayer_name"] == "新名称"
     assert update["before"]["taxpayer_name"] == a["taxpayer_name"]
 
     # each delivery has its log row, naming where the delivered message sits
@@ -193,7 +194,7 @@ def test_revoked_grant_stops_deliveries_within_seconds(
     later = publish(settings, [Change("c", company(rng)), Change("c", company(rng))])
 
     got = to_kept.until(3, timeout=30)
-    assert {body(m)["event_id"] for m in got} == set(first + later)
+    assert {body(m, settings)["event_id"] for m in got} == set(first + later)
     wait_until(lambda: len(records_for(settings, kept, set(later))) == 2, 30,
                "the kept agency's log rows")
     # a batch's deliveries are logged in one transaction: a delivery of a later event to
@@ -201,7 +202,7 @@ def test_revoked_grant_stops_deliveries_within_seconds(
     assert records_for(settings, revoked, set(first))
     assert not records_for(settings, revoked, set(later))
     to_revoked.poll()
-    assert [body(m)["event_id"] for m in to_revoked.messages] == first
+    assert [body(m, settings)["event_id"] for m in to_revoked.messages] == first
     for reader in (to_revoked, to_kept):
         reader.close()
 
@@ -303,9 +304,9 @@ def test_backfill_sends_current_state_to_a_late_grantee(
     sent = backfill(settings, late, TAX)
     assert sent == len(state)
     got = inbox.until(sent, timeout=60)
-    mine = {v["key"]: v for v in (body(m) for m in got)}
+    mine = {v["key"]: v for v in (body(m, settings) for m in got)}
     assert set(mine) == set(state)
-    assert mine[firms[0]["uscc"]]["record"] == {"uscc": firms[0]["uscc"],
+    assert mine[firms[0]["uscc"]]["after"] == {"uscc": firms[0]["uscc"],
                                                 "tax_authority": "新税务所"}
     assert {v["op"] for v in mine.values()} == {"r"}
     assert mine[firms[0]["uscc"]]["event_id"] == ids[-1]
