@@ -40,6 +40,7 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from govbus.core.deliveries import Decoder, database_lookup
 from govbus.core.kafka import consumer_config
 from govbus.delivery_log import verify
 
@@ -78,6 +79,7 @@ def percentile(values: list[float], q: float) -> float:
 def delivered_latencies(env: Env, ids: set[str], expected: int) -> list[float]:
     """ms from envelope ``ts_ms`` to the deliver record's timestamp, for events in ``ids``."""
     consumer = Consumer(consumer_config(env.broker, f"bench-latency-{uuid.uuid4().hex[:8]}"))
+    decode = Decoder(database_lookup(env.database_url))
     out: list[float] = []
     try:
         meta = consumer.list_topics(timeout=10)
@@ -90,9 +92,9 @@ def delivered_latencies(env: Env, ids: set[str], expected: int) -> list[float]:
             for m in msgs:
                 if m.error():
                     continue
-                value = json.loads(m.value() or b"{}")
+                value = decode(m.value())
                 if value.get("event_id") in ids:
-                    out.append(m.timestamp()[1] - value["published_ms"])
+                    out.append(m.timestamp()[1] - value["ts_ms"])
     finally:
         consumer.close()
     if len(out) < expected:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections import Counter
@@ -15,6 +14,7 @@ from govbus import runtime
 from govbus.core import commitments_store, db, sharing_store, topics
 from govbus.core.catalogue import Catalogue
 from govbus.core.config import Settings
+from govbus.core.deliveries import Decoder, database_lookup
 from govbus.core.kafka import consumer_config
 
 # (requester, resource, fields or None, confidentiality agreement, provider's answer)
@@ -72,13 +72,14 @@ def collect(settings: Settings, routing: Routing, ids: set[str], timeout: float,
     consumer = Consumer(consumer_config(settings, f"govbus-demo-{uuid.uuid4().hex[:8]}"))
     consumer.subscribe([topics.DELIVER_PATTERN])
     seen: set[tuple[str, str]] = set()
+    decode = Decoder(database_lookup(settings.database_url))  # as a subscriber decodes them
     deadline, last = time.monotonic() + timeout, 0.0
     try:
         while len(seen) < routing.expected and time.monotonic() < deadline:
             for msg in consumer.consume(1000, 0.5):
                 if msg.error():
                     continue
-                value = json.loads(msg.value() or b"{}")
+                value = decode(msg.value())
                 recipient = str(msg.topic()).split(".")[1]
                 if value.get("event_id") in ids and (value["event_id"], recipient) not in seen:
                     seen.add((value["event_id"], recipient))

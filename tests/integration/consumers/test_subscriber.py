@@ -47,11 +47,14 @@ def grant(settings: Settings, catalogue: Catalogue, agency: str, resource_id: st
 
 def delivery(agency: str, resource_id: str, key: str, op: str, occurred_ms: int,
              record: dict[str, Any] | None, event_id: str | None = None) -> dict[str, Any]:
-    return {"event_id": event_id or uuid.uuid4().hex, "resource": resource_id, "op": op,
-            "key": key, "record": record, "before": None,
-            "provider": resource_id.split(".")[0], "locality": "360502",
-            "occurred_ms": occurred_ms, "published_ms": occurred_ms + 1, "grant_id": 1,
-            "masked_fields": []}
+    """A delivery in its JSON form (a grant's ``delivery_format`` json): the envelope."""
+    return {"before": None, "after": record,
+            "source": {"agency": resource_id.split(".")[0], "locality": "360502",
+                       "connector": "api", "ts_ms": occurred_ms},
+            "op": op, "transaction": None, "event_id": event_id or uuid.uuid4().hex,
+            "resource": resource_id, "schema_version": 1, "key": key,
+            "occurred_ms": occurred_ms, "ts_ms": occurred_ms + 1, "grant_id": 1,
+            "masked_fields": [], "channel": "exchange"}
 
 
 def topic_of(agency: str, resource_id: str) -> str:
