@@ -1,8 +1,8 @@
 """The Schema Registry API through the real service, read by stock Confluent tooling: a
 ``SchemaRegistryClient`` with Basic credentials and an ``AvroDeserializer`` decode records
-that the Publisher put on ``ingest.*`` and the hot path forwarded to ``validated.*`` on the
-real broker; each route's shape, Confluent's error codes, the refused registration, the
-compatibility tests by a resource's level.
+that the Publisher put on ``ingest.*``, the hot path forwarded to ``validated.*`` and
+delivered to ``deliver.*`` on the real broker; each route's shape, Confluent's error codes,
+the refused registration, the compatibility tests by a resource's level.
 
 The module has a database and a broker of its own: its registry holds a second version of
 the adoption register, whose contract sets ``govbus.compatibility`` to BACKWARD."""
@@ -26,7 +26,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
 
 from govbus import runtime, sample
-from govbus.core import db, registry
+from govbus.core import db, registry, sharing_store
 from govbus.core.catalogue import Catalogue, load_catalogue, resource_from_schema
 from govbus.core.config import Settings
 from govbus.core.envelope import make_event
@@ -35,7 +35,7 @@ from govbus.producers.publisher import Change, Publisher
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.api.conftest import Service, start_service, stop_service, token
 from tests.integration.conftest import TansuBroker, register_sample_keys, scratch_database
-from tests.integration.helpers import TopicReader, running
+from tests.integration.helpers import TopicReader, commitment, running, wait_until
 
 TAX = "tax.tax_registration"
 ADOPTION = "civil_affairs.adoption_register"
@@ -156,15 +156,60 @@ def test_a_stock_deserializer_decodes_ingest_and_validated_records(env: Env) -> 
             assert got["schema_version"] == 1
 
 
+def test_a_stock_deserializer_decodes_deliveries_seen_only_by_whom_they_concern(
+        env: Env) -> None:
+    """A grant's projection is a schema of its own under ``deliver.<recipient>.<resource>
+    -value``: the recipient's stock deserializer decodes its deliveries; the provider and
+    the center see the subject; any other agency is told it does not exist (Art. 24)."""
+    dsn = env.settings.database_url
+    out = sharing_store.file_request(dsn, load_catalogue().resources[TAX], "hrss", "duties",
+                                     ["uscc", "taxpayer_name", "credit_rating"],
+                                     commitment(dsn, "hrss", TAX))
+    sharing_store.decide(dsn, out["request_id"], "tax", True, "ok")
+    rng = random.Random(uuid.uuid4().int)
+    records = [company(rng), company(rng)]
+    ids = publish(env, records)
+    worker = HotPath(env.settings, group=f"test-hotpath-{uuid.uuid4().hex[:8]}", batch=100)
+    deserializer = AvroDeserializer(env.client("hrss"))
+    reader = TopicReader(env.settings, ["deliver.hrss.tax_registration"])
+    context = SerializationContext("deliver.hrss.tax_registration", MessageField.VALUE)
+    with running(worker):  # the module's earlier events are delivered too: the grant is new
+        wait_until(lambda: set(ids) <= {deserializer(m.value(), context)["event_id"]
+                                        for m in reader.poll()}, 60, "both deliveries")
+    reader.close()
+    delivered = [d for d in (deserializer(m.value(), context) for m in reader.messages)
+                 if d["event_id"] in ids]
+    assert len(delivered) == 2
+    for d in delivered:
+        assert set(d["after"]) == {"uscc", "taxpayer_name", "credit_rating"}
+        assert d["after"]["credit_rating"] == "AAA******07"  # masked: no agreement (Art. 25)
+        assert (d["masked_fields"], d["source"]["agency"]) == (["credit_rating"], "tax")
+
+    subject = "deliver.hrss.tax_registration-value"
+    for who in ("hrss", "tax", "information_center"):
+        latest = env.client(who).get_latest_version(subject)
+        assert latest.version == 1 and "Envelope" in text(latest.schema)
+        assert subject in env.client(who).get_subjects()
+        assert env.http(who).get(f"/registry/config/{subject}").json() == {
+            "compatibilityLevel": "NONE"}  # a grant decides a delivery's fields
+    outsider = env.http("civil_affairs")
+    assert subject not in env.client("civil_affairs").get_subjects()
+    answer = outsider.get(f"/registry/subjects/{subject}/versions")
+    assert (answer.status_code, answer.json()["error_code"]) == (404, 40401)
+    answer = outsider.get(f"/registry/schemas/ids/{latest.schema_id}")
+    assert (answer.status_code, answer.json()["error_code"]) == (404, 40403)
+
+
 def test_schema_ids_are_the_wire_formats_and_subjects_map_to_resources(env: Env) -> None:
     [(version, schema_id)] = registered(env, TAX)
     client = env.client()
     assert client.get_versions(INGEST) == client.get_versions(VALIDATED) == [version]
     latest = client.get_latest_version(INGEST)
     assert (latest.schema_id, latest.version, latest.subject) == (schema_id, 1, INGEST)
-    assert json.loads(text(client.get_schema(schema_id)))["fields"][0]["name"] == \
-        "event_id"
-    assert set(client.get_subjects()) == {
+    envelope = json.loads(text(client.get_schema(schema_id)))
+    assert envelope["name"] == "Envelope" and envelope["fields"][0]["name"] == "before"
+    # the catalogue's subjects, and the deliveries hrss receives, if any yet
+    assert {s for s in client.get_subjects() if not s.startswith("deliver.hrss.")} == {
         s for r in load_catalogue().resources
         for s in (f"ingest.{r}-value", f"validated.{r}-value")}
     with env.http() as http:
@@ -222,7 +267,7 @@ def test_compatibility_of_a_compatible_and_an_incompatible_schema(env: Env) -> N
                               "default": None})
     assert client.test_compatibility(INGEST, Schema(json.dumps(widened), "AVRO"))
     retyped = json.loads(text(latest))
-    retyped["fields"][0]["type"] = "int"  # event_id: string -> int
+    next(f for f in retyped["fields"] if f["name"] == "event_id")["type"] = "int"
     assert not client.test_compatibility(INGEST, Schema(json.dumps(retyped), "AVRO"))
     with env.http() as http:
         r = http.post(f"/registry/compatibility/subjects/{INGEST}/versions/1",
