@@ -100,7 +100,8 @@ def test_apply_approve_subscribe_query_with_a_token_and_a_url_only(
     assert got.returncode == 0, got.stderr
     seen = [json.loads(line) for line in got.stdout.splitlines() if line.startswith("{")]
     assert sorted(d["key"] for d in seen) == sorted(f["uscc"] for f in firms)
-    assert all(set(d["record"]) == {"uscc", "taxpayer_name", "credit_rating"} for d in seen)
+    # framed Avro, decoded by the schema the service's registry answers for its id
+    assert all(set(d["after"]) == {"uscc", "taxpayer_name", "credit_rating"} for d in seen)
     with db.transaction(settings.database_url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM receipts WHERE recipient = %s", (me,))
         assert cur.fetchone()[0] == 3  # confirmed through the service
