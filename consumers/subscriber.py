@@ -521,7 +521,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--agency B [--sink-dsn DSN --table T] [--resource R] [--max N] [--idle-exit S]``."""
     parser.add_argument("--agency", required=True, help="the receiving agency")
     parser.add_argument("--sink-dsn", help="the agency's own PostgreSQL (with --table)")
-    parser.add_argument("--table", help="table to upsert into, created if missing")
+    parser.add_argument("--table", help="table to upsert into: created with one jsonb record "
+                        "column if missing; a table with a column per granted field gets "
+                        "the fields as columns")
     parser.add_argument("--resource", action="append", help="only this granted resource "
                         "(repeatable); needed for a table when several are granted")
     parser.add_argument("--max", type=int, help="stop after N messages")
