@@ -48,6 +48,7 @@ from govbus import runtime, sample
 from govbus.core import commitments_store, db, keyring, registry, sharing_store
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import Settings
+from govbus.core.deliveries import Decoder, database_lookup
 from govbus.core.errors import GovbusError
 from govbus.core.kafka import consumer_config, ensure_topics
 from govbus.core.keyring import checkpoint_publics
@@ -273,8 +274,10 @@ def scan(settings: Settings, topics: list[str]) -> Iterator[Any]:
 
 
 def read_deliveries(settings: Settings) -> list[tuple[str, str]]:
-    """(recipient, event id) of every message on every deliver topic, from the beginning."""
-    return [(msg.topic().split(".")[1], json.loads(msg.value())["event_id"])
+    """(recipient, event id) of every message on every deliver topic, from the beginning,
+    decoded as a subscriber does (framed Avro by the schema id it carries, or JSON)."""
+    decode = Decoder(database_lookup(settings.database_url))
+    return [(msg.topic().split(".")[1], decode(msg.value())["event_id"])
             for msg in scan(settings, [r"^deliver\..*"])]
 
 

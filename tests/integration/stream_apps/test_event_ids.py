@@ -65,7 +65,7 @@ def test_an_accepted_event_id_reused_for_another_record_is_rejected(
         assert len(rejected()) == 1, "the retry of the same record is no reuse"
         delivered = [dict(m.headers() or [])["event_id"].decode()
                      for m in readers["inbox"].poll()]
-        keys = {json.loads(m.value() or b"{}")["key"] for m in readers["inbox"].messages
+        keys = {readers["inbox"].value(m)["key"] for m in readers["inbox"].messages
                 if dict(m.headers() or [])["event_id"].decode() == first_id}
         assert first_id in delivered and keys == {first["uscc"]}, "only the first record"
         assert [e for e, _ in logged(settings.database_url, recipient)].count(first_id) == 1
