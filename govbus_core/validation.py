@@ -40,8 +40,12 @@ def check_event(resource: Resource, event: Event, sender: str, *, now_ms: int | 
 
 
 def image(event: Event) -> dict[str, Any] | None:
-    """The row image the event is about: ``after``, or ``before`` for a delete."""
-    return event.get("before") if event.get("op") == "d" else event.get("after")
+    """The row image the event is about: ``after``, or ``before`` for a delete (None for a
+    truncate, which is about no one row)."""
+    op = event.get("op")
+    if op == "t":
+        return None
+    return event.get("before") if op == "d" else event.get("after")
 
 
 @rule
@@ -71,8 +75,13 @@ def locality(resource: Resource, event: Event, sender: str) -> Iterator[Violatio
 @rule
 def row_image(resource: Resource, event: Event, sender: str) -> Iterator[Violation]:
     """A create/update/snapshot carries ``after``; a delete carries ``before``; the key is the
-    entity's identifier (Art. 12)."""
+    entity's identifier (Art. 12). A truncate (op ``t``) is about the whole resource, no one
+    entity: it carries neither image and an empty key (Art. 7), so that no recipient takes a
+    row of it for an entity's state."""
     op = event.get("op")
+    if op == "t":
+        yield from _truncate_shape(event)
+        return
     row = image(event)
     if row is None:
         part = "before" if op == "d" else "after"
@@ -84,6 +93,17 @@ def row_image(resource: Resource, event: Event, sender: str) -> Iterator[Violati
         yield Violation("envelope.key_mismatch", "key", "Art. 12",
                         f"key {event.get('key')!r} differs from {key_field} "
                         f"{row.get(key_field)!r}")
+
+
+def _truncate_shape(event: Event) -> Iterator[Violation]:
+    for part in ("before", "after"):
+        if event.get(part) is not None:
+            yield Violation("envelope.truncate_image", part, "Art. 7",
+                            f"a truncate (op 't') carries no row image, but {part!r} is set")
+    if event.get("key") != "":
+        yield Violation("envelope.truncate_key", "key", "Art. 7",
+                        f"a truncate (op 't') names no entity: its key must be empty, not "
+                        f"{event.get('key')!r}")
 
 
 @rule
@@ -241,7 +261,10 @@ def compile_acceptor(resource: Resource) -> Acceptor:
                 if len(valid_localities) < LOCALITY_MEMO:
                     valid_localities.add(locality)
             before = event.get("before")
-            delete = event.get("op") == "d"
+            op = event.get("op")
+            if op == "t":
+                return False  # row_image's truncate shape: rare, the rules decide
+            delete = op == "d"
             row = before if delete else event.get("after")
             if row is None or event.get("key") != row.get(key_field):
                 return False  # row_image

@@ -17,16 +17,21 @@ messages (:mod:`govbus.producers.pgoutput`), and publishes each change through t
 - **Order per entity.** The server sends transactions in commit order; an entity's changes
   are serialised by its row lock; the relay produces in that order, keyed by entity, with an
   idempotent producer, and a retry re-sends from the confirmed position onwards.
-- **Source position.** ``source.txid`` is the transaction id, ``source.seq`` the change's LSN
-  (the envelope's fields for the source's transaction and position); ``occurred_ms`` is the
-  commit time.
+- **Source.** ``source.db`` is the database the slot decodes (``IDENTIFY_SYSTEM``),
+  ``schema`` and ``table`` the relation's, ``txId`` the transaction id, ``lsn`` the change's
+  LSN; ``occurred_ms`` (= ``source.ts_ms``) is the commit time. ``transaction`` is
+  ``{id: txId, total_order, data_collection_order}``, both orders the change's place among
+  the transaction's changes the slot streams, from 1: its publication holds the one captured
+  table, so they are equal, and the transaction's changes of other tables are not counted.
 - **Snapshots** (op ``r``): :func:`snapshot` reads the table in key order, a chunk per
   transaction, ``FOR SHARE``, and writes each row's state into the WAL as a transactional
   logical message (``pg_logical_emit_message``), which reaches the relay through the slot in
-  commit order with the changes: the same path, the same guarantees.
+  commit order with the changes: the same path, the same guarantees. ``source.snapshot`` is
+  ``true``, ``last`` for the snapshot's last row; a snapshot row has no ``transaction``.
+- **Truncate** (op ``t``): a ``TRUNCATE`` of the captured table is one event with neither
+  image and an empty key, in its place in the stream.
 - **Bad rows** are refused with their reasons, logged and counted
-  (``govbus_outbox_set_aside_total``); the stream goes on. ``TRUNCATE`` is logged and counted
-  as set aside: the envelope has no operation for it.
+  (``govbus_outbox_set_aside_total``); the stream goes on.
 
 Slot lag (WAL the slot holds back) is ``govbus_outbox_slot_lag_bytes``.
 """
@@ -42,7 +47,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg2
 import psycopg2.errors
@@ -75,6 +80,16 @@ _JSON_TYPES = {114, 3802}  # json, jsonb: numbers read exactly, as in the trigge
 
 
 # --- the relay ---------------------------------------------------------------------------
+
+class Images(NamedTuple):
+    """What one change message says: op, row images cast, ``schema.table``, snapshot flag."""
+
+    op: str
+    after: dict[str, Any] | None
+    before: dict[str, Any] | None
+    table: str
+    snapshot: str = "false"
+
 
 @dataclass
 class Batch:
@@ -123,6 +138,7 @@ class LogicalRelay(OutboxRelay):
         self._repl: Any = None
         self._cur: Any = None
         self._origin = ""
+        self._dbname = ""
         self._relations = pgoutput.Relations()
         self._tx: pgoutput.Begin | None = None
         self._ordinal = 0
@@ -136,7 +152,7 @@ class LogicalRelay(OutboxRelay):
             self._cur = self._repl.cursor()
             self._cur.execute("IDENTIFY_SYSTEM")
             system, _timeline, _pos, dbname = self._cur.fetchone()
-            self._origin = f"{system}/{dbname}/{self.resource.id}"
+            self._origin, self._dbname = f"{system}/{dbname}/{self.resource.id}", dbname
             self._cur.start_replication(
                 slot_name=self.slot, decode=False, status_interval=5,
                 options={"proto_version": "1", "publication_names": self.slot,
@@ -187,25 +203,27 @@ class LogicalRelay(OutboxRelay):
                 image[col.name] = self._cast(value, col.type_oid)
         return image
 
-    def _images(self, msg: pgoutput.Message) -> tuple[str, dict[str, Any] | None,
-                                                     dict[str, Any] | None, str]:
-        """(op, after, before, table) of a change message."""
+    def _images(self, msg: pgoutput.Message) -> Images:
+        """What a change message says, rows cast."""
         if isinstance(msg, pgoutput.LogicalMessage):
             body = json.loads(msg.content, parse_float=Decimal)
-            return "r", body["after"], None, body["table"]
+            return Images("r", body["after"], None, body["table"],
+                          str(body.get("snapshot") or "true"))
+        if isinstance(msg, pgoutput.Truncate):
+            return Images("t", None, None, self._relations.get(msg.relation_oids[0]).qualified)
         if isinstance(msg, pgoutput.Insert):
-            return ("c", self._image(msg.relation_oid, msg.new), None,
-                    self._relations.get(msg.relation_oid).qualified)
+            return Images("c", self._image(msg.relation_oid, msg.new), None,
+                          self._relations.get(msg.relation_oid).qualified)
         if isinstance(msg, pgoutput.Update):
             before = self._image(msg.relation_oid, msg.old if msg.old_kind == "O" else None)
-            return ("u", self._image(msg.relation_oid, msg.new, before), before,
-                    self._relations.get(msg.relation_oid).qualified)
+            return Images("u", self._image(msg.relation_oid, msg.new, before), before,
+                          self._relations.get(msg.relation_oid).qualified)
         assert isinstance(msg, pgoutput.Delete)
         rel = self._relations.get(msg.relation_oid)
         if msg.old_kind != "O":
             raise OutboxError(f"a delete of {rel.qualified} carries only its key: set "
                               f"ALTER TABLE {rel.qualified} REPLICA IDENTITY FULL")
-        return "d", None, self._image(msg.relation_oid, msg.old), rel.qualified
+        return Images("d", None, self._image(msg.relation_oid, msg.old), rel.qualified)
 
     def _publish(self, msg: pgoutput.Message, lsn: int, batch: Batch) -> None:
         tx = self._tx
@@ -214,17 +232,22 @@ class LogicalRelay(OutboxRelay):
         event_id = str(uuid.uuid5(EVENT_NAMESPACE,
                                   f"{self._origin}/{tx.final_lsn}/{self._ordinal}"))
         try:
-            op, after, before, table = self._images(msg)
-        except (OutboxError, ValueError, KeyError) as exc:
+            found = self._images(msg)
+        except (OutboxError, pgoutput.PgoutputError, ValueError, KeyError, IndexError) as exc:
             self._set_aside(event_id, lsn, str(exc), batch)
             return
-        if op == "u" and before == after:
+        if found.op == "u" and found.before == found.after:
             return  # a no-op update is not a change (nor is it in the trigger mode)
-        change = Change(op=op, record=to_record(self.resource, after),
-                        before=to_record(self.resource, before), locality=self.locality,
+        schema, _, table = found.table.rpartition(".")
+        change = Change(op=found.op, record=to_record(self.resource, found.after),
+                        before=to_record(self.resource, found.before), locality=self.locality,
                         occurred_ms=int(tx.commit_time.timestamp() * 1000),
-                        event_id=event_id, connector="logical", table=table,
-                        tx_id=tx.xid, lsn=lsn)
+                        event_id=event_id, connector="logical", db=self._dbname,
+                        schema=schema or None, table=table, tx_id=tx.xid, lsn=lsn,
+                        snapshot=found.snapshot,
+                        transaction=None if found.op == "r" else {
+                            "id": str(tx.xid), "total_order": self._ordinal,
+                            "data_collection_order": self._ordinal})
         event, violations = self.publisher.prepare(self.agency, self.resource, change)
         if event is None or violations:
             self._set_aside(event_id, lsn, "; ".join(str(v) for v in violations), batch)
@@ -247,15 +270,12 @@ class LogicalRelay(OutboxRelay):
         elif isinstance(msg, pgoutput.Commit):
             batch.commits.append((msg.end_lsn, len(batch.sent)))
             self._tx = None
-        elif isinstance(msg, (pgoutput.Insert, pgoutput.Update, pgoutput.Delete)):
+        elif isinstance(msg, (pgoutput.Insert, pgoutput.Update, pgoutput.Delete,
+                              pgoutput.Truncate)):
             self._publish(msg, lsn, batch)
         elif isinstance(msg, pgoutput.LogicalMessage):
             if msg.transactional and msg.prefix == self.prefix:
                 self._publish(msg, lsn, batch)
-        elif isinstance(msg, pgoutput.Truncate):
-            self._ordinal += 1
-            self._set_aside("-", lsn, "TRUNCATE is not published (the envelope has no "
-                            "operation for it): take a snapshot after it", batch)
 
     # -- batches
     def read_batch(self, idle: float | None = None) -> Batch:

@@ -107,9 +107,12 @@ def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue:
     logical messages, op ``r`` once relayed, read as :func:`~govbus.producers.outbox.in_chunks`
     says; returns how many rows. Each snapshot is new events."""
     res = provider_resource(catalogue, agency, resource)
+    # emitted in key order (a volatile target list is evaluated after the sort), so the row
+    # marked 'last' is the snapshot's last message
     return in_chunks(agency_dsn, table, res,
-                     "SELECT max(k)::text, count(pg_logical_emit_message(true, %(prefix)s, "
-                     "jsonb_build_object('table', %(name)s, 'after', image)::text)) FROM chunk",
+                     "SELECT max(k)::text, count(m) FROM (SELECT k, pg_logical_emit_message("
+                     "true, %(prefix)s, jsonb_build_object('table', %(name)s, 'after', image, "
+                     "'snapshot', snapshot)::text) AS m FROM marked ORDER BY k) emitted",
                      {"prefix": snapshot_prefix(agency, resource)}, chunk)
 
 

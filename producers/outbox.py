@@ -3,7 +3,8 @@
 ``install`` puts a trigger on the agency's source-of-record table that writes every insert,
 update and delete (``to_jsonb(OLD)``/``to_jsonb(NEW)``) into ``govbus_outbox.events`` *in the
 same transaction* as the change, so a change is in the outbox exactly when it is committed and
-a broker outage cannot lose it. Nothing is installed in govbus's own database.
+a broker outage cannot lose it; a statement-level trigger does the same for a ``TRUNCATE``
+(one row, op ``t``, no image). Nothing is installed in govbus's own database.
 
 ``OutboxRelay`` publishes the outbox in batches of ``SELECT ... ORDER BY id FOR UPDATE SKIP
 LOCKED`` (two relays never hold the same row) through :class:`Publisher` (the contract checks
@@ -27,10 +28,17 @@ of Art. 7-8, 12 apply), and marks ``published_at`` only for rows the broker ackn
 
 **Snapshots.** The first :func:`install` puts the rows that exist in the outbox as op ``r``
 (Debezium's ``snapshot.mode=initial``), and :func:`snapshot` does so again on request; those
-rows go the same way as changes, so the guarantees above hold for them too.
+rows go the same way as changes, so the guarantees above hold for them too. Their
+``source.snapshot`` is ``true``, and ``last`` for the snapshot's last row.
 
-Not captured: ``TRUNCATE`` (no row triggers). Published rows stay in the outbox: prune them by
-``published_at`` on the agency's own schedule.
+**Source.** Each event's ``source`` names the agency database (``db``, the relay
+connection's), the table (``schema``, ``table``), the transaction (``txId``) and the outbox row
+(``sequence``, its id); ``transaction`` places it among its transaction's rows
+(:mod:`govbus.producers.tx_order`, with that module's limits).
+
+Published rows stay in the outbox: prune them by ``published_at`` on the agency's own
+schedule. :func:`install` is idempotent and brings an existing outbox up to date (the
+truncate trigger, the snapshot column, the transaction index).
 """
 
 from __future__ import annotations
@@ -62,6 +70,8 @@ from govbus.core.errors import BrokerError, DatabaseError, GovbusError
 from govbus.core.kafka import producer_config
 from govbus.core.registry import SchemaRegistry
 from govbus.producers.publisher import DEFAULT_LOCALITY, Change, Publisher
+from govbus.producers.tx_order import Row as TxRow
+from govbus.producers.tx_order import TransactionOrder
 
 log = logging.getLogger("govbus.outbox")
 _LOCK_SPACE = "govbus_outbox"
@@ -85,11 +95,16 @@ CREATE TABLE IF NOT EXISTS govbus_outbox.events (
     attempts     int NOT NULL DEFAULT 0,
     last_error   text
 );
--- c, u, d from the trigger; r from a snapshot
+-- a snapshot row: 'true', or 'last' for the last row of its snapshot (source.snapshot)
+ALTER TABLE govbus_outbox.events ADD COLUMN IF NOT EXISTS snapshot text;
+-- c, u, d from the row trigger; t from the truncate trigger; r from a snapshot
 ALTER TABLE govbus_outbox.events DROP CONSTRAINT IF EXISTS events_op_check;
-ALTER TABLE govbus_outbox.events ADD CONSTRAINT events_op_check CHECK (op IN ('c', 'u', 'd', 'r'));
+ALTER TABLE govbus_outbox.events ADD CONSTRAINT events_op_check
+    CHECK (op IN ('c', 'u', 'd', 'r', 't'));
 CREATE INDEX IF NOT EXISTS events_unpublished ON govbus_outbox.events (agency, resource, id)
     WHERE published_at IS NULL AND rejected_at IS NULL;
+-- a transaction's rows in id order: the relay's transaction block (total_order)
+CREATE INDEX IF NOT EXISTS events_txid ON govbus_outbox.events (txid, id);
 CREATE OR REPLACE FUNCTION govbus_outbox.capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -103,6 +118,13 @@ BEGIN
     VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[1],
             CASE TG_OP WHEN 'INSERT' THEN 'c' WHEN 'UPDATE' THEN 'u' ELSE 'd' END,
             old_row, new_row);
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE FUNCTION govbus_outbox.capture_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    INSERT INTO govbus_outbox.events (table_name, agency, resource, op)
+    VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_ARGV[0], TG_ARGV[1], 't');
     RETURN NULL;
 END $$;
 """
@@ -172,24 +194,36 @@ def install(agency_dsn: str, table: str, agency: str, resource: str,
             cur.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (_LOCK_SPACE,))
             schema, name = checked_table(cur, table, res)
             cur.execute(DDL)
-            trigger = sql.Identifier(f"govbus_outbox_{resource}")
             target = sql.Identifier(schema, name)
             cur.execute("SELECT count(*) FROM pg_trigger WHERE tgrelid = %s::regclass "
                         "AND tgname = %s", (f"{schema}.{name}", f"govbus_outbox_{resource}"))
             first = cur.fetchone()[0] == 0
-            cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, target))
-            cur.execute(sql.SQL("CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} "
-                                "FOR EACH ROW EXECUTE FUNCTION govbus_outbox.capture({}, {})")
-                        .format(trigger, target, sql.Literal(agency), sql.Literal(resource)))
+            _triggers(cur, resource, target, agency)
             if not (first and snapshot):
                 return 0
+            # in one statement, so the row read last is known: its snapshot is 'last'
             cur.execute(sql.SQL("INSERT INTO govbus_outbox.events (table_name, agency, "
-                                "resource, op, after) SELECT %s, %s, %s, 'r', to_jsonb(t) "
-                                "FROM {} t").format(target),
-                        (f"{schema}.{name}", agency, resource))
+                                "resource, op, after, snapshot) SELECT %s, %s, %s, 'r', image, "
+                                "CASE WHEN n = total THEN 'last' ELSE 'true' END FROM ("
+                                "SELECT to_jsonb(t) AS image, row_number() OVER () AS n, "
+                                "count(*) OVER () AS total FROM {} t) s ORDER BY n")
+                        .format(target), (f"{schema}.{name}", agency, resource))
             return int(cur.rowcount)
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot install the outbox on {table}: {exc}".strip()) from exc
+
+
+def _triggers(cur: Any, resource: str, target: sql.Composable, agency: str) -> None:
+    """(Re)create the row trigger (c, u, d) and the statement-level truncate trigger (t)."""
+    args = (sql.Literal(agency), sql.Literal(resource))
+    for suffix, when, level, function in (
+            ("", "INSERT OR UPDATE OR DELETE", "ROW", "capture"),
+            ("_truncate", "TRUNCATE", "STATEMENT", "capture_truncate")):
+        trigger = sql.Identifier(f"govbus_outbox_{resource}{suffix}"[:63])
+        cur.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, target))
+        cur.execute(sql.SQL("CREATE TRIGGER {} AFTER " + when + " ON {} FOR EACH " + level +
+                            " EXECUTE FUNCTION govbus_outbox." + function + "({}, {})")
+                    .format(trigger, target, *args))
 
 
 SNAPSHOT_CHUNK = 1000  # rows locked per transaction: writers of other rows never wait long
@@ -201,6 +235,10 @@ def in_chunks(agency_dsn: str, table: str, res: Resource, then: str, params: dic
     locked ``FOR SHARE`` to its commit and handed, as ``chunk (k, image)`` with ``image`` the
     row's ``to_jsonb``, to the statement ``then`` (which must select one row of two columns:
     the last key, the count). Returns how many rows. ``%(name)s`` in ``then`` is the table.
+    ``then`` reads the chunk from ``marked (k, image, snapshot)``, where ``snapshot`` is
+    ``'last'`` for the chunk's last row when no row of a greater key exists (the snapshot's
+    last row: Debezium's ``source.snapshot``), else ``'true'``; if the rows after a chunk
+    are all deleted before the next chunk is read, no row is marked ``'last'``.
 
     The lock orders a row's snapshot with its concurrent changes: a writer of the row waits
     for the chunk's commit, and a snapshot waits for a writer's."""
@@ -214,8 +252,11 @@ def in_chunks(agency_dsn: str, table: str, res: Resource, then: str, params: dic
     statement = sql.SQL(
         "WITH chunk AS (SELECT t.{key} AS k, to_jsonb(t) AS image FROM {table} t "
         "WHERE %(after)s::text IS NULL OR t.{key} > %(after)s ORDER BY t.{key} "
-        "LIMIT %(chunk)s FOR SHARE) ").format(key=sql.Identifier(res.key_field),
-                                             table=sql.Identifier(schema, name)) + sql.SQL(then)
+        "LIMIT %(chunk)s FOR SHARE), marked AS (SELECT k, image, CASE WHEN k = "
+        "(SELECT max(k) FROM chunk) AND NOT EXISTS (SELECT 1 FROM {table} u WHERE u.{key} > "
+        "(SELECT max(k) FROM chunk)) THEN 'last' ELSE 'true' END AS snapshot FROM chunk) "
+    ).format(key=sql.Identifier(res.key_field), table=sql.Identifier(schema, name)) + \
+        sql.SQL(then)
     params = {**params, "after": None, "chunk": chunk, "name": f"{schema}.{name}"}
     total = 0
     try:
@@ -245,8 +286,9 @@ def snapshot(agency_dsn: str, table: str, agency: str, resource: str, catalogue:
     res = provider_resource(catalogue, agency, resource)
     return in_chunks(agency_dsn, table, res,
                      ", ins AS (INSERT INTO govbus_outbox.events (table_name, agency, resource, "
-                     "op, after) SELECT %(name)s, %(agency)s, %(resource)s, 'r', image "
-                     "FROM chunk ORDER BY k) SELECT max(k)::text, count(*) FROM chunk",
+                     "op, after, snapshot) SELECT %(name)s, %(agency)s, %(resource)s, 'r', "
+                     "image, snapshot FROM marked ORDER BY k) "
+                     "SELECT max(k)::text, count(*) FROM chunk",
                      {"agency": agency, "resource": resource}, chunk)
 
 
@@ -293,6 +335,7 @@ class OutboxRow:
     after: dict[str, Any] | None
     txid: int
     occurred_at: Any
+    snapshot: str | None = None  # 'true' or 'last' for a snapshot row
 
 
 
@@ -320,6 +363,8 @@ class OutboxRelay:
         self.publisher.signer_for(agency)  # no signing key: refused at start (Art. 8, 24)
         self.published = self.refused = 0
         self.db = db.Reused(self.dsn, on_connect=_exact_jsonb)
+        self.order = TransactionOrder(agency, self.resource.name)
+        self.dbname = ""  # the agency database's name, as its connection reports it
         self._stop = threading.Event()
 
     def _new_producer(self) -> Producer:
@@ -350,27 +395,35 @@ class OutboxRelay:
         if not cur.fetchone()[0]:
             return []
         cur.execute("SELECT id, event_id::text, table_name, op, before, after, txid, "
-                    "occurred_at FROM govbus_outbox.events WHERE published_at IS NULL "
+                    "occurred_at, snapshot FROM govbus_outbox.events WHERE published_at IS NULL "
                     "AND rejected_at IS NULL AND agency = %s AND resource = %s "
                     "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
                     (self.agency, self.resource.name, self.batch_size))
+        self.dbname = cur.connection.info.dbname
         return [OutboxRow(*r) for r in cur.fetchall()]
 
-    def _change(self, row: OutboxRow) -> Change:
+    def _change(self, row: OutboxRow, transaction: dict[str, Any] | None = None) -> Change:
+        """The change of an outbox row; ``source`` says where it is in the agency database
+        (db, schema, table, txId, the row id as ``sequence``) and ``transaction`` where it
+        is in its transaction (:mod:`govbus.producers.tx_order`)."""
+        schema, _, table = row.table_name.rpartition(".")
         return Change(op=row.op, record=to_record(self.resource, row.after),
                       before=to_record(self.resource, row.before), locality=self.locality,
                       occurred_ms=int(row.occurred_at.timestamp() * 1000),
-                      event_id=row.event_id, connector="outbox", table=row.table_name,
-                      tx_id=row.txid, sequence=str(row.id))
+                      event_id=row.event_id, connector="outbox", db=self.dbname,
+                      schema=schema or None, table=table, tx_id=row.txid,
+                      sequence=str(row.id), snapshot=row.snapshot or "false",
+                      transaction=transaction)
 
-    def _send(self, rows: list[OutboxRow]) -> tuple[list[int], dict[int, str], dict[int, Any]]:
+    def _send(self, rows: list[OutboxRow], blocks: dict[int, dict[str, Any]]
+              ) -> tuple[list[int], dict[int, str], dict[int, Any]]:
         """Produce the batch and wait for acknowledgements: (sent ids, refusals, results)."""
         sent: list[int] = []
         refused: dict[int, str] = {}
         results: dict[int, Any] = {}
         for row in rows:
             event, violations = self.publisher.prepare(self.agency, self.resource,
-                                                       self._change(row))
+                                                       self._change(row, blocks.get(row.id)))
             if event is None or violations:
                 refused[row.id] = "; ".join(str(v) for v in violations)
                 log.warning("outbox row %d (event %s) refused: %s", row.id, row.event_id,
@@ -420,11 +473,16 @@ class OutboxRelay:
                 rows = self._claim(cur)
                 if not rows:
                     return 0
-                sent, refused, results = self._send(rows)
+                blocks = self.order.blocks(cur, [TxRow(r.id, r.txid, r.op) for r in rows])
+                sent, refused, results = self._send(rows, blocks)
                 done, error = self._mark(cur, sent, refused, results)
         except psycopg2.errors.UndefinedTable as exc:
             raise OutboxError("no outbox in the agency database: install it first "
                               "(python -m govbus.producers.outbox --install --table ...)") from exc
+        except psycopg2.errors.UndefinedColumn as exc:
+            raise OutboxError("the agency's outbox is older than this relay: run the install "
+                              "again, it is idempotent (govbus outbox --install --table ...)"
+                              ) from exc
         self.published += done
         self.refused += len(refused)
         metrics.OUTBOX_PUBLISHED.labels(self.agency, self.resource.id).inc(done)

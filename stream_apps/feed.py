@@ -1,8 +1,9 @@
 """The feed step: the canonical values of every accepted event, re-keyed by entity, for the
 reconciler (Art. 8, 19-20).
 
-For a resource with canonical attributes, each accepted event gives one small JSON value
-message keyed by the canonical entity id (``company:<credit code>``, ``person:<resident id>``)::
+For a resource with canonical attributes, each accepted event of an entity (a truncate,
+op ``t``, names none and feeds nothing) gives one small JSON value message keyed by the
+canonical entity id (``company:<credit code>``, ``person:<resident id>``)::
 
     {"entity", "agency", "resource", "event_id", "occurred_ms",
      "values": {attribute: value or null}, "owners": {attribute: source-of-record agency}}
@@ -99,8 +100,8 @@ class ValueFeed:
         self.resource_id = resource.id
 
     def __call__(self, event: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
-        if not self.canon or not event.get("key"):
-            return None
+        if not self.canon or not event.get("key") or event.get("op") == "t":
+            return None  # a truncate states no entity's value: the reconciler hears nothing
         entity = f"{self.kind}:{event['key']}"
         after = event.get("after") if event.get("op") != "d" else None
         values = {attr: (None if after is None or after.get(name) is None else str(after[name]))

@@ -189,11 +189,17 @@ def test_changes_with_before_images_in_order(broker_settings: Settings, logical_
     events = [e for e, _ in reader.events]
     assert all(e["event_id"] == h for e, h in reader.events)
     assert len({e["event_id"] for e in events}) == 6
-    assert {e["source"]["table"] for e in events} == {table}
+    schema, name = table.split(".")
+    assert {(e["source"]["connector"], e["source"]["db"], e["source"]["schema"],
+             e["source"]["table"]) for e in events} == {("logical", "govbus", schema, name)}
+    assert all(e["occurred_ms"] == e["source"]["ts_ms"] for e in events)
     inserts = [e for e in events if e["op"] == "c"]
-    assert {e["source"]["txid"] for e in inserts} == {txid}  # one transaction, one txid
+    assert {e["source"]["txId"] for e in inserts} == {txid}  # one transaction, one txid
+    assert sorted((e["transaction"]["total_order"], e["transaction"]["data_collection_order"])
+                  for e in inserts) == [(1, 1), (2, 2)]
+    assert {e["transaction"]["id"] for e in inserts} == {str(txid)}
     for key in {e["key"] for e in events}:  # the changes' LSNs, in commit order per entity
-        lsns = [e["source"]["seq"] for e in events if e["key"] == key]
+        lsns = [e["source"]["lsn"] for e in events if e["key"] == key]
         assert lsns == sorted(lsns) and lsns[0] > 0
     update = next(e for e in events if e["op"] == "u" and e["key"] == rid)
     assert (update["before"]["name"], update["after"]["name"]) == ("居民2", "王芳")
@@ -203,6 +209,8 @@ def test_changes_with_before_images_in_order(broker_settings: Settings, logical_
         k: (str(v) if k == "birth_date" else v) for k, v in b.items()}
     snap = next(e for e in events if e["op"] == "r")
     assert snap["after"]["name"] == "居民1" and snap["before"] is None
+    assert (snap["source"]["snapshot"], snap["transaction"]) == ("last", None)  # its only row
+    assert {e["source"]["snapshot"] for e in events if e["op"] != "r"} == {"false"}
     relay.close()
     again = relay_for(logical_pg, broker_settings, catalogue)
     assert again.run_once() == 0  # all confirmed: nothing sent again
@@ -271,7 +279,7 @@ def test_interleaved_transactions(broker_settings: Settings, logical_pg: str,
     by_key = {e["key"]: e for e, _ in reader.events}
     assert len(reader.events) == 3 and set(by_key) == {
         resident(n)["resident_id"] for n in (51, 52, 53)}
-    assert by_key[resident(51)["resident_id"]]["source"]["seq"] < first_confirmed
+    assert by_key[resident(51)["resident_id"]]["source"]["lsn"] < first_confirmed
     assert confirmed(logical_pg) > first_confirmed
 
 

@@ -232,18 +232,25 @@ def test_changes_published_in_order(broker_settings: Settings, database_url: str
     reader.close()
     by_seq = {r[0]: r for r in rows}
     per_key: dict[str, list[tuple[int, str]]] = {}
+    schema, table = source.split(".")
+    dbname = database_url.rsplit("/", 1)[1].split("?")[0]
     for event, header_id in reader.events:
         src = event["source"]
-        row = by_seq[src["seq"]]
+        row = by_seq[int(src["sequence"])]
         assert event["event_id"] == header_id == row[1]
-        assert (src["system"], src["table"], src["txid"]) == ("outbox", source, row[3])
-        assert event["occurred_ms"] == int(row[4].timestamp() * 1000)
-        per_key.setdefault(event["key"], []).append((src["seq"], event["op"]))
+        assert (src["connector"], src["db"], src["schema"], src["table"], src["txId"],
+                src["snapshot"]) == ("outbox", dbname, schema, table, row[3], "false")
+        assert event["occurred_ms"] == src["ts_ms"] == int(row[4].timestamp() * 1000)
+        per_key.setdefault(event["key"], []).append((row[0], event["op"]))
     assert {k: [op for _, op in v] for k, v in per_key.items()} == {
         rid: ["c", "u", "u"], b["resident_id"]: ["c", "d"], c["resident_id"]: ["c"]}
     assert all(v == sorted(v) for v in per_key.values()), "an entity's changes out of order"
     assert rows[0][3] == rows[1][3] != rows[2][3]  # one transaction, one txid
-    events = {e["source"]["seq"]: e for e, _ in reader.events}
+    events = {int(e["source"]["sequence"]): e for e, _ in reader.events}
+    # the transaction block: the first two inserts share one, each later change has its own
+    assert [events[r[0]]["transaction"] for r in rows] == [
+        {"id": str(r[3]), "total_order": n, "data_collection_order": n}
+        for r, n in zip(rows, [1, 2, 1, 1, 1, 1], strict=True)]
     first_update, delete = events[rows[3][0]], events[rows[5][0]]
     assert (first_update["before"]["name"], first_update["after"]["name"]) == ("居民1", "王芳")
     assert first_update["after"]["birth_date"] == "1950-01-02"

@@ -58,6 +58,10 @@ def test_install_snapshots_existing_rows_once(broker_settings: Settings, databas
     assert sorted(e["after"]["resident_id"] for e in snap) == sorted(
         resident(n)["resident_id"] for n in range(20, 25))
     assert all(e["before"] is None for e in snap)
+    # Debezium's source.snapshot: the snapshot's last row says so; no transaction block
+    assert [e["source"]["snapshot"] for e in snap] == ["true"] * 4 + ["last"]
+    assert all(e["transaction"] is None for e in snap)
+    assert events[rows[5][1]]["source"]["snapshot"] == "false"
     first = next(e for e in snap if e["key"] == rid)
     assert first["after"]["name"] == "居民20" and first["after"]["birth_date"] == "1950-01-21"
     order = [e["op"] for e, _ in reader.events if e["key"] == rid]
@@ -90,6 +94,10 @@ def test_snapshot_on_request_sends_current_state_again(
     assert sorted(e["key"] for e in snaps) == sorted(
         [resident(30)["resident_id"], resident(32)["resident_id"]] * 2)
     assert rid not in {e["key"] for e in snaps}  # a deleted row is not in a snapshot
+    # each snapshot ends with one 'last', also when its last chunk is full (chunk=2, 2 rows)
+    by_id = {e["event_id"]: e for e in snaps}
+    assert [by_id[r[1]]["source"]["snapshot"] for r in rows if r[2] == "r"] == [
+        "true", "last"] * 2
 
 
 def test_cli_snapshot_flag(tansu: TansuBroker, broker_settings: Settings, database_url: str,

@@ -35,7 +35,7 @@ ODD = st.sampled_from([
     "a\x00b", b"z" * (validation.MAX_TEXT_CHARS + 1), b"ok", 0, 7, 1.5, [], {}, ["360502"],
     "360502", "360000", "990101", "36050", "３６０５０２", "11010519491231002X",
     "11010519491231002x", "110105194912310021", "91360502MA35L8XG1X", "91360502MA35L8XG1Y",
-    "c", "d", "u", "r", "q", "\u3000", "\t\n", "e-1",
+    "c", "d", "u", "r", "t", "q", "\u3000", "\t\n", "e-1",
 ])
 ENVELOPE = ["event_id", "resource", "op", "key", "before", "after", "source"]
 SOURCE = ["agency", "locality", "system", "table"]
@@ -112,6 +112,8 @@ def test_every_valid_sample_event_takes_the_fast_path() -> None:
 @given(mutated())
 @example((RESOURCES[0], {**valid_event(RESOURCES[0], 0), "key": "other"},
           str(RESOURCES[0].provider)))
+@example((RESOURCES[0], {**valid_event(RESOURCES[0], 0), "op": "t"},
+          str(RESOURCES[0].provider)))  # a truncate with an image and a key: refused
 def test_acceptor_says_yes_only_where_the_rules_find_nothing(
         case: tuple[Resource, dict[str, Any], str]) -> None:
     resource, event, sender = case
