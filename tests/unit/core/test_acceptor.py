@@ -29,7 +29,7 @@ ROWS = sample.generate(60, 7).rows
 AGENCIES = sorted({str(r.provider) for r in RESOURCES}) + ["nobody"]
 
 # values that sit on either side of each rule's line
-ODD = st.sampled_from([
+ODD: st.SearchStrategy[Any] = st.sampled_from([
     None, "", " ", "x" * validation.MAX_TEXT_CHARS, "x" * (validation.MAX_TEXT_CHARS + 1),
     "x" * validation.MAX_ENVELOPE_CHARS, "y" * (validation.MAX_ENVELOPE_CHARS + 1),
     "a\x00b", b"z" * (validation.MAX_TEXT_CHARS + 1), b"ok", 0, 7, 1.5, [], {}, ["360502"],
