@@ -9,7 +9,6 @@ entities of its own (fresh credit codes), and cleans nothing else.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import random
 import threading
 import uuid
