@@ -131,6 +131,7 @@ def cmd_grants(args: argparse.Namespace) -> int:
         f"grant {g['grant_id']:<5} {g['recipient']:<18} {g['resource']:<40} {g['state']:<9} "
         f"fields {','.join(g['fields'])}"
         + (f" masked {','.join(g['masked_fields'])}" if g["masked_fields"] else "")
+        + (" as JSON" if g.get("delivery_format") == "json" else "")
         + _provision(g) for g in rows] or ["no grants"])
     return 0
 
