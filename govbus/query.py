@@ -34,6 +34,7 @@ from govbus.core.keyring import bus_signer
 from govbus.core.registry import SchemaRegistry
 from govbus.core.routing import (
     Delivery,
+    Encoder,
     deliver_topic,
     grant_for,
     make_delivery,
@@ -171,8 +172,15 @@ def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
     res = current_resource(dsn, resource)
     grant = grant_in_force(dsn, agency, res, "data_exchange")
     version = SchemaRegistry(dsn).latest(res.id).version
-    encode = DeliverySchemas(dsn).encoder(agency, res, version, grant.fields,
-                                          grant.masked_fields, grant.delivery_format)
+    schemas = DeliverySchemas(dsn)
+
+    def encoder(record: dict[str, Any] | None) -> Encoder:
+        """The projection of the granted fields ``record`` holds: a record kept from an
+        older contract version may lack one, and is sent with what it has."""
+        held = tuple(f for f in grant.fields if f in (record or {}))
+        return schemas.encoder(agency, res, version, held, grant.masked_fields,
+                               grant.delivery_format)
+
     signer = bus_signer(settings)  # signed as the hot path's deliveries are
     ensure_topics(settings, [deliver_topic(agency, res)])
     producer = Producer(producer_config(settings, **{"linger.ms": 20}))
@@ -183,8 +191,8 @@ def backfill(settings: Settings, agency: str, resource: str | Resource) -> int:
             # "channel" tells the subscriber to confirm receipt as a backfill, as it is logged
             deliveries: list[Delivery] = [
                 d._replace(value=d.value | {"channel": "backfill"})
-                for d in (make_delivery(res, _state_event(res, r, version), grant, encode)
-                          for r in rows)]
+                for d in (make_delivery(res, _state_event(res, r, version), grant,
+                                        encoder(r[1])) for r in rows)]
             writer.append([log_entry(a, "backfill")
                            for a in send_deliveries(producer, deliveries, signer,
                                                     BACKFILL_SHARD)])

@@ -293,6 +293,13 @@ def test_backfill_sends_current_state_to_a_late_grantee(
     dsn = settings.database_url
     wait_until(lambda: state_event_id(dsn, firms[0]["uscc"]) == ids[-1] and all(
         state_event_id(dsn, f["uscc"]) for f in firms), 60, "the firms in state")
+    # a record kept from an earlier contract version, without a field the grant lists
+    older = company(rng)
+    with db.transaction(dsn) as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO entity_state VALUES (%s, %s, %s, %s, '360502', 1000)",
+                    (TAX, older["uscc"], psycopg2.extras.Json(
+                        {k: v for k, v in older.items() if k != "tax_authority"}),
+                     f"older-{uuid.uuid4()}"))
     late = agency()
     gid = grant(catalogue, dsn, late, TAX, ["uscc", "tax_authority"], "CA-1")
     topic = f"deliver.{late}.tax_registration"
@@ -307,6 +314,7 @@ def test_backfill_sends_current_state_to_a_late_grantee(
     assert set(mine) == set(state)
     assert mine[firms[0]["uscc"]]["after"] == {"uscc": firms[0]["uscc"],
                                                 "tax_authority": "新税务所"}
+    assert mine[older["uscc"]]["after"] == {"uscc": older["uscc"]}  # sent with what it has
     assert {v["op"] for v in mine.values()} == {"r"}
     assert mine[firms[0]["uscc"]]["event_id"] == ids[-1]
     sent_ids = {v["event_id"] for v in mine.values()}
