@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2
 
 .PHONY: help install demo test test-unit lint check-prometheus bench up down clean
 
@@ -20,8 +21,8 @@ install: $(BIN)/govbus  ## create .venv and install govbus with its dev tools
 demo: install  ## start the embedded runtime, publish a sample, summarise, stop
 	$(BIN)/govbus demo
 
-test: install  ## unit + integration tests (real broker, real PostgreSQL)
-	$(BIN)/python -m pytest -q --durations=15 $(PYTEST_ARGS)
+test: install  ## unit + integration tests (real broker, real PostgreSQL), on 2 workers
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-unit: install  ## unit tests only: no network
 	$(BIN)/python -m pytest -q tests/unit

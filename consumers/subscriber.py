@@ -16,7 +16,7 @@ subscriber looks up once (through the control plane: the Schema Registry API of 
 or the bus's database), or JSON where the grant asks for it (:mod:`govbus.core.deliveries`).
 Each batch is printed as JSON lines, or applied to a table in the agency's own PostgreSQL
 (:class:`TableSink`: upsert by entity key in order; an event older than the row's is
-skipped, so replays are idempotent; ``d`` deletes, ``t`` empties the table of older rows;
+skipped, so replays are idempotent; ``d`` deletes, ``t`` removes the rows older than it;
 a table with a column per granted field gets the fields as columns, else one JSON record).
 Then its receipt is confirmed in the bus's ``receipts`` table (channel ``exchange``) with the
 hash of what was received, and only then are the Kafka offsets committed: a crash replays a
@@ -277,14 +277,15 @@ class TableSink:
         """Apply in order, in one transaction. An event older than the stored one is skipped.
 
         A delete removes the row only if it is not older than the row, a truncate every row
-        not newer than it: replaying a batch converges on the same table. The log's
+        older than it (a reload in its transaction, of its instant, stays): replaying a batch
+        converges on the same table. The log's
         ``checkpoints`` received with the batch are kept in the same transaction
         (``govbus_evidence.checkpoints``): the agency's own evidence of what the bus's log
         held (docs/security.md).
         """
         delete = sql.SQL("DELETE FROM {} WHERE entity_key = %s AND occurred_ms <= %s"
                          ).format(self.ident)
-        truncate = sql.SQL("DELETE FROM {} WHERE occurred_ms <= %s").format(self.ident)
+        truncate = sql.SQL("DELETE FROM {} WHERE occurred_ms < %s").format(self.ident)
         counts: Counter[str] = Counter()
         statements: dict[tuple[str, ...], sql.Composed] = {}
         with self.link.cursor() as cur:

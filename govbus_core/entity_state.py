@@ -5,14 +5,13 @@ The hot path's settling step keeps it, per batch, after the batch's deliveries w
 acknowledged: the newest event per entity is upserted (or, for a delete, the row removed),
 never over a newer one, so a replayed batch is harmless.
 
-A truncate (op ``t``) removes every entity of its resource whose state is not newer than the
-truncate (``updated_ms <= occurred_ms``), before the batch's upserts and deletes, which carry
-only what follows it. Within a batch, an event of the truncate's own transaction that comes
-after it (``transaction.total_order``; without a transaction block, the later offset) is
-kept even at the same ``occurred_ms`` (logical capture dates a whole transaction by its
-commit). Across batches that tie is decided by which was settled first: an entity written
-after the truncate in its transaction and settled in an *earlier* batch is removed with it,
-until its next change or a snapshot (the events themselves are all delivered, Art. 19).
+A truncate (op ``t``) removes every entity of its resource whose state is older than the
+truncate (``updated_ms < occurred_ms``), before the batch's upserts and deletes, which carry
+only what follows it. State of the truncate's own instant is kept, whichever batch settled it:
+logical capture dates a whole transaction by its commit, and the rows of a reload in the
+truncate's transaction (``TRUNCATE t; INSERT …``) may be settled before it, from another
+partition. Within one batch, an event of the truncate's own transaction that comes before it
+(``transaction.total_order``; without a transaction block, the earlier offset) is left out.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ class StateWriter:
 
     TRUNCATE = """DELETE FROM entity_state s USING jsonb_to_recordset(%s::jsonb)
                     AS t(r text, ms bigint)
-                WHERE s.resource_id = t.r AND s.updated_ms <= t.ms"""
+                WHERE s.resource_id = t.r AND s.updated_ms < t.ms"""
 
     def __init__(self, dsn: str) -> None:
         self.db = db.Reused(dsn)

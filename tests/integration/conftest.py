@@ -33,6 +33,7 @@ from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.config import Settings
 from govbus.core.errors import DatabaseError
 from govbus.core.kafka import ensure_topics
+from tests.integration.helpers import worker_port
 
 DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -58,7 +59,7 @@ class TansuBroker:
 
 @pytest.fixture
 def tansu(tmp_path: Path) -> Iterator[TansuBroker]:
-    broker = TansuBroker(tmp_path, runtime.free_port(29092))
+    broker = TansuBroker(tmp_path, runtime.free_port(worker_port(29092)))
     broker.start()
     yield broker
     broker.stop()
@@ -112,6 +113,22 @@ def scratch_database(admin_dsn: str) -> Iterator[str]:
             except psycopg2.Error:
                 pass
         admin.close()
+
+
+#: tests that start the embedded runtime (its broker, metrics and Prometheus ports are the
+#: runtime's own, found from fixed bases) or load every core: run one after another on one
+#: pytest-xdist worker, never beside each other
+SERIAL_MODULES = ("test_cli.py", "test_supervision.py", "test_faults.py", "test_prometheus.py",
+                  "test_bench_pipeline.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With pytest-xdist's ``--dist loadgroup``: a module's tests run on one worker, in their
+    order (some build on the ones before: a module's database, a proposal approved above),
+    and :data:`SERIAL_MODULES` all on one."""
+    for item in items:
+        group = "runtime" if item.path.name in SERIAL_MODULES else str(item.path)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 #: the session's state folder, never the user's: a developer's own runtime is left alone

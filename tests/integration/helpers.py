@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import threading
 import time
 import uuid
@@ -19,6 +20,17 @@ from govbus.core.errors import ConfigError
 from govbus.core.kafka import consumer_config, producer_config
 from govbus.core.keyring import agency_signer
 from govbus.core.signatures import Signer
+
+#: ports a test process searches from are shifted by this much per pytest-xdist worker
+#: (``PYTEST_XDIST_WORKER`` gw0, gw1, …), so that two workers never race for one port
+WORKER_PORT_STRIDE = 1000
+
+
+def worker_port(start: int) -> int:
+    """``start`` for this test process: shifted past every other worker's ports."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    number = int(worker[2:]) if worker[2:].isdigit() else 0
+    return start + WORKER_PORT_STRIDE * number
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:

@@ -21,7 +21,7 @@ import pytest
 
 from govbus import runtime
 from govbus.core import access
-from tests.integration.helpers import wait_until
+from tests.integration.helpers import wait_until, worker_port
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKENS: dict[tuple[str, str], str] = {}
@@ -55,7 +55,7 @@ def start_service(database_url: str, bootstrap: str, log: Path,
     """``python -m govbus.api`` with ``extra`` settings; over HTTPS when ``verify`` (an
     ``ssl.SSLContext`` holding what the health check presents) is given."""
     # a random start: test runs side by side must not race for the same first free port
-    port = runtime.free_port(28480 + random.randrange(0, 4000, 7))
+    port = runtime.free_port(worker_port(31000) + random.randrange(0, 700, 7))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOVBUS_API", "GOVBUS_QUERY"))}
     env |= {"DATABASE_URL": database_url, "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "GOVBUS_API_PORT": str(port), "PYTHONPATH": str(ROOT)} | (extra or {})

@@ -35,7 +35,13 @@ from govbus.producers.publisher import Change, Publisher
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.api.conftest import Service, start_service, stop_service, token
 from tests.integration.conftest import TansuBroker, register_sample_keys, scratch_database
-from tests.integration.helpers import TopicReader, commitment, running, wait_until
+from tests.integration.helpers import (
+    TopicReader,
+    commitment,
+    running,
+    wait_until,
+    worker_port,
+)
 
 TAX = "tax.tax_registration"
 ADOPTION = "civil_affairs.adoption_register"
@@ -77,7 +83,7 @@ def with_note(catalogue: Catalogue) -> Catalogue:
 @pytest.fixture(scope="module")
 def env(pg_admin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     base = tmp_path_factory.mktemp("schema-registry")
-    broker = TansuBroker(base, runtime.free_port(29292))
+    broker = TansuBroker(base, runtime.free_port(worker_port(29292)))
     broker.start()
     catalogue = load_catalogue()
     try:

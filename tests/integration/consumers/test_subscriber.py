@@ -263,6 +263,27 @@ def test_table_mode_applies_in_order_idempotently_with_deletes(
         assert cur.fetchone()[0] == len(d)
 
 
+def test_a_truncate_removes_the_rows_older_than_it_and_keeps_its_reload(
+        settings: Settings, catalogue: Catalogue, empty_database: str,
+        running: list[Running]) -> None:
+    agency = new_agency()
+    grant(settings, catalogue, agency, POP)
+    topic = topic_of(agency, POP)
+    ensure_topics(settings, [topic], partitions=1)
+    d = [delivery(agency, POP, "k1", "c", 1000, {"v": 1}),
+         delivery(agency, POP, "k2", "c", 3000, {"v": 2}),
+         delivery(agency, POP, "", "t", 2000, None),
+         delivery(agency, POP, "k3", "c", 2000, {"v": 3})]  # the reload, of its instant
+    produce(settings, topic, d)
+    sub = Subscriber(settings, agency, TableSink(empty_database, "pop_t"),
+                     max_messages=len(d), refresh_s=0.5)
+    running.append(Running(sub))
+    running[-1].join(60)
+    assert set(table_rows(empty_database, "pop_t")) == {"k2", "k3"}
+    assert sub.stats["truncated"] == 1 and sub.stats["malformed"] == 0
+    assert receipts(settings, agency) == {x["event_id"] for x in d}
+
+
 def test_database_failure_rewinds_and_retries_the_batch(
         settings: Settings, catalogue: Catalogue, empty_database: str,
         running: list[Running], caplog: pytest.LogCaptureFixture) -> None:

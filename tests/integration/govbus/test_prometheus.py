@@ -36,7 +36,7 @@ from govbus.core.config import Settings
 from govbus.core.kafka import ensure_topics
 from govbus.producers.publisher import Change, Publisher
 from tests.integration.conftest import TansuBroker, register_sample_keys, scratch_database
-from tests.integration.helpers import SignedProducer, commitment, wait_until
+from tests.integration.helpers import SignedProducer, commitment, wait_until, worker_port
 
 APPS = {"hotpath": "govbus.stream_apps.hotpath",
         "ops_exporter": "govbus.stream_apps.ops_exporter"}
@@ -69,7 +69,7 @@ class Observed:
 def observed(tmp_path_factory: pytest.TempPathFactory, pg_admin: str) -> Iterator[Observed]:
     """Broker, database, the four processes, Prometheus; then the workload."""
     base = tmp_path_factory.mktemp("observed")
-    broker = TansuBroker(base, runtime.free_port(29500))
+    broker = TansuBroker(base, runtime.free_port(worker_port(29500)))
     broker.start()
     pids: list[int] = []
     with scratch_database(pg_admin) as dsn:

@@ -25,7 +25,7 @@ from govbus.core.kafka import ensure_topics, producer_config
 from govbus.producers.publisher import Change
 from govbus.stream_apps.feed import CASES_TOPIC, VALUES_TOPIC
 from tests.integration.conftest import TansuBroker
-from tests.integration.helpers import TopicReader, wait_until
+from tests.integration.helpers import TopicReader, wait_until, worker_port
 from tests.integration.reconcile_pipeline import (
     MR,
     TAX,
@@ -118,7 +118,7 @@ def run_once(database_url: str, catalogue: Catalogue, base: Path,
     """Publish ``items`` in their order through a fresh pipeline on a broker of its own and the
     shared database (this run's companies' cases deleted first); wait until the open cases are
     the ones the rules derive from the values."""
-    broker = TansuBroker(base, runtime.free_port(29300))
+    broker = TansuBroker(base, runtime.free_port(worker_port(29300)))
     broker.start()
     try:
         settings = Settings(broker.bootstrap, database_url, catalogue.root,
