@@ -122,12 +122,13 @@ SERIAL_MODULES = ("test_cli.py", "test_supervision.py", "test_faults.py", "test_
                   "test_bench_pipeline.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """With pytest-xdist's ``--dist loadgroup``: a module's tests run on one worker, in their
     order (some build on the ones before: a module's database, a proposal approved above),
     and :data:`SERIAL_MODULES` all on one."""
     for item in items:
-        group = "runtime" if item.path.name in SERIAL_MODULES else str(item.path)
+        group = "runtime" if item.path.name in SERIAL_MODULES else item.nodeid.split("::")[0]
         item.add_marker(pytest.mark.xdist_group(group))
 
 

@@ -94,7 +94,7 @@ def own_service(pg_admin: str, base: Path, port: int) -> Iterator[Service]:
     from govbus.core.catalogue import load_catalogue
     from tests.integration.conftest import TansuBroker, scratch_database
 
-    broker = TansuBroker(base, runtime.free_port(port))
+    broker = TansuBroker(base, runtime.free_port(worker_port(port)))
     broker.start()
     try:
         with scratch_database(pg_admin) as url:
