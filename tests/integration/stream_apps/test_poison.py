@@ -53,8 +53,11 @@ def test_oversized_garbage_is_set_aside_once_and_valid_events_flow(
     ensure_topics(settings, [inbox_topic])
     dlq = TopicReader(settings, ["dlq.tax"])
     try:
-        big = {f"poison-2mb-{uuid.uuid4().hex}".encode(): os.urandom(2 * 1024 * 1024),
-               f"poison-760kb-{uuid.uuid4().hex}".encode(): os.urandom(760 * 1024)}
+        # random bytes but the first, never the wire format's magic byte 0 (a random 0 first
+        # would be read as framed, with an unknown schema id: another rule)
+        big = {f"poison-2mb-{uuid.uuid4().hex}".encode():
+               b"\xff" + os.urandom(2 * 1024 * 1024 - 1),
+               f"poison-760kb-{uuid.uuid4().hex}".encode(): b"\xff" + os.urandom(760 * 1024 - 1)}
         raw = SignedProducer(settings, producer_config(
             settings, **{"message.max.bytes": 4 * 1024 * 1024}))
         ids: set[str] = set()
