@@ -14,6 +14,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
 
+from govbus.core import access, db
 from govbus.core.config import Settings
 from govbus.core.deliveries import Decoder, database_lookup
 from govbus.core.errors import ConfigError
@@ -31,6 +32,29 @@ def worker_port(start: int) -> int:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
     number = int(worker[2:]) if worker[2:].isdigit() else 0
     return start + WORKER_PORT_STRIDE * number
+
+
+TOKENS: dict[tuple[str, str], str] = {}
+CREDENTIALS: dict[str, bytes | None] = {}  # token -> the stored hash it was issued with
+
+
+def token(database_url: str, agency: str) -> str:
+    """``agency``'s credential (Art. 24), issued once per database for these tests, and again
+    when a test of another module issued the agency a new one since (the old one is then
+    void): modules run in any order on a pytest-xdist worker."""
+    held = TOKENS.get((database_url, agency))
+    if held is None or _credential(database_url, agency) != CREDENTIALS.get(held):
+        held = TOKENS[(database_url, agency)] = access.issue(database_url, agency, "test")
+        CREDENTIALS[held] = _credential(database_url, agency)
+    return held
+
+
+def _credential(database_url: str, agency: str) -> bytes | None:
+    """The stored hash of ``agency``'s credential: another once a token is issued again."""
+    with db.transaction(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT token_hash FROM agency_credentials WHERE agency = %s", (agency,))
+        row = cur.fetchone()
+    return bytes(row[0]) if row else None
 
 
 def wait_until(cond: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:

@@ -20,35 +20,9 @@ import httpx
 import pytest
 
 from govbus import runtime
-from govbus.core import access
-from tests.integration.helpers import wait_until, worker_port
+from tests.integration.helpers import token, wait_until, worker_port
 
 ROOT = Path(__file__).resolve().parents[3]
-TOKENS: dict[tuple[str, str], str] = {}
-CREDENTIALS: dict[str, bytes | None] = {}  # token -> the stored hash it was issued with
-
-
-def token(database_url: str, agency: str) -> str:
-    """``agency``'s credential (Art. 24), issued once per database for these tests, and again
-    when a test of another module issued the agency a new one since (the old one is then
-    void): modules run in any order on a pytest-xdist worker."""
-    held = TOKENS.get((database_url, agency))
-    if held is None or _credential(database_url, agency) != CREDENTIALS.get(held):
-        held = TOKENS[(database_url, agency)] = access.issue(database_url, agency, "test")
-        CREDENTIALS[held] = _credential(database_url, agency)
-    return held
-
-
-def _credential(database_url: str, agency: str) -> bytes | None:
-    """The stored hash of ``agency``'s credential: another once a token is issued again."""
-    from govbus.core import db
-
-    with db.transaction(database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT token_hash FROM agency_credentials WHERE agency = %s", (agency,))
-        row = cur.fetchone()
-    return bytes(row[0]) if row else None
-
-
 @dataclass
 class Service:
     url: str

@@ -10,15 +10,7 @@ from pathlib import Path
 
 from govbus.core import access, db
 from tests.integration.govbus.test_cli import govbus
-
-TOKENS: dict[tuple[str, str], str] = {}
-
-
-def token(database_url: str, agency: str) -> str:
-    """``agency``'s credential (Art. 24), issued once per database for these tests."""
-    if (database_url, agency) not in TOKENS:
-        TOKENS[(database_url, agency)] = access.issue(database_url, agency, "test")
-    return TOKENS[(database_url, agency)]
+from tests.integration.helpers import token  # one per agency and database, kept valid
 
 
 def run(database_url: str, *args: str, as_: str | None = None) -> tuple[int, dict | list]:
