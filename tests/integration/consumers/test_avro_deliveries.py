@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from govbus import sample
 from govbus.consumers.subscriber import Subscriber, SubscriberError, TableSink
 from govbus.core import db, sharing_store
 from govbus.core.catalogue import Catalogue
@@ -24,6 +23,7 @@ from govbus.core.serde import unframe
 from govbus.producers.publisher import Change, Publisher
 from govbus.stream_apps.hotpath import HotPath
 from tests.integration.helpers import TopicReader, commitment, running, wait_until
+from tests.integration.stream_apps.test_routing import agency, company
 
 TAX = "tax.tax_registration"
 FIELDS = ["uscc", "taxpayer_name", "taxpayer_type", "credit_rating"]
@@ -34,18 +34,6 @@ def hotpath(settings: Settings) -> Iterator[HotPath]:
     worker = HotPath(settings, group=f"test-hotpath-{uuid.uuid4().hex[:8]}", batch=100)
     with running(worker):
         yield worker
-
-
-def agency() -> str:
-    return f"agency_{uuid.uuid4().hex[:10]}"
-
-
-def company(rng: random.Random, **over: Any) -> dict[str, Any]:
-    code = sample.uscc(rng, "360502")
-    return {"uscc": code, "taxpayer_name": f"新余市{code[-4:]}有限公司",
-            "legal_representative": "李强", "registered_address": "渝水区劳动北路1号",
-            "taxpayer_type": "GENERAL", "tax_authority": "国家税务总局新余市渝水区税务局",
-            "credit_rating": "AAA-2025-07"} | over
 
 
 def grant(settings: Settings, catalogue: Catalogue, requester: str,
