@@ -160,73 +160,18 @@ class DeliverySchema:
         return Codec(self.schema)
 
 
-IMAGES = ("before", "after")
-#: the envelope's fields between the images and the delivery's own: the same for every
-#: delivery of one event, whatever its grant
-SHARED = ("source", "op", "transaction", "event_id", "resource", "schema_version", "key",
-          "occurred_ms", "ts_ms")
-OWN = ("grant_id", "masked_fields", "channel")
-
-
-def _part(name: str, fields: list[dict[str, Any]]) -> Codec:
-    return Codec({"type": "record", "name": name, "fields": fields})
-
-
-#: the shared fields' encoding, by one schema for every resource (their types are the bus's)
-_SHARED = _part(f"{DELIVERY_NAMESPACE}.Shared", envelope_fields(
-    {"type": "record", "name": f"{DELIVERY_NAMESPACE}.Unused", "fields": []})[2:])
-_last_shared: tuple[Any, ...] = ((), b"")  # the latest event's (fields, encoding)
-
-
-def _shared(value: dict[str, Any]) -> bytes:
-    """The shared fields' encoding, computed once per event: an event's deliveries come one
-    after another, and each is checked field by field against the one remembered."""
-    global _last_shared
-    fields = tuple(value[name] for name in SHARED)
-    held, body = _last_shared
-    if held != fields:
-        body = _SHARED.encode(dict(zip(SHARED, fields, strict=True)))
-        _last_shared = (fields, body)
-    return body
-
-
 class Framed:
-    """An encoder of one projection: its Avro body in the Confluent wire format.
+    """An encoder of one projection: its Avro body in the Confluent wire format, written by
+    the projection's schema (:class:`govbus.core.serde.Codec`) after the frame's header."""
 
-    Avro writes a record as its fields' encodings one after another (the specification,
-    "Binary Encoding"), so a delivery is written in three parts, each by fastavro: the
-    projected images, by this projection's schema; the fields every delivery of the event
-    shares (:data:`SHARED`), once per event; the grant's own (:data:`OWN`), once per grant and
-    channel. The images' union branch is named (fastavro's tuple notation), so that the record
-    is written without being validated against the branch first. The bytes are those of the
-    whole schema's encoding (tests/unit/core/test_deliveries.py checks it on generated
-    events); a schema not laid out as :func:`delivery_schema` lays it out is written whole."""
-
-    __slots__ = ("codec", "header", "schema_id", "images", "value_name", "own", "_own")
+    __slots__ = ("codec", "header", "schema_id")
 
     def __init__(self, registered: DeliverySchema) -> None:
         self.codec, self.schema_id = registered.codec(), registered.schema_id
         self.header = frame(registered.schema_id, b"")
-        fields = registered.schema["fields"]
-        self.images: Codec | None = None
-        self._own: dict[tuple[Any, ...], bytes] = {}
-        if tuple(f["name"] for f in fields) == (*IMAGES, *SHARED, *OWN):
-            ns = registered.schema.get("namespace", DELIVERY_NAMESPACE)
-            self.images = _part(f"{ns}.Images", fields[:2])
-            self.value_name = f"{ns}.Value"
-            self.own = _part(f"{ns}.Own", fields[-3:])
 
     def __call__(self, value: dict[str, Any]) -> bytes:
-        if self.images is None:
-            return self.header + self.codec.encode(value)
-        before, after, name = value["before"], value["after"], self.value_name
-        images = self.images.encode({"before": None if before is None else (name, before),
-                                     "after": None if after is None else (name, after)})
-        key = (value["grant_id"], tuple(value["masked_fields"]), value["channel"])
-        own = self._own.get(key)
-        if own is None:
-            own = self._own[key] = self.own.encode(dict(zip(OWN, key, strict=True)))
-        return self.header + images + _shared(value) + own
+        return self.header + self.codec.encode(value)
 
 
 def register(cur: Any, recipient: str, resource: Resource, resource_version: int,
