@@ -11,7 +11,9 @@ feeder and the kernel included) and how many cores were busy on average. The eve
 signed before each run (as in the pipeline benchmark); with ``--unsigned`` they are not, and
 the workers neither verify nor sign (``bench.worker --unsigned``).
 With ``--py-spy FILE`` (py-spy installed and allowed to attach), a worker is sampled during
-the last run, per thread, into FILE (py-spy's raw format). Linux only.
+the last run, per thread, into FILE (py-spy's raw format); with ``--gil`` as well, only the
+thread holding the interpreter lock is sampled, and the worker is not paused to take a
+sample. Linux only.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, choices=(1, 2, 3, 4),
                         help="worker processes in the group (1); CPU is summed over them")
     parser.add_argument("--py-spy", metavar="FILE", help="sample the worker in the last run")
+    parser.add_argument("--gil", action="store_true", help="with --py-spy: sample only the "
+                        "thread holding the interpreter lock, without pausing the worker")
     parser.add_argument("--unsigned", action="store_true", help="unsigned events, workers "
                         "that neither verify nor sign (what signatures cost, by the difference)")
     args = parser.parse_args(argv)
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                     if spy and run == args.runs - 1:
                         sampler = subprocess.Popen(
                             [spy, "record", "-p", str(worker_pid()), "-f", "raw", "--threads",
-                             "-r", "200", "-o", args.py_spy], stdout=subprocess.DEVNULL,
+                             "-r", "200", *(["--gil", "--nonblocking"] if args.gil else []),
+                             "-o", args.py_spy], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
                     before = snapshot()
                     seconds, _ = timed_feed(feeder, batch, env.database_url, 300)

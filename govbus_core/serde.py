@@ -63,7 +63,7 @@ def _has_logical_type(schema: Any) -> bool:
         _has_logical_type(f.get("type")) for f in schema.get("fields", ()))
 
 
-def _fast(parsed: dict[str, Any]) -> cavro.Schema | None:
+def _fast(parsed: Any) -> cavro.Schema | None:
     """cavro's form of a parsed schema, or None where fastavro alone writes and reads it."""
     if _has_logical_type(parsed):
         return None
