@@ -160,18 +160,86 @@ class DeliverySchema:
         return Codec(self.schema)
 
 
-class Framed:
-    """An encoder of one projection: its Avro body in the Confluent wire format, written by
-    the projection's schema (:class:`govbus.core.serde.Codec`) after the frame's header."""
+IMAGES = ("before", "after")
+#: the envelope's fields between the images and the delivery's own: the same for every
+#: delivery of one event, whatever its grant
+SHARED = ("source", "op", "transaction", "event_id", "resource", "schema_version", "key",
+          "occurred_ms", "ts_ms")
+OWN = ("grant_id", "masked_fields", "channel")
 
-    __slots__ = ("codec", "header", "schema_id")
+
+def _part(name: str, fields: list[dict[str, Any]]) -> Codec:
+    return Codec({"type": "record", "name": name, "fields": fields})
+
+
+#: the shared fields' encoding, by one schema for every resource (their types are the bus's)
+_SHARED = _part(f"{DELIVERY_NAMESPACE}.Shared", envelope_fields(
+    {"type": "record", "name": f"{DELIVERY_NAMESPACE}.Unused", "fields": []})[2:])
+
+
+class _LastShared(threading.local):
+    """The shared fields of the latest delivery written in this thread, and their encoding."""
+
+    fields: tuple[Any, ...] = ()
+    body = b""
+
+
+_last = _LastShared()
+
+
+def _shared(value: dict[str, Any]) -> bytes:
+    """The shared fields' encoding, written once per event: an event's deliveries are written
+    one after another and their values hold the very objects of the event's envelope
+    (:mod:`govbus.core.routing`), so the immutable fields are compared by identity (the same
+    object is the same value) and ``source`` and ``transaction`` by equality with copies of
+    those remembered (a dict may have changed since); anything else is written anew."""
+    held = _last.fields
+    if held and value["event_id"] is held[3] and value["op"] is held[1] \
+            and value["resource"] is held[4] and value["schema_version"] is held[5] \
+            and value["key"] is held[6] and value["occurred_ms"] is held[7] \
+            and value["ts_ms"] is held[8] and value["source"] == held[0] \
+            and value["transaction"] == held[2]:
+        return _last.body
+    source, transaction = value["source"], value["transaction"]
+    _last.fields = (dict(source) if isinstance(source, dict) else source, value["op"],
+                    dict(transaction) if isinstance(transaction, dict) else transaction,
+                    *[value[name] for name in SHARED[3:]])
+    _last.body = body = _SHARED.encode(value)
+    return body
+
+
+class Framed:
+    """An encoder of one projection: its Avro body in the Confluent wire format.
+
+    Avro writes a record as its fields' encodings one after another (the specification,
+    "Binary Encoding"), so a delivery is written in three parts: the projected images, by
+    this projection's schema; the fields every delivery of the event shares
+    (:data:`SHARED`), once per event; the grant's own (:data:`OWN`), once per grant and
+    channel. The bytes are fastavro's encoding of the whole schema
+    (tests/unit/core/test_deliveries.py checks it on generated events); a schema not laid out
+    as :func:`delivery_schema` lays it out is written whole."""
+
+    __slots__ = ("codec", "header", "schema_id", "images", "own", "_own")
 
     def __init__(self, registered: DeliverySchema) -> None:
         self.codec, self.schema_id = registered.codec(), registered.schema_id
         self.header = frame(registered.schema_id, b"")
+        fields = registered.schema["fields"]
+        self.images: Codec | None = None
+        self._own: dict[tuple[Any, ...], bytes] = {}
+        if tuple(f["name"] for f in fields) == (*IMAGES, *SHARED, *OWN):
+            ns = registered.schema.get("namespace", DELIVERY_NAMESPACE)
+            self.images = _part(f"{ns}.Images", fields[:2])
+            self.own = _part(f"{ns}.Own", fields[-3:])
 
     def __call__(self, value: dict[str, Any]) -> bytes:
-        return self.header + self.codec.encode(value)
+        if self.images is None:
+            return self.header + self.codec.encode(value)
+        key = (value["grant_id"], tuple(value["masked_fields"]), value["channel"])
+        own = self._own.get(key)
+        if own is None:
+            own = self._own[key] = self.own.encode(dict(zip(OWN, key, strict=True)))
+        return self.header + self.images.encode(value) + _shared(value) + own
 
 
 def register(cur: Any, recipient: str, resource: Resource, resource_version: int,

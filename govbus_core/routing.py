@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -147,7 +148,9 @@ class _Projection:
 
     def __init__(self, resource: Resource, grant: Grant, encode: Encoder = json_bytes
                  ) -> None:
-        self.grant, self.resource_id = grant, resource.id
+        # interned: every projection of the resource holds the same string, so all the fields
+        # an event's deliveries share are the same objects (govbus.core.deliveries relies on it)
+        self.grant, self.resource_id = grant, sys.intern(resource.id)
         self.topic = deliver_topic(grant.recipient, resource)
         self.masked = frozenset(grant.masked_fields)
         self.masked_listed = [f for f in grant.fields if f in self.masked]  # as project()

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from govbus.core import deliveries
 from govbus.core.catalogue import Catalogue, load_catalogue
 from govbus.core.deliveries import (
     MASKED_TYPE,
@@ -115,6 +116,44 @@ def test_a_delivery_is_framed_avro_of_its_projection_schema(
     schema_id, body = unframe(written)
     decoded = fastavro.schemaless_reader(io.BytesIO(body), parsed, None)
     assert schema_id == 41 and decoded == value
+
+
+def fastavro_bytes(schema: dict[str, Any], schema_id: int, value: dict[str, Any]) -> bytes:
+    out = io.BytesIO()
+    fastavro.schemaless_writer(out, fastavro.parse_schema(schema), value)
+    return frame(schema_id, out.getvalue())
+
+
+def test_an_events_deliveries_share_its_fields_encoding_and_a_change_is_written_anew(
+        catalogue: Catalogue, monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[str] = []
+    shared = deliveries._SHARED
+    monkeypatch.setattr(shared, "encode", lambda v, write=shared.encode: (
+        writes.append(v["event_id"]), write(v))[1])
+    res = catalogue.resources[TAX]
+    firm, board = grant(TAX, ("uscc",), grant_id=1), grant(TAX, ("uscc", "credit_rating"),
+                                                           ("credit_rating",), grant_id=2)
+    framed = {g.grant_id: Framed(DeliverySchema(g.grant_id, "s", 1, delivery_schema(
+        res, g.fields, g.masked_fields, "hrss"))) for g in (firm, board)}
+    event = make_event(res, version=1, op="c", record=FIRM, agency="tax", locality="360502")
+    values = [make_delivery(res, event, g).value for g in (firm, board)]
+    for g, value in zip((firm, board), values, strict=True):  # the second reuses the first's
+        schema = delivery_schema(res, g.fields, g.masked_fields, "hrss")
+        assert framed[g.grant_id](value) == fastavro_bytes(schema, g.grant_id, value)
+    assert writes == [event["event_id"]]  # once for both deliveries
+    event["source"]["locality"] = "360521"  # the same dict, changed: written anew
+    value = make_delivery(res, event, board).value
+    assert value["source"] is values[0]["source"]
+    schema = delivery_schema(res, board.fields, board.masked_fields, "hrss")
+    written = framed[2](value)
+    assert written == fastavro_bytes(schema, 2, value)
+    assert decoded(schema, written)["source"]["locality"] == "360521"
+    assert len(writes) == 2
+
+
+def decoded(schema: dict[str, Any], payload: bytes) -> dict[str, Any]:
+    _, body = unframe(payload)
+    return fastavro.schemaless_reader(io.BytesIO(body), fastavro.parse_schema(schema), None)
 
 
 def test_the_decoder_reads_framed_avro_by_its_id_and_json_as_json(catalogue: Catalogue
