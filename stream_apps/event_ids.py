@@ -10,9 +10,10 @@ id, one log row and one receipt for the two.
 What was accepted is the ``accepted_events`` table (id, a 16-byte BLAKE2b digest of the framed
 record, resource), written when the batch settles; ids of batches judged but not settled yet,
 and of recent ones, are held in memory, so a reuse within the batches in flight is caught too.
-One query per batch looks up the ids its records' ``event_id`` headers name; an event whose
-header is missing or differs from its body is looked up on its own. A database error fails
-the batch (it is retried), never accepts unchecked.
+One query per batch looks up the ids its records' ``event_id`` headers name, on a thread of
+its own while the batch is judged (the first check waits for it); an event whose header is
+missing or differs from its body is looked up on its own. A database error fails the batch
+(it is retried), never accepts unchecked.
 
 The window is the table's retention (``GOVBUS_ACCEPTED_EVENTS_RETENTION_DAYS``). Two workers that
 take the same id on different partitions within the same second are not told apart: the
@@ -25,6 +26,8 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import suppress
 from typing import Any
 
 import psycopg2
@@ -76,18 +79,34 @@ class EventIds:
         self.cap = recent
         self.recent: OrderedDict[str, bytes] = OrderedDict()
         self._looked_up: dict[str, bytes | None] = {}
+        self._pending: Future[dict[str, bytes]] | None = None
+        self._lookups = ThreadPoolExecutor(1, thread_name_prefix="event-ids")
 
     def prefetch(self, msgs: Iterable[Any]) -> None:
-        """Look up, in one query, the ids the batch's headers name and memory lacks."""
+        """Start looking up, in one query on the lookup thread, the ids the batch's headers
+        name and memory lacks; the first :meth:`check` waits for the answer."""
+        if self._pending is not None:  # an earlier batch's, which no check waited for
+            with suppress(Exception):
+                self._pending.result()
+            self._pending = None
         wanted = {h for m in msgs if (h := _header(m)) is not None and h not in self.recent}
         self._looked_up = dict.fromkeys(wanted)
-        self._looked_up.update(self._lookup(wanted))
+        if wanted and self.db is not None:
+            self._pending = self._lookups.submit(self._lookup, wanted)
+
+    def _answered(self) -> None:
+        """The batch's lookup, waited for (its DatabaseError fails the batch)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self._looked_up.update(pending.result())
 
     def check(self, event_id: str, payload: bytes | None,
               ts_ms: int | None = None) -> bytes | None:
         """The record's digest if ``event_id`` may be accepted for ``payload`` (remembered
         then), ``None`` if the id was accepted for another record (``ts_ms``: the decoded
         event's, left out of the comparison: see :func:`digest`)."""
+        if self._pending is not None:
+            self._answered()
         mine = digest(payload, ts_ms)
         prior = self.recent.get(event_id)
         if prior is None:
@@ -113,6 +132,7 @@ class EventIds:
             return {e: bytes(d) for e, d in cur.fetchall()}
 
     def close(self) -> None:
+        self._lookups.shutdown()
         if self.db is not None:
             self.db.close()
 

@@ -139,11 +139,11 @@ class Decider:
         plans: dict[int | None, _Plan] = {}  # schema id -> what this batch does with its events
         out = Decided(Acks("outputs"))
         bundles, ids = self.bundles, self.ids
-        ids.prefetch(msgs)
-        for msg in msgs:
-            verdict = judge.judge(msg.topic(), msg.value(), self.lookup,
-                                  now_ms=now, max_skew_ms=self.max_skew_ms,
-                                  verifier=verifier, key=msg.key(), headers=msg.headers())
+        ids.prefetch(msgs)  # the batch's ids are looked up while its records are judged
+        verdicts = [judge.judge(msg.topic(), msg.value(), self.lookup, now_ms=now,
+                                max_skew_ms=self.max_skew_ms, verifier=verifier,
+                                key=msg.key(), headers=msg.headers()) for msg in msgs]
+        for msg, verdict in zip(msgs, verdicts, strict=True):
             if verdict.accepted:  # an event id names one event (Art. 19)
                 event = verdict.event
                 assert event is not None  # accepted: decoded
