@@ -11,9 +11,12 @@ faust's own producer settings unless ``--linger-ms`` is given.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +36,11 @@ args.add_argument("--linger-ms", type=int, default=None,
 opts = args.parse_args()
 tuning = {} if opts.linger_ms is None else {"producer_linger_ms": opts.linger_ms}
 
+# faust makes its data folder even with memory tables: in a temporary folder, not the checkout
+datadir = tempfile.mkdtemp(prefix="govbus-bench-faust-")
+atexit.register(shutil.rmtree, datadir, True)
 app = faust.App(opts.group, broker=f"kafka://{opts.bootstrap}", web_enabled=False,
+                datadir=datadir,
                 broker_session_timeout=6.0, broker_heartbeat_interval=0.5,
                 store="memory://", consumer_auto_offset_reset="earliest",
                 topic_allow_declare=False, **tuning)
