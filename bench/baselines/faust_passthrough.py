@@ -38,7 +38,7 @@ tuning = {} if opts.linger_ms is None else {"producer_linger_ms": opts.linger_ms
 
 # faust makes its data folder even with memory tables: in a temporary folder, not the checkout
 datadir = tempfile.mkdtemp(prefix="govbus-bench-faust-")
-atexit.register(shutil.rmtree, datadir, True)
+atexit.register(shutil.rmtree, datadir, True)  # any other way out
 app = faust.App(opts.group, broker=f"kafka://{opts.bootstrap}", web_enabled=False,
                 datadir=datadir,
                 broker_session_timeout=6.0, broker_heartbeat_interval=0.5,
@@ -65,6 +65,7 @@ async def passthrough(stream: faust.StreamT) -> None:
             # fd 1 itself: the faust worker redirects sys.stdout into its logger
             os.write(1, (json.dumps({"events": opts.n, "seconds": seconds, "busy": busy})
                          + "\n").encode())
+            shutil.rmtree(datadir, True)  # os._exit runs no atexit handler
             os._exit(0)  # a bare worker: no graceful rebalance needed for a measurement
 
 
