@@ -3,13 +3,13 @@ Avro binary body. Every payload govbus puts on an ingest topic is framed; decodi
 exactly what is wrong with a payload that is not (for the DLQ).
 
 Schemas are parsed and records validated by fastavro. Bodies are written and read by cavro
-where the schema has no logical type: it writes the same bytes and reads the same values
-(tests/unit/core/test_serde.py checks both on generated schemas and records) in less than half
-fastavro's time; an int whose encoding runs past 32 bits, which no Avro writer makes, it reads
-as Apache Avro's Java decoder does (the bits past 32 dropped), not as fastavro (a number no
-int holds), and a governed event is decoded once and written once per delivery on the
-hot path (docs/adr/0015-cavro-on-the-hot-path.md). A schema with a logical type is written and
-read by fastavro alone, whose conversions (dates, decimals, ...) the rest of the bus expects.
+where the schema has no logical type, in less than half fastavro's time: the hot path decodes
+every event and writes every delivery (docs/adr/0015-cavro-on-the-hot-path.md). cavro writes
+fastavro's bytes and reads fastavro's values (tests/unit/core/test_serde.py checks both on
+generated schemas and records), but for an int whose encoding runs past 32 bits, which no Avro
+writer makes: cavro keeps the low 32 bits, as Apache Avro's Java decoder does, where fastavro
+returns a number no int holds. A schema with a logical type is written and read by fastavro
+alone, whose conversions (dates, decimals, ...) the rest of the bus expects.
 """
 
 from __future__ import annotations
